@@ -1,0 +1,1 @@
+"""The discdiff command line (Typer). Installed as discdiff.cli."""

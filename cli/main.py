@@ -1,0 +1,70 @@
+"""Entry point of the `discdiff` command: one Typer app with a sub-app per task."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from discdiff import __version__
+
+app = typer.Typer(
+    name="discdiff",
+    help="Discrete diffusion for text, pixels and molecules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"discdiff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Discrete diffusion for text, pixels and molecules."""
+
+
+def _register_subapps() -> None:
+    from discdiff.cli import demo
+
+    app.command(name="demo")(demo.demo)
+
+
+_register_subapps()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors (ValueError/TypeError/FileNotFoundError) become one line and exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        typer.echo(f"error: {msg}", err=True)
+        return 2
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

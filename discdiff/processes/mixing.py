@@ -1,0 +1,165 @@
+"""The closed form shared by uniform, absorbing and marginal processes.
+
+Qbar(t) = alpha(t) I + (1 - alpha(t)) 1 m^T over S states, with m the limit distribution
+(uniform, the mask one-hot, or data marginals). The family is closed under composition, so the
+transition from time s to time t is the same form with keep-probability a = alpha(t)/alpha(s).
+Everything is O(S) per element: no S x S matrix is ever built.
+
+Reverse step (x0-parameterised, D3PM eq. 4) for x_t = z and a distribution p over x_0:
+    marg_s(y) = alpha_s p(y) + (1 - alpha_s) m(y)
+    fwd(y)    = q(x_t = z | x_s = y) = a [y = z] + (1 - a) m(z)
+    post(y)   = marg_s(y) fwd(y) / N,    N = (1 - a) m(z) + a marg_s(z)
+N has a closed form because sum_y marg_s(y) = 1, so no normalising sum over S is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from discdiff.processes.base import Process, check_ids, check_time, expand_time
+from discdiff.schedules import Schedule
+
+__all__ = ["MixingProcess"]
+
+
+class MixingProcess(Process):
+    """Process with Qbar(t) = alpha(t) I + (1 - alpha(t)) 1 m^T; subclasses fix m."""
+
+    def __init__(self, num_classes: int, limit: Tensor, schedule: Schedule) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a discdiff Schedule, got {type(schedule).__name__}")
+        limit = torch.as_tensor(limit, dtype=torch.float64).flatten()
+        self.num_classes = num_classes
+        self.num_states = int(limit.numel())
+        self.schedule = schedule
+        self.num_steps = schedule.num_steps
+        self._m = limit
+        self._log_m = torch.log(limit)
+        self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    # ---- helpers -------------------------------------------------------------------------
+    @property
+    def limit(self) -> Tensor:
+        """The limit distribution m (S,), float64: where every token ends up at alpha = 0."""
+        return self._m.clone()
+
+    def _m_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._cache:
+            self._cache[device] = (self._m.to(device), self._log_m.to(device))
+        return self._cache[device]
+
+    def _alpha(self, t: Tensor | float, batch: int, device: torch.device) -> Tensor:
+        t = check_time(t, batch)
+        return self.schedule.alpha(t).to(device)
+
+    def _check_xt(self, x_t: Tensor) -> Tensor:
+        return check_ids(x_t, self.num_states, "x_t")
+
+    # ---- forward -------------------------------------------------------------------------
+    def marginal_log(self, x0: Tensor, t: Tensor | float) -> Tensor:
+        is_ids = self._x0_is_ids(x0)
+        a = self._alpha(t, x0.shape[0], x0.device)
+        return self._marginal_log_ids(x0.long(), a) if is_ids else self._marginal_log_logits(x0, a)
+
+    def _marginal_log_ids(self, x0: Tensor, a: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        m, log_m = self._m_on(x0.device)
+        a_ = expand_time(a, x0)  # (B, 1, ..., 1) float64
+        out = torch.empty(*x0.shape, self.num_states, dtype=dtype, device=x0.device)
+        out.copy_((torch.log1p(-a_).unsqueeze(-1) + log_m).to(dtype).expand_as(out))
+        at_x0 = torch.log(a_ + (1.0 - a_) * m[x0])  # (...) float64
+        out.scatter_(-1, x0.unsqueeze(-1), at_x0.unsqueeze(-1).to(dtype))
+        return out
+
+    def _marginal_log_logits(self, logits: Tensor, a: Tensor) -> Tensor:
+        _, log_m = self._m_on(logits.device)
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        if self.num_states > self.num_classes:
+            pad = lp.new_full((*lp.shape[:-1], self.num_states - self.num_classes), -torch.inf)
+            lp = torch.cat([lp, pad], dim=-1)
+        a_ = expand_time(a, logits[..., 0]).unsqueeze(-1)  # (B, 1, ..., 1)
+        keep = torch.log(a_).float()
+        move = (torch.log1p(-a_) + log_m).float()
+        return torch.logaddexp(lp + keep, move)
+
+    def sample_marginal(
+        self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None
+    ) -> Tensor:
+        x0 = check_ids(x0, self.num_classes, "x0")
+        a = self._alpha(t, x0.shape[0], x0.device)
+        u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
+        noise = self.prior_sample(x0.shape, generator=generator, device=x0.device)
+        return torch.where(u < expand_time(a, x0), x0, noise)
+
+    # ---- reverse -------------------------------------------------------------------------
+    def posterior_log(self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
+        x_t = self._check_xt(x_t)
+        is_ids = self._x0_is_ids(x0)
+        want = tuple(x_t.shape) if is_ids else (*x_t.shape, self.num_classes)
+        if tuple(x0.shape) != want:
+            raise ValueError(f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}")
+        batch, dev = x_t.shape[0], x_t.device
+        s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
+        if bool((s > t).any()):
+            raise ValueError("posterior needs s <= t for every example")
+        a_s = self.schedule.alpha(s).to(dev)
+        ratio = self.schedule.alpha_ratio(s, t).to(dev)
+        lm = self._marginal_log_ids(x0.long(), a_s) if is_ids else self._marginal_log_logits(x0, a_s)
+
+        m, _ = self._m_on(dev)
+        a_ = expand_time(ratio, x_t)  # (B, 1, ..., 1) float64
+        z = x_t.unsqueeze(-1)
+        fwd_other = (1.0 - a_) * m[x_t]  # q(x_t = z | x_s = y) for y != z, (...)
+        log_fwd_other = torch.log(fwd_other)
+        log_fwd_self = torch.log(fwd_other + a_)
+        lm_z = lm.gather(-1, z).squeeze(-1)
+        log_norm = torch.logaddexp(log_fwd_other, torch.log(a_) + lm_z.double())
+        impossible = torch.isneginf(log_norm)  # x_t cannot arise from this x0: stay put
+        log_norm = torch.where(impossible, torch.zeros_like(log_norm), log_norm)
+        shift = (log_fwd_other - log_norm).to(lm.dtype).unsqueeze(-1)
+        at_z = (lm_z.double() + log_fwd_self - log_norm).to(lm.dtype).unsqueeze(-1)
+        if is_ids:  # nothing needs gradients: work in place, one (..., S) tensor in all
+            out = lm.add_(shift).scatter_(-1, z, at_z)
+        else:
+            out = (lm + shift).scatter(-1, z, at_z)
+        if bool(impossible.any()):
+            stay = torch.full_like(out[impossible], -torch.inf).scatter_(-1, z[impossible], 0.0)
+            out = out.index_put((impossible,), stay) if out.requires_grad else out.index_put_((impossible,), stay)
+        return out
+
+    # ---- prior ---------------------------------------------------------------------------
+    def prior_log_probs(self) -> Tensor:
+        return self._log_m.clone()
+
+    def kl_prior(self, x0: Tensor) -> Tensor:
+        x0 = check_ids(x0, self.num_classes, "x0")
+        m, _ = self._m_on(x0.device)
+        a1 = float(self.schedule.alpha(torch.ones(1, dtype=torch.float64)))
+        m0 = m[x0]
+        q0 = a1 + (1.0 - a1) * m0  # q(x_1 = x_0 | x_0)
+        # y != x0 all carry the ratio q/m = 1 - a1; y = x0 carries q0 / m0.
+        rest = (1.0 - m0) * ((1.0 - a1) * math.log(1.0 - a1) if a1 < 1.0 else 0.0)
+        at_x0 = torch.where(q0 > 0, q0 * (torch.log(q0) - torch.log(m0)), torch.zeros_like(q0))
+        return (rest + at_x0).float()
+
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        m, _ = self._m_on(torch.device(device) if device is not None else torch.device("cpu"))
+        n = 1
+        for d in shape:
+            n *= int(d)
+        if n == 0:
+            return torch.empty(tuple(shape), dtype=torch.long, device=device)
+        return torch.multinomial(m.float(), n, replacement=True, generator=generator).reshape(tuple(shape))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes}, schedule={self.schedule!r})"

@@ -1,0 +1,30 @@
+"""Uniform transitions (D3PM uniform, multinomial diffusion): a corrupted token is redrawn uniformly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from discdiff.processes.mixing import MixingProcess
+from discdiff.schedules import Schedule
+
+__all__ = ["Uniform"]
+
+
+class Uniform(MixingProcess):
+    """Qbar(t) = alpha(t) I + (1 - alpha(t)) 11^T / K over K states; the prior is uniform."""
+
+    def __init__(self, num_classes: int, schedule: Schedule) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        super().__init__(num_classes, torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64), schedule)
+
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        return torch.randint(0, self.num_classes, tuple(shape), generator=generator, device=device)

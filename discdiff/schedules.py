@@ -1,0 +1,216 @@
+"""Noise schedules: time t in [0, 1] -> cumulative keep-probability alpha(t).
+
+Every structured process (uniform, absorbing, marginal) depends on time only through
+alpha(t) = P(x_t still equals x_0 by "keeping"), so a schedule is all that distinguishes
+D3PM's discrete-time chains from MDLM/SEDD-style continuous time.
+
+- Continuous schedules define alpha(t) for any t in [0, 1] and its derivative.
+- Discrete schedules have ``num_steps = T`` and are defined on the grid t = k / T only;
+  they are built from per-step betas: alpha_k = prod_{j<=k} (1 - beta_j).
+
+All schedule arithmetic is done in float64 on per-example scalars (shape (B,)), so
+1 - alpha(t) stays accurate near t = 0 and alpha(t) near t = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Schedule",
+    "ContinuousSchedule",
+    "DiscreteSchedule",
+    "LogLinear",
+    "CosineAlpha",
+    "d3pm_cosine",
+    "d3pm_linear",
+    "absorbing_schedule",
+]
+
+_GRID_TOL = 1e-4
+
+
+def _check_time(t: Tensor) -> Tensor:
+    if not isinstance(t, Tensor):
+        t = torch.as_tensor(t)
+    if not torch.is_floating_point(t):
+        raise TypeError(f"time must be a float tensor in [0, 1], got dtype {t.dtype}")
+    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any()) or bool(t.isnan().any())):
+        bad = t[(t < 0) | (t > 1) | t.isnan()].flatten()[0].item()
+        raise ValueError(f"time must lie in [0, 1], got {bad}")
+    return t.to(torch.float64)
+
+
+class Schedule(ABC):
+    """Maps time t in [0, 1] to alpha(t), with alpha(0) = 1 and alpha decreasing."""
+
+    #: number of steps T of a discrete-time schedule; None for continuous time.
+    num_steps: int | None = None
+
+    @abstractmethod
+    def _alpha(self, t: Tensor) -> Tensor:
+        """alpha at validated float64 times."""
+
+    def alpha(self, t: Tensor) -> Tensor:
+        """Cumulative keep-probability alpha(t), float64, same shape as ``t``."""
+        return self._alpha(_check_time(t)).clamp(0.0, 1.0)
+
+    def alpha_ratio(self, s: Tensor, t: Tensor) -> Tensor:
+        """alpha(t) / alpha(s) for s <= t: the keep-probability from time s to t.
+
+        Defined as 0 where alpha(s) = 0 (then alpha(t) = 0 too).
+        """
+        a_s, a_t = self.alpha(s), self.alpha(t)
+        safe = torch.where(a_s > 0, a_s, torch.ones_like(a_s))
+        return torch.where(a_s > 0, (a_t / safe).clamp(0.0, 1.0), torch.zeros_like(a_s))
+
+    def rate(self, t: Tensor) -> Tensor:
+        """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64)."""
+        raise TypeError(f"{type(self).__name__} is a discrete-time schedule and has no rate")
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        """d alpha / dt (float64). Subclasses give a closed form; the default differentiates."""
+        t = _check_time(t).detach().requires_grad_(True)
+        with torch.enable_grad():
+            a = self._alpha(t)
+            (g,) = torch.autograd.grad(a.sum(), t)
+        return g
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class ContinuousSchedule(Schedule):
+    """Base for schedules defined at every t in [0, 1]."""
+
+    num_steps = None
+
+    def rate(self, t: Tensor) -> Tensor:
+        a = self.alpha(t)
+        da = self.alpha_prime(t)
+        return torch.where(a > 0, -da / a.clamp_min(1e-300), torch.full_like(a, math.inf))
+
+
+class LogLinear(ContinuousSchedule):
+    """alpha(t) = 1 - (1 - alpha_min) t: the total noise sigma(t) = -log alpha(t) is log-linear.
+
+    The MDLM/SEDD default. With alpha_min = 0 (default) the process reaches its prior exactly
+    at t = 1, which the continuous-time ELBO needs for absorbing processes.
+    """
+
+    def __init__(self, alpha_min: float = 0.0) -> None:
+        if not 0.0 <= alpha_min < 1.0:
+            raise ValueError(f"alpha_min must be in [0, 1), got {alpha_min}")
+        self.alpha_min = float(alpha_min)
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - (1.0 - self.alpha_min) * t
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        t = _check_time(t)
+        return torch.full_like(t, -(1.0 - self.alpha_min))
+
+
+class CosineAlpha(ContinuousSchedule):
+    """alpha(t) = alpha_min + (1 - alpha_min) cos(pi t / 2): slow corruption early, fast late."""
+
+    def __init__(self, alpha_min: float = 0.0) -> None:
+        if not 0.0 <= alpha_min < 1.0:
+            raise ValueError(f"alpha_min must be in [0, 1), got {alpha_min}")
+        self.alpha_min = float(alpha_min)
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return self.alpha_min + (1.0 - self.alpha_min) * torch.cos(0.5 * math.pi * t)
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        t = _check_time(t)
+        return -(1.0 - self.alpha_min) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
+
+
+class DiscreteSchedule(Schedule):
+    """A T-step schedule from per-step corruption probabilities beta_1..beta_T.
+
+    Step k (t = k / T) keeps a token with probability 1 - beta_k, so
+    alpha(k / T) = prod_{j <= k} (1 - beta_j). Times off the grid raise ValueError.
+    """
+
+    def __init__(self, betas: Tensor | list[float]) -> None:
+        b = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if b.numel() < 1:
+            raise ValueError("a discrete schedule needs at least one step")
+        if bool((b < 0).any()) or bool((b > 1).any()) or bool(b.isnan().any()):
+            raise ValueError("betas must lie in [0, 1]")
+        self.num_steps = int(b.numel())
+        self._betas = b
+        # Cumulative products in log space keep tiny alphas accurate over many steps.
+        log_keep = torch.log1p(-b.clamp(max=1.0))
+        self._alphas = torch.cat([torch.ones(1, dtype=torch.float64), torch.exp(torch.cumsum(log_keep, 0))])
+
+    @property
+    def betas(self) -> Tensor:
+        """Per-step betas, (T,) float64."""
+        return self._betas.clone()
+
+    @property
+    def alphas(self) -> Tensor:
+        """alpha at k = 0..T, (T + 1,) float64."""
+        return self._alphas.clone()
+
+    def step_index(self, t: Tensor) -> Tensor:
+        """Integer step k = t * T (long), checking that t lies on the grid."""
+        t = _check_time(t)
+        kt = t * self.num_steps
+        k = torch.round(kt)
+        if t.numel() and bool(((kt - k).abs() > _GRID_TOL).any()):
+            bad = t[(kt - k).abs() > _GRID_TOL].flatten()[0].item()
+            raise ValueError(
+                f"time {bad} is not on the grid k/{self.num_steps} of this {self.num_steps}-step schedule"
+            )
+        return k.long()
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        k = self.step_index(t)
+        return self._alphas.to(k.device)[k]
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        raise TypeError("a discrete-time schedule has no derivative; use a continuous schedule")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_steps={self.num_steps})"
+
+
+def d3pm_cosine(num_steps: int, s: float = 0.008) -> DiscreteSchedule:
+    """The cosine schedule of Hoogeboom et al. / D3PM: alpha_k = f(k)/f(0), f = cos^2 of a ramp."""
+    _check_steps(num_steps)
+    k = torch.arange(num_steps + 1, dtype=torch.float64)
+    f = torch.cos((k / num_steps + s) / (1 + s) * math.pi / 2) ** 2
+    abar = (f / f[0]).clamp(0.0, 1.0)
+    abar[-1] = 0.0  # f(T) is cos(pi/2)^2 = 0 up to rounding: reach the prior exactly
+    prev = abar[:-1]
+    betas = torch.where(prev > 0, 1.0 - abar[1:] / prev.clamp_min(1e-300), torch.ones_like(prev))
+    return DiscreteSchedule(betas.clamp(0.0, 1.0))
+
+
+def d3pm_linear(num_steps: int, beta_start: float = 0.02, beta_end: float = 1.0) -> DiscreteSchedule:
+    """Per-step betas linear from ``beta_start`` to ``beta_end`` (D3PM's linear beta schedule)."""
+    _check_steps(num_steps)
+    if not (0.0 <= beta_start <= 1.0 and 0.0 <= beta_end <= 1.0):
+        raise ValueError(f"betas must lie in [0, 1], got {beta_start}, {beta_end}")
+    return DiscreteSchedule(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64))
+
+
+def absorbing_schedule(num_steps: int) -> DiscreteSchedule:
+    """D3PM's absorbing schedule beta_k = 1 / (T - k + 1): alpha_k = 1 - k / T, all masked at T."""
+    _check_steps(num_steps)
+    k = torch.arange(1, num_steps + 1, dtype=torch.float64)
+    return DiscreteSchedule(1.0 / (num_steps - k + 1))
+
+
+def _check_steps(num_steps: int) -> None:
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
