@@ -5,7 +5,8 @@
 - :func:`hybrid_loss`: the VLB plus lambda times the cross-entropy of x_0 (D3PM's L_lambda).
 - :func:`continuous_elbo`: the continuous-time ELBO (T -> infinity). For absorbing processes this
   is MDLM's weighted masked cross-entropy; for uniform and marginal processes it is the CTMC
-  bound with the x0-parameterised reverse rates (UDLM-style), computed in closed form in O(K).
+  bound sum_{y != z} [r_p - r_q + r_q log(r_q / r_p)] between the true and the model's reverse
+  jump rates (the uniform-state ELBO of UDLM), in closed form in O(K) per position.
 - :func:`sundae_loss`: SUNDAE's unrolled denoising cross-entropy (not an ELBO).
 
 Every loss takes ``(process, denoiser, x0, mask=None, ...)``: one process and a tensor for one
@@ -203,7 +204,7 @@ def _phi_1p(d: Tensor) -> Tensor:
 
 
 def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
-    """Per-position KL rate between the true and the model's reverse jump rates, (B, ...).
+    """Rate KL for D3PM's parameterisation, per position (B, ...).
 
     With marg(y) = alpha x(y) + (1 - alpha) m(y) for x = one-hot(x0) (q) or softmax(logits) (p),
     the reverse rate from z to y != z is beta m(z) marg(y) / marg(z), so the rate KL is
@@ -232,6 +233,39 @@ def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Te
     pos = marg_q > 0
     d = D / torch.where(pos, marg_q * mp_z, torch.ones_like(D))
     term = torch.where(pos, marg_q / mq_z * _phi_1p(d), marg_p / mp_z)
+    return beta * m_z.squeeze(-1) * term.sum(-1)
+
+
+def _rate_kl_mean(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+    """Rate KL for the posterior-mean parameterisation (reverse rates = concrete-score ratios).
+
+    The model's rate to y is beta m(z) u_p(y) with u_p(y) = sum_x0 p(x0) marg_x0(y) / marg_x0(z).
+    With c0 = (1 - alpha) m(z), c1 = c0 + alpha and c(y) = c1 if y = z else c0,
+    u_p(y) - u_q(y) = alpha [(p(y) - [y = x0]) / c(y) + (1 - alpha) m(y) ([z = x0] - p(z)) / (c0 c1)],
+    which has no cancellation as alpha -> 0.
+    """
+    a = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).float().unsqueeze(-1)  # (B, 1.., 1)
+    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
+    m = proc.limit.to(x_t.device).float()  # (S,)
+    S = proc.num_states
+    p = torch.softmax(logits.float(), -1)
+    if S > proc.num_classes:
+        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
+    z = x_t.unsqueeze(-1)
+    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0.long().unsqueeze(-1), 1.0)
+    m_z = m[x_t].unsqueeze(-1)
+    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
+    p_z = p.gather(-1, z)
+    c0 = (1 - a) * m_z
+    c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # m(z) = 0 rows are zeroed by beta m(z) below
+    c1 = c0 + a
+    c_y = c0.expand_as(p).scatter(-1, z, c1.expand_as(p_z))
+    mq_z = torch.where(q0_z > 0, c1, c0)
+    u_q = (a * onehot_x0 + (1 - a) * m) / mq_z
+    diff = a * ((p - onehot_x0) / c_y + (1 - a) * m * (q0_z - p_z) / (c0 * c1))
+    pos = u_q > 0
+    d = diff / torch.where(pos, u_q, torch.ones_like(u_q))
+    term = torch.where(pos, u_q * _phi_1p(d), diff)
     return beta * m_z.squeeze(-1) * term.sum(-1)
 
 
@@ -283,9 +317,10 @@ def continuous_elbo(
     total = torch.zeros(B, dtype=torch.float32, device=dev)
     for name, proc in procs.items():
         if isinstance(proc, Absorbing):
-            rate_kl = _absorbing_rate_kl(proc, x_t[name], x0d[name], logits[name], t)
+            rate_fn = _absorbing_rate_kl
         else:
-            rate_kl = _rate_kl(proc, x_t[name], x0d[name], logits[name], t)
+            rate_fn = _rate_kl_mean if proc.parameterization == "mean" else _rate_kl
+        rate_kl = rate_fn(proc, x_t[name], x0d[name], logits[name], t)
         total = total + w[name] * (1.0 - t_min) * sum_positions(rate_kl, masks.get(name))
     if boundary:
         t0 = torch.full((B,), t_min, dtype=torch.float32, device=dev)

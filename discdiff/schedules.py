@@ -62,11 +62,12 @@ class Schedule(ABC):
     def alpha_ratio(self, s: Tensor, t: Tensor) -> Tensor:
         """alpha(t) / alpha(s) for s <= t: the keep-probability from time s to t.
 
-        Defined as 0 where alpha(s) = 0 (then alpha(t) = 0 too).
+        Defined as 1 where s = t (no time passes) and as 0 where alpha(s) = 0 < t - s.
         """
         a_s, a_t = self.alpha(s), self.alpha(t)
         safe = torch.where(a_s > 0, a_s, torch.ones_like(a_s))
-        return torch.where(a_s > 0, (a_t / safe).clamp(0.0, 1.0), torch.zeros_like(a_s))
+        ratio = torch.where(a_s > 0, (a_t / safe).clamp(0.0, 1.0), torch.zeros_like(a_s))
+        return torch.where(torch.as_tensor(s).to(ratio) == torch.as_tensor(t).to(ratio), torch.ones_like(ratio), ratio)
 
     def rate(self, t: Tensor) -> Tensor:
         """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64)."""
@@ -125,7 +126,7 @@ class CosineAlpha(ContinuousSchedule):
         self.alpha_min = float(alpha_min)
 
     def _alpha(self, t: Tensor) -> Tensor:
-        return self.alpha_min + (1.0 - self.alpha_min) * torch.cos(0.5 * math.pi * t)
+        return self.alpha_min + (1.0 - self.alpha_min) * torch.sin(0.5 * math.pi * (1.0 - t))  # exact 0 at t=1
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)

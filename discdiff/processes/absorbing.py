@@ -20,12 +20,12 @@ class Absorbing(MixingProcess):
     reverse step copies unmasked tokens and only masked positions can change.
     """
 
-    def __init__(self, num_classes: int, schedule: Schedule) -> None:
+    def __init__(self, num_classes: int, schedule: Schedule, parameterization: str = "mean") -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         limit = torch.zeros(num_classes + 1, dtype=torch.float64)
         limit[num_classes] = 1.0
-        super().__init__(num_classes, limit, schedule)
+        super().__init__(num_classes, limit, schedule, parameterization)
         self.mask_id = num_classes
 
     def prior_sample(

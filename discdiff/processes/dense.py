@@ -34,7 +34,13 @@ class Dense(Process):
         num_classes: int | None = None,
         prior: Tensor | None = None,
         dtype: torch.dtype = torch.float64,
+        parameterization: str = "mean",
     ) -> None:
+        from discdiff.processes.mixing import PARAMETERIZATIONS
+
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        self.parameterization = parameterization
         Q = torch.as_tensor(step_matrices)
         if Q.dim() == 2:
             Q = Q.unsqueeze(0)
@@ -88,7 +94,7 @@ class Dense(Process):
         m = process.limit
         eye = torch.eye(process.num_states, dtype=torch.float64)
         Q = a[:, None, None] * eye + (1 - a)[:, None, None] * m[None, None, :]
-        return cls(Q, num_classes=process.num_classes, prior=m)
+        return cls(Q, num_classes=process.num_classes, prior=m, parameterization=process.parameterization)
 
     # ---- matrices ------------------------------------------------------------------------
     @property
@@ -138,17 +144,30 @@ class Dense(Process):
 
     # ---- reverse -------------------------------------------------------------------------
     def posterior_log(self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
-        """Bayes' rule with an explicit sum: p(y) = q(x_t | x_s = y) q(x_s = y | x0) / sum."""
+        """Bayes' rule with explicit sums over the dense matrices (see Process.posterior_log).
+
+        Logits with parameterization "mean" give sum_x0 p(x0) q(x_s | x_t, x0) over the x0 with
+        q(x_t | x0) > 0; with "d3pm" they give D3PM's eq. 4.
+        """
         x_t = check_ids(x_t, self.num_states, "x_t")
         B = x_t.shape[0]
         ks, kt = self._steps(s, B, "s"), self._steps(t, B, "t")
         if bool((ks > kt).any()):
             raise ValueError("posterior needs s <= t for every example")
-        marg = self._marginal_probs(x0, ks)  # (..., S)
         spans = [self.span(int(a), int(b)).to(x_t.device) for a, b in zip(ks, kt, strict=True)]
         fwd = torch.stack([sp[:, x_t[i]].movedim(0, -1) for i, sp in enumerate(spans)])  # (..., S)
-        joint = marg.to(self._Q.dtype) * fwd
-        return torch.log(joint) - torch.log(joint.sum(-1, keepdim=True))
+        if self._x0_is_ids(x0) or self.parameterization == "d3pm":
+            joint = self._marginal_probs(x0, ks).to(self._Q.dtype) * fwd
+            return torch.log(joint) - torch.log(joint.sum(-1, keepdim=True))
+        K = self.num_classes
+        rows = self._Qbar.to(x_t.device)[ks][:, :K]  # (B, K, S): q(x_s = y | x0)
+        rows = rows.reshape(B, *([1] * (x_t.dim() - 1)), K, self.num_states)
+        joint = rows * fwd.unsqueeze(-2)  # (..., K, S): q(x_s = y, x_t = z | x0)
+        lik = joint.sum(-1)  # (..., K): q(x_t = z | x0)
+        post = joint / torch.where(lik > 0, lik, torch.ones_like(lik)).unsqueeze(-1)
+        w = torch.softmax(x0.to(self._Q.dtype), -1) * (lik > 0)
+        w = w / w.sum(-1, keepdim=True)
+        return torch.log((w.unsqueeze(-1) * post).sum(-2))
 
     # ---- prior ---------------------------------------------------------------------------
     def prior_log_probs(self) -> Tensor:

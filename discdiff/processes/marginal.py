@@ -17,7 +17,9 @@ class Marginal(MixingProcess):
     DiGress shows that the data marginals make the prior close to the data, which helps graphs.
     """
 
-    def __init__(self, prior: Tensor | list[float], schedule: Schedule) -> None:
+    def __init__(
+        self, prior: Tensor | list[float], schedule: Schedule, parameterization: str = "mean"
+    ) -> None:
         m = torch.as_tensor(prior, dtype=torch.float64).flatten()
         if m.numel() < 1:
             raise ValueError("the prior needs at least one class")
@@ -26,11 +28,17 @@ class Marginal(MixingProcess):
         total = float(m.sum())
         if abs(total - 1.0) > 1e-4:
             raise ValueError(f"prior probabilities must sum to 1, got {total:.6g}")
-        super().__init__(int(m.numel()), m / total, schedule)
+        super().__init__(int(m.numel()), m / total, schedule, parameterization)
 
     @classmethod
     def from_data(
-        cls, x: Tensor, num_classes: int, schedule: Schedule, mask: Tensor | None = None, smoothing: float = 0.0
+        cls,
+        x: Tensor,
+        num_classes: int,
+        schedule: Schedule,
+        mask: Tensor | None = None,
+        smoothing: float = 0.0,
+        parameterization: str = "mean",
     ) -> Marginal:
         """Prior = class frequencies of ids ``x`` (positions where ``mask`` is True), plus smoothing."""
         if torch.is_floating_point(x):
@@ -42,4 +50,4 @@ class Marginal(MixingProcess):
         counts = counts + smoothing
         if float(counts.sum()) <= 0:
             raise ValueError("no counted positions: cannot estimate a prior")
-        return cls(counts / counts.sum(), schedule)
+        return cls(counts / counts.sum(), schedule, parameterization)

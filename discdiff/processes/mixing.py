@@ -23,13 +23,43 @@ from torch import Tensor
 from discdiff.processes.base import Process, check_ids, check_time, expand_time
 from discdiff.schedules import Schedule
 
-__all__ = ["MixingProcess"]
+__all__ = ["MixingProcess", "PARAMETERIZATIONS"]
+
+#: how logits over x_0 become a reverse step (see MixingProcess)
+PARAMETERIZATIONS = ("mean", "d3pm")
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate at both ends."""
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _stay_where(out: Tensor, rows: Tensor, z: Tensor) -> Tensor:
+    """Replace the distributions at ``rows`` (bool (...)) by a point mass on x_t."""
+    if not bool(rows.any()):
+        return out
+    point = torch.full_like(out, -torch.inf).scatter(-1, z, 0.0)
+    return torch.where(rows.unsqueeze(-1), point, out)
 
 
 class MixingProcess(Process):
-    """Process with Qbar(t) = alpha(t) I + (1 - alpha(t)) 1 m^T; subclasses fix m."""
+    """Process with Qbar(t) = alpha(t) I + (1 - alpha(t)) 1 m^T; subclasses fix m.
 
-    def __init__(self, num_classes: int, limit: Tensor, schedule: Schedule) -> None:
+    ``parameterization`` says how predicted x_0 logits become the reverse step p(x_s | x_t):
+    - "mean" (default): the posterior mean sum_x0 p(x0 | x_t) q(x_s | x_t, x0). Exact whenever the
+      logits are the true conditionals, so the continuous-time ELBO of an exact denoiser equals
+      the log-likelihood for every process (the reverse rates are SEDD's concrete-score ratios).
+    - "d3pm": D3PM's eq. 4, p proportional to q(x_t | x_s) sum_x0 q(x_s | x0) p(x0 | x_t), i.e.
+      plugging probabilities into the one-hot posterior formula (also multinomial diffusion's).
+    Both coincide for absorbing processes (MDLM's SUBS reverse step).
+    """
+
+    def __init__(
+        self, num_classes: int, limit: Tensor, schedule: Schedule, parameterization: str = "mean"
+    ) -> None:
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        self.parameterization = parameterization
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not isinstance(schedule, Schedule):
@@ -109,14 +139,23 @@ class MixingProcess(Process):
             raise ValueError("posterior needs s <= t for every example")
         a_s = self.schedule.alpha(s).to(dev)
         ratio = self.schedule.alpha_ratio(s, t).to(dev)
-        lm = self._marginal_log_ids(x0.long(), a_s) if is_ids else self._marginal_log_logits(x0, a_s)
+        if is_ids or self.parameterization == "d3pm":
+            return self._bayes_log(x_t, x0, is_ids, a_s, ratio)
+        return self._mean_log(x_t, x0, a_s, self.schedule.alpha(t).to(dev), ratio)
 
-        m, _ = self._m_on(dev)
+    def _fwd_logs(self, x_t: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor]:
+        """log q(x_t = z | x_s = y) for y != z and for y = z, each (...) float64."""
+        m, _ = self._m_on(x_t.device)
+        a_ = expand_time(ratio, x_t)
+        fwd_other = (1.0 - a_) * m[x_t]
+        return torch.log(fwd_other), torch.log(fwd_other + a_)
+
+    def _bayes_log(self, x_t: Tensor, x0: Tensor, is_ids: bool, a_s: Tensor, ratio: Tensor) -> Tensor:
+        """Bayes' rule with marg_s from ids (exact) or from softmax(logits) (D3PM eq. 4)."""
+        lm = self._marginal_log_ids(x0.long(), a_s) if is_ids else self._marginal_log_logits(x0, a_s)
         a_ = expand_time(ratio, x_t)  # (B, 1, ..., 1) float64
         z = x_t.unsqueeze(-1)
-        fwd_other = (1.0 - a_) * m[x_t]  # q(x_t = z | x_s = y) for y != z, (...)
-        log_fwd_other = torch.log(fwd_other)
-        log_fwd_self = torch.log(fwd_other + a_)
+        log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
         lm_z = lm.gather(-1, z).squeeze(-1)
         log_norm = torch.logaddexp(log_fwd_other, torch.log(a_) + lm_z.double())
         impossible = torch.isneginf(log_norm)  # x_t cannot arise from this x0: stay put
@@ -127,10 +166,36 @@ class MixingProcess(Process):
             out = lm.add_(shift).scatter_(-1, z, at_z)
         else:
             out = (lm + shift).scatter(-1, z, at_z)
-        if bool(impossible.any()):
-            stay = torch.full_like(out[impossible], -torch.inf).scatter_(-1, z[impossible], 0.0)
-            out = out.index_put((impossible,), stay) if out.requires_grad else out.index_put_((impossible,), stay)
-        return out
+        return _stay_where(out, impossible, z)
+
+    def _mean_log(self, x_t: Tensor, logits: Tensor, a_s: Tensor, a_t: Tensor, ratio: Tensor) -> Tensor:
+        """sum_x0 softmax(logits)[x0] q(x_s | x_t, x0), over the x0 that could have produced x_t.
+
+        With c(x0) = q(x_t = z | x0) (c1 if x0 = z, else c0) and w(x0) = p(x0) / c(x0):
+        sum_x0 w(x0) marg_x0(y) = alpha_s w(y) + (1 - alpha_s) m(y) W,  W = sum_x0 w(x0),
+        so the mixture of S-vectors costs O(S), like the Bayes form.
+        """
+        m, log_m = self._m_on(x_t.device)
+        z = x_t.unsqueeze(-1)
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        if self.num_states > self.num_classes:
+            pad = lp.new_full((*lp.shape[:-1], self.num_states - self.num_classes), -torch.inf)
+            lp = torch.cat([lp, pad], dim=-1)
+        at = expand_time(a_t, x_t)
+        c0 = (1.0 - at) * m[x_t]  # (...) float64
+        only_z = c0 <= 0  # no x0 other than z explains x_t: the reverse step keeps z
+        log_c0 = torch.log(torch.where(only_z, torch.ones_like(c0), c0)).float().unsqueeze(-1)
+        log_c1 = torch.log(c0 + at).float().unsqueeze(-1)
+        lp_z = lp.gather(-1, z)
+        log_W = torch.logaddexp(_log1mexp(lp_z) - log_c0, lp_z - log_c1)  # (..., 1)
+        as_ = expand_time(a_s, x_t).unsqueeze(-1)
+        log_w = (lp - log_c0).scatter(-1, z, lp_z - log_c1)
+        mix = torch.logaddexp(torch.log(as_).float() + log_w, (torch.log1p(-as_) + log_m).float() + log_W)
+        log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
+        fwd = log_fwd_other.float().unsqueeze(-1).expand_as(mix).scatter(-1, z, log_fwd_self.float().unsqueeze(-1))
+        out = mix + fwd
+        out = out - torch.logsumexp(out, dim=-1, keepdim=True)
+        return _stay_where(out, only_z, z)
 
     # ---- prior ---------------------------------------------------------------------------
     def prior_log_probs(self) -> Tensor:
