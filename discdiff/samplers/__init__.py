@@ -1,1 +1,26 @@
+"""Samplers: one object per algorithm, with its settings, and ``sample(...) -> SampleResult``.
 
+- :class:`AncestralSampler`: any process, ``steps`` reverse posterior steps from t = 1 to 0.
+- :class:`CachingSampler`: MDLM's cached ancestral sampler for absorbing processes (same
+  samples as ancestral for the same seed, fewer denoiser calls).
+- :class:`FirstHittingSampler`: exact one-token-per-call sampler for absorbing processes.
+- :class:`ConfidenceSampler`: MaskGIT confidence decoding for absorbing processes.
+- :class:`SundaeSampler`: SUNDAE unrolled denoising for uniform processes.
+"""
+
+from discdiff.samplers.ancestral import AncestralSampler
+from discdiff.samplers.base import Sampler, SampleResult, time_grid
+from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
+from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.sundae import SundaeSampler
+
+__all__ = [
+    "SampleResult",
+    "Sampler",
+    "time_grid",
+    "AncestralSampler",
+    "CachingSampler",
+    "FirstHittingSampler",
+    "ConfidenceSampler",
+    "SundaeSampler",
+]

@@ -1,0 +1,458 @@
+"""What every sampler shares: settings, one sampling call's context, time grids, CFG.
+
+A :class:`Sampler` holds its settings; ``sample(denoiser, processes, shape, ...)`` builds a
+:class:`SamplingRun` (the fields, device, generator, fixed positions, call counter) and hands it
+to the subclass's ``_sample``. Internally every sample is a dict of fields (see
+:mod:`discdiff.fields`); the result is given back in the caller's form.
+
+Classifier-free guidance (``guidance = w != 1``): the denoiser is called twice per step, with
+``cond`` and with ``cond`` whose ``"label"`` is replaced by the null label, and the per-position
+log-probabilities are combined as ``log p_u + w (log p_c - log p_u)`` (the standard form, Ho &
+Salimans 2022), then renormalised. So w = 0 is the unconditional model, w = 1 the conditional
+one (a single call), w > 1 pushes towards the label. Both calls are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from discdiff.categorical import process_logits
+from discdiff.fields import SINGLE, call_denoiser
+from discdiff.processes.base import Process, check_ids
+from discdiff.processes.mixing import MixingProcess
+from discdiff.schedules import DiscreteSchedule, Schedule
+
+__all__ = [
+    "SampleResult",
+    "Sampler",
+    "SamplingRun",
+    "time_grid",
+    "time_for_alpha",
+    "x_t_log_likelihood",
+    "default_device",
+]
+
+Fields = Tensor | dict[str, Tensor]
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    samples: ids (B, ...) for one field, or a dict field -> ids for several.
+    num_calls: denoiser invocations made (a CFG step makes two).
+    trajectory: the state after every step (first entry: the starting noise), if asked for.
+    rows_evaluated: batch rows fed through the denoiser over all calls; equals
+        num_calls * B unless a sampler evaluates only some rows (the caching sampler).
+    """
+
+    samples: Fields
+    num_calls: int
+    trajectory: list[Fields] | None = None
+    rows_evaluated: int = 0
+
+
+def default_device(denoiser: Any) -> torch.device:
+    """The device of the denoiser's parameters if it has any, else CPU."""
+    params = getattr(denoiser, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def common_num_steps(processes: Mapping[str, Process]) -> int | None:
+    """The shared T of the discrete-time fields (None if all are continuous)."""
+    steps = {p.num_steps for p in processes.values() if p.num_steps is not None}
+    if len(steps) > 1:
+        raise ValueError(
+            f"discrete-time fields must share their number of steps, got {sorted(steps)}"
+        )
+    return steps.pop() if steps else None
+
+
+def time_grid(processes: Process | Mapping[str, Process], steps: int) -> Tensor:
+    """Decreasing times 1 = t_0 > t_1 > ... > t_n = 0 for ``steps`` reverse steps, (n + 1,) float64.
+
+    Continuous time: an even grid, n = steps. Discrete time (T steps): the rounded even sub-grid
+    k / T, which needs steps <= T (n = steps exactly, since the rounded points are distinct).
+    """
+    procs = {SINGLE: processes} if isinstance(processes, Process) else processes
+    _check_positive_int(steps, "steps")
+    T = common_num_steps(procs)
+    if T is None:
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    if steps > T:
+        raise ValueError(f"steps={steps} exceeds the {T} steps of this discrete-time process")
+    k = torch.round(torch.linspace(float(T), 0.0, steps + 1, dtype=torch.float64))
+    k = torch.unique_consecutive(k)
+    return k / T
+
+
+def time_for_alpha(schedule: Schedule, target: Tensor) -> Tensor:
+    """The time t with alpha(t) = target, (B,) float64 -> (B,) float64 in [0, 1].
+
+    Continuous schedules: bisection (alpha is non-increasing). Discrete schedules: the latest
+    grid time k / T whose alpha is still >= target, so the result lies on the grid.
+    """
+    target = target.double().clamp(0.0, 1.0)
+    if isinstance(schedule, DiscreteSchedule):
+        alphas = schedule.alphas.to(target.device)  # (T + 1,) non-increasing
+        k = (alphas.unsqueeze(0) >= target.unsqueeze(1) - 1e-12).sum(1) - 1  # (B,)
+        return k.clamp(0, schedule.num_steps).double() / schedule.num_steps
+    lo = torch.zeros_like(target)
+    hi = torch.ones_like(target)
+    for _ in range(50):  # 2^-50: float64 resolution on [0, 1]
+        mid = 0.5 * (lo + hi)
+        above = schedule.alpha(mid).to(target.device) >= target  # alpha(mid) still too high
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def x_t_log_likelihood(process: Process, x_t: Tensor, t: Tensor) -> Tensor:
+    """log q(x_t | x_0 = k) for every class k, (B, ...) ids, (B,) times -> (B, ..., K).
+
+    O(K) per position for the mixing family (closed form), a dense enumeration otherwise.
+    Used to turn a true-posterior prediction p(x_0 | x_t) into D3PM's parameterisation.
+    """
+    K = process.num_classes
+    if isinstance(process, MixingProcess):
+        a = process.schedule.alpha(t.double()).to(x_t.device)  # (B,)
+        a = a.reshape(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, ..., 1)
+        m_z = process.limit.to(x_t.device)[x_t]  # (B, ...) m(x_t)
+        other = torch.log((1.0 - a) * m_z)  # x_0 != x_t
+        same = torch.log(a + (1.0 - a) * m_z)  # x_0 == x_t
+        hit = x_t.unsqueeze(-1) == torch.arange(K, device=x_t.device)  # (B, ..., K)
+        return torch.where(hit, same.unsqueeze(-1), other.unsqueeze(-1)).float()
+    B = x_t.shape[0]
+    ids = torch.arange(K, device=x_t.device).expand(B, K)  # (B, K)
+    lq = process.marginal_log(ids, t).transpose(1, 2)  # (B, S, K)
+    idx = x_t.reshape(B, -1, 1).expand(-1, -1, K)  # (B, N, K)
+    return lq.gather(1, idx).reshape(*x_t.shape, K).float()
+
+
+def select_rows(obj: Any, rows: Tensor, batch: int) -> Any:
+    """Rows ``rows`` of every tensor in ``obj`` whose first dim is the batch (dicts recursed)."""
+    if isinstance(obj, Tensor):
+        return obj[rows] if obj.dim() >= 1 and obj.shape[0] == batch else obj
+    if isinstance(obj, Mapping):
+        return {k: select_rows(v, rows, batch) for k, v in obj.items()}
+    return obj
+
+
+class SamplingRun:
+    """One call of ``Sampler.sample``: fields, device, generator, fixed positions, counters."""
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        denoiser: Callable[..., Any],
+        processes: Process | Mapping[str, Process],
+        shape: Sequence[int] | Mapping[str, Sequence[int]],
+        cond: Any,
+        fixed: Any,
+        generator: torch.Generator | None,
+        device: torch.device | str | None,
+        return_trajectory: bool,
+        progress: bool,
+    ) -> None:
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
+        self.sampler = sampler
+        self.denoiser = denoiser
+        if isinstance(processes, Process):
+            if isinstance(shape, Mapping):
+                raise TypeError(
+                    "one process was given but shape is a dict; pass a dict of processes"
+                )
+            self.single = True
+            self.processes: dict[str, Process] = {SINGLE: processes}
+            shapes = {SINGLE: shape}
+        else:
+            if (
+                not isinstance(processes, Mapping)
+                or not processes
+                or not all(isinstance(p, Process) for p in processes.values())
+            ):
+                raise TypeError(
+                    "processes must be a Process or a non-empty dict of field name -> Process"
+                )
+            if not isinstance(shape, Mapping) or set(shape) != set(processes):
+                raise ValueError(f"shape must be a dict with the fields {sorted(processes)}")
+            self.single = False
+            self.processes = dict(processes)
+            shapes = dict(shape)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for k, shp in shapes.items():
+            try:
+                shp = tuple(int(d) for d in shp)
+            except TypeError as e:
+                raise TypeError(
+                    f"shape for field {k!r} must be a tuple of ints, got {shp!r}"
+                ) from e
+            if len(shp) < 1 or any(d < 1 for d in shp):
+                raise ValueError(
+                    f"shape for field {k!r} must be (B, ...) with sizes >= 1, got {shp}"
+                )
+            self.shapes[k] = shp
+        batches = {s[0] for s in self.shapes.values()}
+        if len(batches) != 1:
+            raise ValueError(f"all fields must share the batch size, got {sorted(batches)}")
+        self.batch = batches.pop()
+        self.device = torch.device(device) if device is not None else default_device(denoiser)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self.generator = generator
+        self.cond = cond
+        self.fixed = self._fixed_dict(fixed)
+        self.num_calls = 0
+        self.rows_evaluated = 0
+        self.trajectory: list[dict[str, Tensor]] | None = [] if return_trajectory else None
+        self.progress = progress
+        self._uncond = self._null_cond() if sampler.guidance != 1.0 else None
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def _fixed_dict(self, fixed: Any) -> dict[str, tuple[Tensor, Tensor]]:
+        if fixed is None:
+            return {}
+        if self.single and not isinstance(fixed, Mapping):
+            fixed = {SINGLE: fixed}
+        if not isinstance(fixed, Mapping):
+            raise TypeError("fixed must be (values, mask), or a dict field -> (values, mask)")
+        out = {}
+        for k, pair in fixed.items():
+            if k not in self.processes:
+                raise ValueError(
+                    f"fixed names field {k!r}; the fields are {sorted(self.processes)}"
+                )
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"fixed for field {k!r} must be a pair (values, mask)")
+            values, mask = pair
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                raise TypeError(f"the fixed mask for field {k!r} must be a bool tensor")
+            if tuple(mask.shape) != self.shapes[k]:
+                raise ValueError(
+                    f"the fixed mask for field {k!r} has shape {tuple(mask.shape)}, expected {self.shapes[k]}"
+                )
+            values = check_ids(
+                values, self.processes[k].num_classes, f"fixed values of field {k!r}"
+            )
+            if tuple(values.shape) != self.shapes[k]:
+                raise ValueError(
+                    f"fixed values for field {k!r} have shape {tuple(values.shape)}, expected {self.shapes[k]}"
+                )
+            out[k] = (values.to(self.device), mask.to(self.device))
+        return out
+
+    def _null_cond(self) -> Any:
+        cond = self.cond
+        if not isinstance(cond, Mapping) or "label" not in cond:
+            raise ValueError(
+                f"guidance={self.sampler.guidance} needs cond as a dict with a 'label'"
+            )
+        null = self.sampler.null_label
+        if null is None:
+            null = cond.get("null_label")
+        if null is None:
+            raise ValueError(
+                "guidance needs a null label: pass null_label to the sampler or cond['null_label']"
+            )
+        label = cond["label"]
+        null_t = torch.as_tensor(null, dtype=label.dtype, device=label.device)
+        return {**cond, "label": torch.zeros_like(label) + null_t}
+
+    # ---- state ----------------------------------------------------------------------------
+    def prior(self) -> dict[str, Tensor]:
+        """x_1 ~ prior for every field, fixed positions set: the starting state."""
+        gen_dev = self.generator.device if self.generator is not None else self.device
+        x = {
+            k: p.prior_sample(self.shapes[k], generator=self.generator, device=gen_dev).to(
+                self.device
+            )
+            for k, p in self.processes.items()
+        }
+        return self.apply_fixed(x)
+
+    def apply_fixed(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Overwrite the given positions with their values (never changed, seen as given)."""
+        out = dict(x)
+        for k, (values, mask) in self.fixed.items():
+            out[k] = torch.where(mask, values, x[k])
+        return out
+
+    def free_mask(self, k: str) -> Tensor | None:
+        """True where field ``k`` is free to change (not fixed), or None when nothing is fixed."""
+        return ~self.fixed[k][1] if k in self.fixed else None
+
+    def record(self, x: dict[str, Tensor]) -> None:
+        """Append the state to the trajectory, if one was asked for."""
+        if self.trajectory is not None:
+            self.trajectory.append(self.unwrap({k: v.clone() for k, v in x.items()}))
+
+    def unwrap(self, x: dict[str, Tensor]) -> Fields:
+        """The caller's form: a tensor for a single field, else the dict."""
+        return x[SINGLE] if self.single else x
+
+    def progress_bar(self, iterable: Iterable[Any], total: int | None = None) -> Iterable[Any]:
+        """``iterable`` wrapped in tqdm when progress was asked for."""
+        if not self.progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=type(self.sampler).__name__, leave=False)
+
+    # ---- the model ------------------------------------------------------------------------
+    def _call(
+        self, x: dict[str, Tensor], t: Tensor, cond: Any, rows: Tensor | None
+    ) -> dict[str, Tensor]:
+        if rows is not None:
+            x = {k: v[rows] for k, v in x.items()}
+            t = t[rows]
+            cond = select_rows(cond, rows, self.batch)
+        self.num_calls += 1
+        self.rows_evaluated += int(t.shape[0])
+        out = call_denoiser(self.denoiser, x, t.float(), cond, self.single, self.processes)
+        return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
+
+    @torch.no_grad()
+    def log_probs(
+        self, x: dict[str, Tensor], t: Tensor, rows: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The denoiser's x_0 log-probabilities per field after guidance, temperature and top-p.
+
+        x: fields (B, ...); t: (B,) float64; rows: optional index of the rows to evaluate
+        (the output then has those rows only). Returns field -> (B', ..., K).
+        """
+        w = self.sampler.guidance
+        lp = self._call(x, t, self.cond, rows)
+        if self._uncond is not None:
+            lu = self._call(x, t, self._uncond, rows)
+            lp = {k: torch.log_softmax(lu[k] + w * (lp[k] - lu[k]), dim=-1) for k in lp}
+        s = self.sampler
+        return {k: process_logits(v, s.temperature, s.top_p) for k, v in lp.items()}
+
+    def full_time(self, t: float | Tensor) -> Tensor:
+        """A scalar time as a (B,) float64 tensor on the device."""
+        return torch.full((self.batch,), float(t), dtype=torch.float64, device=self.device)
+
+
+class Sampler(ABC):
+    """Base of all samplers: temperature, top-p and classifier-free guidance settings.
+
+    temperature: divides the x_0 logits (0 = greedy); top_p: nucleus filtering of the x_0
+    logits; guidance: CFG scale w (1 = off; see the module docstring); null_label: the label
+    id meaning "no label" for CFG (default: ``cond["null_label"]``).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        guidance: float = 1.0,
+        null_label: int | None = None,
+    ) -> None:
+        if (
+            not isinstance(temperature, (int, float))
+            or isinstance(temperature, bool)
+            or temperature < 0
+        ):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.guidance = float(guidance)
+        self.null_label = null_label
+
+    def check_processes(self, processes: dict[str, Process]) -> None:
+        """Raise if this sampler cannot serve these processes (subclasses restrict)."""
+        return None
+
+    def sample(
+        self,
+        denoiser: Callable[..., Any],
+        processes: Process | Mapping[str, Process],
+        shape: Sequence[int] | Mapping[str, Sequence[int]],
+        cond: Any = None,
+        fixed: Any = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Draw a batch of samples of ``shape`` (B, ...) (a dict of shapes for several fields).
+
+        cond: passed to the denoiser untouched. fixed: ``(values, mask)`` (or a dict per field)
+        with mask True where the value is given: those positions hold their value from the
+        start, are seen by the denoiser as given, and never change. Randomness comes only
+        from ``generator``.
+        """
+        run = SamplingRun(
+            self,
+            denoiser,
+            processes,
+            shape,
+            cond,
+            fixed,
+            generator,
+            device,
+            return_trajectory,
+            progress,
+        )
+        self.check_processes(run.processes)
+        was_training = getattr(denoiser, "training", None)
+        if was_training:
+            denoiser.eval()
+        try:
+            with torch.no_grad():
+                x = self._sample(run)
+        finally:
+            if was_training:
+                denoiser.train()
+        return SampleResult(
+            samples=run.unwrap(x),
+            num_calls=run.num_calls,
+            trajectory=run.trajectory,
+            rows_evaluated=run.rows_evaluated,
+        )
+
+    @abstractmethod
+    def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
+        """Run the sampler; returns the final fields."""
+
+    def _settings(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._settings()})"
+
+
+def flatten_fields(x: dict[str, Tensor]) -> Tensor:
+    """Concatenate the fields' positions, (B, N_total) (a field's positions stay contiguous)."""
+    return torch.cat([v.reshape(v.shape[0], -1) for v in x.values()], dim=1)
+
+
+def unflatten_fields(flat: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Inverse of :func:`flatten_fields`: split (B, N_total) back into fields shaped like ``like``."""
+    out, start = {}, 0
+    for k, v in like.items():
+        n = v[0].numel()
+        out[k] = flat[:, start : start + n].reshape(v.shape)
+        start += n
+    return out

@@ -1,0 +1,157 @@
+"""Samplers for absorbing (masked) processes that exploit their structure.
+
+- :class:`CachingSampler`: MDLM's cached ancestral sampler (Sahoo et al. 2024). Under an
+  absorbing process a reverse step either unmasks some positions or changes nothing; when a row
+  did not change, its denoiser output can be reused *provided the output does not depend on t*.
+  For absorbing processes the exact posterior p(x_0 | x_t) is time-independent (which positions
+  are masked says nothing about t given x_t), and MDLM drops time conditioning for that
+  reason. So this is a requirement: the denoiser must ignore t. A denoiser that declares
+  ``time_conditioned = True`` is refused unless ``allow_time_conditioned=True`` (then caching is
+  an approximation). The random draws are those of :class:`AncestralSampler`, consumed in the
+  same order, so for the same seed it returns the same samples with fewer denoiser calls.
+  Only the rows that changed since their last evaluation are fed to the denoiser (rows are
+  assumed independent, as for any per-example model in eval mode).
+- :class:`FirstHittingSampler`: Zheng et al. 2024 ("Masked diffusion models are secretly
+  time-agnostic masked models and exploit inaccurate categorical sampling"). Instead of
+  stepping on a time grid, jump straight to the next time at which a masked token is unmasked
+  (its first-hitting time), and unmask exactly one uniformly chosen masked token there. With n
+  masked tokens at time t, the next event time s solves
+  1 - alpha(s) = (1 - alpha(t)) u^(1/n), u ~ U(0, 1). One call per token: at most L calls, and
+  with an exact denoiser the samples follow the data joint exactly (a random-order
+  autoregressive factorisation). The time only informs the denoiser (see above).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from discdiff.categorical import sample_categorical, uniform
+from discdiff.processes.absorbing import Absorbing
+from discdiff.processes.base import Process
+from discdiff.samplers.ancestral import AncestralSampler
+from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
+
+__all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing"]
+
+
+def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
+    """Raise TypeError unless every field's process is :class:`Absorbing`."""
+    for k, p in processes.items():
+        if not isinstance(p, Absorbing):
+            field = "" if len(processes) == 1 else f" (field {k!r})"
+            raise TypeError(
+                f"{type(sampler).__name__} needs an Absorbing process, got {type(p).__name__}{field}"
+            )
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.x: dict[str, Tensor] | None = None  # the state each row was last evaluated at
+        self.logp: dict[str, Tensor] | None = None
+
+
+class CachingSampler(AncestralSampler):
+    """Ancestral sampling for absorbing processes that re-evaluates only rows that changed."""
+
+    def __init__(
+        self,
+        steps: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        guidance: float = 1.0,
+        null_label: int | None = None,
+        allow_time_conditioned: bool = False,
+    ) -> None:
+        super().__init__(steps, temperature, top_p, guidance, null_label)
+        self.allow_time_conditioned = bool(allow_time_conditioned)
+
+    def check_processes(self, processes: dict[str, Process]) -> None:
+        check_absorbing(self, processes)
+
+    def _new_cache(self) -> _Cache:
+        return _Cache()
+
+    def _denoise(
+        self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
+    ) -> dict[str, Tensor]:
+        if getattr(run.denoiser, "time_conditioned", False) and not self.allow_time_conditioned:
+            raise ValueError(
+                "CachingSampler reuses outputs across times, so the denoiser must ignore t; this one "
+                "declares time_conditioned=True (pass allow_time_conditioned=True to accept the approximation)"
+            )
+        if cache.x is None:
+            cache.x = {k: v.clone() for k, v in x.items()}
+            cache.logp = run.log_probs(x, t)
+            return cache.logp
+        changed = torch.zeros(run.batch, dtype=torch.bool, device=run.device)
+        for k, v in x.items():
+            changed |= (v != cache.x[k]).reshape(run.batch, -1).any(1)
+        rows = changed.nonzero().squeeze(1)  # (B',)
+        if rows.numel():
+            fresh = run.log_probs(x, t, rows=rows)
+            for k in x:
+                cache.logp[k][rows] = fresh[k]
+                cache.x[k][rows] = x[k][rows]
+        return cache.logp
+
+
+class FirstHittingSampler(Sampler):
+    """Exact-order sampler for absorbing processes: one token per denoiser call (<= L calls).
+
+    With several fields, the unmasked token is chosen uniformly among all masked positions of
+    all fields; event times follow the first field's schedule.
+    """
+
+    def check_processes(self, processes: dict[str, Process]) -> None:
+        check_absorbing(self, processes)
+
+    def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
+        B, dev, gen = run.batch, run.device, run.generator
+        x = run.prior()
+        run.record(x)
+        schedule = next(iter(run.processes.values())).schedule
+        names = list(run.processes)
+        sizes = [x[k][0].numel() for k in names]
+        offsets = torch.tensor([0, *sizes], device=dev).cumsum(0)  # field starts in the flat order
+        masked = torch.cat(
+            [(x[k] == run.processes[k].mask_id).reshape(B, -1) for k in names], dim=1
+        )  # (B, N)
+        count = masked.sum(1)  # (B,)
+        t = run.full_time(1.0)
+        one_minus_alpha = 1.0 - schedule.alpha(t).to(dev)  # (B,)
+        total = int(count.max()) if count.numel() else 0
+        for _ in run.progress_bar(range(total), total=total):
+            active = count > 0  # (B,)
+            logp = run.log_probs(x, t)
+            # which position: uniform over the row's masked positions
+            score = uniform((B, masked.shape[1]), gen, dev).masked_fill(~masked, -1.0)  # (B, N)
+            pos = score.argmax(1)  # (B,)
+            # which token: a draw from the denoiser at that position, per field
+            flat = {k: v.reshape(B, -1) for k, v in x.items()}
+            for j, k in enumerate(names):
+                local = (pos - offsets[j]).clamp(0, sizes[j] - 1)  # (B,)
+                lp_k = logp[k].reshape(B, sizes[j], -1)  # (B, N_k, K)
+                lp_at = lp_k[torch.arange(B, device=dev), local]  # (B, K)
+                token = sample_categorical(lp_at, gen)  # (B,)
+                here = active & (pos >= offsets[j]) & (pos < offsets[j + 1])
+                new = flat[k].clone()
+                new[here, local[here]] = token[here]
+                flat[k] = new
+            x = {k: flat[k].reshape(x[k].shape) for k in names}
+            masked = masked.clone()
+            masked[active, pos[active]] = False
+            # the event time: 1 - alpha(s) = (1 - alpha(t)) u^(1/n) with n the masked count before
+            u = uniform((B,), gen, dev, torch.float64)
+            n = count.clamp_min(1).double()
+            one_minus_alpha = torch.where(active, one_minus_alpha * u.pow(1.0 / n), one_minus_alpha)
+            count = count - active.long()
+            t_new = time_for_alpha(schedule, 1.0 - one_minus_alpha)
+            t = torch.where(count > 0, torch.minimum(t_new, t), torch.zeros_like(t))
+            run.record(x)
+        return run.apply_fixed(x)
+
+    def __repr__(self) -> str:
+        return f"FirstHittingSampler({self._settings()})"
