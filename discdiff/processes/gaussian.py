@@ -43,7 +43,9 @@ def _betas(betas: Tensor | list[float] | DiscreteSchedule) -> Tensor:
     if b.numel() < 1:
         raise ValueError("need at least one beta")
     if not bool(torch.isfinite(b).all()) or bool((b < 0).any()):
-        raise ValueError(f"betas must be finite and >= 0, got {b[~torch.isfinite(b) | (b < 0)][0].item()}")
+        raise ValueError(
+            f"betas must be finite and >= 0, got {b[~torch.isfinite(b) | (b < 0)][0].item()}"
+        )
     return b
 
 
