@@ -332,14 +332,18 @@ def chunk_ids(
         isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0
     ):
         raise ValueError(f"pad_id={pad_id!r}: expected None or a non-negative int")
-    if isinstance(ids, torch.Tensor):
-        if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise TypeError(
-                f"ids tensor must be 1-D integer, got shape {tuple(ids.shape)} {ids.dtype}"
-            )
-        flat = ids.to(torch.long).cpu()  # (n,)
-    else:
-        flat = torch.as_tensor(_as_id_list(ids), dtype=torch.long)  # (n,)
+    if isinstance(ids, str | bytes):
+        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
+    if not isinstance(ids, torch.Tensor):
+        try:
+            ids = torch.as_tensor(ids)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"ids must be a flat sequence of ints ({err})") from None
+        if ids.numel() == 0:  # [] becomes an empty float tensor
+            ids = ids.reshape(0).long()
+    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise TypeError(f"ids must be 1-D integers, got shape {tuple(ids.shape)} {ids.dtype}")
+    flat = ids.to(torch.long).cpu()  # (n,)
     n = flat.numel()
     if n and int(flat.min()) < 0:
         raise ValueError(f"ids hold the negative id {int(flat.min())}; expected ids >= 0")

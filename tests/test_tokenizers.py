@@ -202,5 +202,8 @@ def test_chunk_ids_accepts_tensors_and_validates():
         chunk_ids([1, -3], 2)
     with pytest.raises(TypeError):
         chunk_ids(torch.zeros(2, 2, dtype=torch.long), 2)
+    for bad in ([1.5, 2], [[1, 2], [3, 4]], ["a"], "ab", [True, False]):
+        with pytest.raises(TypeError):
+            chunk_ids(bad, 2)
     with pytest.raises(ValueError, match="pad_id=-1"):
         chunk_ids([1], 2, pad_id=-1)
