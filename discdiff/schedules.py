@@ -110,7 +110,7 @@ class LogLinear(ContinuousSchedule):
         self.alpha_min = float(alpha_min)
 
     def _alpha(self, t: Tensor) -> Tensor:
-        return 1.0 - (1.0 - self.alpha_min) * t
+        return self.alpha_min + (1.0 - self.alpha_min) * (1.0 - t)  # exact at both ends
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
