@@ -1,0 +1,383 @@
+"""A graph transformer denoiser for molecules, in the spirit of DiGress (Vignac et al. 2023).
+
+``GraphTransformerDenoiser(config)(x_t, t, cond) -> logits`` with
+- x_t: ``{"atoms": (B, N) long in [0, atom_num_states), "bonds": (B, E) long in
+  [0, bond_num_states)}`` where E = N(N-1)/2 and bonds list the strict upper triangle of the
+  N x N adjacency in the row-major order of ``torch.triu_indices(N, N, 1)``; the graph is
+  symmetric by construction;
+- t: (B,) float in [0, 1];
+- cond: optional ``{"node_mask": (B, N) bool}``, True = real node. Everything that touches a
+  padded node (its attention, its pairs, pooled statistics) is masked out, so real outputs do
+  not depend on padded nodes;
+- returns float32 ``{"atoms": (B, N, atom_num_classes), "bonds": (B, E, bond_num_classes)}``;
+  bond logits are the average of the (i, j) and (j, i) predictions.
+
+Inside: dense node features X (B, N, dx), edge features E (B, N, N, de) and a global vector
+y (B, dy) that carries time and graph-level statistics. Each layer runs attention over nodes
+whose per-dimension query-key products are modulated by the edge features (FiLM: QK * (1 +
+E1) + E2), takes those modulated products as the new edge features, lets y FiLM both nodes and
+edges, and updates y from pooled nodes and edges (mean, min, max, std). Time conditions the
+network through y. The network is permutation equivariant: permuting the nodes permutes the
+outputs the same way.
+
+Optional structural features (``structural_features=True``, cheap: a few batched N x N
+matmuls) come from the noisy adjacency A (bond ids that are neither ``no_bond_id`` nor an
+extra state such as the mask): closed-walk counts diag(A^k), k = 2..6, per node (these hold
+degrees and the k-cycle counts DiGress adds, mixed with tree-like walks), A^2 and A^3 per
+pair (common neighbours, paths of length 3), and their per-graph averages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from discdiff.nn.embeddings import sinusoidal_embedding
+
+__all__ = ["GraphTransformerConfig", "GraphTransformerDenoiser", "dense_bonds", "triu_bonds"]
+
+_NODE_FEATS = 5  # closed walks of length 2..6
+_EDGE_FEATS = 2  # walks of length 2, 3
+_GLOBAL_FEATS = 1 + _NODE_FEATS  # node count fraction + mean closed walks
+
+
+@dataclass(frozen=True)
+class GraphTransformerConfig:
+    """Hyper-parameters of :class:`GraphTransformerDenoiser` (JSON via to_dict/from_dict).
+
+    atom_num_states / bond_num_states: ids the noisy input can hold (K or K + 1 with a mask);
+    atom_num_classes / bond_num_classes: the K each output ranges over.
+    max_nodes: largest N accepted (also normalises the node-count feature).
+    no_bond_id: the bond class meaning "no edge" (for the structural features).
+    node_dim, edge_dim, global_dim: widths dx, de, dy; *_ff_dim: feed-forward widths.
+    """
+
+    atom_num_states: int
+    atom_num_classes: int
+    bond_num_states: int
+    bond_num_classes: int
+    max_nodes: int
+    num_layers: int = 9
+    node_dim: int = 256
+    edge_dim: int = 64
+    global_dim: int = 64
+    num_heads: int = 8
+    node_ff_dim: int = 256
+    edge_ff_dim: int = 128
+    global_ff_dim: int = 128
+    dropout: float = 0.0
+    structural_features: bool = True
+    no_bond_id: int = 0
+    time_scale: float = 1000.0
+    time_freq_dim: int = 128
+
+    def __post_init__(self) -> None:
+        for name in (
+            "atom_num_states",
+            "atom_num_classes",
+            "bond_num_states",
+            "bond_num_classes",
+            "max_nodes",
+            "num_layers",
+            "node_dim",
+            "edge_dim",
+            "global_dim",
+            "num_heads",
+            "node_ff_dim",
+            "edge_ff_dim",
+            "global_ff_dim",
+            "time_freq_dim",
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"GraphTransformerConfig.{name} must be a positive int, got {v!r}")
+        if self.atom_num_classes > self.atom_num_states:
+            raise ValueError(
+                f"atom_num_classes ({self.atom_num_classes}) must be <= atom_num_states "
+                f"({self.atom_num_states})"
+            )
+        if self.bond_num_classes > self.bond_num_states:
+            raise ValueError(
+                f"bond_num_classes ({self.bond_num_classes}) must be <= bond_num_states "
+                f"({self.bond_num_states})"
+            )
+        if self.node_dim % self.num_heads:
+            raise ValueError(
+                f"node_dim ({self.node_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if not (0 <= self.no_bond_id < self.bond_num_classes):
+            raise ValueError(
+                f"no_bond_id must lie in [0, {self.bond_num_classes}), got {self.no_bond_id}"
+            )
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.time_freq_dim % 2:
+            raise ValueError(f"time_freq_dim must be even, got {self.time_freq_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphTransformerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(
+                f"GraphTransformerConfig.from_dict expects a dict, got {type(d).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown GraphTransformerConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**d)
+
+
+def dense_bonds(bonds: Tensor, num_nodes: int, diagonal: int) -> Tensor:
+    """Upper-triangle bond ids (B, E) -> symmetric dense ids (B, N, N), ``diagonal`` on i == j."""
+    B = bonds.shape[0]
+    iu, ju = torch.triu_indices(num_nodes, num_nodes, 1, device=bonds.device)  # (E,) each
+    dense = torch.full((B, num_nodes, num_nodes), diagonal, dtype=bonds.dtype, device=bonds.device)
+    dense[:, iu, ju] = bonds
+    dense[:, ju, iu] = bonds
+    return dense  # (B, N, N)
+
+
+def triu_bonds(dense: Tensor) -> Tensor:
+    """Dense pair tensor (B, N, N, ...) -> its strict upper triangle (B, E, ...), row-major."""
+    N = dense.shape[1]
+    iu, ju = torch.triu_indices(N, N, 1, device=dense.device)
+    return dense[:, iu, ju]
+
+
+def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Mean, min, max, std of h over ``dims`` where mask is True -> (B, 4 * C).
+
+    h (B, ..., C), mask (B, ...) bool. Empty sets give zeros (no NaN, no inf)."""
+    m = mask[..., None].to(h.dtype)  # (B, ..., 1)
+    count = m.sum(dim=dims).clamp_min(1.0)  # (B, 1)
+    mean = (h * m).sum(dim=dims) / count  # (B, C)
+    var = (((h - mean.view(mean.shape[0], *[1] * len(dims), -1)) ** 2) * m).sum(dim=dims) / count
+    std = torch.sqrt(var + 1e-6)
+    big = torch.finfo(h.dtype).max / 4
+    hmax = h.masked_fill(~mask[..., None], -big).amax(dim=dims)  # (B, C)
+    hmin = h.masked_fill(~mask[..., None], big).amin(dim=dims)  # (B, C)
+    nonempty = mask.flatten(1).any(dim=1)[:, None]  # (B, 1)
+    hmax = torch.where(nonempty, hmax, torch.zeros_like(hmax))
+    hmin = torch.where(nonempty, hmin, torch.zeros_like(hmin))
+    return torch.cat([mean, hmin, hmax, std], dim=-1)
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+
+
+class GraphLayer(nn.Module):
+    """One node/edge/global update: edge-modulated attention, FiLM by y, pooled y update,
+    then post-norm residual feed-forwards (as DiGress's XEy transformer layer)."""
+
+    def __init__(self, cfg: GraphTransformerConfig) -> None:
+        super().__init__()
+        dx, de, dy = cfg.node_dim, cfg.edge_dim, cfg.global_dim
+        self.num_heads = cfg.num_heads
+        self.head_dim = dx // cfg.num_heads
+        self.q = nn.Linear(dx, dx)
+        self.k = nn.Linear(dx, dx)
+        self.v = nn.Linear(dx, dx)
+        self.e_mul = nn.Linear(de, dx)  # FiLM of edges on the QK products
+        self.e_add = nn.Linear(de, dx)
+        self.ye_mul = nn.Linear(dy, dx)  # FiLM of globals on the new edges
+        self.ye_add = nn.Linear(dy, dx)
+        self.yx_mul = nn.Linear(dy, dx)  # FiLM of globals on the new nodes
+        self.yx_add = nn.Linear(dy, dx)
+        self.x_out = nn.Linear(dx, dx)
+        self.e_out = nn.Linear(dx, de)
+        self.y_y = nn.Linear(dy, dy)
+        self.x_y = nn.Linear(4 * dx, dy)
+        self.e_y = nn.Linear(4 * de, dy)
+        self.y_out = _mlp(dy, dy, dy)
+        self.norm_x1, self.norm_x2 = nn.LayerNorm(dx), nn.LayerNorm(dx)
+        self.norm_e1, self.norm_e2 = nn.LayerNorm(de), nn.LayerNorm(de)
+        self.norm_y1, self.norm_y2 = nn.LayerNorm(dy), nn.LayerNorm(dy)
+        self.ff_x = _mlp(dx, cfg.node_ff_dim, dx)
+        self.ff_e = _mlp(de, cfg.edge_ff_dim, de)
+        self.ff_y = _mlp(dy, cfg.global_ff_dim, dy)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        X: Tensor,
+        E: Tensor,
+        y: Tensor,
+        node_mask: Tensor,
+        pair_mask: Tensor,
+        attend: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """X (B, N, dx), E (B, N, N, de), y (B, dy); node_mask (B, N), pair_mask (B, N, N)
+        real off-diagonal pairs, attend (B, N, N) allowed keys j for query i."""
+        B, N, dx = X.shape
+        H, dh = self.num_heads, self.head_dim
+        xm = node_mask[..., None].to(X.dtype)  # (B, N, 1)
+        pm = pair_mask | torch.eye(N, dtype=torch.bool, device=X.device)  # (B, N, N)
+        pm = (pm & node_mask[:, :, None])[..., None].to(X.dtype)  # (B, N, N, 1) real pairs + diag
+
+        q = self.q(X).view(B, N, 1, H, dh)
+        k = self.k(X).view(B, 1, N, H, dh)
+        s = q * k / math.sqrt(dh)  # (B, N, N, H, dh) per-dimension scores
+        s = s * (1 + self.e_mul(E).view(B, N, N, H, dh)) + self.e_add(E).view(B, N, N, H, dh)
+
+        new_e = s.flatten(-2)  # (B, N, N, dx)
+        new_e = self.ye_add(y)[:, None, None] + (1 + self.ye_mul(y)[:, None, None]) * new_e
+        new_e = self.e_out(new_e) * pm  # (B, N, N, de)
+
+        s = s.masked_fill(~attend[..., None, None], float("-inf"))
+        a = torch.softmax(s, dim=2)  # (B, N, N, H, dh): over keys j
+        v = self.v(X).view(B, 1, N, H, dh)
+        wv = (a * v).sum(dim=2).flatten(-2)  # (B, N, dx)
+        new_x = self.yx_add(y)[:, None] + (1 + self.yx_mul(y)[:, None]) * wv
+        new_x = self.x_out(new_x) * xm  # (B, N, dx)
+
+        new_y = (
+            self.y_y(y)
+            + self.x_y(_masked_pool(X, node_mask, (1,)))
+            + self.e_y(_masked_pool(E, pair_mask, (1, 2)))
+        )
+        new_y = self.y_out(new_y)  # (B, dy)
+
+        X = self.norm_x1(X + self.drop(new_x))
+        E = self.norm_e1(E + self.drop(new_e))
+        y = self.norm_y1(y + self.drop(new_y))
+        X = self.norm_x2(X + self.drop(self.ff_x(X))) * xm
+        E = self.norm_e2(E + self.drop(self.ff_e(E))) * pm
+        y = self.norm_y2(y + self.drop(self.ff_y(y)))
+        return X, E, y
+
+
+class GraphTransformerDenoiser(nn.Module):
+    """Graph transformer over (atoms, bonds) ids -> per-field logits; see the module docstring."""
+
+    def __init__(self, config: GraphTransformerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GraphTransformerConfig):
+            raise TypeError(f"config must be a GraphTransformerConfig, got {type(config).__name__}")
+        self.config = cfg = config
+        nf = _NODE_FEATS if cfg.structural_features else 0
+        ef = _EDGE_FEATS if cfg.structural_features else 0
+        gf = _GLOBAL_FEATS if cfg.structural_features else 1
+        self.x_in = _mlp(cfg.atom_num_states + nf, cfg.node_dim, cfg.node_dim)
+        # one extra bond id marks the diagonal (a node paired with itself)
+        self.e_in = _mlp(cfg.bond_num_states + 1 + ef, cfg.edge_dim, cfg.edge_dim)
+        self.y_in = _mlp(cfg.time_freq_dim + gf, cfg.global_dim, cfg.global_dim)
+        self.layers = nn.ModuleList(GraphLayer(cfg) for _ in range(cfg.num_layers))
+        self.x_head = _mlp(cfg.node_dim, cfg.node_dim, cfg.atom_num_classes)
+        self.e_head = _mlp(cfg.edge_dim, cfg.edge_dim, cfg.bond_num_classes)
+
+    def _structure(
+        self, bonds_dense: Tensor, node_mask: Tensor, pair_mask: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """Walk-count features of the noisy adjacency: node (B, N, 5), edge (B, N, N, 2),
+        global (B, 6); (None, None, node-count fraction (B, 1)) when switched off.
+        Float32, no gradient (they are functions of integer ids)."""
+        cfg = self.config
+        n_real = node_mask.sum(dim=1, keepdim=True).float()  # (B, 1)
+        size = n_real / cfg.max_nodes  # (B, 1)
+        if not cfg.structural_features:
+            return None, None, size
+        with torch.no_grad(), torch.autocast(bonds_dense.device.type, enabled=False):
+            present = (bonds_dense != cfg.no_bond_id) & (bonds_dense < cfg.bond_num_classes)
+            A = (present & pair_mask).float()  # (B, N, N), zero diagonal
+            powers, P = [], A
+            for _ in range(_NODE_FEATS):
+                P = P @ A
+                powers.append(P)  # A^2 .. A^6, (B, N, N) each
+            walks = [torch.diagonal(P, dim1=1, dim2=2) for P in powers]  # (B, N) each
+            node = torch.log1p(torch.stack(walks, dim=-1))  # (B, N, 5)
+            edge = torch.log1p(torch.stack(powers[:_EDGE_FEATS], dim=-1))  # (B, N, N, 2)
+            edge = edge * pair_mask[..., None]
+            node = node * node_mask[..., None]
+            glob = node.sum(dim=1) / n_real.clamp_min(1.0)  # (B, 5)
+            glob = torch.cat([size, glob], dim=-1)  # (B, 6)
+        return node, edge, glob
+
+    def forward(
+        self,
+        x_t: dict[str, Tensor],
+        t: Tensor | float,
+        cond: dict[str, Tensor] | None = None,
+        *,
+        node_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """{"atoms": (B, N), "bonds": (B, E)} ids, t (B,) -> {"atoms": (B, N, Ka), "bonds":
+        (B, E, Kb)} float32 logits. ``node_mask`` (B, N) bool via cond or keyword."""
+        cfg = self.config
+        if not isinstance(x_t, dict) or set(x_t) != {"atoms", "bonds"}:
+            got = sorted(x_t) if isinstance(x_t, dict) else type(x_t).__name__
+            raise ValueError(f"x_t must be a dict with keys 'atoms' and 'bonds', got {got}")
+        atoms, bonds = x_t["atoms"], x_t["bonds"]
+        for name, v in (("atoms", atoms), ("bonds", bonds)):
+            if not isinstance(v, Tensor) or v.dim() != 2:
+                raise ValueError(
+                    f"x_t[{name!r}] must be a 2-D id tensor, got {getattr(v, 'shape', v)!r}"
+                )
+            if v.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"x_t[{name!r}] must hold integer ids, got dtype {v.dtype}")
+        B, N = atoms.shape
+        if N > cfg.max_nodes:
+            raise ValueError(f"{N} nodes exceed max_nodes = {cfg.max_nodes}")
+        if bonds.shape != (B, N * (N - 1) // 2):
+            raise ValueError(
+                f"x_t['bonds'] must have shape ({B}, {N * (N - 1) // 2}) = upper triangle of "
+                f"{N} nodes, got {tuple(bonds.shape)}"
+            )
+        if cond is not None:
+            if not isinstance(cond, dict):
+                raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
+            unknown = set(cond) - {"node_mask"}
+            if unknown:
+                raise ValueError(f"unknown cond keys {sorted(unknown)}; expected node_mask")
+            node_mask = node_mask if node_mask is not None else cond.get("node_mask")
+        if node_mask is None:
+            node_mask = torch.ones(B, N, dtype=torch.bool, device=atoms.device)
+        elif node_mask.shape != (B, N) or node_mask.dtype != torch.bool:
+            raise ValueError(
+                f"node_mask must be a ({B}, {N}) bool tensor, got "
+                f"{tuple(node_mask.shape)} {node_mask.dtype}"
+            )
+        if not isinstance(t, Tensor):
+            t = torch.full((B,), float(t), device=atoms.device)
+        elif t.dim() == 0:
+            t = t.expand(B)
+        if t.shape != (B,):
+            raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
+
+        eye = torch.eye(N, dtype=torch.bool, device=atoms.device)  # (N, N)
+        pair_mask = node_mask[:, :, None] & node_mask[:, None, :] & ~eye  # (B, N, N)
+        attend = node_mask[:, None, :] | eye  # (B, N, N): real keys, and self
+        bonds_dense = dense_bonds(bonds.long(), N, cfg.bond_num_states)  # (B, N, N)
+        node_f, edge_f, glob_f = self._structure(bonds_dense, node_mask, pair_mask)
+
+        x = F.one_hot(atoms.long(), cfg.atom_num_states).float()  # (B, N, Sa)
+        e = F.one_hot(bonds_dense, cfg.bond_num_states + 1).float()  # (B, N, N, Sb + 1)
+        if node_f is not None:
+            x = torch.cat([x, node_f], dim=-1)
+            e = torch.cat([e, edge_f], dim=-1)
+        time = sinusoidal_embedding(t * cfg.time_scale, cfg.time_freq_dim)  # (B, F)
+        y = self.y_in(torch.cat([time, glob_f], dim=-1))  # (B, dy)
+        xm = node_mask[..., None].float()  # (B, N, 1)
+        pm = ((pair_mask | eye) & node_mask[:, :, None])[..., None].float()  # (B, N, N, 1)
+        X = self.x_in(x) * xm  # (B, N, dx)
+        E = self.e_in(e) * pm  # (B, N, N, de)
+        for layer in self.layers:
+            X, E, y = layer(X, E, y, node_mask, pair_mask, attend)
+
+        atom_logits = self.x_head(X)  # (B, N, Ka)
+        edge_logits = self.e_head(E)  # (B, N, N, Kb)
+        edge_logits = 0.5 * (edge_logits + edge_logits.transpose(1, 2))
+        return {"atoms": atom_logits.float(), "bonds": triu_bonds(edge_logits).float()}
