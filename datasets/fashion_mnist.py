@@ -2,8 +2,8 @@
 ``dataset-fashion-mnist``, which installs the original idx files under
 ``/usr/share/datasets/fashion-mnist/``.
 
-Splits follow MNIST's classic convention: "train" is the first 50,000 images of the 60,000
-training file, "valid" its last 10,000, "test" the 10,000 of the t10k file.
+Splits follow MNIST's classic convention: "valid" is the last 10,000 images of the 60,000
+training file, "train" the first 50,000, "test" the 10,000 of the t10k file.
 """
 
 from __future__ import annotations
@@ -124,14 +124,14 @@ def fashion_mnist_grey(
     if split == "test":
         return _read_pair(folder, "test")
     x, y = _read_pair(folder, "train")
-    n_train = FASHION_MNIST_SIZES["train"]
-    if len(x) <= n_train:
+    n_valid = FASHION_MNIST_SIZES["valid"]
+    if len(x) <= n_valid:
         raise ValueError(
-            f"the Fashion-MNIST training file has {len(x)} images, need more than {n_train}"
+            f"the Fashion-MNIST training file has {len(x)} images, need more than {n_valid}"
         )
     if split == "train":
-        return x[:n_train], y[:n_train]
-    return x[n_train:], y[n_train:]
+        return x[:-n_valid], y[:-n_valid]
+    return x[-n_valid:], y[-n_valid:]
 
 
 def load_fashion_mnist(
