@@ -1,0 +1,731 @@
+"""The one training loop: batches in, a per-example loss, AdamW, checkpoints, devices.
+
+The trainer knows nothing about tokens, pixels or molecules. It is given
+
+- ``model``: any ``nn.Module``, plus ``model_config`` (JSON-able) that a caller-supplied
+  ``build_model(model_config)`` turns back into the architecture (saved in config.json);
+- ``loss_fn(model, batch, generator) -> (B,)`` per-example nats; the trainer minimises their
+  mean (per-token normalisation, if wanted, is the loss's business);
+- ``train_data``: either a map-style ``Dataset`` of examples, batched here with a seeded
+  ``DistributedSampler`` (reshuffled each epoch, sharded across ranks), or any re-iterable of
+  ready-made batches (under DDP rank r takes batches r, r + W, r + 2W, ... of that stream);
+- optionally ``eval_data`` and ``eval_fn(model, batch, generator) -> (B,)`` (default: the loss)
+  for the periodic held-out ELBO.
+
+Reproducibility: data order is a function of (seed, epoch) and the position inside the epoch;
+the noise generator handed to ``loss_fn`` and all global RNGs are saved in every checkpoint.
+On the CPU a run that is killed and resumed ends with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import default_collate as _default_collate
+from tqdm.auto import tqdm
+
+from discdiff.training import distributed as dist_utils
+from discdiff.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    write_json_atomic,
+)
+from discdiff.training.device import (
+    PRECISIONS,
+    autocast_context,
+    move_to_device,
+    resolve_device,
+    resolve_precision,
+)
+from discdiff.training.ema import EMA
+from discdiff.training.logging import MetricsLogger, logger, plot_loss_curve
+
+__all__ = ["TrainConfig", "Trainer", "lr_at", "LossFn"]
+
+LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and learning-rate schedule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's math (saved as JSON in the run dir).
+
+    steps: optimizer steps in total. batch_size: examples per optimizer step over all ranks and
+    accumulation micro-steps (must divide by world_size * grad_accum in Dataset mode).
+    lr: peak learning rate, reached after ``warmup_steps`` of linear warm-up, then cosine decay
+    to ``min_lr`` (None = lr / 10) at ``steps``. weight_decay: AdamW decay, applied to
+    parameters with 2 or more dimensions only (not biases or norm gains). grad_clip: max global
+    gradient norm (None = off). ema_decay: EMA of weights (None = off). precision: "auto"
+    (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16". compile: ``torch.compile`` the model.
+    eval_every / ckpt_every / log_every: periods in steps (0 = never; a checkpoint and a log row
+    are always written at the last step). eval_batches: global batches per evaluation
+    (None = the whole eval set). keep_checkpoints: how many newest checkpoints to keep.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 64
+    lr: float = 3e-4
+    min_lr: float | None = None
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    ema_decay: float | None = None
+    precision: str = "auto"
+    compile: bool = False
+    eval_every: int = 0
+    eval_batches: int | None = None
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            low = 0 if allow_zero else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {value!r}")
+
+        for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
+            positive_int(name)
+        for name in ("warmup_steps", "eval_every", "ckpt_every", "seed"):
+            positive_int(name, allow_zero=True)
+        if self.eval_batches is not None:
+            positive_int("eval_batches")
+        for name in ("lr", "eps"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be a finite float > 0, got {value!r}")
+        if self.min_lr is not None and not (0 <= self.min_lr <= self.lr):
+            raise ValueError(
+                f"TrainConfig.min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}"
+            )
+        if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.ema_decay is not None and not (0 <= self.ema_decay < 1):
+            raise ValueError(
+                f"TrainConfig.ema_decay must lie in [0, 1) or be None, got {self.ema_decay!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"TrainConfig.compile must be a bool, got {self.compile!r}")
+
+    @property
+    def final_lr(self) -> float:
+        """The learning rate the cosine decay ends at."""
+        return self.lr / 10 if self.min_lr is None else float(self.min_lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able field values."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig field(s) {unknown}; expected some of {sorted(known)}"
+            )
+        kwargs = dict(data)
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        return cls(**kwargs)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine decay.
+
+    Warm-up: lr * (step + 1) / warmup_steps for step < warmup_steps (never 0 at step 0).
+    Decay: final_lr + (lr - final_lr) * (1 + cos(pi * p)) / 2 with
+    p = (step - warmup_steps) / (steps - warmup_steps), clamped to [0, 1].
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    decay_steps = config.steps - config.warmup_steps
+    if decay_steps <= 0:
+        return config.lr
+    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    return config.final_lr + 0.5 * (config.lr - config.final_lr) * (
+        1 + math.cos(math.pi * progress)
+    )
+
+
+def _derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed from a base seed and labels, stable across runs and platforms."""
+    text = "/".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def _batch_len(batch: Any) -> int:
+    """Examples in a batch: leading size of its first tensor (or ``num_graphs`` / ``len``)."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    num_graphs = getattr(batch, "num_graphs", None)
+    if isinstance(num_graphs, int):
+        return num_graphs
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            return _batch_len(value)
+    if isinstance(batch, list | tuple) and batch:
+        return _batch_len(batch[0])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Train ``model`` by minimising the mean of ``loss_fn``'s per-example values.
+
+    See the module docstring for what ``train_data`` / ``eval_data`` may be. Other arguments:
+    ``run_dir`` receives config.json, metrics.csv, loss_curve.png and checkpoints/ (rank 0
+    only). ``collate_fn`` batches Dataset examples (default ``torch.utils.data.default_collate``).
+    ``count_tokens(batch) -> int`` adds tokens/s to the logs and ``eval_nats_per_token``.
+    ``device``: "auto", "cpu", "cuda", ... (see ``resolve_device``). ``num_workers``:
+    DataLoader workers in Dataset mode. ``progress``: show a tqdm bar on rank 0.
+
+    Under ``torchrun`` the trainer joins the process group itself (``init_distributed``) and
+    wraps the model in ``DistributedDataParallel``; ``loss_fn`` then receives the wrapper, so it
+    should only call the model, not read its attributes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_data: Dataset | Iterable[Any],
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        model_config: Mapping[str, Any] | None = None,
+        eval_data: Dataset | Iterable[Any] | None = None,
+        eval_fn: LossFn | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        count_tokens: Callable[[Any], int] | None = None,
+        device: str | torch.device = "auto",
+        num_workers: int = 0,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if eval_fn is not None and not callable(eval_fn):
+            raise TypeError(f"eval_fn must be callable, got {type(eval_fn).__name__}")
+        if count_tokens is not None and not callable(count_tokens):
+            raise TypeError(f"count_tokens must be callable, got {type(count_tokens).__name__}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        try:
+            self.model_config = json.loads(json.dumps(model_config))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"model_config must be JSON-serialisable: {err}") from err
+        for name, data in (("train_data", train_data), ("eval_data", eval_data)):
+            if data is not None and not (_is_map_dataset(data) or isinstance(data, Iterable)):
+                raise TypeError(
+                    f"{name} must be a map-style Dataset or an iterable of batches, "
+                    f"got {type(data).__name__}"
+                )
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.loss_fn = loss_fn
+        self.eval_fn = eval_fn if eval_fn is not None else loss_fn
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.collate_fn = collate_fn if collate_fn is not None else _default_collate
+        self.count_tokens = count_tokens
+        self.num_workers = num_workers
+        self.progress = progress
+
+        self.dist = dist_utils.init_distributed()
+        self.is_main = self.dist.is_main
+        world = self.dist.world_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(self.device, config.precision)
+
+        per_rank, rem = divmod(config.batch_size, world * config.grad_accum)
+        if _is_map_dataset(train_data) and (rem or per_rank == 0):
+            raise ValueError(
+                f"batch_size {config.batch_size} must be a positive multiple of "
+                f"world_size * grad_accum = {world} * {config.grad_accum}"
+            )
+        self.micro_batch_size = max(per_rank, 1)
+
+        self.module = model.to(self.device)
+        self.ema = EMA(self.module, config.ema_decay) if config.ema_decay is not None else None
+        self._ddp: DistributedDataParallel | None = None
+        wrapped: nn.Module = self.module
+        if world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.module, device_ids=ids)
+            wrapped = self._ddp
+        self.model = torch.compile(wrapped) if config.compile else wrapped
+
+        decay, no_decay = [], []
+        for param in self.module.parameters():
+            if param.requires_grad:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=config.lr, betas=config.betas, eps=config.eps, **fused
+        )
+
+        self.step = 0
+        self.noise_generator = torch.Generator(device=self.device)
+        self.noise_generator.manual_seed(_derive_seed(config.seed, "noise", self.dist.rank))
+        self._data_epoch = 0
+        self._data_pos = 0
+        self._elapsed = 0.0
+        self.metrics = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=tensorboard)
+        self.last_metrics: dict[str, float] = {}
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # A private generator, so creating the loader never consumes the global RNG.
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """This rank's batches of ``epoch`` from its ``start``-th on."""
+        world, rank = self.dist.world_size, self.dist.rank
+        if _is_map_dataset(self.train_data):
+            sampler = DistributedSampler(
+                self.train_data,
+                num_replicas=world,
+                rank=rank,
+                shuffle=True,
+                seed=self.config.seed,
+                drop_last=True,
+            )
+            sampler.set_epoch(epoch)
+            indices = list(sampler)
+            size = self.micro_batch_size
+            count = len(indices) // size
+            if count == 0:
+                raise ValueError(
+                    f"train_data has {len(self.train_data)} examples, fewer than one global "
+                    f"micro-batch of {size * world}"
+                )
+            batches = [indices[i * size : (i + 1) * size] for i in range(start, count)]
+            if batches:
+                yield from self._loader(self.train_data, batches)
+            return
+        yield from _round_robin(self.train_data, world, rank, start)
+
+    def _train_stream(self) -> Iterator[Any]:
+        """Batches forever, advancing (epoch, position) so that a checkpoint can resume here."""
+        while True:
+            start = self._data_pos
+            produced = False
+            for batch in self._epoch_batches(self._data_epoch, start):
+                produced = True
+                self._data_pos += 1
+                yield batch
+            if not produced and start == 0:
+                raise ValueError(
+                    "train_data produced no batches for a whole epoch; pass a re-iterable "
+                    "(a list, Dataset or DataLoader), not a one-shot iterator"
+                )
+            self._data_epoch += 1
+            self._data_pos = 0
+
+    def _eval_batches(self) -> Iterator[Any]:
+        world, rank = self.dist.world_size, self.dist.rank
+        limit = self.config.eval_batches
+        if _is_map_dataset(self.eval_data):
+            size = self.micro_batch_size
+            total = len(self.eval_data)
+            if limit is not None:
+                total = min(total, limit * size * world)
+            mine = list(range(rank, total, world))
+            batches = [mine[i : i + size] for i in range(0, len(mine), size)]
+            if batches:
+                yield from self._loader(self.eval_data, batches)
+            return
+        for j, batch in enumerate(self.eval_data):
+            if limit is not None and j >= limit:
+                return
+            if j % world == rank:
+                yield batch
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _eval_pass(self) -> tuple[float, float | None]:
+        model = self.module
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(_derive_seed(self.config.seed, "eval", self.dist.rank))
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # nats, examples, tokens
+        try:
+            for batch in self._eval_batches():
+                tokens = int(self.count_tokens(batch)) if self.count_tokens else 0
+                batch = move_to_device(batch, self.device, non_blocking=True)
+                with autocast_context(self.device, self.config.precision):
+                    values = self.eval_fn(model, batch, generator)
+                values = _check_per_example(values, "eval_fn")
+                totals[0] += values.double().sum()
+                totals[1] += values.numel()
+                totals[2] += tokens
+        finally:
+            model.train(was_training)
+        dist_utils.all_reduce_sum(totals)
+        nats, count, tokens = totals.tolist()
+        if count == 0:
+            raise ValueError("eval_data produced no batches")
+        return nats / count, (nats / tokens if self.count_tokens and tokens > 0 else None)
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean held-out per-example loss (and with EMA weights when EMA is on); {} without data.
+
+        Uses a freshly seeded generator each time, so successive evaluations draw the same
+        noise and their differences reflect the model, not the Monte-Carlo draw.
+        """
+        if self.eval_data is None:
+            return {}
+        out: dict[str, float] = {}
+        loss, per_token = self._eval_pass()
+        out["eval_loss"] = loss
+        if per_token is not None:
+            out["eval_nats_per_token"] = per_token
+        if self.ema is not None:
+            with self.ema.swap(self.module):
+                loss, per_token = self._eval_pass()
+            out["eval_loss_ema"] = loss
+            if per_token is not None:
+                out["eval_nats_per_token_ema"] = per_token
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _run_config(self) -> dict[str, Any]:
+        return {"model": self.model_config, "train": self.config.to_dict()}
+
+    def _rng_state(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch_cpu": torch.get_rng_state(),
+            "torch_cuda": (
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
+            "noise": self.noise_generator.get_state(),
+            "python": random.getstate(),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        }
+
+    def _set_rng_state(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch_cpu"])
+        if state.get("torch_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["torch_cuda"], self.device)
+        self.noise_generator.set_state(state["noise"])
+        random.setstate(state["python"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (every rank must call it; rank 0 writes). Returns the dir."""
+        rng_states = dist_utils.all_gather_objects(self._rng_state())
+        path = None
+        if self.is_main:
+            train_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "data": {"epoch": self._data_epoch, "position": self._data_pos},
+                "rng": rng_states,
+                "ema_updates": self.ema.num_updates if self.ema is not None else 0,
+                "lr": lr_at(max(self.step - 1, 0), self.config),
+                "elapsed_s": self._elapsed,
+                "world_size": self.dist.world_size,
+            }
+            path = save_checkpoint(
+                self.run_dir,
+                self.step,
+                model=self.module,
+                ema=self.ema.state_dict() if self.ema is not None else None,
+                train_state=train_state,
+                config=self._run_config(),
+                keep=self.config.keep_checkpoints,
+            )
+            self._plot()
+        dist_utils.barrier()
+        return path
+
+    def _resume(self) -> None:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            logger.info("no checkpoint in %s; starting from step 0", self.run_dir)
+            self._seed_globals()
+            return
+        ckpt = load_checkpoint(path)
+        saved_model = ckpt.config.get("model")
+        if saved_model != self.model_config:
+            raise ValueError(
+                f"model_config differs from the one saved in {path / 'config.json'}: "
+                f"{saved_model!r} != {self.model_config!r}"
+            )
+        saved_train = ckpt.config.get("train", {})
+        changed = sorted(k for k, v in self.config.to_dict().items() if saved_train.get(k) != v)
+        if changed:
+            logger.warning("resuming with changed TrainConfig field(s) %s", changed)
+        load_weights(self.module, ckpt.model)
+        state = ckpt.train_state
+        if self.ema is not None:
+            if ckpt.ema is not None:
+                self.ema.load_state_dict(ckpt.ema)
+                self.ema.num_updates = int(state.get("ema_updates", 0))
+            else:
+                logger.warning("checkpoint %s has no EMA; starting the EMA from its weights", path)
+                self.ema = EMA(self.module, self.ema.decay)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = ckpt.step
+        self._data_epoch = int(state["data"]["epoch"])
+        self._data_pos = int(state["data"]["position"])
+        self._elapsed = float(state.get("elapsed_s", 0.0))
+        rng = state.get("rng", [])
+        if len(rng) == self.dist.world_size:
+            self._set_rng_state(rng[self.dist.rank])
+        else:
+            logger.warning(
+                "checkpoint was written by %d rank(s), this run has %d; reseeding RNGs",
+                len(rng),
+                self.dist.world_size,
+            )
+            self._seed_globals(salt=self.step)
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _seed_globals(self, salt: int = 0) -> None:
+        rank = self.dist.rank
+        torch.manual_seed(_derive_seed(self.config.seed, "torch", rank, salt))
+        random.seed(_derive_seed(self.config.seed, "python", rank, salt))
+        np.random.seed(_derive_seed(self.config.seed, "numpy", rank, salt) % 2**32)
+        if salt:
+            self.noise_generator.manual_seed(_derive_seed(self.config.seed, "noise", rank, salt))
+
+    def _plot(self) -> None:
+        if self.is_main and self.metrics.csv_path.is_file():
+            plot_loss_curve(self.metrics.csv_path, self.run_dir / "loss_curve.png")
+
+    # -- training --------------------------------------------------------------------------
+
+    def _train_step(self, stream: Iterator[Any]) -> tuple[Tensor, Tensor | None, int, int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (no sync)."""
+        cfg = self.config
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        items = tokens = 0
+        for micro in range(cfg.grad_accum):
+            batch = next(stream)
+            items += _batch_len(batch)
+            if self.count_tokens is not None:
+                tokens += int(self.count_tokens(batch))
+            batch = move_to_device(batch, self.device, non_blocking=True)
+            last = micro == cfg.grad_accum - 1
+            sync = (
+                self._ddp.no_sync()
+                if self._ddp is not None and not last
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with autocast_context(self.device, cfg.precision):
+                    values = self.loss_fn(self.model, batch, self.noise_generator)
+                values = _check_per_example(values, "loss_fn")
+                loss = values.float().mean() / cfg.grad_accum
+                loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = None
+        if cfg.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.module)
+        self.step += 1
+        return loss_sum, grad_norm, items, tokens
+
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train until ``config.steps``; returns the last logged metrics.
+
+        ``resume=True`` continues from the run dir's latest checkpoint (weights, optimizer,
+        EMA, RNGs, data position) or starts fresh if there is none; ``resume=False`` refuses a
+        run dir that already holds checkpoints, so nothing is overwritten by accident.
+        """
+        cfg = self.config
+        if resume:
+            self._resume()
+        else:
+            if latest_checkpoint(self.run_dir) is not None:
+                raise ValueError(
+                    f"run dir {self.run_dir} already has checkpoints; pass resume=True to "
+                    "continue it or choose a new run dir"
+                )
+            self._seed_globals()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run_dir / "config.json", self._run_config())
+            self.metrics.truncate_after(self.step)
+        if self.step >= cfg.steps:
+            return self.last_metrics
+
+        self.module.train()
+        stream = self._train_stream()
+        world = self.dist.world_size
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            disable=not (self.progress and self.is_main),
+            dynamic_ncols=True,
+        )
+        window = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, items, tokens
+        window_steps = 0
+        tick = time.perf_counter()
+        saved_at = -1
+        try:
+            while self.step < cfg.steps:
+                lr = lr_at(self.step, cfg)
+                loss, grad_norm, items, tokens = self._train_step(stream)
+                window[0] += loss.double()
+                window[1] += items
+                window[2] += tokens
+                window_steps += 1
+                bar.update(1)
+                last = self.step == cfg.steps
+                row: dict[str, float] = {}
+                if self.step % cfg.log_every == 0 or last:
+                    dist_utils.all_reduce_sum(window)
+                    now = time.perf_counter()
+                    seconds = now - tick
+                    self._elapsed += seconds
+                    tick = now
+                    mean_loss = window[0].item() / (window_steps * world)
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(
+                            f"training loss is {mean_loss} at step {self.step}; lower lr or "
+                            "enable grad_clip"
+                        )
+                    row = {"lr": lr, "train_loss": mean_loss}
+                    if grad_norm is not None:
+                        row["grad_norm"] = float(grad_norm)
+                    row["items_per_s"] = window[1].item() / max(seconds, 1e-9)
+                    if self.count_tokens is not None:
+                        row["tokens_per_s"] = window[2].item() / max(seconds, 1e-9)
+                    row["elapsed_s"] = self._elapsed
+                    window.zero_()
+                    window_steps = 0
+                    rate = row.get("tokens_per_s", row["items_per_s"])
+                    unit = "tok/s" if self.count_tokens is not None else "it/s"
+                    bar.set_postfix(
+                        loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", **{unit: f"{rate:.0f}"}
+                    )
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or last):
+                    row.update(self.evaluate())
+                    tick = time.perf_counter()  # keep evaluation time out of throughput
+                if row:
+                    self.metrics.log(self.step, row)
+                    self.last_metrics = {"step": float(self.step), **row}
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
+                    self.save()
+                    saved_at = self.step
+                    tick = time.perf_counter()
+        finally:
+            bar.close()
+        if saved_at != self.step:
+            self.save()
+        self._plot()
+        self.metrics.close()
+        return self.last_metrics
+
+
+def _is_map_dataset(data: object) -> bool:
+    return (
+        isinstance(data, Dataset)
+        and not isinstance(data, IterableDataset)
+        and hasattr(data, "__len__")
+        and hasattr(data, "__getitem__")
+    )
+
+
+def _round_robin(stream: Iterable[Any], world: int, rank: int, start: int) -> Iterator[Any]:
+    """This rank's share of a batch stream: batch ``k * world + rank`` for k >= ``start``.
+
+    Only whole rounds of ``world`` batches are used, so every rank gets the same number of
+    batches (an uneven tail would leave one rank waiting in DDP's all-reduce forever).
+    """
+    group: list[Any] = []
+    k = 0
+    for batch in stream:
+        group.append(batch)
+        if len(group) < world:
+            continue
+        if k >= start:
+            yield group[rank]
+        group = []
+        k += 1
+
+
+def _check_per_example(values: object, name: str) -> Tensor:
+    if not isinstance(values, Tensor):
+        raise TypeError(
+            f"{name} must return a tensor of per-example losses, got {type(values).__name__}"
+        )
+    if values.dim() != 1:
+        raise ValueError(
+            f"{name} must return per-example losses of shape (B,), got shape {tuple(values.shape)}"
+        )
+    return values
