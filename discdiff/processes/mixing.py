@@ -34,6 +34,16 @@ def _log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
+def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
+    """torch.logaddexp whose gradient stays finite where both inputs are -inf (result -inf)."""
+    both = torch.isneginf(a) & torch.isneginf(b)
+    if not bool(both.any()):
+        return torch.logaddexp(a, b)
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    out = torch.logaddexp(torch.where(both, zero, a), torch.where(both, zero, b))
+    return torch.where(both, torch.full_like(out, -torch.inf), out)
+
+
 def _stay_where(out: Tensor, rows: Tensor, z: Tensor) -> Tensor:
     """Replace the distributions at ``rows`` (bool (...)) by a point mass on x_t."""
     if not bool(rows.any()):
@@ -115,7 +125,7 @@ class MixingProcess(Process):
         a_ = expand_time(a, logits[..., 0]).unsqueeze(-1)  # (B, 1, ..., 1)
         keep = torch.log(a_).float()
         move = (torch.log1p(-a_) + log_m).float()
-        return torch.logaddexp(lp + keep, move)
+        return _logaddexp(lp + keep, move.expand_as(lp))
 
     def sample_marginal(
         self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None
@@ -157,7 +167,7 @@ class MixingProcess(Process):
         z = x_t.unsqueeze(-1)
         log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
         lm_z = lm.gather(-1, z).squeeze(-1)
-        log_norm = torch.logaddexp(log_fwd_other, torch.log(a_) + lm_z.double())
+        log_norm = _logaddexp(log_fwd_other, torch.log(a_) + lm_z.double())
         impossible = torch.isneginf(log_norm)  # x_t cannot arise from this x0: stay put
         log_norm = torch.where(impossible, torch.zeros_like(log_norm), log_norm)
         shift = (log_fwd_other - log_norm).to(lm.dtype).unsqueeze(-1)
@@ -187,10 +197,10 @@ class MixingProcess(Process):
         log_c0 = torch.log(torch.where(only_z, torch.ones_like(c0), c0)).float().unsqueeze(-1)
         log_c1 = torch.log(c0 + at).float().unsqueeze(-1)
         lp_z = lp.gather(-1, z)
-        log_W = torch.logaddexp(_log1mexp(lp_z) - log_c0, lp_z - log_c1)  # (..., 1)
+        log_W = _logaddexp(_log1mexp(lp_z) - log_c0, lp_z - log_c1)  # (..., 1)
         as_ = expand_time(a_s, x_t).unsqueeze(-1)
         log_w = (lp - log_c0).scatter(-1, z, lp_z - log_c1)
-        mix = torch.logaddexp(torch.log(as_).float() + log_w, (torch.log1p(-as_) + log_m).float() + log_W)
+        mix = _logaddexp(torch.log(as_).float() + log_w, ((torch.log1p(-as_) + log_m).float() + log_W).expand_as(log_w))
         log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
         fwd = log_fwd_other.float().unsqueeze(-1).expand_as(mix).scatter(-1, z, log_fwd_self.float().unsqueeze(-1))
         out = mix + fwd
