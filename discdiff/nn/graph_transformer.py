@@ -181,9 +181,12 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 class GraphLayer(nn.Module):
     """One node/edge/global update: edge-modulated attention, FiLM by y, pooled y update,
-    then post-norm residual feed-forwards (as DiGress's XEy transformer layer)."""
+    then post-norm residual feed-forwards (as DiGress's XEy transformer layer).
 
-    def __init__(self, cfg: GraphTransformerConfig) -> None:
+    ``update_global=False`` (the last layer) leaves y as it is and owns no y-update weights:
+    nothing reads y after the last layer, and unused parameters would trip DDP."""
+
+    def __init__(self, cfg: GraphTransformerConfig, update_global: bool = True) -> None:
         super().__init__()
         dx, de, dy = cfg.node_dim, cfg.edge_dim, cfg.global_dim
         self.num_heads = cfg.num_heads
@@ -199,16 +202,18 @@ class GraphLayer(nn.Module):
         self.yx_add = nn.Linear(dy, dx)
         self.x_out = nn.Linear(dx, dx)
         self.e_out = nn.Linear(dx, de)
-        self.y_y = nn.Linear(dy, dy)
-        self.x_y = nn.Linear(4 * dx, dy)
-        self.e_y = nn.Linear(4 * de, dy)
-        self.y_out = _mlp(dy, dy, dy)
         self.norm_x1, self.norm_x2 = nn.LayerNorm(dx), nn.LayerNorm(dx)
         self.norm_e1, self.norm_e2 = nn.LayerNorm(de), nn.LayerNorm(de)
-        self.norm_y1, self.norm_y2 = nn.LayerNorm(dy), nn.LayerNorm(dy)
         self.ff_x = _mlp(dx, cfg.node_ff_dim, dx)
         self.ff_e = _mlp(de, cfg.edge_ff_dim, de)
-        self.ff_y = _mlp(dy, cfg.global_ff_dim, dy)
+        self.update_global = update_global
+        if update_global:
+            self.y_y = nn.Linear(dy, dy)
+            self.x_y = nn.Linear(4 * dx, dy)
+            self.e_y = nn.Linear(4 * de, dy)
+            self.y_out = _mlp(dy, dy, dy)
+            self.norm_y1, self.norm_y2 = nn.LayerNorm(dy), nn.LayerNorm(dy)
+            self.ff_y = _mlp(dy, cfg.global_ff_dim, dy)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -244,19 +249,19 @@ class GraphLayer(nn.Module):
         new_x = self.yx_add(y)[:, None] + (1 + self.yx_mul(y)[:, None]) * wv
         new_x = self.x_out(new_x) * xm  # (B, N, dx)
 
-        new_y = (
-            self.y_y(y)
-            + self.x_y(_masked_pool(X, node_mask, (1,)))
-            + self.e_y(_masked_pool(E, pair_mask, (1, 2)))
-        )
-        new_y = self.y_out(new_y)  # (B, dy)
+        if self.update_global:  # from the layer's inputs, as DiGress
+            new_y = (
+                self.y_y(y)
+                + self.x_y(_masked_pool(X, node_mask, (1,)))
+                + self.e_y(_masked_pool(E, pair_mask, (1, 2)))
+            )
+            y = self.norm_y1(y + self.drop(self.y_out(new_y)))  # (B, dy)
+            y = self.norm_y2(y + self.drop(self.ff_y(y)))
 
         X = self.norm_x1(X + self.drop(new_x))
         E = self.norm_e1(E + self.drop(new_e))
-        y = self.norm_y1(y + self.drop(new_y))
         X = self.norm_x2(X + self.drop(self.ff_x(X))) * xm
         E = self.norm_e2(E + self.drop(self.ff_e(E))) * pm
-        y = self.norm_y2(y + self.drop(self.ff_y(y)))
         return X, E, y
 
 
@@ -275,7 +280,9 @@ class GraphTransformerDenoiser(nn.Module):
         # one extra bond id marks the diagonal (a node paired with itself)
         self.e_in = _mlp(cfg.bond_num_states + 1 + ef, cfg.edge_dim, cfg.edge_dim)
         self.y_in = _mlp(cfg.time_freq_dim + gf, cfg.global_dim, cfg.global_dim)
-        self.layers = nn.ModuleList(GraphLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(
+            GraphLayer(cfg, update_global=i < cfg.num_layers - 1) for i in range(cfg.num_layers)
+        )
         self.x_head = _mlp(cfg.node_dim, cfg.node_dim, cfg.atom_num_classes)
         self.e_head = _mlp(cfg.edge_dim, cfg.edge_dim, cfg.bond_num_classes)
 
