@@ -26,7 +26,6 @@ from torch import Tensor
 from discdiff.categorical import process_logits
 from discdiff.fields import SINGLE, call_denoiser
 from discdiff.processes.base import Process, check_ids
-from discdiff.processes.mixing import MixingProcess
 from discdiff.schedules import DiscreteSchedule, Schedule
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "SamplingRun",
     "time_grid",
     "time_for_alpha",
-    "x_t_log_likelihood",
     "default_device",
 ]
 
@@ -121,28 +119,6 @@ def time_for_alpha(schedule: Schedule, target: Tensor) -> Tensor:
         lo = torch.where(above, mid, lo)
         hi = torch.where(above, hi, mid)
     return 0.5 * (lo + hi)
-
-
-def x_t_log_likelihood(process: Process, x_t: Tensor, t: Tensor) -> Tensor:
-    """log q(x_t | x_0 = k) for every class k, (B, ...) ids, (B,) times -> (B, ..., K).
-
-    O(K) per position for the mixing family (closed form), a dense enumeration otherwise.
-    Used to turn a true-posterior prediction p(x_0 | x_t) into D3PM's parameterisation.
-    """
-    K = process.num_classes
-    if isinstance(process, MixingProcess):
-        a = process.schedule.alpha(t.double()).to(x_t.device)  # (B,)
-        a = a.reshape(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, ..., 1)
-        m_z = process.limit.to(x_t.device)[x_t]  # (B, ...) m(x_t)
-        other = torch.log((1.0 - a) * m_z)  # x_0 != x_t
-        same = torch.log(a + (1.0 - a) * m_z)  # x_0 == x_t
-        hit = x_t.unsqueeze(-1) == torch.arange(K, device=x_t.device)  # (B, ..., K)
-        return torch.where(hit, same.unsqueeze(-1), other.unsqueeze(-1)).float()
-    B = x_t.shape[0]
-    ids = torch.arange(K, device=x_t.device).expand(B, K)  # (B, K)
-    lq = process.marginal_log(ids, t).transpose(1, 2)  # (B, S, K)
-    idx = x_t.reshape(B, -1, 1).expand(-1, -1, K)  # (B, N, K)
-    return lq.gather(1, idx).reshape(*x_t.shape, K).float()
 
 
 def select_rows(obj: Any, rows: Tensor, batch: int) -> Any:
