@@ -60,10 +60,11 @@ class Dense(Process):
         if not 1 <= self.num_classes <= self.num_states:
             raise ValueError(f"num_classes must be in [1, {self.num_states}], got {num_classes}")
         self._Q = Q
-        cum = [torch.eye(self.num_states, dtype=dtype)]
+        self._Qbar = torch.empty(self.num_steps + 1, self.num_states, self.num_states, dtype=dtype)
+        self._Qbar[0] = torch.eye(self.num_states, dtype=dtype)  # (T + 1, S, S); Qbar_0 = I
         for k in range(self.num_steps):
-            cum.append(cum[-1] @ Q[k])
-        self._Qbar = torch.stack(cum)  # (T + 1, S, S); Qbar_0 = I
+            torch.matmul(self._Qbar[k], Q[k], out=self._Qbar[k + 1])
+        self._device_cache: dict[torch.device, Tensor] = {}
         if prior is None:
             pi = self._Qbar[-1, : self.num_classes].mean(0)
         else:
@@ -106,8 +107,17 @@ class Dense(Process):
         """Qbar_k = Q_1 ... Q_k, (S, S)."""
         return self._Qbar[k].clone()
 
+    def _qbar_on(self, device: torch.device) -> Tensor:
+        if device.type == "cpu":
+            return self._Qbar
+        if device not in self._device_cache:
+            self._device_cache[device] = self._Qbar.to(device)
+        return self._device_cache[device]
+
     def span(self, j: int, k: int) -> Tensor:
         """Q_{j+1} ... Q_k: the transition from step j to step k >= j, (S, S)."""
+        if k == j + 1:
+            return self._Q[j]
         if (j, k) not in self._span_cache:
             out = torch.eye(self.num_states, dtype=self._Q.dtype)
             for i in range(j, k):
@@ -121,7 +131,7 @@ class Dense(Process):
 
     # ---- forward -------------------------------------------------------------------------
     def _marginal_probs(self, x0: Tensor, k: Tensor) -> Tensor:
-        Qbar = self._Qbar.to(x0.device)
+        Qbar = self._qbar_on(x0.device)
         if self._x0_is_ids(x0):
             kk = k.view(-1, *([1] * (x0.dim() - 1)))
             return Qbar[kk, x0.long()]  # (..., S)
@@ -159,15 +169,16 @@ class Dense(Process):
         if self._x0_is_ids(x0) or self.parameterization == "d3pm":
             joint = self._marginal_probs(x0, ks).to(self._Q.dtype) * fwd
             return torch.log(joint) - torch.log(joint.sum(-1, keepdim=True))
+        # sum_x0 w(x0) q(x_s = y | x0) q(x_t | x_s = y) / q(x_t | x0): one (K, S) matmul per example
         K = self.num_classes
-        rows = self._Qbar.to(x_t.device)[ks][:, :K]  # (B, K, S): q(x_s = y | x0)
-        rows = rows.reshape(B, *([1] * (x_t.dim() - 1)), K, self.num_states)
-        joint = rows * fwd.unsqueeze(-2)  # (..., K, S): q(x_s = y, x_t = z | x0)
-        lik = joint.sum(-1)  # (..., K): q(x_t = z | x0)
-        post = joint / torch.where(lik > 0, lik, torch.ones_like(lik)).unsqueeze(-1)
+        Qbar = self._qbar_on(x_t.device)
+        lik = torch.stack([Qbar[int(b)][:K].T[x_t[i]] for i, b in enumerate(kt)])  # (..., K): q(x_t | x0)
         w = torch.softmax(x0.to(self._Q.dtype), -1) * (lik > 0)
         w = w / w.sum(-1, keepdim=True)
-        return torch.log((w.unsqueeze(-1) * post).sum(-2))
+        w = w / torch.where(lik > 0, lik, torch.ones_like(lik))
+        flat = w.reshape(B, -1, K)
+        mix = torch.bmm(flat, Qbar[ks][:, :K]).reshape(*w.shape[:-1], self.num_states)  # (..., S)
+        return torch.log(mix * fwd)
 
     # ---- prior ---------------------------------------------------------------------------
     def prior_log_probs(self) -> Tensor:
@@ -187,7 +198,7 @@ class Dense(Process):
 
     def kl_prior(self, x0: Tensor) -> Tensor:
         x0 = check_ids(x0, self.num_classes, "x0")
-        q = self._Qbar[-1].to(x0.device)[x0]  # (..., S)
+        q = self._qbar_on(x0.device)[-1][x0]  # (..., S)
         pi = self._prior.to(x0.device)
         terms = torch.where(q > 0, q * (torch.log(q) - torch.log(pi)), torch.zeros_like(q))
         return terms.sum(-1)
