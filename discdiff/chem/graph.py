@@ -74,7 +74,11 @@ class GraphVocab:
         if not atoms:
             raise ValueError("GraphVocab needs at least one atom class")
         for sym, _ in atoms:
-            if sym == "*" or _PERIODIC.GetAtomicNumber(sym) <= 0:
+            try:
+                z = _PERIODIC.GetAtomicNumber(sym)
+            except RuntimeError:  # RDKit raises on unknown symbols
+                z = 0
+            if z <= 0:
                 raise ValueError(f"atom symbol {sym!r} is not an element")
         if len(set(atoms)) != len(atoms):
             raise ValueError(f"duplicate atom classes in {atoms}")
