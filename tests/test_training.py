@@ -503,3 +503,15 @@ def test_cuda_training_uses_bf16_autocast(tmp_path):
     assert next(trainer.module.parameters()).dtype == torch.float32
     model = load_model(tmp_path, build_toy, device="cuda")
     assert next(model.parameters()).device.type == "cuda"
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_eager(tmp_path):
+    """``compile=True`` wraps the model in torch.compile; the math must not change."""
+    from tests._ddp_worker import DDP_CONFIG, run_toy
+
+    eager = run_toy(tmp_path / "eager")
+    compiled = run_toy(tmp_path / "compiled", dataclasses.replace(DDP_CONFIG, compile=True))
+    assert compiled.model is not compiled.module  # really compiled
+    for name, value in eager.module.state_dict().items():
+        torch.testing.assert_close(compiled.module.state_dict()[name], value, atol=1e-5, rtol=1e-5)
