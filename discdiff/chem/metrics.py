@@ -266,12 +266,16 @@ _PERCENT = {
 
 
 def format_metrics_table(
-    rows: Mapping[str, Mapping[str, float | str | None]], columns: Sequence[str] | None = None
+    rows: Mapping[str, Mapping[str, float | str | None]],
+    columns: Sequence[str] | None = None,
+    percent: Iterable[str] = (),
 ) -> str:
     """Fixed-width text table, one row per named metrics dict; fractions shown as percentages.
 
-    Missing or None values print as ``-``; strings print as they are.
+    The fraction metrics of :func:`molecule_metrics` and the keys in ``percent`` print as
+    percentages; missing or None values print as ``-``; strings print as they are.
     """
+    pct = _PERCENT | set(percent)
     if columns is None:
         columns = []
         for r in rows.values():
@@ -288,7 +292,7 @@ def format_metrics_table(
                 cells.append(v)
             elif c == "num_samples":
                 cells.append(f"{int(v)}")
-            elif c in _PERCENT:
+            elif c in pct:
                 cells.append(f"{100 * v:.2f}")
             else:
                 cells.append(f"{v:.4f}")
