@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from discdiff.training.device import resolve_device
 from discdiff.training.ema import module_tensors
 
 __all__ = [
@@ -424,8 +425,6 @@ def load_model(
     config.json; the weights are then loaded into it. ``use_ema``: None takes the EMA weights
     when the checkpoint has them, True requires them, False takes the raw weights.
     """
-    from discdiff.training.device import resolve_device
-
     ckpt = load_checkpoint(path)
     model_config = ckpt.config.get("model")
     if model_config is None:

@@ -66,7 +66,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.info("tensorboard is not installed; logging to metrics.csv only")
+                logger.warning("tensorboard is not installed; logging to metrics.csv only")
             else:
                 self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
@@ -214,7 +214,7 @@ def plot_loss_curve(
         label = f"{10**tick:.3g}" if log_y else f"{tick:.4g}"
         draw.text((4, py - 6), label, fill="black", font=font)
 
-    for i, (name, points) in enumerate(series):
+    for i, (_, points) in enumerate(series):
         colour = _COLOURS[i % len(_COLOURS)]
         pixels = [to_px(x, y) for x, y in points]
         if len(pixels) == 1:
@@ -222,10 +222,18 @@ def plot_loss_curve(
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
         else:
             draw.line(pixels, fill=colour, width=2)
-        draw.line(
-            [left + 10, top + 12 + 14 * i, left + 30, top + 12 + 14 * i], fill=colour, width=2
-        )
-        draw.text((left + 35, top + 6 + 14 * i), name, fill=colour, font=font)
+    # Legend in the top-right corner, on white so that curves never hide it.
+    legend_x = left + plot_w - 150
+    draw.rectangle(
+        [legend_x, top + 4, left + plot_w - 4, top + 10 + 14 * len(series)],
+        fill="white",
+        outline=(200, 200, 200),
+    )
+    for i, (name, _) in enumerate(series):
+        colour = _COLOURS[i % len(_COLOURS)]
+        y = top + 12 + 14 * i
+        draw.line([legend_x + 6, y, legend_x + 26, y], fill=colour, width=2)
+        draw.text((legend_x + 31, y - 6), name, fill=colour, font=font)
     draw.text((left, 8), "loss (nats)" + (", log scale" if log_y else ""), fill="black", font=font)
     image.save(png_path)
     return Path(png_path)

@@ -219,7 +219,8 @@ class Trainer:
     See the module docstring for what ``train_data`` / ``eval_data`` may be. Other arguments:
     ``run_dir`` receives config.json, metrics.csv, loss_curve.png and checkpoints/ (rank 0
     only). ``collate_fn`` batches Dataset examples (default ``torch.utils.data.default_collate``).
-    ``count_tokens(batch) -> int`` adds tokens/s to the logs and ``eval_nats_per_token``.
+    ``count_tokens(batch) -> int`` adds tokens/s to the logs and ``eval_nats_per_token``
+    (it is called on the batch before the batch moves to the device, so it never syncs a GPU).
     ``device``: "auto", "cpu", "cuda", ... (see ``resolve_device``). ``num_workers``:
     DataLoader workers in Dataset mode. ``progress``: show a tqdm bar on rank 0.
 
@@ -604,6 +605,8 @@ class Trainer:
         ``resume=True`` continues from the run dir's latest checkpoint (weights, optimizer,
         EMA, RNGs, data position) or starts fresh if there is none; ``resume=False`` refuses a
         run dir that already holds checkpoints, so nothing is overwritten by accident.
+        The loss is read back from the device only at logging steps (every ``log_every``);
+        a non-finite value there raises ``FloatingPointError``.
         """
         cfg = self.config
         if resume:
