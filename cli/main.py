@@ -34,10 +34,22 @@ def _root(
     """Discrete diffusion for text, pixels and molecules."""
 
 
+#: task sub-apps: (command name, module under discdiff.cli holding a Typer ``app``)
+TASKS = (("molecules", "molecules"), ("text", "text"), ("pixels", "pixels"))
+
+
 def _register_subapps() -> None:
+    import importlib
+    import importlib.util
+
     from discdiff.cli import demo
 
     app.command(name="demo")(demo.demo)
+    for name, module in TASKS:
+        if importlib.util.find_spec(f"discdiff.cli.{module}") is None:
+            continue  # the task's CLI is not written yet
+        sub = importlib.import_module(f"discdiff.cli.{module}")
+        app.add_typer(sub.app, name=name)
 
 
 _register_subapps()
