@@ -89,6 +89,16 @@ def bits_per_token(nats: Tensor, num_tokens: Tensor | int) -> Tensor:
     return nats / (math.log(2.0) * num_tokens)
 
 
+def _x0_nll(logits: Tensor, x0: Tensor) -> Tensor:
+    """-log softmax(logits)[x0] per position, (B, ...)."""
+    return -torch.log_softmax(logits.float(), -1).gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
+
+
+def _sample_steps(batch: int, T: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Stratified step indices k in 1..T, (B,) long."""
+    return (sample_times(batch, generator, device) * T).floor().long().clamp(max=T - 1) + 1
+
+
 def _weights(weights: Mapping[str, float] | None, keys: list[str]) -> dict[str, float]:
     w = {k: 1.0 for k in keys}
     if weights:
@@ -139,7 +149,7 @@ def _vlb_terms(
     w = _weights(weights, list(procs))
     B, dev = _batch_size(x0d)
     T = _common_steps(procs, num_steps)
-    k = (sample_times(B, generator, dev) * T).floor().long().clamp(max=T - 1) + 1  # (B,) in 1..T
+    k = _sample_steps(B, T, generator, dev)
     t = (k.double() / T).float()
     s = ((k - 1).double() / T).float()
     x_t = corrupt(procs, x0d, t, masks, generator)
@@ -153,8 +163,7 @@ def _vlb_terms(
         step_kl = sum_positions(kl_categorical(log_q, log_p), m)
         prior = sum_positions(proc.kl_prior(x0d[name]).to(step_kl.dtype), m)
         vlb = vlb + w[name] * (prior + T * step_kl)
-        lp = torch.log_softmax(logits[name].float(), -1).gather(-1, x0d[name].long().unsqueeze(-1)).squeeze(-1)
-        ce = ce + w[name] * sum_positions(-lp, m)
+        ce = ce + w[name] * sum_positions(_x0_nll(logits[name], x0d[name]), m)
     return vlb, ce
 
 
@@ -273,8 +282,8 @@ def _absorbing_rate_kl(proc: Absorbing, x_t: Tensor, x0: Tensor, logits: Tensor,
     """MDLM: -alpha'(t) / (1 - alpha(t)) times the cross-entropy of x_0 at masked positions."""
     a = proc.schedule.alpha(t)
     w = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
-    return torch.where(x_t == proc.mask_id, -lp * w, torch.zeros_like(lp))
+    nll = _x0_nll(logits, x0)
+    return torch.where(x_t == proc.mask_id, nll * w, torch.zeros_like(nll))
 
 
 def continuous_elbo(
@@ -367,21 +376,18 @@ def sundae_loss(
     masks = as_mask_dict(mask, x0d, single)
     w = _weights(weights, list(procs))
     B, dev = _batch_size(x0d)
-    u = sample_times(B, generator, dev)
-    if any(p.num_steps is not None for p in procs.values()):  # discrete time: snap to the grid
+    if any(p.num_steps is not None for p in procs.values()):  # discrete time: a grid point
         T = _common_steps(procs, None)
-        t = (((u * T).floor().long().clamp(max=T - 1) + 1).double() / T).float()
+        t = (_sample_steps(B, T, generator, dev).double() / T).float()
     else:
-        t = u.float()
+        t = sample_times(B, generator, dev).float()
     x_t = corrupt(procs, x0d, t, masks, generator)
     total = torch.zeros(B, dtype=torch.float32, device=dev)
     for _ in range(unroll_steps):
         logits = call_denoiser(denoiser, x_t, t, cond, single, procs)
         nxt = {}
         for name, lg in logits.items():
-            lp = torch.log_softmax(lg.float(), -1)
-            ce = -lp.gather(-1, x0d[name].long().unsqueeze(-1)).squeeze(-1)
-            total = total + w[name] * sum_positions(ce, masks.get(name))
+            total = total + w[name] * sum_positions(_x0_nll(lg, x0d[name]), masks.get(name))
             with torch.no_grad():
                 flat = torch.softmax(lg.detach().float(), -1).reshape(-1, lg.shape[-1])
                 draw = torch.multinomial(flat, 1, generator=generator).reshape(lg.shape[:-1])
