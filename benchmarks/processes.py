@@ -31,7 +31,9 @@ def _worker(kind: str, k: int, batch: int, length: int, reps: int) -> dict:
     sched = dd.d3pm_cosine(4)
     if kind == "dense":
         proc = dd.Dense.from_process(dd.Uniform(k, sched))
-        proc = dd.Dense(proc.step_matrices.float(), prior=proc.prior_log_probs().exp(), dtype=torch.float32)
+        proc = dd.Dense(
+            proc.step_matrices.float(), prior=proc.prior_log_probs().exp(), dtype=torch.float32
+        )
     else:
         proc = {"uniform": dd.Uniform, "absorbing": dd.Absorbing}[kind](k, sched)
     g = torch.Generator().manual_seed(0)
@@ -53,7 +55,9 @@ def _worker(kind: str, k: int, batch: int, length: int, reps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ks", default="2,256,8192,50257")
     ap.add_argument("--tokens", default="8x1024", help="batch x length")
     ap.add_argument("--reps", type=int, default=3)
@@ -65,14 +69,26 @@ def main() -> None:
         return
 
     def run(kind: str, k: int) -> dict | None:
-        cmd = [sys.executable, __file__, "--worker", kind, str(k), "--tokens", args.tokens, "--reps", str(args.reps)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            kind,
+            str(k),
+            "--tokens",
+            args.tokens,
+            "--reps",
+            str(args.reps),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"  {kind} K={k} failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
             return None
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    print(f"forward + posterior on {batch} x {length} tokens (median of {args.reps}; peak = RSS growth)")
+    print(
+        f"forward + posterior on {batch} x {length} tokens (median of {args.reps}; peak = RSS growth)"
+    )
     head = f"{'K':>7} {'process':>10} {'time s':>9} {'peak MB':>9} {'dense/struct time':>18} {'dense/struct mem':>17}"
     print(head)
     print("-" * len(head))
@@ -88,7 +104,9 @@ def main() -> None:
         if dense:
             print(f"{k:>7} {'dense':>10} {dense['seconds']:>9.4f} {dense['peak_mb']:>9.0f}")
         else:
-            print(f"{k:>7} {'dense':>10} {'-':>9} {'-':>9}   (S x S = {k * k * 4 / 2**30:.1f} GiB per matrix)")
+            print(
+                f"{k:>7} {'dense':>10} {'-':>9} {'-':>9}   (S x S = {k * k * 4 / 2**30:.1f} GiB per matrix)"
+            )
 
 
 if __name__ == "__main__":

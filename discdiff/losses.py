@@ -56,7 +56,9 @@ def sample_times(
     Stratification (a low-discrepancy sequence) keeps the estimator unbiased while lowering the
     variance of a batch mean of time-dependent terms.
     """
-    u = torch.rand((1,) if stratified else (batch,), generator=generator, device=device, dtype=torch.float64)
+    u = torch.rand(
+        (1,) if stratified else (batch,), generator=generator, device=device, dtype=torch.float64
+    )
     if not stratified:
         return u
     return torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
@@ -94,7 +96,9 @@ def _x0_nll(logits: Tensor, x0: Tensor) -> Tensor:
     return -torch.log_softmax(logits.float(), -1).gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
 
 
-def _sample_steps(batch: int, T: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def _sample_steps(
+    batch: int, T: int, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
     """Stratified step indices k in 1..T, (B,) long."""
     return (sample_times(batch, generator, device) * T).floor().long().clamp(max=T - 1) + 1
 
@@ -120,7 +124,9 @@ def _batch_size(x0: dict[str, Tensor]) -> tuple[int, torch.device]:
 def _common_steps(processes: dict[str, Process], num_steps: int | None) -> int:
     steps = {p.num_steps for p in processes.values()}
     if len(steps) != 1:
-        raise ValueError(f"all fields must use the same number of steps, got {sorted(map(str, steps))}")
+        raise ValueError(
+            f"all fields must use the same number of steps, got {sorted(map(str, steps))}"
+        )
     T = steps.pop()
     if T is None:
         if num_steps is None:
@@ -245,7 +251,9 @@ def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Te
     return beta * m_z.squeeze(-1) * term.sum(-1)
 
 
-def _rate_kl_mean(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+def _rate_kl_mean(
+    proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor
+) -> Tensor:
     """Rate KL for the posterior-mean parameterisation (reverse rates = concrete-score ratios).
 
     The model's rate to y is beta m(z) u_p(y) with u_p(y) = sum_x0 p(x0) marg_x0(y) / marg_x0(z).
@@ -278,7 +286,9 @@ def _rate_kl_mean(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, 
     return beta * m_z.squeeze(-1) * term.sum(-1)
 
 
-def _absorbing_rate_kl(proc: Absorbing, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+def _absorbing_rate_kl(
+    proc: Absorbing, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor
+) -> Tensor:
     """MDLM: -alpha'(t) / (1 - alpha(t)) times the cross-entropy of x_0 at masked positions."""
     a = proc.schedule.alpha(t)
     w = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
@@ -395,4 +405,3 @@ def sundae_loss(
             nxt[name] = torch.where(m, draw, x0d[name].long()) if m is not None else draw
         x_t = nxt
     return total / unroll_steps
-

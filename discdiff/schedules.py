@@ -67,7 +67,11 @@ class Schedule(ABC):
         a_s, a_t = self.alpha(s), self.alpha(t)
         safe = torch.where(a_s > 0, a_s, torch.ones_like(a_s))
         ratio = torch.where(a_s > 0, (a_t / safe).clamp(0.0, 1.0), torch.zeros_like(a_s))
-        return torch.where(torch.as_tensor(s).to(ratio) == torch.as_tensor(t).to(ratio), torch.ones_like(ratio), ratio)
+        return torch.where(
+            torch.as_tensor(s).to(ratio) == torch.as_tensor(t).to(ratio),
+            torch.ones_like(ratio),
+            ratio,
+        )
 
     def rate(self, t: Tensor) -> Tensor:
         """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64)."""
@@ -126,7 +130,9 @@ class CosineAlpha(ContinuousSchedule):
         self.alpha_min = float(alpha_min)
 
     def _alpha(self, t: Tensor) -> Tensor:
-        return self.alpha_min + (1.0 - self.alpha_min) * torch.sin(0.5 * math.pi * (1.0 - t))  # exact 0 at t=1
+        return self.alpha_min + (1.0 - self.alpha_min) * torch.sin(
+            0.5 * math.pi * (1.0 - t)
+        )  # exact 0 at t=1
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
@@ -150,7 +156,9 @@ class DiscreteSchedule(Schedule):
         self._betas = b
         # Cumulative products in log space keep tiny alphas accurate over many steps.
         log_keep = torch.log1p(-b.clamp(max=1.0))
-        self._alphas = torch.cat([torch.ones(1, dtype=torch.float64), torch.exp(torch.cumsum(log_keep, 0))])
+        self._alphas = torch.cat(
+            [torch.ones(1, dtype=torch.float64), torch.exp(torch.cumsum(log_keep, 0))]
+        )
 
     @property
     def betas(self) -> Tensor:
@@ -197,7 +205,9 @@ def d3pm_cosine(num_steps: int, s: float = 0.008) -> DiscreteSchedule:
     return DiscreteSchedule(betas.clamp(0.0, 1.0))
 
 
-def d3pm_linear(num_steps: int, beta_start: float = 0.02, beta_end: float = 1.0) -> DiscreteSchedule:
+def d3pm_linear(
+    num_steps: int, beta_start: float = 0.02, beta_end: float = 1.0
+) -> DiscreteSchedule:
     """Per-step betas linear from ``beta_start`` to ``beta_end`` (D3PM's linear beta schedule)."""
     _check_steps(num_steps)
     if not (0.0 <= beta_start <= 1.0 and 0.0 <= beta_end <= 1.0):

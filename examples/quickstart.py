@@ -13,7 +13,9 @@ proc = dd.Absorbing(num_classes=K, schedule=dd.LogLinear())
 
 # Any callable (x_t, t) -> logits over x_0 is a denoiser; here the shared transformer.
 model = dd.TransformerDenoiser(
-    dd.TransformerConfig(num_states=proc.num_states, num_classes=K, num_layers=2, d_model=64, num_heads=4, max_len=L)
+    dd.TransformerConfig(
+        num_states=proc.num_states, num_classes=K, num_layers=2, d_model=64, num_heads=4, max_len=L
+    )
 )
 
 x0 = torch.randint(0, K, (8, L), generator=g)  # a batch of clean sequences

@@ -16,7 +16,9 @@ from torch import Tensor
 from discdiff.processes.base import Process
 
 
-def random_joint(vocab: int, length: int, generator: torch.Generator, concentration: float = 0.5) -> Tensor:
+def random_joint(
+    vocab: int, length: int, generator: torch.Generator, concentration: float = 0.5
+) -> Tensor:
     """A random joint distribution over vocab^length sequences, shape (vocab,) * length."""
     u = torch.rand(vocab**length, generator=generator, dtype=torch.float64)
     w = (-torch.log(u)) ** (1.0 / concentration)  # seeded, heavy-tailed positive weights

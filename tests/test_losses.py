@@ -102,7 +102,9 @@ def test_rate_kl_is_the_limit_of_discrete_step_kls(kind: str, param: str) -> Non
     t = (0.1 + 0.8 * torch.rand(B, generator=g)).double()
     x_t = proc.sample_marginal(x0, t, generator=g)
     logits = torch.randn(B, n, k, generator=g)
-    rate = (_rate_kl_mean if param == "mean" else _rate_kl)(proc, x_t, x0, logits, t.float()).double()
+    rate = (_rate_kl_mean if param == "mean" else _rate_kl)(
+        proc, x_t, x0, logits, t.float()
+    ).double()
     errs = []
     for dt in (1e-2, 1e-3):
         log_q = proc.posterior_log(x_t, x0, t - dt, t).double()
@@ -125,7 +127,10 @@ def _exact_vlb(proc: dd.Process, denoiser, x0: torch.Tensor) -> float:  # noqa: 
         x0n = x0.expand(n, -1)
         prob = proc.marginal(x0n, t).double().gather(-1, states.unsqueeze(-1)).squeeze(-1).prod(-1)
         logits = denoiser(states, t.float())
-        kl = kl_categorical(proc.posterior_log(states, x0n, s, t).double(), proc.posterior_log(states, logits, s, t).double())
+        kl = kl_categorical(
+            proc.posterior_log(states, x0n, s, t).double(),
+            proc.posterior_log(states, logits, s, t).double(),
+        )
         total += float((prob * kl.sum(-1)).sum())
     return total
 
@@ -133,7 +138,11 @@ def _exact_vlb(proc: dd.Process, denoiser, x0: torch.Tensor) -> float:  # noqa: 
 @pytest.mark.parametrize("kind", ["uniform", "absorbing"])
 def test_vlb_estimator_is_unbiased_against_enumeration(kind: str) -> None:
     T = 6
-    proc = dd.Uniform(V, dd.d3pm_cosine(T)) if kind == "uniform" else dd.Absorbing(V, dd.absorbing_schedule(T))
+    proc = (
+        dd.Uniform(V, dd.d3pm_cosine(T))
+        if kind == "uniform"
+        else dd.Absorbing(V, dd.absorbing_schedule(T))
+    )
     table = torch.randn(proc.num_states, 2, V, generator=torch.Generator().manual_seed(0))
 
     def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # depends on x_t and t
@@ -142,7 +151,9 @@ def test_vlb_estimator_is_unbiased_against_enumeration(kind: str) -> None:
     x0 = torch.tensor([[2, 0]])
     exact = _exact_vlb(proc, denoiser, x0)
     n = 40000
-    est = vlb_loss(proc, denoiser, x0.expand(n, -1), generator=torch.Generator().manual_seed(1)).double()
+    est = vlb_loss(
+        proc, denoiser, x0.expand(n, -1), generator=torch.Generator().manual_seed(1)
+    ).double()
     se = float(est.std()) / math.sqrt(n)
     assert abs(float(est.mean()) - exact) < 4 * se, (float(est.mean()), exact, se)
 
@@ -201,10 +212,16 @@ def test_multi_field_is_a_weighted_sum_of_fields() -> None:
         return wa[x]
 
     both = continuous_elbo(
-        {"a": pa, "b": pb}, den_pair, {"a": xa, "b": xb}, weights={"b": 0.0}, boundary=False,
+        {"a": pa, "b": pb},
+        den_pair,
+        {"a": xa, "b": xb},
+        weights={"b": 0.0},
+        boundary=False,
         generator=torch.Generator().manual_seed(2),
     )
-    only_a = continuous_elbo(pa, den_a, xa, boundary=False, generator=torch.Generator().manual_seed(2))
+    only_a = continuous_elbo(
+        pa, den_a, xa, boundary=False, generator=torch.Generator().manual_seed(2)
+    )
     torch.testing.assert_close(both, only_a)
     with pytest.raises(ValueError, match="unknown fields"):
         continuous_elbo({"a": pa}, den_pair, {"a": xa}, weights={"c": 1.0})
@@ -220,7 +237,9 @@ def test_loss_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="num_steps"):
         vlb_loss(proc, lambda x, t: torch.zeros(2, 3, 4), x0)
     with pytest.raises(TypeError, match="continuous schedule"):
-        continuous_elbo(dd.Absorbing(4, dd.absorbing_schedule(5)), lambda x, t: torch.zeros(2, 3, 4), x0)
+        continuous_elbo(
+            dd.Absorbing(4, dd.absorbing_schedule(5)), lambda x, t: torch.zeros(2, 3, 4), x0
+        )
     with pytest.raises(ValueError, match="infinite"):
         continuous_elbo(dd.Absorbing(4, dd.LogLinear(0.01)), lambda x, t: torch.zeros(2, 3, 4), x0)
     with pytest.raises(ValueError, match="outside"):
@@ -229,7 +248,11 @@ def test_loss_errors_are_clear() -> None:
 
 def test_vlb_on_continuous_process_with_num_steps() -> None:
     proc = dd.Uniform(V, dd.LogLinear())
-    mean, se = _gap(lambda p, d, x, generator: vlb_loss(p, d, x, num_steps=50, generator=generator), proc, n=10000)
+    mean, se = _gap(
+        lambda p, d, x, generator: vlb_loss(p, d, x, num_steps=50, generator=generator),
+        proc,
+        n=10000,
+    )
     assert mean > -4 * se
 
 
@@ -240,7 +263,9 @@ def test_sundae_loss() -> None:
     def perfect(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.one_hot(x0, 5).float() * 50.0
 
-    loss = sundae_loss(proc, perfect, x0, unroll_steps=3, generator=torch.Generator().manual_seed(1))
+    loss = sundae_loss(
+        proc, perfect, x0, unroll_steps=3, generator=torch.Generator().manual_seed(1)
+    )
     assert float(loss.max()) < 1e-10 * 7 + 1e-6
     w = torch.randn(5, 5)
     seen = []
@@ -277,4 +302,6 @@ def test_gradients_flow_and_are_finite() -> None:
 
 
 def test_bits_per_token() -> None:
-    torch.testing.assert_close(bits_per_token(torch.tensor([math.log(2) * 10]), 5), torch.tensor([2.0]))
+    torch.testing.assert_close(
+        bits_per_token(torch.tensor([math.log(2) * 10]), 5), torch.tensor([2.0])
+    )

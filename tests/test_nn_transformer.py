@@ -286,3 +286,41 @@ def test_torch_compile_fullgraph_matches_eager():
     out = compiled(x, t, {"padding_mask": mask, "label": torch.tensor([0, 2])})
     ref = model(x, t, {"padding_mask": mask, "label": torch.tensor([0, 2])})
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_time_free_model_ignores_t_and_caches_exactly() -> None:
+    import discdiff as dd
+
+    cfg = TransformerConfig(
+        num_states=7,
+        num_classes=6,
+        num_layers=1,
+        d_model=32,
+        num_heads=2,
+        max_len=12,
+        time_conditioning=False,
+    )
+    model = TransformerDenoiser(cfg)
+    for p in model.parameters():  # leave the zero init so outputs are not trivially equal
+        torch.nn.init.normal_(p, std=0.2)
+    assert model.time_conditioned is False
+    x = torch.randint(0, 7, (3, 12))
+    torch.testing.assert_close(model(x, torch.full((3,), 0.1)), model(x, torch.full((3,), 0.9)))
+    assert TransformerDenoiser(TransformerConfig.from_dict(cfg.to_dict())).time_conditioned is False
+    proc = dd.Absorbing(6, dd.LogLinear())
+    plain = dd.AncestralSampler(40).sample(
+        model, proc, (3, 12), generator=torch.Generator().manual_seed(0)
+    )
+    cached = dd.CachingSampler(40).sample(
+        model, proc, (3, 12), generator=torch.Generator().manual_seed(0)
+    )
+    assert (
+        torch.equal(plain.samples, cached.samples) and cached.rows_evaluated < plain.rows_evaluated
+    )
+    timed = TransformerDenoiser(
+        TransformerConfig(
+            num_states=7, num_classes=6, num_layers=1, d_model=32, num_heads=2, max_len=12
+        )
+    )
+    with pytest.raises(ValueError, match="time_conditioned"):
+        dd.CachingSampler(10).sample(timed, proc, (1, 12))

@@ -58,14 +58,23 @@ def test_structured_equals_dense_twin(kind: str, sched: str, param: str) -> None
     B, L = 16, 3
     x0 = torch.randint(0, K - 1, (B, L), generator=g)
     s, t = grid_times(10, B, g)
-    torch.testing.assert_close(proc.marginal(x0, t).double(), dense.marginal(x0, t), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        proc.marginal(x0, t).double(), dense.marginal(x0, t), atol=1e-6, rtol=0
+    )
     x_t = proc.sample_marginal(x0, t, generator=g)
-    torch.testing.assert_close(proc.posterior(x_t, x0, s, t).double(), dense.posterior(x_t, x0, s, t), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        proc.posterior(x_t, x0, s, t).double(), dense.posterior(x_t, x0, s, t), atol=1e-6, rtol=0
+    )
     logits = 3 * torch.randn(B, L, K, generator=g)
     torch.testing.assert_close(
-        proc.posterior(x_t, logits, s, t).double(), dense.posterior(x_t, logits, s, t), atol=2e-6, rtol=0
+        proc.posterior(x_t, logits, s, t).double(),
+        dense.posterior(x_t, logits, s, t),
+        atol=2e-6,
+        rtol=0,
     )
-    torch.testing.assert_close(proc.marginal(logits, t).double(), dense.marginal(logits, t), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        proc.marginal(logits, t).double(), dense.marginal(logits, t), atol=1e-6, rtol=0
+    )
     kl, kl_d = proc.kl_prior(x0).double(), dense.kl_prior(x0)
     finite = torch.isfinite(kl_d)
     assert torch.equal(torch.isfinite(kl), finite)
@@ -82,8 +91,15 @@ def test_continuous_schedule_on_grid_equals_dense(kind: str) -> None:
     s, t = grid_times(40, B, g)
     x_t = proc.sample_marginal(x0, t, generator=g)
     logits = torch.randn(B, 2, K, generator=g)
-    torch.testing.assert_close(proc.posterior(x_t, x0, s, t).double(), dense.posterior(x_t, x0, s, t), atol=1e-6, rtol=0)
-    torch.testing.assert_close(proc.posterior(x_t, logits, s, t).double(), dense.posterior(x_t, logits, s, t), atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        proc.posterior(x_t, x0, s, t).double(), dense.posterior(x_t, x0, s, t), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        proc.posterior(x_t, logits, s, t).double(),
+        dense.posterior(x_t, logits, s, t),
+        atol=2e-6,
+        rtol=0,
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -94,7 +110,9 @@ def test_continuous_schedule_on_grid_equals_dense(kind: str) -> None:
     seed=st.integers(0, 2**16),
     param=st.sampled_from(["mean", "d3pm"]),
 )
-def test_posteriors_match_dense_bayes_hypothesis(kind: str, k: int, steps: int, seed: int, param: str) -> None:
+def test_posteriors_match_dense_bayes_hypothesis(
+    kind: str, k: int, steps: int, seed: int, param: str
+) -> None:
     g = torch.Generator().manual_seed(seed)
     proc = make(kind, dd.d3pm_cosine(steps), param, k=k)
     dense = dd.Dense.from_process(proc)
@@ -199,7 +217,9 @@ def test_mean_parameterisation_is_exact_for_true_conditionals() -> None:
             if pz <= 0:
                 continue
             post_x0 = data * q_t[:, z] / pz  # exact p(x0 | x_t = z)
-            logits = torch.log(torch.cat([post_x0, torch.zeros(1, dtype=torch.float64)])[:K]).float()
+            logits = torch.log(
+                torch.cat([post_x0, torch.zeros(1, dtype=torch.float64)])[:K]
+            ).float()
             true = (data @ q_s) * q_ts[:, z] / pz  # q(x_s | x_t = z)
             got = proc.posterior(torch.tensor([[z]]), logits.reshape(1, 1, K), s, t)[0, 0].double()
             torch.testing.assert_close(got, true, atol=1e-5, rtol=0)

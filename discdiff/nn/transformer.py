@@ -53,6 +53,9 @@ class TransformerConfig:
     num_labels: number of class labels for conditioning (0 = unconditional model).
     cond_dim: width of the time/label conditioning vector that drives adaLN.
     causal: autoregressive mode (see the module docstring for the shift convention).
+    time_conditioning: feed t through adaLN. MDLM shows absorbing models need no time input
+    (the mask count carries it); without it the output depends on x_t alone, which makes the
+    caching sampler exact.
     """
 
     num_states: int
@@ -67,6 +70,7 @@ class TransformerConfig:
     num_labels: int = 0
     cond_dim: int = 128
     causal: bool = False
+    time_conditioning: bool = True
     time_scale: float = 1000.0
     rope_base: float = 10000.0
 
@@ -214,9 +218,10 @@ class TransformerDenoiser(nn.Module):
         self.config = config
         cfg = config
         self.embed = nn.Embedding(cfg.num_states, cfg.d_model)
-        self.time = (
-            None if cfg.causal else TimestepEmbedder(cfg.cond_dim, time_scale=cfg.time_scale)
-        )
+        timed = cfg.time_conditioning and not cfg.causal
+        self.time = TimestepEmbedder(cfg.cond_dim, time_scale=cfg.time_scale) if timed else None
+        #: whether the output depends on t (samplers that reuse outputs check this)
+        self.time_conditioned = timed
         self.label = LabelEmbedder(cfg.num_labels, cfg.cond_dim) if cfg.num_labels else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.d_model, elementwise_affine=False, eps=1e-6)
@@ -287,11 +292,11 @@ class TransformerDenoiser(nn.Module):
             padding_mask = padding_mask if padding_mask is not None else cond.get("padding_mask")
             label = label if label is not None else cond.get("label")
 
-        # conditioning vector c (B, cond_dim): time (not in causal mode) + label
+        # conditioning vector c (B, cond_dim): time (if time-conditioned) + label
         c = torch.zeros(B, cfg.cond_dim, device=x_t.device)
         if self.time is not None:
             if t is None:
-                raise ValueError("t is required unless the model is causal")
+                raise ValueError("t is required unless the model is causal or time-free")
             if not isinstance(t, Tensor):
                 t = torch.full((B,), float(t), device=x_t.device)
             elif t.dim() == 0:

@@ -20,7 +20,9 @@ class Absorbing(MixingProcess):
     reverse step copies unmasked tokens and only masked positions can change.
     """
 
-    def __init__(self, num_classes: int, schedule: Schedule, parameterization: str = "mean") -> None:
+    def __init__(
+        self, num_classes: int, schedule: Schedule, parameterization: str = "mean"
+    ) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         limit = torch.zeros(num_classes + 1, dtype=torch.float64)

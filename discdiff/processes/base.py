@@ -86,7 +86,9 @@ class Process(ABC):
 
     # ---- reverse -------------------------------------------------------------------------
     @abstractmethod
-    def posterior_log(self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
+    def posterior_log(
+        self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float
+    ) -> Tensor:
         """log p(x_s | x_t) for any s <= t, (..., S).
 
         With ids ``x0`` this is the exact posterior q(x_s | x_t, x_0). With logits over x_0 it is

@@ -39,7 +39,9 @@ class Dense(Process):
         from discdiff.processes.mixing import PARAMETERIZATIONS
 
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+            )
         self.parameterization = parameterization
         Q = torch.as_tensor(step_matrices)
         if Q.dim() == 2:
@@ -53,7 +55,9 @@ class Dense(Process):
         off = (sums - 1).abs()
         if bool((off > _ROW_TOL).any()):
             k, i = (off > _ROW_TOL).nonzero()[0].tolist()
-            raise ValueError(f"row {i} of step matrix {k + 1} sums to {sums[k, i].item():.8g}, not 1")
+            raise ValueError(
+                f"row {i} of step matrix {k + 1} sums to {sums[k, i].item():.8g}, not 1"
+            )
         self.num_steps = int(Q.shape[0])
         self.num_states = int(Q.shape[1])
         self.num_classes = self.num_states if num_classes is None else int(num_classes)
@@ -69,7 +73,11 @@ class Dense(Process):
             pi = self._Qbar[-1, : self.num_classes].mean(0)
         else:
             pi = torch.as_tensor(prior, dtype=dtype).flatten()
-            if pi.numel() != self.num_states or bool((pi < 0).any()) or abs(float(pi.sum()) - 1) > 1e-6:
+            if (
+                pi.numel() != self.num_states
+                or bool((pi < 0).any())
+                or abs(float(pi.sum()) - 1) > 1e-6
+            ):
                 raise ValueError(f"prior must be a probability vector of length {self.num_states}")
         self._prior = pi
         self._span_cache: dict[tuple[int, int], Tensor] = {}
@@ -84,7 +92,9 @@ class Dense(Process):
         from discdiff.processes.mixing import MixingProcess
 
         if not isinstance(process, MixingProcess):
-            raise TypeError(f"from_process needs a structured process, got {type(process).__name__}")
+            raise TypeError(
+                f"from_process needs a structured process, got {type(process).__name__}"
+            )
         T = num_steps if num_steps is not None else process.num_steps
         if T is None:
             raise ValueError("a continuous-time process needs num_steps for its dense twin")
@@ -95,7 +105,9 @@ class Dense(Process):
         m = process.limit
         eye = torch.eye(process.num_states, dtype=torch.float64)
         Q = a[:, None, None] * eye + (1 - a)[:, None, None] * m[None, None, :]
-        return cls(Q, num_classes=process.num_classes, prior=m, parameterization=process.parameterization)
+        return cls(
+            Q, num_classes=process.num_classes, prior=m, parameterization=process.parameterization
+        )
 
     # ---- matrices ------------------------------------------------------------------------
     @property
@@ -153,7 +165,9 @@ class Dense(Process):
         return torch.multinomial(flat, 1, generator=generator).reshape(x0.shape)
 
     # ---- reverse -------------------------------------------------------------------------
-    def posterior_log(self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
+    def posterior_log(
+        self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float
+    ) -> Tensor:
         """Bayes' rule with explicit sums over the dense matrices (see Process.posterior_log).
 
         Logits with parameterization "mean" give sum_x0 p(x0) q(x_s | x_t, x0) over the x0 with
@@ -172,7 +186,9 @@ class Dense(Process):
         # sum_x0 w(x0) q(x_s = y | x0) q(x_t | x_s = y) / q(x_t | x0): one (K, S) matmul per example
         K = self.num_classes
         Qbar = self._qbar_on(x_t.device)
-        lik = torch.stack([Qbar[int(b)][:K].T[x_t[i]] for i, b in enumerate(kt)])  # (..., K): q(x_t | x0)
+        lik = torch.stack(
+            [Qbar[int(b)][:K].T[x_t[i]] for i, b in enumerate(kt)]
+        )  # (..., K): q(x_t | x0)
         w = torch.softmax(x0.to(self._Q.dtype), -1) * (lik > 0)
         w = w / w.sum(-1, keepdim=True)
         w = w / torch.where(lik > 0, lik, torch.ones_like(lik))
@@ -193,7 +209,9 @@ class Dense(Process):
         n = 1
         for d in shape:
             n *= int(d)
-        out = torch.multinomial(self._prior.float(), max(n, 1), replacement=True, generator=generator)
+        out = torch.multinomial(
+            self._prior.float(), max(n, 1), replacement=True, generator=generator
+        )
         return out[:n].reshape(tuple(shape)).to(device)
 
     def kl_prior(self, x0: Tensor) -> Tensor:

@@ -68,7 +68,9 @@ class MixingProcess(Process):
         self, num_classes: int, limit: Tensor, schedule: Schedule, parameterization: str = "mean"
     ) -> None:
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+            )
         self.parameterization = parameterization
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -107,7 +109,9 @@ class MixingProcess(Process):
         a = self._alpha(t, x0.shape[0], x0.device)
         return self._marginal_log_ids(x0.long(), a) if is_ids else self._marginal_log_logits(x0, a)
 
-    def _marginal_log_ids(self, x0: Tensor, a: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    def _marginal_log_ids(
+        self, x0: Tensor, a: Tensor, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         m, log_m = self._m_on(x0.device)
         a_ = expand_time(a, x0)  # (B, 1, ..., 1) float64
         out = torch.empty(*x0.shape, self.num_states, dtype=dtype, device=x0.device)
@@ -137,12 +141,16 @@ class MixingProcess(Process):
         return torch.where(u < expand_time(a, x0), x0, noise)
 
     # ---- reverse -------------------------------------------------------------------------
-    def posterior_log(self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
+    def posterior_log(
+        self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float
+    ) -> Tensor:
         x_t = self._check_xt(x_t)
         is_ids = self._x0_is_ids(x0)
         want = tuple(x_t.shape) if is_ids else (*x_t.shape, self.num_classes)
         if tuple(x0.shape) != want:
-            raise ValueError(f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}")
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}"
+            )
         batch, dev = x_t.shape[0], x_t.device
         s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
         if bool((s > t).any()):
@@ -160,9 +168,13 @@ class MixingProcess(Process):
         fwd_other = (1.0 - a_) * m[x_t]
         return torch.log(fwd_other), torch.log(fwd_other + a_)
 
-    def _bayes_log(self, x_t: Tensor, x0: Tensor, is_ids: bool, a_s: Tensor, ratio: Tensor) -> Tensor:
+    def _bayes_log(
+        self, x_t: Tensor, x0: Tensor, is_ids: bool, a_s: Tensor, ratio: Tensor
+    ) -> Tensor:
         """Bayes' rule with marg_s from ids (exact) or from softmax(logits) (D3PM eq. 4)."""
-        lm = self._marginal_log_ids(x0.long(), a_s) if is_ids else self._marginal_log_logits(x0, a_s)
+        lm = (
+            self._marginal_log_ids(x0.long(), a_s) if is_ids else self._marginal_log_logits(x0, a_s)
+        )
         a_ = expand_time(ratio, x_t)  # (B, 1, ..., 1) float64
         z = x_t.unsqueeze(-1)
         log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
@@ -178,7 +190,9 @@ class MixingProcess(Process):
             out = (lm + shift).scatter(-1, z, at_z)
         return _stay_where(out, impossible, z)
 
-    def _mean_log(self, x_t: Tensor, logits: Tensor, a_s: Tensor, a_t: Tensor, ratio: Tensor) -> Tensor:
+    def _mean_log(
+        self, x_t: Tensor, logits: Tensor, a_s: Tensor, a_t: Tensor, ratio: Tensor
+    ) -> Tensor:
         """sum_x0 softmax(logits)[x0] q(x_s | x_t, x0), over the x0 that could have produced x_t.
 
         With c(x0) = q(x_t = z | x0) (c1 if x0 = z, else c0) and w(x0) = p(x0) / c(x0):
@@ -200,9 +214,17 @@ class MixingProcess(Process):
         log_W = _logaddexp(_log1mexp(lp_z) - log_c0, lp_z - log_c1)  # (..., 1)
         as_ = expand_time(a_s, x_t).unsqueeze(-1)
         log_w = (lp - log_c0).scatter(-1, z, lp_z - log_c1)
-        mix = _logaddexp(torch.log(as_).float() + log_w, ((torch.log1p(-as_) + log_m).float() + log_W).expand_as(log_w))
+        mix = _logaddexp(
+            torch.log(as_).float() + log_w,
+            ((torch.log1p(-as_) + log_m).float() + log_W).expand_as(log_w),
+        )
         log_fwd_other, log_fwd_self = self._fwd_logs(x_t, ratio)
-        fwd = log_fwd_other.float().unsqueeze(-1).expand_as(mix).scatter(-1, z, log_fwd_self.float().unsqueeze(-1))
+        fwd = (
+            log_fwd_other.float()
+            .unsqueeze(-1)
+            .expand_as(mix)
+            .scatter(-1, z, log_fwd_self.float().unsqueeze(-1))
+        )
         out = mix + fwd
         out = out - torch.logsumexp(out, dim=-1, keepdim=True)
         return _stay_where(out, only_z, z)
@@ -234,7 +256,9 @@ class MixingProcess(Process):
             n *= int(d)
         if n == 0:
             return torch.empty(tuple(shape), dtype=torch.long, device=device)
-        return torch.multinomial(m.float(), n, replacement=True, generator=generator).reshape(tuple(shape))
+        return torch.multinomial(m.float(), n, replacement=True, generator=generator).reshape(
+            tuple(shape)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes}, schedule={self.schedule!r})"

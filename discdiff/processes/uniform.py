@@ -16,10 +16,17 @@ __all__ = ["Uniform"]
 class Uniform(MixingProcess):
     """Qbar(t) = alpha(t) I + (1 - alpha(t)) 11^T / K over K states; the prior is uniform."""
 
-    def __init__(self, num_classes: int, schedule: Schedule, parameterization: str = "mean") -> None:
+    def __init__(
+        self, num_classes: int, schedule: Schedule, parameterization: str = "mean"
+    ) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        super().__init__(num_classes, torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64), schedule, parameterization)
+        super().__init__(
+            num_classes,
+            torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64),
+            schedule,
+            parameterization,
+        )
 
     def prior_sample(
         self,

@@ -1,0 +1,38 @@
+"""The top-level command: --help, --version, the demo, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+import discdiff
+from discdiff.cli.main import app, main
+
+runner = CliRunner()
+
+
+def test_version_and_help() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"discdiff {discdiff.__version__}"
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "demo" in res.stdout
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "discdiff.cli.main", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("discdiff ")
+
+
+def test_demo_runs_with_a_seed() -> None:
+    a = runner.invoke(app, ["demo", "--seed", "3"])
+    b = runner.invoke(app, ["demo", "--seed", "3"])
+    assert a.exit_code == 0 and a.stdout == b.stdout
+
+
+def test_user_errors_exit_2_with_one_line(capsys) -> None:  # noqa: ANN001
+    assert main(["no-such-command"]) == 2
+    assert main(["demo", "--seed", "not-a-number"]) == 2
