@@ -28,8 +28,8 @@ from discdiff.samplers import (
     CachingSampler,
     ConfidenceSampler,
     FirstHittingSampler,
-    SampleResult,
     Sampler,
+    SampleResult,
     SundaeSampler,
 )
 from discdiff.schedules import (
