@@ -83,7 +83,7 @@ from discdiff.samplers import (
 )
 from discdiff.schedules import CosineAlpha, LogLinear, Schedule
 from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, chunk_ids, load_tokenizer
-from discdiff.training import TrainConfig, Trainer, load_model
+from discdiff.training import TrainConfig, Trainer, latest_checkpoint, load_model
 
 __all__ = [
     "CORPORA",
@@ -135,6 +135,11 @@ def load_corpus(spec: str, split: str = "train") -> str:
     if spec == "text8" or spec.startswith("text8:"):
         path = spec.partition(":")[2] or None
         return load_text8(path, split)
+    if not Path(spec).expanduser().exists():
+        raise FileNotFoundError(
+            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
+            "text8[:PATH]) nor an existing file or folder"
+        )
     return load_text_files(spec, split)
 
 
@@ -759,9 +764,23 @@ def train_text(
     """Train ``model`` on the task's training chunks with the shared Trainer (eval on "val").
 
     loss_fn defaults to the task's objective, eval_fn to the ELBO (pass the AR functions for a
-    causal model). Saves the task beside the checkpoints. Returns the Trainer's last metrics.
+    causal model). Saves the task beside the checkpoints (a resumed run must have the same
+    task). Returns the Trainer's last metrics.
     """
-    task.save(run_dir)
+    if latest_checkpoint(run_dir) is None:
+        task.save(run_dir)
+    elif not resume:
+        raise ValueError(
+            f"run dir {str(run_dir)!r} already has checkpoints; pass resume=True (--resume) to "
+            "continue it or choose a new run dir"
+        )
+    else:
+        saved = TextTask.load(run_dir).config
+        if saved != task.config:
+            raise ValueError(
+                f"the task saved in {str(run_dir)!r} differs from this one: "
+                f"{saved.to_dict()} != {task.config.to_dict()}"
+            )
     trainer = Trainer(
         model,
         loss_fn if loss_fn is not None else task.loss_fn,
