@@ -301,6 +301,8 @@ class SamplingRun:
             cond = select_rows(cond, rows, self.batch)
         self.num_calls += 1
         self.rows_evaluated += int(t.shape[0])
+        if isinstance(cond, Mapping) and "null_label" in cond:  # a sampler setting, not model input
+            cond = {k: v for k, v in cond.items() if k != "null_label"}
         out = call_denoiser(self.denoiser, x, t.float(), cond, self.single, self.processes)
         return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
 
