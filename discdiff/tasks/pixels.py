@@ -74,6 +74,7 @@ __all__ = [
     "saved_run_config",
     "check_labels",
     "load_data",
+    "TorchImages",
     "train_pixels",
     "load_run",
     "bits_per_dim",
@@ -357,6 +358,20 @@ def load_data(
     return load_images(config.data, split, config.levels, cache=cache)
 
 
+class TorchImages(torch.utils.data.Dataset):
+    """An :class:`ImageDataset` as a map-style torch ``Dataset`` of (pixels (H*W,), label ())."""
+
+    def __init__(self, data: ImageDataset) -> None:
+        self.pixels = data.pixels
+        self.labels = data.labels
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.pixels[i], self.labels[i]
+
+
 def train_pixels(
     task: PixelTask,
     model: nn.Module,
@@ -380,11 +395,11 @@ def train_pixels(
     trainer = Trainer(
         model,
         task.loss_fn,
-        train,
+        TorchImages(train),
         train_config,
         run_dir,
         model_config=model_config(task, model),
-        eval_data=valid,
+        eval_data=TorchImages(valid) if valid is not None else None,
         eval_fn=task.eval_fn,
         count_tokens=task.count_tokens,
         device=device,

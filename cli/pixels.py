@@ -1,0 +1,282 @@
+"""`discdiff pixels ...`: train, sample and evaluate discrete diffusion on grey-scale images.
+
+Thin over :mod:`discdiff.tasks.pixels`; every loop is the shared one. Examples::
+
+    discdiff pixels train --data digits --levels 16 --process absorbing --out runs/digits
+    discdiff pixels train --out runs/digits --resume --steps 4000
+    discdiff pixels sample runs/digits -n 64 --label 3 --guidance 2.0 --out grid.png
+    discdiff pixels eval runs/digits
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="pixels",
+    help="Discrete diffusion on image pixels (MNIST, Fashion-MNIST, 8x8 digits).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: training defaults used when neither the command line nor a resumed run sets a value
+_TASK_DEFAULTS: dict[str, Any] = {"data": "mnist", "levels": 16, "process": "absorbing"}
+_MODEL_DEFAULTS: dict[str, Any] = {"num_layers": 4, "d_model": 128, "num_heads": 4}
+_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 5000, "batch_size": 64, "lr": 5e-4}
+
+
+def _merge(
+    given: dict[str, Any], saved: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """Options left unset (None) take the resumed run's value, else the default."""
+    out = {**defaults, **saved}
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics).")],
+    data: Annotated[
+        str | None, typer.Option(help="mnist | fashion-mnist | digits [default: mnist]")
+    ] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Intensity levels, 2..256 [default: 16].")
+    ] = None,
+    process: Annotated[
+        str | None, typer.Option(help="absorbing | uniform | gaussian [default: absorbing]")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Total optimizer steps [default: 5000].")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step [default: 64].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: 5e-4].")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Linear warm-up steps.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Transformer blocks [default: 4].")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Model width [default: 128].")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads [default: 4].")] = None,
+    timesteps: Annotated[
+        int | None, typer.Option(help="Gaussian process: T discrete steps [default: 1000].")
+    ] = None,
+    beta_end: Annotated[
+        float | None, typer.Option(help="Gaussian process: last beta [default: 0.02].")
+    ] = None,
+    label_dropout: Annotated[
+        float | None, typer.Option(help="Probability of training with the null label [0.1].")
+    ] = None,
+    ema: Annotated[
+        float | None, typer.Option(help="EMA decay of the weights (off if unset).")
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Validation bits/dim every N steps (0 = never).")
+    ] = None,
+    eval_batches: Annotated[int | None, typer.Option(help="Validation batches per eval.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a denoiser on an image data set; --resume continues a run bit-for-bit."""
+    import torch
+
+    from discdiff.tasks import pixels as px
+    from discdiff.training import TrainConfig
+
+    _set_threads(threads)
+    saved_task: dict[str, Any] = {}
+    saved_model: dict[str, Any] = {}
+    saved_train: dict[str, Any] = {}
+    if resume and (out / "config.json").is_file():
+        saved = px.saved_run_config(out)
+        entry = saved.get("model") or {}
+        if "task" not in entry or "denoiser" not in entry:
+            raise ValueError(f"{out / 'config.json'} was not written by `discdiff pixels train`")
+        saved_task = dict(entry["task"])
+        dcfg = entry["denoiser"]["config"]
+        saved_model = {k: dcfg[k] for k in _MODEL_DEFAULTS}
+        saved_train = dict(saved.get("train") or {})
+    elif resume:
+        typer.echo(f"no run in {out} yet; starting a new one", err=True)
+    elif (out / "checkpoints").is_dir():
+        raise ValueError(f"run dir {out} already has checkpoints; pass --resume or a new --out")
+
+    task_opts = _merge(
+        {
+            "data": data,
+            "levels": levels,
+            "process": process,
+            "timesteps": timesteps,
+            "beta_end": beta_end,
+            "label_dropout": label_dropout,
+        },
+        saved_task,
+        _TASK_DEFAULTS,
+    )
+    config = px.PixelConfig.from_dict(task_opts)
+    model_opts = _merge(
+        {"num_layers": layers, "d_model": d_model, "num_heads": heads}, saved_model, _MODEL_DEFAULTS
+    )
+    train_opts = _merge(
+        {
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "warmup_steps": warmup_steps,
+            "ema_decay": ema,
+            "eval_every": eval_every,
+            "eval_batches": eval_batches,
+            "ckpt_every": ckpt_every,
+            "log_every": log_every,
+            "seed": seed,
+        },
+        saved_train,
+        _TRAIN_DEFAULTS,
+    )
+    train_config = TrainConfig.from_dict(train_opts)
+    task = px.PixelTask(config)
+    torch.manual_seed(train_config.seed)
+    model = px.make_denoiser(config, px.ModelOptions(**model_opts))
+    metrics = px.train_pixels(
+        task, model, train_config, out, resume=resume, device=device, progress=progress
+    )
+    shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
+    typer.echo(f"trained {config.process} on {config.data} ({config.levels} levels) -> {out}")
+    typer.echo(json.dumps(shown))
+
+
+def _load(run_dir: Path, device: str) -> tuple[Any, Any]:
+    from discdiff.tasks import pixels as px
+
+    return px.load_run(run_dir, device=device)
+
+
+@app.command()
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `pixels train`.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file for the image grid.")] = Path(
+        "grid.png"
+    ),
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 64,
+    label: Annotated[
+        int | None, typer.Option(help="Class label to draw (default: cycle through all labels).")
+    ] = None,
+    guidance: Annotated[
+        float, typer.Option(help="Classifier-free guidance scale (1 = off, 0 = unconditional).")
+    ] = 1.0,
+    steps: Annotated[int | None, typer.Option(help="Reverse steps [default: min(T, 100)].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Draw images from a trained run and save them as one PNG grid."""
+    import torch
+
+    from discdiff.tasks import pixels as px
+
+    _set_threads(threads)
+    if n < 1:
+        raise ValueError(f"-n must be >= 1, got {n}")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
+    task, model = _load(run_dir, device)
+    k = task.config.num_labels
+    labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
+    px.check_labels(task, labels)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    ids = px.sample_images(
+        task, model, labels, guidance=guidance, steps=steps, generator=generator, progress=progress
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    c = task.config
+    px.save_grid(ids, out, c.levels, c.height, c.width)
+    typer.echo(f"wrote {n} samples ({c.data}, {c.levels} levels, {c.process}) to {out}")
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `pixels train`.")],
+    split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Score only the first N images.")] = None,
+    repeats: Annotated[int, typer.Option(help="Monte-Carlo draws of the bound per image.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 100,
+    quality: Annotated[
+        bool, typer.Option(help="Also sample and report label agreement and NN distances.")
+    ] = False,
+    per_label: Annotated[int, typer.Option(help="Samples per label for --quality.")] = 10,
+    guidance: Annotated[float, typer.Option(help="CFG scale of the --quality samples.")] = 1.0,
+    steps: Annotated[int | None, typer.Option(help="Reverse steps for --quality.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
+) -> None:
+    """Test negative ELBO in bits per dimension (with its standard error), optionally more."""
+    import torch
+
+    from discdiff.tasks import pixels as px
+
+    _set_threads(threads)
+    task, model = _load(run_dir, device)
+    data = px.load_data(task.config, split)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    bpd, se, count = px.bits_per_dim(
+        task, model, data, batch_size=batch_size, limit=limit, repeats=repeats, generator=generator
+    )
+    c = task.config
+    report: dict[str, Any] = {
+        "data": c.data,
+        "levels": c.levels,
+        "process": c.process,
+        "split": split,
+        "images": count,
+        "bits_per_dim": bpd,
+        "bits_per_dim_se": se,
+    }
+    typer.echo(f"{split} bits/dim: {bpd:.4f} +- {se:.4f} (SE over {count} images, {c.process})")
+    if quality:
+        train_data = px.load_data(c, "train")
+        q = px.sample_quality(
+            task,
+            model,
+            train_data,
+            data,
+            per_label=per_label,
+            guidance=guidance,
+            steps=steps,
+            generator=generator,
+        )
+        typer.echo(
+            f"label agreement: {q['agreement']:.3f} +- {q['agreement_se']:.3f} over "
+            f"{q['num_samples']} samples (guidance {guidance}; classifier on real {split} "
+            f"images: {q['classifier_accuracy']:.3f})"
+        )
+        typer.echo(
+            f"nearest training image, L2: samples {q['nn_samples']:.3f} +- {q['nn_samples_se']:.3f}, "
+            f"held-out real {q['nn_heldout']:.3f} +- {q['nn_heldout_se']:.3f}; exact copies {q['copies']}"
+        )
+        report.update({k: v for k, v in q.items() if k not in ("samples", "labels")})
+        report["guidance"] = guidance
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
