@@ -1,0 +1,152 @@
+"""`discdiff text train/sample/eval` end to end on a tiny text file, and bad input -> exit 2."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from discdiff.cli.main import app, main
+
+WORDS = "the king and queen of england went to war with france in spring".split()
+TINY = ["--seq-len", "24", "--layers", "1", "--d-model", "32", "--heads", "2", "--cond-dim", "16"]
+FAST = ["--batch-size", "8", "--eval-every", "2", "--eval-batches", "1", "--no-progress"]
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(120)))
+    return path
+
+
+def steps_in(run):
+    return sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+
+
+def test_train_resume_sample_eval(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "3", *TINY, *FAST]) == 0
+    )
+    assert steps_in(run) == ["step_00000003"]
+    assert json.loads((run / "task.json").read_text())["process"] == "absorbing"
+    # --resume continues to the new step count from the saved task and model
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "5", "--resume", *FAST])
+        == 0
+    )
+    assert steps_in(run)[-1] == "step_00000005"
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[-1].split(",")[0] == "5"
+    capsys.readouterr()
+
+    assert (
+        main(["text", "sample", str(run), "-n", "3", "--steps", "8", "--prefix", "the king"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("=== sample") == 3
+    assert all(block.startswith("the king") for block in out.split("===\n")[1:])
+
+    target = tmp_path / "samples.txt"
+    args = ["text", "sample", str(run), "-n", "2", "--sampler", "caching", "--steps", "8"]
+    assert main([*args, "--infill", "the [MASK:5] and", "--out", str(target), "--seed", "3"]) == 0
+    blocks = target.read_text().split("===\n")[1:]
+    assert len(blocks) == 2 and all(b[:4] == "the " and b[9:13] == " and" for b in blocks)
+
+    capsys.readouterr()
+    assert main(["text", "eval", str(run), "--samples", "2"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("test: ELBO") and "bits/char" in line and "+-" in line
+
+
+def test_uniform_sundae_and_bpe(corpus, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "sundae"
+    res = runner.invoke(
+        app,
+        [
+            "text",
+            "train",
+            str(corpus),
+            "--out",
+            str(run),
+            "--process",
+            "uniform",
+            "--objective",
+            "sundae",
+            "--steps",
+            "2",
+            *TINY,
+            *FAST,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["text", "sample", str(run), "-n", "2", "--sampler", "sundae", "--steps", "4"]
+    )
+    assert res.exit_code == 0 and res.stdout.count("=== sample") == 2
+    bpe = tmp_path / "bpe"
+    res = runner.invoke(
+        app,
+        [
+            "text",
+            "train",
+            str(corpus),
+            "--out",
+            str(bpe),
+            "--tokenizer",
+            "bpe",
+            "--vocab-size",
+            "280",
+            "--steps",
+            "2",
+            *TINY,
+            *FAST,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["text", "eval", str(bpe)])
+    assert res.exit_code == 0 and "bits/token" in res.stdout and "perplexity" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--process", "gaussian"], "process='gaussian'"),
+        (["--steps", "0"], "steps must be"),
+        (["--objective", "sundae"], "needs process='uniform'"),
+    ],
+)
+def test_bad_train_options_exit_2(corpus, tmp_path, capsys, extra, message):
+    code = main(["text", "train", str(corpus), "--out", str(tmp_path / "r"), *TINY, *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_missing_corpus_and_run_dir_exit_2(tmp_path, capsys):
+    assert main(["text", "train", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope.txt" in err and "\n" not in err
+    assert main(["text", "sample", str(tmp_path / "norun")]) == 2
+    assert main(["text", "eval", str(tmp_path / "norun")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume_and_sampler_must_fit(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "1", *TINY, *FAST]) == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "2", *TINY, *FAST]) == 2
+    )
+    assert "--resume" in capsys.readouterr().err
+    assert main(["text", "sample", str(run), "--sampler", "sundae"]) == 2
+    assert "Uniform" in capsys.readouterr().err
+    assert main(["text", "sample", str(run), "--sampler", "beam"]) == 2
+    assert main(["text", "sample", str(run), "--infill", "[MASK:99]"]) == 2
