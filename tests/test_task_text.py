@@ -311,3 +311,24 @@ def test_word_coverage():
     vocab = {"the", "king", "and"}
     assert word_coverage(["x the king zz and y"], vocab) == pytest.approx(3 / 4)
     assert word_coverage(["x the king zz and y"], vocab, drop_edges=False) == pytest.approx(3 / 6)
+
+
+# ---- scripts ---------------------------------------------------------------------------------
+def test_benchmark_and_example_run_on_a_tiny_budget(corpus, tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tiny = ["--corpus", str(corpus), "--layers", "1", "--d-model", "32", "--heads", "2"]
+    tiny += ["--seq-len", "24", "--batch-size", "8", "--threads", "1", "--minutes", "0.002"]
+    bench = runpy.run_path(str(root / "benchmarks" / "text.py"))["main"]
+    assert bench([*tiny, "--eval-samples", "1", "--out", str(tmp_path / "bench")]) == 0
+    out = capsys.readouterr().out
+    for name in ("absorbing", "uniform", "ar"):
+        assert any(line.startswith(name) for line in out.splitlines())
+    assert (tmp_path / "bench" / "results.json").is_file()
+    example = runpy.run_path(str(root / "examples" / "sundae_vs_absorbing.py"))["main"]
+    args = [*tiny, "--samples", "2", "--sample-steps", "4", "--ngram", "3"]
+    assert example([*args, "--out", str(tmp_path / "ex")]) == 0
+    out = capsys.readouterr().out
+    assert "3-gram bits/char" in out and "sundae" in out and "test text" in out

@@ -83,7 +83,7 @@ from discdiff.samplers import (
 )
 from discdiff.schedules import CosineAlpha, LogLinear, Schedule
 from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, chunk_ids, load_tokenizer
-from discdiff.training import TrainConfig, Trainer, latest_checkpoint, load_model
+from discdiff.training import TrainConfig, Trainer, autocast_context, latest_checkpoint, load_model
 
 __all__ = [
     "CORPORA",
@@ -813,11 +813,13 @@ def seconds_per_step(
     batch_size: int,
     trials: int = 3,
     device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> float:
     """Measured seconds of one training step (forward, backward, AdamW) on ``batch_size`` chunks.
 
-    Runs on a copy of ``model`` (the original is untouched) after one warm-up step; used to turn
-    a wall-clock budget into a step count so a cosine schedule can anneal within the budget.
+    Runs on a copy of ``model`` (the original is untouched) after one warm-up step, under the
+    Trainer's autocast for ``precision``; used to turn a wall-clock budget into a step count so
+    a cosine schedule can anneal within the budget.
     """
     import copy
 
@@ -832,7 +834,9 @@ def seconds_per_step(
     for i in range(trials + 1):
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss_fn(probe, batch, gen).mean().backward()
+        with autocast_context(torch.device(device), precision):
+            loss = loss_fn(probe, batch, gen).float().mean()
+        loss.backward()
         opt.step()
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
