@@ -19,6 +19,7 @@ from discdiff.tasks.text import (
     TextTask,
     TextTaskConfig,
     _ratio_se,
+    encode_text,
     load_corpus,
     make_sampler,
     parse_infill,
@@ -81,6 +82,17 @@ def test_chunks_masks_and_chars():
     batches = list(data.batches(3))
     assert [len(b["ids"]) for b in batches] == [3, 1]
     assert [len(b["ids"]) for b in data.batches(3, limit=2)] == [2]
+
+
+def test_encode_text_equals_the_tokenizer():
+    tok = CharTokenizer("ab é\U0001f600")
+    text = "ab é\U0001f600 ba" * 5
+    assert encode_text(text, tok).tolist() == tok.encode(text)
+    assert encode_text("", tok).tolist() == []
+    unk = CharTokenizer("ab", unk="?")
+    assert encode_text("abz", unk).tolist() == unk.encode("abz") == [0, 1, 2]
+    with pytest.raises(ValueError, match="not in the tokenizer"):
+        encode_text("abz", CharTokenizer("ab"))
 
 
 def test_bpe_chunks_count_characters():

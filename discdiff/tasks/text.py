@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -95,6 +96,7 @@ __all__ = [
     "load_corpus",
     "TextTaskConfig",
     "TextChunks",
+    "encode_text",
     "TextDenoiser",
     "TextEval",
     "TextTask",
@@ -223,6 +225,28 @@ class TextTaskConfig:
 
 
 # ---- data ------------------------------------------------------------------------------------
+def encode_text(text: str, tokenizer: Tokenizer) -> Tensor:
+    """Token ids of ``text`` as a (n,) long tensor.
+
+    A character tokenizer is applied through a code-point lookup table (no Python list of
+    ids, so a 10^8-character corpus fits in memory); anything it cannot map falls back to
+    ``tokenizer.encode``, which raises its usual error or maps to unk.
+    """
+    if isinstance(tokenizer, CharTokenizer) and text:
+        codes = torch.from_numpy(
+            np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        )  # (n,)
+        top = max(int(codes.max()), max(map(ord, tokenizer.alphabet))) + 1
+        table = torch.full((top,), -1, dtype=torch.long)
+        table[torch.tensor([ord(c) for c in tokenizer.alphabet])] = torch.arange(
+            len(tokenizer.alphabet)
+        )
+        ids = table[codes]
+        if not bool((ids < 0).any()):
+            return ids
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
 class TextChunks(Dataset):
     """Fixed-length token chunks of one split; item i is a dict of tensors.
 
@@ -248,7 +272,7 @@ class TextChunks(Dataset):
         drop_partial: drop the padded last chunk (training wants only full rows; evaluation
         keeps it so every character is scored).
         """
-        ids, mask = chunk_ids(tokenizer.encode(text), seq_len)  # (N, L), (N, L)
+        ids, mask = chunk_ids(encode_text(text, tokenizer), seq_len)  # (N, L), (N, L)
         if drop_partial and ids.shape[0] and not bool(mask[-1].all()):
             ids, mask = ids[:-1], mask[:-1]
         if isinstance(tokenizer, CharTokenizer):
