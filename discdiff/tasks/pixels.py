@@ -251,7 +251,7 @@ class PixelTask:
             self.process, model, x0, cond=cond, boundary=True, generator=generator
         )
 
-    def loss_fn(self, model: nn.Module, batch: Any, generator: torch.Generator) -> Tensor:
+    def loss_fn(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
         """Training objective in nats per image (B,), with labels dropped to null at random.
 
         Continuous time: the ELBO without its O(t_min) boundary terms; discrete time: the hybrid
@@ -260,7 +260,8 @@ class PixelTask:
         x0, labels = self._unpack(batch)
         p = self.config.label_dropout
         if p > 0:
-            u = torch.rand(labels.shape, generator=generator, device=generator.device)
+            gen_dev = generator.device if generator is not None else labels.device
+            u = torch.rand(labels.shape, generator=generator, device=gen_dev)
             labels = torch.where(
                 u.to(labels.device) < p, torch.full_like(labels, self.null_label), labels
             )
