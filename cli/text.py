@@ -161,7 +161,11 @@ def sample(
     ] = None,
     prefix: Annotated[str | None, typer.Option(help="Text every sample starts with.")] = None,
     infill: Annotated[
-        str | None, typer.Option(help='Template with blanks, e.g. "The [MASK:20] of the".')
+        str | None,
+        typer.Option(
+            help="Template with blanks [MASK] (1 token) or [MASK:n] (n tokens; characters for the "
+            'char tokenizer), e.g. "The [MASK:20] of the"; the given text is kept exactly.'
+        ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="Temperature of the x0 prediction.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,

@@ -337,7 +337,9 @@ class TextEval:
     """Held-out score of a text model.
 
     bpc: bits per character (total nats / total characters / ln 2), with ``bpc_se`` its standard
-    error over chunks (ratio estimator; it covers both data and Monte-Carlo variation).
+    error over chunks (ratio estimator; it covers both data and Monte-Carlo variation, treating
+    chunks as independent: the stratified times within a batch make it slightly conservative).
+    The MDLM integrand is heavy-tailed near t_min, so use several ``samples`` on short splits.
     bits_per_token, perplexity = 2 ** bits_per_token: per token (differs from bpc for BPE).
     exact: True for teacher-forced AR scores, False for a Monte-Carlo ELBO (an upper bound).
     """
