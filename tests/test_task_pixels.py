@@ -144,6 +144,27 @@ def test_label_dropout_rate_and_reproducibility(digits8) -> None:
     assert torch.equal(seen[0], y[:10])
 
 
+def test_probability_floor_keeps_a_confidently_wrong_model_finite() -> None:
+    """A model sure that every corrupted pixel is clean (p(x_0) ~ e^-60) gets a large but
+    finite uniform-process loss and finite gradients, and no class falls below the floor."""
+    task = px.PixelTask(px.PixelConfig(data="digits", levels=16, process="uniform"))
+    scale = torch.tensor(60.0, requires_grad=True)
+
+    def trusting(x_t, t, cond=None):
+        return scale * torch.nn.functional.one_hot(x_t, 16).float()  # (B, D, K)
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 16, (32, 64), generator=g)
+    y = torch.arange(32) % 10
+    loss = task.loss_fn(trusting, (x0, y), g)
+    assert bool(torch.isfinite(loss).all())
+    loss.mean().backward()
+    assert torch.isfinite(scale.grad)
+    lp = task.denoiser(trusting)(x0, torch.full((32,), 0.5)).detach()
+    assert float(lp.exp().min()) >= px.PROB_FLOOR * (1 - 1e-5)
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(32, 64))
+
+
 # ---- the bound ------------------------------------------------------------------------------
 
 
