@@ -52,31 +52,30 @@ def _set_threads(threads: int | None) -> None:
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics).")],
     data: Annotated[
-        str | None, typer.Option(help="mnist | fashion-mnist | digits [default: mnist]")
+        str | None, typer.Option(help="mnist | fashion-mnist | digits (default mnist)")
     ] = None,
     levels: Annotated[
-        int | None, typer.Option(help="Intensity levels, 2..256 [default: 16].")
+        int | None, typer.Option(help="Intensity levels, 2..256 (default 16).")
     ] = None,
     process: Annotated[
-        str | None, typer.Option(help="absorbing | uniform | gaussian [default: absorbing]")
+        str | None, typer.Option(help="absorbing | uniform | gaussian (default absorbing)")
     ] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Total optimizer steps [default: 5000].")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step [default: 64].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: 5e-4].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default 5000).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step (default 64).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="Linear warm-up steps.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Transformer blocks [default: 4].")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Model width [default: 128].")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads [default: 4].")] = None,
+    layers: Annotated[int | None, typer.Option(help="Transformer blocks (default 4).")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Model width (default 128).")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).")] = None,
     timesteps: Annotated[
-        int | None, typer.Option(help="Gaussian process: T discrete steps [default: 1000].")
+        int | None, typer.Option(help="Gaussian process: T discrete steps (default 1000).")
     ] = None,
     beta_end: Annotated[
-        float | None, typer.Option(help="Gaussian process: last beta [default: 0.02].")
+        float | None, typer.Option(help="Gaussian process: last beta (default 0.02).")
     ] = None,
     label_dropout: Annotated[
-        float | None, typer.Option(help="Probability of training with the null label [0.1].")
+        float | None,
+        typer.Option(help="Probability of training with the null label (default 0.1)."),
     ] = None,
     ema: Annotated[
         float | None, typer.Option(help="EMA decay of the weights (off if unset).")
@@ -87,7 +86,7 @@ def train(
     eval_batches: Annotated[int | None, typer.Option(help="Validation batches per eval.")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
     ] = False,
@@ -182,7 +181,7 @@ def sample(
     guidance: Annotated[
         float, typer.Option(help="Classifier-free guidance scale (1 = off, 0 = unconditional).")
     ] = 1.0,
-    steps: Annotated[int | None, typer.Option(help="Reverse steps [default: min(T, 100)].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Reverse steps (default min(T, 100)).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
