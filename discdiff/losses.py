@@ -209,13 +209,17 @@ def hybrid_loss(
 
 
 # ---- continuous time -------------------------------------------------------------------------
-def _phi_1p(d: Tensor) -> Tensor:
-    """phi(1 + d) = d - log(1 + d) >= 0, accurate for small |d| (series) and large d."""
+def _phi(d: Tensor, r: Tensor) -> Tensor:
+    """phi(r) = r - 1 - log r >= 0 given both d = r - 1 and r, each computed without cancellation.
+
+    A series in d near r = 1 (where r - 1 - log r cancels), the direct form elsewhere: r itself
+    stays accurate when the model puts almost no mass where the truth does (d -> -1).
+    """
     small = d.abs() < 1e-2
     ds = torch.where(small, d, torch.zeros_like(d))
     series = ds * ds * (0.5 - ds * (1 / 3 - ds * (0.25 - ds * 0.2)))
-    dl = torch.where(small, torch.ones_like(d), d)
-    return torch.where(small, series, dl - torch.log1p(dl))
+    rl = torch.where(small, torch.ones_like(r), r)
+    return torch.where(small, series, (rl - 1) - torch.log(rl))
 
 
 def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
@@ -246,8 +250,10 @@ def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Te
     # D(y) = marg_p(y) marg_q(z) - marg_q(y) marg_p(z), with the (1 - a)^2 m(y) m(z) terms cancelled.
     D = a * (p * mq_z - (1 - a) * (p_z - q0_z) * m) - a * onehot_x0 * mp_z
     pos = marg_q > 0
-    d = D / torch.where(pos, marg_q * mp_z, torch.ones_like(D))
-    term = torch.where(pos, marg_q / mq_z * _phi_1p(d), marg_p / mp_z)
+    safe_q = torch.where(pos, marg_q, torch.ones_like(D))
+    d = D / (safe_q * mp_z)
+    r = (marg_p * mq_z) / (safe_q * mp_z)  # u_p / u_q, direct
+    term = torch.where(pos, marg_q / mq_z * _phi(d, r), marg_p / mp_z)
     return beta * m_z.squeeze(-1) * term.sum(-1)
 
 
@@ -280,9 +286,11 @@ def _rate_kl_mean(
     mq_z = torch.where(q0_z > 0, c1, c0)
     u_q = (a * onehot_x0 + (1 - a) * m) / mq_z
     diff = a * ((p - onehot_x0) / c_y + (1 - a) * m * (q0_z - p_z) / (c0 * c1))
+    W = (1 - p_z) / c0 + p_z / c1  # sum_x0 p(x0) / c(x0)
+    u_p = a * p / c_y + (1 - a) * m * W  # direct: accurate where u_p << u_q
     pos = u_q > 0
-    d = diff / torch.where(pos, u_q, torch.ones_like(u_q))
-    term = torch.where(pos, u_q * _phi_1p(d), diff)
+    safe_q = torch.where(pos, u_q, torch.ones_like(u_q))
+    term = torch.where(pos, u_q * _phi(diff / safe_q, u_p / safe_q), diff)
     return beta * m_z.squeeze(-1) * term.sum(-1)
 
 

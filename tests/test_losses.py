@@ -305,3 +305,51 @@ def test_bits_per_token() -> None:
     torch.testing.assert_close(
         bits_per_token(torch.tensor([math.log(2) * 10]), 5), torch.tensor([2.0])
     )
+
+
+def _rate_kl_brute(
+    proc: dd.MixingProcess, z: int, x0: int, logits: torch.Tensor, t: float
+) -> float:
+    """sum_{y != z} r_p - r_q + r_q log(r_q / r_p), rates from their definitions, float64."""
+    a = float(proc.schedule.alpha(torch.tensor([t], dtype=torch.float64)))
+    beta = float(proc.schedule.rate(torch.tensor([t], dtype=torch.float64)))
+    m = proc.limit
+    K = proc.num_classes
+    p = torch.softmax(logits.double(), -1)
+
+    def marg(c: int) -> torch.Tensor:
+        return (
+            a * torch.nn.functional.one_hot(torch.tensor(c), proc.num_states).double() + (1 - a) * m
+        )
+
+    r_q = beta * m[z] * marg(x0) / marg(x0)[z]
+    r_p = beta * m[z] * sum(p[c] * marg(c) / marg(c)[z] for c in range(K))
+    total = 0.0
+    for y in range(proc.num_states):
+        if y != z and r_q[y] > 0:
+            total += float(r_p[y] - r_q[y] + r_q[y] * torch.log(r_q[y] / r_p[y]))
+        elif y != z:
+            total += float(r_p[y])
+    return total
+
+
+@pytest.mark.parametrize("gap", [0.0, 3.0, 30.0, 80.0])
+@pytest.mark.parametrize("t", [0.02, 0.5, 0.98])
+def test_rate_kl_matches_definition_even_for_confident_wrong_models(gap: float, t: float) -> None:
+    """A model sure of the wrong class (p(x0) ~ e^-gap) must give a large finite loss, not inf."""
+    proc = dd.Uniform(5, dd.LogLinear())
+    z, x0 = 1, 3
+    logits = torch.zeros(5)
+    logits[z] = gap
+    got = float(
+        _rate_kl_mean(
+            proc,
+            torch.tensor([[z]]),
+            torch.tensor([[x0]]),
+            logits.reshape(1, 1, 5),
+            torch.tensor([t]),
+        )
+    )
+    want = _rate_kl_brute(proc, z, x0, logits, t)
+    assert math.isfinite(got)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
