@@ -75,7 +75,9 @@ def run_one(kind: str, args: argparse.Namespace, classifier, train, test) -> dic
     train_s = time.perf_counter() - start
     task, model = px.load_run(run_dir)
     g = torch.Generator().manual_seed(args.seed)
-    bpd, se, n = px.bits_per_dim(task, model, test, limit=args.eval_limit, generator=g)
+    bpd, se, n = px.bits_per_dim(
+        task, model, test, limit=args.eval_limit, repeats=args.eval_repeats, generator=g
+    )
     start = time.perf_counter()
     q = px.sample_quality(
         task,
@@ -127,6 +129,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for bits/dim")
+    ap.add_argument("--eval-repeats", type=int, default=1, help="bound draws per test image")
     ap.add_argument("--per-label", type=int, default=10)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--sample-steps", type=int, default=100)
