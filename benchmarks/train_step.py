@@ -91,18 +91,17 @@ def isolated_loss_times(
         flat = logits.flatten(0, 1)  # (B L, K)
         F.cross_entropy(flat, x0.flatten(), reduction="none").view(B, L).sum(1).mean().backward()
 
-    out = []
-    for fn in (diffusion, ce):
-        fn()  # warm-up
-        ts = []
-        for _ in range(repeats):
+    times: dict[str, list[float]] = {"diffusion": [], "ce": []}
+    for i in range(repeats + 2):  # interleaved, the first two rounds are warm-up
+        for name, fn in (("diffusion", diffusion), ("ce", ce)):
             logits.grad = None
             sync(device)
             start = time.perf_counter()
             fn()
             sync(device)
-            ts.append(time.perf_counter() - start)
-        out.append(statistics.median(ts))
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    out = [statistics.median(times["diffusion"]), statistics.median(times["ce"])]
     return out[0], out[1]
 
 
@@ -192,7 +191,7 @@ def main() -> None:
 
         # the diffusion's own work, isolated: the same loss calls with a denoiser that returns a
         # fixed logits leaf, forward + backward into the logits, vs plain CE on those logits
-        diff_extra, ce_extra = isolated_loss_times(proc, x0, gen, device, max(args.steps, 5))
+        diff_extra, ce_extra = isolated_loss_times(proc, x0, gen, device, 20)
 
     # the reference rate, measured before and after the steps (the best of both: the machine's
     # capacity, so that a loaded machine does not flatter the ratio)
