@@ -1,0 +1,130 @@
+"""`discdiff molecules sample | train | eval` end to end, with the shipped QM9 checkpoint and
+tiny training runs; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+from rdkit import Chem
+from typer.testing import CliRunner
+
+from discdiff.cli.main import app, main
+from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+from discdiff.training import latest_checkpoint
+
+runner = CliRunner()
+TINY_SMILES = ["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O", "C1CC1N", "COC=O"]
+TINY_MODEL = ["--layers", "1", "--node-dim", "8", "--edge-dim", "4", "--heads", "2"]
+
+
+def run_ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_shipped_checkpoint_loads() -> None:
+    model, task = load_pretrained(shipped_checkpoint())
+    assert task.config.dataset == "qm9" and task.config.max_nodes == 9
+    assert not model.training
+
+
+def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
+    n = 6
+    sdf, smi, table, png = (tmp_path / f"m.{e}" for e in ("sdf", "smi", "csv", "png"))
+    args = ["molecules", "sample", "-n", str(n), "--steps", "3", "--seed", "1", "--no-novelty"]
+    out = run_ok([*args, "--out", str(sdf), "--grid", str(png)])
+    assert "validity" in out and "uniqueness" in out
+    assert len(list(Chem.SDMolSupplier(str(sdf), sanitize=False))) == n
+    assert Image.open(png).size[0] > 0
+    run_ok([*args, "--out", str(smi)])
+    assert len(smi.read_text().splitlines()) == n
+    run_ok([*args, "--out", str(table)])
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == n and set(rows[0]) == {"index", "smiles", "valid"}
+    # same seed -> same molecules, whatever the output format
+    smiles_sdf = [m.GetProp("valid") for m in Chem.SDMolSupplier(str(sdf), sanitize=False)]
+    assert smiles_sdf == [r["valid"] for r in rows]
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["-n", "0"], "-n must be >= 1"),
+        (["--out", "mols.xyz"], "unknown extension"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--checkpoint", "missing_model.safetensors"], "does not exist"),
+        (["--grid", "grid.jpg"], "expected a .png"),
+    ],
+)
+def test_sample_bad_input_exits_2(tmp_path, capsys, monkeypatch, extra, fragment) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["molecules", "sample", "-n", "2", "--steps", "2", "--out", "m.smi", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and fragment in err and len(err.splitlines()) == 1
+
+
+def test_sample_corrupt_checkpoint_exits_2(tmp_path, capsys) -> None:
+    weights = tmp_path / "bad_model.safetensors"
+    weights.write_bytes(b"\x00" * 64)
+    cfg = json.loads(shipped_checkpoint().with_name("qm9_config.json").read_text())
+    (tmp_path / "bad_config.json").write_text(json.dumps(cfg))
+    args = ["molecules", "sample", "-n", "2", "--out", str(tmp_path / "m.smi")]
+    code = main([*args, "--checkpoint", str(weights)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot read checkpoint weights" in err and len(err.splitlines()) == 1
+    (tmp_path / "bad_config.json").write_text("{not json")
+    code = main([*args, "--checkpoint", str(weights)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot read checkpoint config" in err
+
+
+def test_train_resume_and_eval(tmp_path) -> None:
+    data = tmp_path / "tiny.smi"
+    data.write_text("\n".join(TINY_SMILES) + "\n")
+    run = tmp_path / "run"
+    base = ["molecules", "train", "--data", str(data), "--out", str(run), "--batch-size", "4"]
+    base += [*TINY_MODEL, "--ckpt-every", "2", "--eval-every", "2", "--no-progress"]
+    out = run_ok([*base, "--steps", "2"])
+    assert "8 training graphs" in out
+    assert latest_checkpoint(run).name.endswith("2")
+    code = main([*base, "--steps", "2"])  # refuses to overwrite without --resume
+    assert code == 2
+    out = run_ok([*base, "--steps", "4", "--resume"])
+    assert "resuming" in out and "done at step 4" in out
+    assert latest_checkpoint(run).name.endswith("4")
+    out = run_ok(["molecules", "eval", str(run), "-n", "5", "--steps", "2"])
+    assert "validity" in out and "novelty" in out and "run" in out
+    smi = tmp_path / "s.smi"
+    run_ok(
+        [
+            "molecules",
+            "sample",
+            "-n",
+            "3",
+            "--steps",
+            "2",
+            "--checkpoint",
+            str(run),
+            "--out",
+            str(smi),
+        ]
+    )
+    assert len(smi.read_text().splitlines()) == 3
+    weights = tmp_path / "tiny_model.safetensors"
+    run_ok(["molecules", "export", str(run), "--out", str(weights)])
+    assert (tmp_path / "tiny_config.json").is_file()
+    model, task = load_pretrained(weights)
+    assert task.config.dataset == str(data.resolve()) and task.config.max_nodes == 6
+
+
+def test_train_bad_data_exits_2(tmp_path, capsys) -> None:
+    code = main(
+        ["molecules", "train", "--data", str(tmp_path / "nope.smi"), "--out", str(tmp_path / "r")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "does not exist" in err
