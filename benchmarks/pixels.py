@@ -38,7 +38,7 @@ def seconds_per_step(
     opt = torch.optim.AdamW(probe.parameters(), lr=lr)
     g = torch.Generator().manual_seed(123)
     times = []
-    for i in range(4):
+    for i in range(9):
         idx = torch.randint(0, len(data), (batch,), generator=g)
         start = time.perf_counter()
         loss = task.loss_fn(probe, data[idx], g).float().mean()
