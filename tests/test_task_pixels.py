@@ -71,11 +71,11 @@ def test_processes_and_denoiser_match() -> None:
     assert px.PixelTask(tiny_config("gaussian")).process.num_steps == 50
 
 
-def test_gaussian_steps_have_no_zeros_and_a_uniform_prior() -> None:
+def test_gaussian_steps_are_symmetric_with_a_uniform_prior() -> None:
     proc = px.make_process(px.PixelConfig(data="digits", levels=16, process="gaussian"))
     Q = proc.step_matrices  # (T, K, K)
     assert Q.shape == (1000, 16, 16)
-    assert bool((Q > 0).all())
+    assert bool((Q >= 0).all())
     assert float((Q.sum(-1) - 1).abs().max()) < 1e-12
     assert torch.equal(Q, Q.transpose(1, 2))
     assert float((proc.prior_log_probs().exp() - 1 / 16).abs().max()) < 1e-15
@@ -144,9 +144,9 @@ def test_label_dropout_rate_and_reproducibility(digits8) -> None:
     assert torch.equal(seen[0], y[:10])
 
 
-def test_probability_floor_keeps_a_confidently_wrong_model_finite() -> None:
+def test_confidently_wrong_model_gets_a_finite_loss() -> None:
     """A model sure that every corrupted pixel is clean (p(x_0) ~ e^-60) gets a large but
-    finite uniform-process loss and finite gradients, and no class falls below the floor."""
+    finite uniform-process loss and finite gradients."""
     task = px.PixelTask(px.PixelConfig(data="digits", levels=16, process="uniform"))
     scale = torch.tensor(60.0, requires_grad=True)
 
@@ -160,9 +160,6 @@ def test_probability_floor_keeps_a_confidently_wrong_model_finite() -> None:
     assert bool(torch.isfinite(loss).all())
     loss.mean().backward()
     assert torch.isfinite(scale.grad)
-    lp = task.denoiser(trusting)(x0, torch.full((32,), 0.5)).detach()
-    assert float(lp.exp().min()) >= px.PROB_FLOOR * (1 - 1e-5)
-    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(32, 64))
 
 
 # ---- the bound ------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ from discdiff.schedules import DiscreteSchedule
 
 __all__ = ["Dense"]
 
+
+def _log(x: Tensor) -> Tensor:
+    """log that is -inf at 0 with a zero (not NaN) gradient there: exact zeros are common here."""
+    pos = x > 0
+    return torch.where(
+        pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -torch.inf)
+    )
+
+
 _ROW_TOL = 1e-6
 
 
@@ -154,7 +163,7 @@ class Dense(Process):
 
     def marginal_log(self, x0: Tensor, t: Tensor | float) -> Tensor:
         k = self._steps(t, x0.shape[0])
-        return torch.log(self._marginal_probs(x0, k))
+        return _log(self._marginal_probs(x0, k))
 
     def sample_marginal(
         self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None
@@ -182,7 +191,7 @@ class Dense(Process):
         fwd = torch.stack([sp[:, x_t[i]].movedim(0, -1) for i, sp in enumerate(spans)])  # (..., S)
         if self._x0_is_ids(x0) or self.parameterization == "d3pm":
             joint = self._marginal_probs(x0, ks).to(self._Q.dtype) * fwd
-            return torch.log(joint) - torch.log(joint.sum(-1, keepdim=True))
+            return _log(joint) - _log(joint.sum(-1, keepdim=True))
         # sum_x0 w(x0) q(x_s = y | x0) q(x_t | x_s = y) / q(x_t | x0): one (K, S) matmul per example
         K = self.num_classes
         Qbar = self._qbar_on(x_t.device)
@@ -194,7 +203,7 @@ class Dense(Process):
         w = w / torch.where(lik > 0, lik, torch.ones_like(lik))
         flat = w.reshape(B, -1, K)
         mix = torch.bmm(flat, Qbar[ks][:, :K]).reshape(*w.shape[:-1], self.num_states)  # (..., S)
-        return torch.log(mix * fwd)
+        return _log(mix * fwd)
 
     # ---- prior ---------------------------------------------------------------------------
     def prior_log_probs(self) -> Tensor:

@@ -62,8 +62,6 @@ from discdiff.training import TrainConfig, Trainer, load_model
 
 __all__ = [
     "PROCESS_KINDS",
-    "GAUSSIAN_FLOOR",
-    "PROB_FLOOR",
     "IMAGE_SHAPES",
     "PixelConfig",
     "PixelTask",
@@ -102,11 +100,6 @@ IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
 
 _LN2 = math.log(2.0)
 
-#: least probability the model gives any class of x_0 (see :meth:`PixelTask.denoiser`)
-PROB_FLOOR = 1e-5
-
-#: uniform mass mixed into every discretized-Gaussian step (see :func:`make_process`)
-GAUSSIAN_FLOOR = 1e-10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,11 +200,6 @@ def make_process(config: PixelConfig) -> Process:
     # memory (2 T K^2 x 8 bytes = 1 GB at K = 256, T = 1000).
     dtype = torch.float64 if K <= 64 else torch.float32
     Q = gaussian_step_matrices(K, schedule)  # (T, K, K)
-    # The kernel underflows to exact zeros far from the diagonal (exp(-4 n^2 / ((K-1)^2 beta))
-    # at beta = 1e-4), and log(0) in the reverse step gives NaN gradients. D3PM adds 1e-6 inside
-    # its logs for the same reason; here each step instead mixes in GAUSSIAN_FLOOR of the
-    # uniform kernel, which keeps rows stochastic, symmetric and the prior uniform.
-    Q = (1.0 - GAUSSIAN_FLOOR) * Q + GAUSSIAN_FLOOR / K
     prior = torch.full((K,), 1.0 / K, dtype=torch.float64)
     return Dense(Q.to(dtype), prior=prior.to(dtype), dtype=dtype)
 
@@ -290,25 +278,12 @@ class PixelTask:
 
     @staticmethod
     def denoiser(model: nn.Module) -> Callable[..., Tensor]:
-        """The model's x_0 distribution with PROB_FLOOR mixed in: ``(x_t, t, cond) -> logits``.
+        """The model as the losses and samplers call it: ``(x_t, t, cond) -> logits (B, D, K)``."""
 
-        Every class keeps probability >= PROB_FLOOR (p = (1 - K floor) softmax + floor), which
-        costs at most -log(1 - K floor) nats per pixel (2e-4 bits at K = 16). It keeps the
-        continuous-time uniform ELBO finite: computed in float32, its rate KL rounds
-        u_p / u_q to 0 when the model puts ~1e-9 on the true x_0 while trusting a corrupted
-        pixel, giving an infinite loss and NaN gradients. Training, the bound and sampling
-        all use this same distribution.
-        """
+        def call(x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+            return model(x_t, t, cond)
 
-        def floored(x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-            logits = model(x_t, t, cond)  # (B, D, K)
-            K = logits.shape[-1]
-            lp = torch.log_softmax(logits.float(), -1)
-            return torch.logaddexp(
-                lp + math.log1p(-K * PROB_FLOOR), lp.new_tensor(math.log(PROB_FLOOR))
-            )
-
-        return floored
+        return call
 
     @staticmethod
     def count_tokens(batch: Any) -> int:
