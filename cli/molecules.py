@@ -131,7 +131,7 @@ def sample(
         Path | None, typer.Option("--grid", help="PNG grid of the first molecules.")
     ] = None,
     grid_size: Annotated[int, typer.Option(help="Molecules in the grid.")] = 20,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting (absorbing).")] = (
         "ancestral"
     ),
@@ -140,7 +140,7 @@ def sample(
         Path | None,
         typer.Option(help="Weights (.safetensors, config JSON beside) or a training run dir."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     novelty: Annotated[bool, typer.Option(help="Report novelty if the train set is cached.")] = (
         True
@@ -319,10 +319,10 @@ def train(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting.")] = "ancestral",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     out: Annotated[Path | None, typer.Option(help="Also write the samples (.sdf/.smi/.csv).")] = (
         None
     ),

@@ -373,7 +373,7 @@ class MoleculeTask:
         model: Callable[..., Any],
         node_counts: Tensor,
         *,
-        steps: int = 100,
+        steps: int = 50,
         sampler: str = "ancestral",
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
@@ -419,9 +419,9 @@ class MoleculeTask:
         model: Callable[..., Any],
         num_samples: int,
         *,
-        steps: int = 100,
+        steps: int = 50,
         sampler: str = "ancestral",
-        batch_size: int = 1000,
+        batch_size: int = 250,
         generator: torch.Generator | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[Graph]:
