@@ -31,7 +31,7 @@ from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint  # noqa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10_000, help="molecules to sample and score")
-    ap.add_argument("--steps", type=int, default=50, help="reverse diffusion steps")
+    ap.add_argument("--steps", type=int, default=100, help="reverse diffusion steps")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=250)

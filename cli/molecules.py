@@ -131,7 +131,7 @@ def sample(
         Path | None, typer.Option("--grid", help="PNG grid of the first molecules.")
     ] = None,
     grid_size: Annotated[int, typer.Option(help="Molecules in the grid.")] = 20,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting (absorbing).")] = (
         "ancestral"
     ),
@@ -319,7 +319,7 @@ def train(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting.")] = "ancestral",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,

@@ -373,7 +373,7 @@ class MoleculeTask:
         model: Callable[..., Any],
         node_counts: Tensor,
         *,
-        steps: int = 50,
+        steps: int = 100,
         sampler: str = "ancestral",
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
@@ -419,7 +419,7 @@ class MoleculeTask:
         model: Callable[..., Any],
         num_samples: int,
         *,
-        steps: int = 50,
+        steps: int = 100,
         sampler: str = "ancestral",
         batch_size: int = 250,
         generator: torch.Generator | None = None,
