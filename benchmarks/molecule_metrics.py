@@ -25,10 +25,6 @@ import random
 import time
 from pathlib import Path
 
-from discdiff.datasets.moses import load_moses
-from discdiff.datasets.qm9 import load_qm9
-from discdiff.datasets.smiles import read_smiles_file
-
 from discdiff.chem.graph import canonical_smiles
 from discdiff.chem.metrics import (
     canonical_set,
@@ -36,6 +32,9 @@ from discdiff.chem.metrics import (
     molecule_metrics,
     reference_stats,
 )
+from discdiff.datasets.moses import load_moses
+from discdiff.datasets.qm9 import load_qm9
+from discdiff.datasets.smiles import read_smiles_file
 
 ANCHORS = Path(os.environ.get("DIGRESS_ANCHORS", "/work/shared/anchors/digress"))
 FILES = [

@@ -71,8 +71,22 @@ def _write_grid(path: Path, mols: list, smiles: list[str | None], num: int) -> i
     return len(shown)
 
 
+TimePower = Annotated[
+    float,
+    typer.Option(help="Ancestral steps at t_k = (1 - k/n)^P; P > 1 puts more of them near t = 0."),
+]
+
+
 def _sample_and_report(
-    model, task, n: int, steps: int, sampler: str, seed: int, batch_size: int, novelty: bool
+    model,
+    task,
+    n: int,
+    steps: int,
+    sampler: str,
+    seed: int,
+    batch_size: int,
+    novelty: bool,
+    time_power: float,
 ) -> tuple[list, list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (mols, smiles, metrics, s)."""
     from discdiff.chem.graph import canonical_smiles
@@ -82,7 +96,13 @@ def _sample_and_report(
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     graphs = task.sample_graphs(
-        model, n, steps=steps, sampler=sampler, batch_size=batch_size, generator=gen
+        model,
+        n,
+        steps=steps,
+        sampler=sampler,
+        batch_size=batch_size,
+        grid_power=time_power,
+        generator=gen,
     )
     seconds = time.perf_counter() - start
     raw = task.to_mols(graphs)
@@ -145,6 +165,7 @@ def sample(
     novelty: Annotated[bool, typer.Option(help="Report novelty if the train set is cached.")] = (
         True
     ),
+    time_power: TimePower = 2.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample molecules, write them (and a PNG grid), print validity/uniqueness/novelty."""
     from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
@@ -161,7 +182,7 @@ def sample(
         torch.set_num_threads(threads)
     model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
     mols, smiles, metrics, seconds = _sample_and_report(
-        model, task, num, steps, sampler, seed, batch_size, novelty
+        model, task, num, steps, sampler, seed, batch_size, novelty, time_power
     )
     _write_molecules(out, mols, smiles)
     typer.echo(f"wrote {num} molecules to {out} ({seconds:.1f} s sampling, {steps} steps)")
@@ -328,6 +349,7 @@ def evaluate(
     ),
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    time_power: TimePower = 2.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
     from discdiff.tasks.molecules import load_pretrained, load_run
@@ -343,7 +365,7 @@ def evaluate(
     else:
         model, task = load_pretrained(run_dir)
     mols, smiles, metrics, seconds = _sample_and_report(
-        model, task, num, steps, sampler, seed, batch_size, True
+        model, task, num, steps, sampler, seed, batch_size, True, time_power
     )
     if out is not None:
         _write_molecules(out, mols, smiles)

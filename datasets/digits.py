@@ -8,6 +8,7 @@ keeps stable across versions) puts 1,257 images in "train", 180 in "valid", 360 
 from __future__ import annotations
 
 import numpy as np
+
 from discdiff.datasets.images import ImageDataset, check_levels, check_split
 
 __all__ = [

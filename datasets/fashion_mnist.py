@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from discdiff.datasets.images import ImageDataset, check_levels, check_split
 
 __all__ = [

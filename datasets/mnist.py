@@ -19,6 +19,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+
 from discdiff.datasets._fetch import cache_dir, fetch_package, read_member
 from discdiff.datasets.images import ImageDataset, check_levels, check_split
 

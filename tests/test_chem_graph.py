@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-from discdiff.datasets.qm9 import load_qm9
 from rdkit import Chem
 from torch_geometric.data import Batch
 
@@ -28,6 +27,7 @@ from discdiff.chem.graph import (
     to_pyg,
     triu_to_dense,
 )
+from discdiff.datasets.qm9 import load_qm9
 
 
 def _random_graph(n: int, g: torch.Generator, ka: int = 4, kb: int = 4):

@@ -58,6 +58,7 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
         (["--steps", "0"], "--steps must be >= 1"),
         (["--checkpoint", "missing_model.safetensors"], "does not exist"),
         (["--grid", "grid.jpg"], "expected a .png"),
+        (["--time-power", "0"], "grid_power must be > 0"),
     ],
 )
 def test_sample_bad_input_exits_2(tmp_path, capsys, monkeypatch, extra, fragment) -> None:
@@ -66,6 +67,16 @@ def test_sample_bad_input_exits_2(tmp_path, capsys, monkeypatch, extra, fragment
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and fragment in err and len(err.splitlines()) == 1
+
+
+def test_cli_time_power_default_is_the_task_default() -> None:
+    import inspect
+
+    from discdiff.cli import molecules as cli_molecules
+    from discdiff.tasks.molecules import GRID_POWER
+
+    for fn in (cli_molecules.sample, cli_molecules.evaluate):
+        assert inspect.signature(fn).parameters["time_power"].default == GRID_POWER
 
 
 def test_sample_corrupt_checkpoint_exits_2(tmp_path, capsys) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from discdiff.datasets import fashion_mnist
 from discdiff.datasets.digits import DIGITS_SIZES, digits_split_indices, load_digits
 from discdiff.datasets.fashion_mnist import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
+
 from discdiff.datasets.moses import load_moses
 from discdiff.datasets.qm9 import load_qm9, qm9_split_indices
 from discdiff.datasets.smiles import read_smiles_file

@@ -7,6 +7,9 @@ import string
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from discdiff.datasets.shakespeare import load_shakespeare, shakespeare_works
 from discdiff.datasets.text8 import (
     TEXT8_ALPHABET,
@@ -22,8 +25,6 @@ from discdiff.datasets.text_files import (
     split_bounds,
     split_text,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SPLITS = ("train", "val", "test")
 DIGIT_NAMES = "zero one two three four five six seven eight nine".split()

@@ -73,13 +73,15 @@ def assert_matches(samples: torch.Tensor, law: torch.Tensor, joint: torch.Tensor
     assert tv(empirical(samples), law) < bound
 
 
-def exact_ancestral_law(oracle: ExactOracle, process, steps: int) -> torch.Tensor:
+def exact_ancestral_law(
+    oracle: ExactOracle, process, steps: int, power: float = 1.0
+) -> torch.Tensor:
     """The exact law of AncestralSampler's output with this oracle, by enumerating x_t (S^L)."""
     S = process.num_states
     states = all_sequences(S, L)  # (S^L, L)
     prior = process.prior_log_probs().exp()
     dist = prior[states].prod(-1)  # (S^L,)
-    grid = time_grid(process, steps)
+    grid = time_grid(process, steps, power)
     for i in range(grid.numel() - 1):
         t = torch.full((states.shape[0],), float(grid[i]), dtype=torch.float64)
         s = torch.full_like(t, float(grid[i + 1]))
@@ -161,6 +163,19 @@ def test_ancestral_follows_its_exact_law(joint, make, steps):
     res = AncestralSampler(steps).sample(oracle, proc, (2000, L), generator=gen(3))
     assert res.num_calls == steps
     assert_matches(res.samples, law, joint)
+
+
+def test_ancestral_on_a_warped_grid_follows_its_exact_law(joint):
+    """grid_power moves the steps (here towards t = 0) and the sampler follows that grid's law."""
+    proc = Uniform(V, LogLinear())
+    oracle = oracle_for(joint, proc)
+    law = exact_ancestral_law(oracle, proc, 6, power=2.0)
+    even = exact_ancestral_law(oracle, proc, 6)
+    res = AncestralSampler(6, grid_power=2.0).sample(oracle, proc, (4000, L), generator=gen(3))
+    assert res.num_calls == 6
+    n = res.samples.shape[0]
+    assert tv(empirical(res.samples), law) < tv_bound(law, n)
+    assert tv(law, even) > 0.01, "the two grids must give different laws for this test to bite"
 
 
 @pytest.mark.parametrize(
@@ -439,6 +454,12 @@ def test_time_grid():
     assert time_grid(Absorbing(V, absorbing_schedule(10)), 10).numel() == 11
     with pytest.raises(ValueError, match="exceeds"):
         time_grid(Absorbing(V, absorbing_schedule(10)), 11)
+    warped = time_grid(Uniform(V, LogLinear()), 4, power=2.0)
+    assert torch.allclose(warped, torch.tensor([1, 0.5625, 0.25, 0.0625, 0]).double())
+    with pytest.raises(ValueError, match="continuous-time"):
+        time_grid(Absorbing(V, absorbing_schedule(10)), 4, power=2.0)
+    with pytest.raises(ValueError, match="grid_power"):
+        AncestralSampler(3, grid_power=0.0)
     with pytest.raises(ValueError, match="steps"):
         AncestralSampler(0)
     with pytest.raises(ValueError, match="top_p"):

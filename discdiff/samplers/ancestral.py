@@ -43,9 +43,15 @@ class AncestralSampler(Sampler):
         guidance: float = 1.0,
         null_label: int | None = None,
         final: str = "sample",
+        grid_power: float = 1.0,
     ) -> None:
         super().__init__(temperature, top_p, guidance, null_label)
         self.steps = _check_positive_int(steps, "steps")
+        if isinstance(grid_power, bool) or not isinstance(grid_power, (int, float)):
+            raise TypeError(f"grid_power must be a number, got {grid_power!r}")
+        if not grid_power > 0:
+            raise ValueError(f"grid_power must be > 0, got {grid_power}")
+        self.grid_power = float(grid_power)
         if final not in _FINALS:
             raise ValueError(f"final must be one of {_FINALS}, got {final!r}")
         self.final = final
@@ -62,7 +68,7 @@ class AncestralSampler(Sampler):
 
     # ---- the loop -------------------------------------------------------------------------
     def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
-        grid = time_grid(run.processes, self.steps)  # (n + 1,) from 1 to 0
+        grid = time_grid(run.processes, self.steps, self.grid_power)  # (n + 1,) from 1 to 0
         x = run.prior()
         run.record(x)
         cache = self._new_cache()

@@ -64,8 +64,9 @@ class CachingSampler(AncestralSampler):
         guidance: float = 1.0,
         null_label: int | None = None,
         allow_time_conditioned: bool = False,
+        grid_power: float = 1.0,
     ) -> None:
-        super().__init__(steps, temperature, top_p, guidance, null_label)
+        super().__init__(steps, temperature, top_p, guidance, null_label, grid_power=grid_power)
         self.allow_time_conditioned = bool(allow_time_conditioned)
 
     def check_processes(self, processes: dict[str, Process]) -> None:

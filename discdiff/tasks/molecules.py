@@ -76,6 +76,9 @@ PROCESS_KINDS = ("marginal", "uniform", "absorbing")
 SCHEDULES = ("loglinear", "cosine")
 SAMPLERS = ("ancestral", "first_hitting")
 FIELDS = ("atoms", "bonds")
+# Ancestral steps placed at t_k = (1 - k/n)^2: on the shipped QM9 model at 100 steps, strict
+# validity 93.2% (even grid) -> 96.2% (500 samples; powers 1.5 / 3 / 4: 94.6 / 96.0 / 94.6).
+GRID_POWER = 2.0
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _SHIPPED = ("qm9_model.safetensors", "qm9_config.json")
 
@@ -356,8 +359,14 @@ class MoleculeTask:
         )
 
     # ---- sampling ---------------------------------------------------------------------------
-    def make_sampler(self, steps: int, sampler: str = "ancestral") -> Sampler:
-        """A core sampler: "ancestral" (any process) or "first_hitting" (absorbing only)."""
+    def make_sampler(
+        self, steps: int, sampler: str = "ancestral", grid_power: float = GRID_POWER
+    ) -> Sampler:
+        """A core sampler: "ancestral" (any process) or "first_hitting" (absorbing only).
+
+        ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
+        :func:`discdiff.samplers.time_grid`); first-hitting has no grid and ignores it.
+        """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
         if sampler == "first_hitting":
@@ -366,7 +375,7 @@ class MoleculeTask:
                     f"sampler 'first_hitting' needs the absorbing process, not {self.config.process!r}"
                 )
             return FirstHittingSampler()
-        return AncestralSampler(steps=steps)
+        return AncestralSampler(steps=steps, grid_power=grid_power)
 
     def sample_fields(
         self,
@@ -375,6 +384,7 @@ class MoleculeTask:
         *,
         steps: int = 100,
         sampler: str = "ancestral",
+        grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """One batch of graphs with the given node counts (B,) -> padded fields.
@@ -397,7 +407,7 @@ class MoleculeTask:
         zeros_a = torch.zeros(B, N, dtype=torch.long, device=dev)
         zeros_b = torch.zeros(B, num_edges(N), dtype=torch.long, device=dev)
         fixed = {"atoms": (zeros_a, ~node_mask), "bonds": (zeros_b, ~edge_mask)}
-        result = self.make_sampler(steps, sampler).sample(
+        result = self.make_sampler(steps, sampler, grid_power).sample(
             model,
             self.processes,
             {"atoms": (B, N), "bonds": (B, num_edges(N))},
@@ -422,6 +432,7 @@ class MoleculeTask:
         steps: int = 100,
         sampler: str = "ancestral",
         batch_size: int = 250,
+        grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[Graph]:
@@ -442,7 +453,12 @@ class MoleculeTask:
         for start in range(0, num_samples, batch_size):
             idx = order[start : start + batch_size]
             f = self.sample_fields(
-                model, counts[idx], steps=steps, sampler=sampler, generator=generator
+                model,
+                counts[idx],
+                steps=steps,
+                sampler=sampler,
+                grid_power=grid_power,
+                generator=generator,
             )
             f = {k: v.cpu() for k, v in f.items()}
             for i, g in zip(
