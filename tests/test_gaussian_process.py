@@ -171,3 +171,51 @@ def test_training_gradients_are_finite_where_the_kernel_underflows() -> None:
     )
     loss.mean().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(w.grad).all()
+
+
+def _mean_posterior_by_definition(proc: Dense, xt: int, probs: list[float], ks: int, kt: int):
+    """sum_x0 p(x0) q(x_s | x_t, x0), each q(. | x_t, x0) normalised on its own in log space."""
+    qs = proc.cumulative(ks).tolist()
+    fwd = proc.span(ks, kt)[:, xt].tolist()
+    S = len(fwd)
+    out = [0.0] * S
+    for x0, p in enumerate(probs):
+        logs = [
+            math.log(qs[x0][y]) + math.log(fwd[y]) if qs[x0][y] > 0 and fwd[y] > 0 else -math.inf
+            for y in range(S)
+        ]
+        top = max(logs)
+        if top == -math.inf:
+            continue  # x_t cannot come from this x0
+        norm = top + math.log(math.fsum(math.exp(v - top) for v in logs))
+        for y in range(S):
+            out[y] += p * math.exp(logs[y] - norm)
+    total = math.fsum(out)
+    return [v / total for v in out]
+
+
+def test_model_posterior_is_exact_where_far_x0_have_denormal_likelihoods() -> None:
+    """Early steps of the narrow kernel: q(x_t | x0) reaches ~1e-310 for far x0, which made the
+    plain p(x0) / q(x_t | x0) overflow (NaN rows, infinite losses at k <= 10). Compare with the
+    definition, each x0's posterior normalised on its own."""
+    K = 16
+    proc = discretized_gaussian(K)
+    assert float(proc.cumulative(10)[0].min()) < 1e-300  # the regime this test is about
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, K, K, generator=g, dtype=torch.float64, requires_grad=True)
+    xt = torch.arange(K).unsqueeze(0)  # (1, K): every x_t once
+    for kt in (1, 2, 5, 10, 40, 200, 1000):  # the first five take the exact log-space form
+        t = torch.tensor([kt / proc.num_steps])
+        s = torch.tensor([(kt - 1) / proc.num_steps])
+        lp = proc.posterior_log(xt, logits, s, t)  # (1, K, S)
+        assert torch.isfinite(lp.exp()).all() and not torch.isnan(lp).any()
+        torch.testing.assert_close(lp.exp().sum(-1), torch.ones(1, K, dtype=lp.dtype))
+        probs = torch.softmax(logits.detach(), -1)[0]
+        for x in range(K):
+            ref = _mean_posterior_by_definition(proc, x, probs[x].tolist(), kt - 1, kt)
+            torch.testing.assert_close(
+                lp[0, x].exp().detach(), torch.tensor(ref, dtype=lp.dtype), rtol=1e-9, atol=1e-12
+            )
+        lp.exp().pow(2).sum().backward()
+        assert torch.isfinite(logits.grad).all()
+        logits.grad = None

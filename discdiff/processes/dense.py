@@ -27,6 +27,13 @@ def _log(x: Tensor) -> Tensor:
     )
 
 
+def _logsumexp(x: Tensor, dim: int) -> Tensor:
+    """logsumexp that is -inf (with a zero gradient, not NaN) where every term is -inf."""
+    m = x.detach().amax(dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m.squeeze(dim) + _log(torch.exp(x - m).sum(dim))
+
+
 _ROW_TOL = 1e-6
 
 
@@ -90,6 +97,7 @@ class Dense(Process):
                 raise ValueError(f"prior must be a probability vector of length {self.num_states}")
         self._prior = pi
         self._span_cache: dict[tuple[int, int], Tensor] = {}
+        self._tiny: Tensor | None = None
 
     @classmethod
     def from_process(cls, process: Process, num_steps: int | None = None) -> Dense:
@@ -192,18 +200,64 @@ class Dense(Process):
         if self._x0_is_ids(x0) or self.parameterization == "d3pm":
             joint = self._marginal_probs(x0, ks).to(self._Q.dtype) * fwd
             return _log(joint) - _log(joint.sum(-1, keepdim=True))
-        # sum_x0 w(x0) q(x_s = y | x0) q(x_t | x_s = y) / q(x_t | x0): one (K, S) matmul per example
-        K = self.num_classes
+        # sum_x0 p(x0) q(x_s = y | x_t, x0). Fast form: p(x0) / q(x_t | x0) times q(x_s | x0) by one
+        # (K, S) matmul per example. With a narrow kernel (the discretized Gaussian's first steps)
+        # q(x_t | x0) reaches 1e-310 for far x0 and that ratio overflows (NaN rows) or carries a
+        # denormal's error; those examples take the exact log-space form instead (~K x slower).
+        log_p0 = torch.log_softmax(x0.to(self._Q.dtype), -1)  # (B, ..., K)
+        log_fwd = _log(fwd)  # (B, ..., S): log q(x_t | x_s = y)
+        tiny = self._tiny_on(x_t.device)
+        exact = tiny[ks] | tiny[kt]  # (B,)
+        out = torch.empty_like(log_fwd)
+        for rows, fn in ((~exact, self._mean_fast), (exact, self._mean_exact)):
+            idx = rows.nonzero().squeeze(1)
+            if idx.numel():
+                out[idx] = fn(log_p0[idx], x_t[idx], log_fwd[idx], ks[idx], kt[idx])
+        return out - torch.logsumexp(out, -1, keepdim=True)  # rounding (and infeasible x0)
+
+    def _tiny_on(self, device: torch.device) -> Tensor:
+        """(T + 1,) bool: Qbar_k has positive entries below 1e-150 (ratios of them overflow)."""
+        if self._tiny is None:
+            Q = self._Qbar
+            self._tiny = ((Q > 0) & (Q < 1e-150)).flatten(1).any(1)
+        return self._tiny.to(device)
+
+    def _mean_fast(
+        self, log_p0: Tensor, x_t: Tensor, log_fwd: Tensor, ks: Tensor, kt: Tensor
+    ) -> Tensor:
+        """Unnormalised log sum_x0 p(x0) q(x_s | x0) q(x_t | x_s) / q(x_t | x0), (B, ..., S)."""
+        K, B = self.num_classes, x_t.shape[0]
         Qbar = self._qbar_on(x_t.device)
-        lik = torch.stack(
-            [Qbar[int(b)][:K].T[x_t[i]] for i, b in enumerate(kt)]
-        )  # (..., K): q(x_t | x0)
-        w = torch.softmax(x0.to(self._Q.dtype), -1) * (lik > 0)
-        w = w / w.sum(-1, keepdim=True)
-        w = w / torch.where(lik > 0, lik, torch.ones_like(lik))
-        flat = w.reshape(B, -1, K)
-        mix = torch.bmm(flat, Qbar[ks][:, :K]).reshape(*w.shape[:-1], self.num_states)  # (..., S)
-        return _log(mix * fwd)
+        lik = (
+            Qbar[kt][:, :K]
+            .gather(  # (B, ..., K): q(x_t | x0)
+                2, x_t.reshape(B, 1, -1).expand(B, K, -1)
+            )
+            .transpose(1, 2)
+            .reshape(*log_p0.shape)
+        )
+        w = torch.where(lik > 0, log_p0.exp() / torch.where(lik > 0, lik, 1.0), 0.0)
+        mix = torch.bmm(w.reshape(B, -1, K), Qbar[ks][:, :K])  # (B, N, S)
+        return _log(mix.reshape(log_fwd.shape)) + log_fwd
+
+    def _mean_exact(
+        self, log_p0: Tensor, x_t: Tensor, log_fwd: Tensor, ks: Tensor, kt: Tensor
+    ) -> Tensor:
+        """The same sum with each x0's posterior q(x_s | x_t, x0) normalised in log space."""
+        K, S, B = self.num_classes, self.num_states, x_t.shape[0]
+        log_qs = _log(self._qbar_on(x_t.device)[ks][:, :K])  # (B, K, S): log q(x_s = y | x0)
+        lp0 = log_p0.reshape(B, -1, K)
+        lf = log_fwd.reshape(B, -1, S)
+        out = torch.empty(B, lp0.shape[1], S, dtype=lp0.dtype, device=lp0.device)
+        step = max(1, (1 << 22) // (B * K * S))  # positions per chunk: <= 4M terms
+        for j in range(0, lp0.shape[1], step):
+            joint = log_qs[:, None] + lf[:, j : j + step, None, :]  # (B, n, K, S)
+            norm = _logsumexp(joint, dim=-1).unsqueeze(-1)  # (B, n, K, 1): log q(x_t | x0)
+            post = torch.where(
+                torch.isfinite(norm), joint - norm, torch.full_like(joint, -torch.inf)
+            )  # log q(x_s | x_t, x0); -inf rows for x0 that cannot give x_t
+            out[:, j : j + step] = _logsumexp(lp0[:, j : j + step, :, None] + post, dim=2)
+        return out.reshape(log_fwd.shape)
 
     # ---- prior ---------------------------------------------------------------------------
     def prior_log_probs(self) -> Tensor:
