@@ -53,11 +53,16 @@ def seconds_per_step(
 def run_one(kind: str, args: argparse.Namespace, classifier, train, test) -> dict:
     config = px.PixelConfig(data=args.data, levels=args.levels, process=kind)
     task = px.PixelTask(config)
-    options = px.ModelOptions(num_layers=args.layers, d_model=args.d_model, num_heads=args.heads)
+    options = px.ModelOptions(
+        num_layers=args.layers, d_model=args.d_model, num_heads=args.heads, patch=args.patch
+    )
     torch.manual_seed(args.seed)
     model = px.make_denoiser(config, options)
-    per_step = seconds_per_step(task, model, train, args.batch_size, args.lr)
-    steps = max(10, int(args.minutes * 60 / per_step))
+    if args.steps:  # a fixed count is fairer than a time budget on a shared machine
+        steps = args.steps
+    else:
+        per_step = seconds_per_step(task, model, train, args.batch_size, args.lr)
+        steps = max(10, int(args.minutes * 60 / per_step))
     run_dir = Path(args.out) / kind
     train_config = TrainConfig(
         steps=steps,
@@ -121,11 +126,15 @@ def main() -> None:
     ap.add_argument("--data", default="mnist", choices=sorted(px.IMAGE_SHAPES))
     ap.add_argument("--levels", type=int, default=16)
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    ap.add_argument(
+        "--steps", type=int, default=0, help="optimizer steps per model (0 = from --minutes)"
+    )
     ap.add_argument("--processes", nargs="+", default=list(px.PROCESS_KINDS))
     ap.add_argument("--out", default="runs/bench-pixels")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--patch", type=int, default=1, help="p x p pixels per transformer token")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-limit", type=int, default=None, help="test images for bits/dim")
@@ -148,8 +157,11 @@ def main() -> None:
     classifier = px.train_classifier(train, seed=args.seed)
     real_acc = px.label_agreement(px.classify(classifier, test.pixels), test.labels)[0]
     print(
-        f"{args.data} at {args.levels} levels; {args.minutes:g} min CPU budget per model "
-        f"({args.threads} thread(s)); denoiser {args.layers} layers x {args.d_model}; "
+        f"{args.data} at {args.levels} levels; "
+        + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min CPU budget")
+        + " per model "
+        f"({args.threads} thread(s)); denoiser {args.layers} layers x {args.d_model}, "
+        f"patch {args.patch}; "
         f"classifier accuracy on real test images {real_acc:.3f}",
         flush=True,
     )

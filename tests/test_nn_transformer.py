@@ -20,6 +20,7 @@ from discdiff.nn import (
     rotary_tables_1d,
     rotary_tables_2d,
 )
+from discdiff.nn.embeddings import modulate
 
 K = 10  # classes; ids in [0, K] with the mask K
 
@@ -142,7 +143,10 @@ def test_label_conditioning_and_null_label():
         _ = randomized(tiny()).null_label
 
 
-@pytest.mark.parametrize("kw", [{}, {"grid": (4, 4), "num_labels": 2}, {"causal": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"grid": (4, 4), "num_labels": 2}, {"causal": True}, {"grid": (4, 4), "patch": 2}],
+)
 def test_config_json_round_trip_rebuilds_identical_model(kw):
     model = randomized(tiny(**kw))
     blob = json.dumps(denoiser_config(model))
@@ -265,6 +269,80 @@ def test_flops_per_token_matches_flop_counter():
         )
     with pytest.raises(ValueError, match="seq_len"):
         flops_per_token(tiny(), 0)
+
+
+# ---- patches -------------------------------------------------------------------------------
+def _patched_by_loops(model: TransformerDenoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The patched forward written with explicit pixel loops (the reference for the reshapes)."""
+    cfg = model.config
+    (H, W), p, S = cfg.grid, cfg.patch, cfg.num_states
+    gh, gw = H // p, W // p
+    B = x.shape[0]
+    img = x.reshape(B, H, W)
+    h = torch.zeros(B, gh * gw, cfg.d_model)
+    for b in range(B):
+        for i in range(gh):
+            for j in range(gw):
+                for a in range(p):
+                    for c in range(p):
+                        state = int(img[b, i * p + a, j * p + c])
+                        h[b, i * gw + j] += model.embed.weight[(a * p + c) * S + state]
+    cvec = model.time(t)
+    cos, sin = model.rope_cos, model.rope_sin
+    for blk in model.blocks:
+        h = blk(h, cvec, cos, sin, None, False)
+    shift, scale = model.ada_out(cvec).chunk(2, dim=-1)
+    tok = model.head(modulate(model.norm_out(h), shift, scale))  # (B, gh*gw, p*p*K)
+    out = torch.zeros(B, H * W, cfg.num_classes)
+    for b in range(B):
+        for r in range(H):
+            for c in range(W):
+                i, a, j, cc = r // p, r % p, c // p, c % p
+                k0 = (a * p + cc) * cfg.num_classes
+                out[b, r * W + c] = tok[b, i * gw + j, k0 : k0 + cfg.num_classes]
+    return out
+
+
+def test_patched_forward_matches_pixel_loops():
+    model = randomized(tiny(grid=(4, 6), patch=2, max_len=24))
+    x, t = ids(2, 24), torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        out = model(x, t)
+        assert out.shape == (2, 24, K) and out.dtype == torch.float32
+        torch.testing.assert_close(out, _patched_by_loops(model, x, t), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_blocks_start_as_identity_so_outputs_stay_in_their_patch():
+    """At init the blocks are the identity: a pixel may only move the logits of its own patch."""
+    model = TransformerDenoiser(tiny(grid=(4, 4), patch=2, max_len=16))
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+        x, t = ids(1, 16), torch.full((1,), 0.5)
+        base = model(x, t)
+        y = x.clone()
+        y[0, 5] = (y[0, 5] + 1) % (K + 1)  # pixel (row 1, col 1): patch (0, 0) = pixels 0, 1, 4, 5
+        changed = (model(y, t) - base).abs().amax(-1)[0] > 1e-6  # (16,)
+    assert changed.nonzero().flatten().tolist() == [0, 1, 4, 5]
+
+
+def test_patch_cuts_flops_and_is_validated():
+    plain, patched = tiny(grid=(8, 8), max_len=64), tiny(grid=(8, 8), patch=2, max_len=64)
+    assert flops_per_token(patched) < flops_per_token(plain) / 3
+    model = TransformerDenoiser(patched).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(ids(2, 64), torch.full((2,), 0.5))
+    assert counter.get_total_flops() / (2 * 64) == pytest.approx(flops_per_token(patched), rel=1e-9)
+    with pytest.raises(ValueError, match="needs a grid"):
+        tiny(patch=2)
+    with pytest.raises(ValueError, match="needs a grid"):
+        tiny(grid=(4, 4), patch=2, causal=True)
+    with pytest.raises(ValueError, match="does not divide"):
+        tiny(grid=(4, 6), patch=4)
+    with pytest.raises(ValueError, match="whole"):
+        model(ids(2, 60), torch.full((2,), 0.5))
+    with pytest.raises(ValueError, match="padding_mask"):
+        model(ids(2, 64), torch.full((2,), 0.5), padding_mask=torch.ones(2, 64, dtype=torch.bool))
 
 
 def test_parameter_count_matches_layout():

@@ -14,6 +14,11 @@ to a conditioning vector that sets per-block shift, scale and gate. Positions ar
 1-D for sequences, or 2-D (half of each head's dimensions per axis) for a row-major
 flattened H x W image when ``grid=(H, W)``.
 
+Patches (``patch=p`` with a grid, as in ViT/DiT): each p x p block of pixels becomes one token
+(the sum of one embedding per pixel and in-patch position), attention runs over the
+(H/p) x (W/p) patch grid, and the head emits p*p pixel distributions per token. Input and output
+stay per pixel (B, H*W) -> (B, H*W, K); the cost per image drops about p^2-fold (attention p^4).
+
 Causal mode (``causal=True``): the same network as an autoregressive yardstick. Attention is
 masked so position i sees only positions <= i, and the logits at position i are a
 distribution over the NEXT token x[i + 1] given x[<= i]; the logits at the last position
@@ -73,6 +78,7 @@ class TransformerConfig:
     time_conditioning: bool = True
     time_scale: float = 1000.0
     rope_base: float = 10000.0
+    patch: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -111,6 +117,13 @@ class TransformerConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if not isinstance(self.num_labels, int) or self.num_labels < 0:
             raise ValueError(f"num_labels must be an int >= 0, got {self.num_labels!r}")
+        if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 1:
+            raise ValueError(f"patch must be a positive int, got {self.patch!r}")
+        if self.patch > 1:
+            if self.grid is None or self.causal:
+                raise ValueError("patch > 1 needs a grid (an image) and a non-causal model")
+            if self.grid[0] % self.patch or self.grid[1] % self.patch:
+                raise ValueError(f"patch {self.patch} does not divide the grid {self.grid}")
 
     @property
     def head_dim(self) -> int:
@@ -120,6 +133,13 @@ class TransformerConfig:
     def seq_len(self) -> int:
         """Longest input accepted: H*W with a grid, else max_len."""
         return self.grid[0] * self.grid[1] if self.grid is not None else self.max_len
+
+    @property
+    def token_grid(self) -> tuple[int, int] | None:
+        """(H/p, W/p): the grid the attention runs over (the pixel grid when patch = 1)."""
+        if self.grid is None:
+            return None
+        return self.grid[0] // self.patch, self.grid[1] // self.patch
 
     @property
     def mlp_dim(self) -> int:
@@ -217,7 +237,9 @@ class TransformerDenoiser(nn.Module):
             raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
         self.config = config
         cfg = config
-        self.embed = nn.Embedding(cfg.num_states, cfg.d_model)
+        pp = cfg.patch * cfg.patch
+        # one table row per (in-patch position, state): a patch token sums p*p rows
+        self.embed = nn.Embedding(pp * cfg.num_states, cfg.d_model)
         timed = cfg.time_conditioning and not cfg.causal
         self.time = TimestepEmbedder(cfg.cond_dim, time_scale=cfg.time_scale) if timed else None
         #: whether the output depends on t (samplers that reuse outputs check this)
@@ -226,9 +248,13 @@ class TransformerDenoiser(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.d_model, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(cfg.cond_dim, 2 * cfg.d_model))
-        self.head = nn.Linear(cfg.d_model, cfg.num_classes)
-        if cfg.grid is not None:
-            cos, sin = rotary_tables_2d(cfg.grid[0], cfg.grid[1], cfg.head_dim, cfg.rope_base)
+        self.head = nn.Linear(cfg.d_model, pp * cfg.num_classes)
+        self.register_buffer(
+            "patch_offsets", torch.arange(pp) * cfg.num_states, persistent=False
+        )  # (p*p,)
+        if cfg.token_grid is not None:
+            gh, gw = cfg.token_grid
+            cos, sin = rotary_tables_2d(gh, gw, cfg.head_dim, cfg.rope_base)
         else:
             cos, sin = rotary_tables_1d(cfg.max_len, cfg.head_dim, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)  # (seq_len, hd)
@@ -281,6 +307,11 @@ class TransformerDenoiser(nn.Module):
         B, L = x_t.shape
         if L > cfg.seq_len:
             raise ValueError(f"sequence length {L} exceeds the model's maximum {cfg.seq_len}")
+        if cfg.patch > 1 and L != cfg.seq_len:
+            raise ValueError(
+                f"a patched model takes whole {cfg.grid[0]}x{cfg.grid[1]} images "
+                f"({cfg.seq_len} ids), got length {L}"
+            )
         if cond is not None:
             if not isinstance(cond, dict):
                 raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
@@ -314,6 +345,8 @@ class TransformerDenoiser(nn.Module):
         # attention mask (B, 1, L, L) True = attend; every query may attend to itself so that
         # fully padded rows stay finite (this changes nothing for real queries).
         mask = None
+        if padding_mask is not None and cfg.patch > 1:
+            raise ValueError("a patched model takes whole images: padding_mask is not supported")
         if padding_mask is not None:
             if padding_mask.shape != (B, L) or padding_mask.dtype != torch.bool:
                 raise ValueError(
@@ -325,21 +358,40 @@ class TransformerDenoiser(nn.Module):
             if cfg.causal:
                 mask = mask & torch.ones(L, L, dtype=torch.bool, device=x_t.device).tril()
 
-        cos, sin = self.rope_cos[:L], self.rope_sin[:L]  # (L, hd)
-        h = self.embed(x_t)  # (B, L, D)
+        if cfg.patch > 1:
+            h = self.embed(self._to_patches(x_t) + self.patch_offsets).sum(2)  # (B, Lp, D)
+        else:
+            h = self.embed(x_t)  # (B, L, D)
+        Lt = h.shape[1]
+        cos, sin = self.rope_cos[:Lt], self.rope_sin[:Lt]  # (Lt, hd)
         for blk in self.blocks:
             h = blk(h, c, cos, sin, mask, cfg.causal)
         shift, scale = self.ada_out(c).chunk(2, dim=-1)  # (B, D) each
-        h = modulate(self.norm_out(h), shift, scale)  # (B, L, D)
-        return self.head(h).float()  # (B, L, K)
+        h = modulate(self.norm_out(h), shift, scale)  # (B, Lt, D)
+        out = self.head(h).float()  # (B, Lt, p*p*K)
+        return self._from_patches(out) if cfg.patch > 1 else out  # (B, L, K)
+
+    def _to_patches(self, x: Tensor) -> Tensor:
+        """Row-major pixels (B, H*W) -> (B, Lp, p*p), patches and in-patch pixels row-major."""
+        (gh, gw), p = self.config.token_grid, self.config.patch
+        x = x.reshape(x.shape[0], gh, p, gw, p).permute(0, 1, 3, 2, 4)  # (B, gh, gw, p, p)
+        return x.reshape(x.shape[0], gh * gw, p * p)
+
+    def _from_patches(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`_to_patches` for logits: (B, Lp, p*p*K) -> (B, H*W, K)."""
+        (gh, gw), p = self.config.token_grid, self.config.patch
+        B, K = y.shape[0], self.config.num_classes
+        y = y.reshape(B, gh, gw, p, p, K).permute(0, 1, 3, 2, 4, 5)  # (B, gh, p, gw, p, K)
+        return y.reshape(B, gh * p * gw * p, K)
 
 
 def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> float:
-    """Forward-pass matmul FLOPs per token for a length-``seq_len`` sequence.
+    """Forward-pass matmul FLOPs per token (per pixel for images) for ``seq_len`` ids.
 
     2 FLOPs per multiply-add: 2 x (weights used per token: qkv, proj, MLP, output head)
     + attention 4 * L * d_model per layer (QK^T and AV, counted in full even when causal, the
     usual convention) + the per-sequence adaLN and time MLP spread over the L tokens.
+    With patches the network runs on L / p^2 tokens and the figure is divided by p^2.
     Embedding look-ups cost nothing. Training (forward + backward) is about 3x this.
     """
     if not isinstance(config, TransformerConfig):
@@ -347,11 +399,17 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> fl
     L = config.seq_len if seq_len is None else seq_len
     if not isinstance(L, int) or L < 1:
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+    pp = config.patch * config.patch
+    if L % pp:
+        raise ValueError(
+            f"seq_len {L} is not a whole number of {config.patch}x{config.patch} patches"
+        )
+    Lt = L // pp  # tokens the network runs on
     d, n, m = config.d_model, config.num_layers, config.mlp_dim
     per_layer = 3 * d * d + d * d + 2 * d * m  # qkv, proj, mlp weights
-    dense = n * per_layer + d * config.num_classes  # + output head
-    attn = n * 2 * L * d  # multiply-adds in QK^T and AV
+    dense = n * per_layer + d * config.num_classes * pp  # + output head
+    attn = n * 2 * Lt * d  # multiply-adds in QK^T and AV
     per_seq = (n * 6 * d + 2 * d) * config.cond_dim  # adaLN projections
     if not config.causal:
         per_seq += 256 * config.cond_dim + config.cond_dim**2  # time MLP
-    return 2.0 * (dense + attn + per_seq / L)
+    return 2.0 * (dense + attn + per_seq / Lt) / pp

@@ -311,6 +311,7 @@ class ModelOptions:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     cond_dim: int = 128
+    patch: int = 1  # p x p pixels per transformer token (p = 2: ~4x cheaper, see TransformerConfig)
 
 
 def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> TransformerDenoiser:
@@ -330,6 +331,7 @@ def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> T
         grid=(config.height, config.width),
         num_labels=config.num_labels,
         cond_dim=o.cond_dim,
+        patch=o.patch,
     )
     return TransformerDenoiser(cfg)
 
