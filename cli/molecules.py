@@ -15,6 +15,8 @@ from typing import Annotated
 import torch
 import typer
 
+from discdiff.cli._options import Device, Seed, Threads, set_threads
+
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
     no_args_is_help=True,
@@ -155,13 +157,13 @@ def sample(
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting (absorbing).")] = (
         "ancestral"
     ),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Weights (.safetensors, config JSON beside) or a training run dir."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    threads: Threads = 0,
     novelty: Annotated[bool, typer.Option(help="Report novelty if the train set is cached.")] = (
         True
     ),
@@ -178,8 +180,7 @@ def sample(
         raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
     mols, smiles, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power
@@ -211,7 +212,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 200,
     ema_decay: Annotated[float, typer.Option(help="EMA decay of weights (0 = off).")] = 0.999,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Seed = 0,
     process: Annotated[str, typer.Option(help="marginal | uniform | absorbing.")] = "marginal",
     schedule: Annotated[str, typer.Option(help="loglinear | cosine.")] = "loglinear",
     edge_weight: Annotated[float, typer.Option(help="Loss weight of the bonds field.")] = 5.0,
@@ -224,8 +225,8 @@ def train(
     eval_every: Annotated[int, typer.Option(help="Held-out ELBO every N steps (0 = off).")] = 1000,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
     log_every: Annotated[int, typer.Option(help="Log every N steps.")] = 50,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""
@@ -235,8 +236,7 @@ def train(
 
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--layers", layers)):
         _positive(v, name)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     task_path, data_path, val_path = (
         out / "task.json",
         out / "train.safetensors",
@@ -342,13 +342,13 @@ def evaluate(
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting.")] = "ancestral",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     out: Annotated[Path | None, typer.Option(help="Also write the samples (.sdf/.smi/.csv).")] = (
         None
     ),
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    threads: Threads = 0,
     time_power: TimePower = 2.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
@@ -358,8 +358,7 @@ def evaluate(
     _positive(steps, "--steps")
     if out is not None and out.suffix.lower() not in OUT_FORMATS:
         raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if run_dir.is_dir():
         model, task = load_run(run_dir, use_ema=False if raw else None)
     else:

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from discdiff.cli._options import Device, Seed, SeedOrSaved, Threads, set_threads
+
 app = typer.Typer(
     name="pixels",
     help="Discrete diffusion on image pixels (MNIST, Fashion-MNIST, 8x8 digits).",
@@ -37,15 +39,6 @@ def _merge(
     out = {**defaults, **saved}
     out.update({k: v for k, v in given.items() if v is not None})
     return out
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -90,12 +83,12 @@ def train(
     eval_batches: Annotated[int | None, typer.Option(help="Validation batches per eval.")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    seed: SeedOrSaved = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Device = "auto",
+    threads: Threads = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a denoiser on an image data set; --resume continues a run bit-for-bit."""
@@ -104,7 +97,7 @@ def train(
     from discdiff.tasks import pixels as px
     from discdiff.training import TrainConfig
 
-    _set_threads(threads)
+    set_threads(threads)
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}
     saved_train: dict[str, Any] = {}
@@ -188,9 +181,9 @@ def sample(
         float, typer.Option(help="Classifier-free guidance scale (1 = off, 0 = unconditional).")
     ] = 1.0,
     steps: Annotated[int | None, typer.Option(help="Reverse steps (default min(T, 100)).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Draw images from a trained run and save them as one PNG grid."""
@@ -198,7 +191,7 @@ def sample(
 
     from discdiff.tasks import pixels as px
 
-    _set_threads(threads)
+    set_threads(threads)
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
     if out.suffix.lower() != ".png":
@@ -207,7 +200,7 @@ def sample(
     k = task.config.num_labels
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = px.sample_images(
         task, model, labels, guidance=guidance, steps=steps, generator=generator, progress=progress
     )
@@ -230,9 +223,9 @@ def evaluate(
     per_label: Annotated[int, typer.Option(help="Samples per label for --quality.")] = 10,
     guidance: Annotated[float, typer.Option(help="CFG scale of the --quality samples.")] = 1.0,
     steps: Annotated[int | None, typer.Option(help="Reverse steps for --quality.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
@@ -242,10 +235,10 @@ def evaluate(
 
     from discdiff.tasks import pixels as px
 
-    _set_threads(threads)
+    set_threads(threads)
     task, model = _load(run_dir, device)
     data = px.load_data(task.config, split)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     bpd, se, count = px.bits_per_dim(
         task, model, data, batch_size=batch_size, limit=limit, repeats=repeats, generator=generator
     )

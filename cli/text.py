@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from discdiff.cli._options import Device, Seed, Threads, set_threads
+
 app = typer.Typer(
     help="Text: train a character/BPE diffusion model on a corpus, sample, evaluate (bits/char).",
     no_args_is_help=True,
@@ -70,14 +72,16 @@ def train(
     log_every: Annotated[int, typer.Option(help="Log a metrics row every N steps.")] = 10,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed (data order, noise, init).")] = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+    seed: Seed = 0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out (task and model as saved).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a text diffusion model on CORPUS into --out."""
+    set_threads(threads)
     import json
 
     import torch
@@ -178,10 +182,12 @@ def sample(
             "--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+    seed: Seed = 0,
 ) -> None:
     """Sample texts from a trained run, optionally with a fixed prefix or infill template."""
+    set_threads(threads)
     import torch
 
     from discdiff.tasks.text import load_text_run, make_sampler
@@ -215,10 +221,12 @@ def evaluate(
             "--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the Monte-Carlo noise.")] = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+    seed: Seed = 0,
 ) -> None:
     """Print the negative ELBO of a split in bits per character (+ per token, perplexity for BPE)."""
+    set_threads(threads)
     import torch
 
     from discdiff.tasks.text import load_text_run

@@ -36,3 +36,23 @@ def test_demo_runs_with_a_seed() -> None:
 def test_user_errors_exit_2_with_one_line(capsys) -> None:  # noqa: ANN001
     assert main(["no-such-command"]) == 2
     assert main(["demo", "--seed", "not-a-number"]) == 2
+
+
+def test_shared_options_mean_the_same_in_every_task(capsys, tmp_path) -> None:  # noqa: ANN001
+    """--seed, --device and --threads come from one declaration (cli/_options.py)."""
+    import typer
+
+    root = typer.main.get_command(app)
+    helps: dict[str, set[str]] = {"seed": set(), "device": set(), "threads": set()}
+    for task in ("molecules", "text", "pixels"):
+        group = root.commands[task]
+        for verb in ("sample", "train", "eval"):
+            for param in group.commands[verb].params:
+                if param.name in helps:
+                    helps[param.name].add(param.help)
+    assert all(len(v) == 1 for v in helps.values()), helps
+    code = main(
+        ["molecules", "sample", "-n", "1", "--threads", "-1", "--out", str(tmp_path / "m.smi")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: --threads must be >= 0, got -1"
