@@ -153,7 +153,7 @@ def sample(
         Path | None, typer.Option("--grid", help="PNG grid of the first molecules.")
     ] = None,
     grid_size: Annotated[int, typer.Option(help="Molecules in the grid.")] = 20,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting (absorbing).")] = (
         "ancestral"
     ),
@@ -167,7 +167,7 @@ def sample(
     novelty: Annotated[bool, typer.Option(help="Report novelty if the train set is cached.")] = (
         True
     ),
-    time_power: TimePower = 2.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
+    time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample molecules, write them (and a PNG grid), print validity/uniqueness/novelty."""
     from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
@@ -340,7 +340,7 @@ def train(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
-    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help="ancestral | first_hitting.")] = "ancestral",
     seed: Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
@@ -349,7 +349,7 @@ def evaluate(
     ),
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
     threads: Threads = 0,
-    time_power: TimePower = 2.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
+    time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
     from discdiff.tasks.molecules import load_pretrained, load_run

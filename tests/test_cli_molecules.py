@@ -73,10 +73,11 @@ def test_cli_time_power_default_is_the_task_default() -> None:
     import inspect
 
     from discdiff.cli import molecules as cli_molecules
-    from discdiff.tasks.molecules import GRID_POWER
+    from discdiff.tasks.molecules import GRID_POWER, SAMPLE_STEPS
 
     for fn in (cli_molecules.sample, cli_molecules.evaluate):
         assert inspect.signature(fn).parameters["time_power"].default == GRID_POWER
+        assert inspect.signature(fn).parameters["steps"].default == SAMPLE_STEPS
 
 
 def test_sample_corrupt_checkpoint_exits_2(tmp_path, capsys) -> None:
