@@ -52,12 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-chunks", type=int, default=None, help="score the first N test chunks")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="optimizer steps per model instead of a time budget (fair on a shared machine)",
+    )
     p.add_argument("--models", default="absorbing,uniform,ar", help="comma-separated subset")
     p.add_argument("--out", type=Path, default=Path("runs/bench_text"), help="run dirs + results")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not args.minutes > 0:
         p.error(f"--minutes must be > 0, got {args.minutes}")
+    if args.steps < 0:
+        p.error(f"--steps must be >= 0, got {args.steps}")
     unknown = set(args.models.split(",")) - {"absorbing", "uniform", "ar"}
     if unknown:
         p.error(f"--models: unknown {sorted(unknown)}; expected absorbing, uniform, ar")
@@ -75,7 +83,7 @@ def run_one(kind: str, args: argparse.Namespace, tasks: dict[str, TextTask]) -> 
     loss_fn = task.ar_loss_fn if kind == "ar" else task.loss_fn
     train = task.chunks("train")
     sps = seconds_per_step(model, loss_fn, train, args.batch_size, device=args.device)
-    steps = max(10, int(args.minutes * 60 / sps))
+    steps = args.steps or max(10, int(args.minutes * 60 / sps))
     config = TrainConfig(
         steps=steps,
         batch_size=args.batch_size,
@@ -90,7 +98,11 @@ def run_one(kind: str, args: argparse.Namespace, tasks: dict[str, TextTask]) -> 
     run_dir = args.out / kind
     print(
         f"[{kind}] {count_parameters(model):,} parameters, {sps * 1000:.0f} ms/step "
-        f"-> {steps} steps for {args.minutes:g} min",
+        + (
+            f"-> {steps} steps (fixed)"
+            if args.steps
+            else f"-> {steps} steps for {args.minutes:g} min"
+        ),
         flush=True,
     )
     start = time.perf_counter()
@@ -137,10 +149,11 @@ def run_one(kind: str, args: argparse.Namespace, tasks: dict[str, TextTask]) -> 
     }
 
 
-def table(rows: list[dict], minutes: float, threads: int, device: str) -> str:
+def table(rows: list[dict], minutes: float, threads: int, device: str, steps: int = 0) -> str:
     ar = next((r["bpc"] for r in rows if r["model"] == "ar"), None)
+    budget = f"{steps} steps" if steps else f"{minutes:g} min"
     lines = [
-        f"budget: {minutes:g} min training per model, {threads} thread(s), device {device}",
+        f"budget: {budget} training per model, {threads} thread(s), device {device}",
         f"{'model':<10} {'params':>10} {'steps':>7} {'train s':>8} {'test bpc':>18} "
         f"{'vs AR':>7} {'goal':>6}",
     ]
@@ -172,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TextTaskConfig(**{**base.to_dict(), "process": "uniform"})
         tasks["uniform"] = TextTask(cfg, tasks["absorbing"].tokenizer)
     rows = [run_one(kind, args, tasks) for kind in kinds]
-    text = table(rows, args.minutes, args.threads, args.device)
+    text = table(rows, args.minutes, args.threads, args.device, args.steps)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(

@@ -339,6 +339,8 @@ def test_benchmark_and_example_run_on_a_tiny_budget(corpus, tmp_path, capsys):
     for name in ("absorbing", "uniform", "ar"):
         assert any(line.startswith(name) for line in out.splitlines())
     assert (tmp_path / "bench" / "results.json").is_file()
+    assert bench([*tiny, "--steps", "3", "--models", "ar", "--out", str(tmp_path / "b2")]) == 0
+    assert "budget: 3 steps training per model" in capsys.readouterr().out
     example = runpy.run_path(str(root / "examples" / "sundae_vs_absorbing.py"))["main"]
     args = [*tiny, "--samples", "2", "--sample-steps", "4", "--ngram", "3"]
     assert example([*args, "--out", str(tmp_path / "ex")]) == 0
