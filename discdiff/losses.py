@@ -26,15 +26,18 @@ import torch
 from torch import Tensor
 
 from discdiff.fields import Denoiser, as_field_dict, as_mask_dict, call_denoiser, sum_positions
-from discdiff.processes.absorbing import Absorbing
-from discdiff.processes.base import Process, expand_time
-from discdiff.processes.mixing import MixingProcess
+from discdiff.processes.base import Process
+from discdiff.processes.rates import phi as _phi  # noqa: F401  (kept for callers of the old name)
+from discdiff.processes.rates import rate_kl_d3pm as _rate_kl  # noqa: F401
+from discdiff.processes.rates import rate_kl_mean as _rate_kl_mean  # noqa: F401
 
 __all__ = [
     "vlb_loss",
     "hybrid_loss",
     "continuous_elbo",
     "sundae_loss",
+    "elbo_kernel",
+    "masked_ce_kernel",
     "sample_times",
     "corrupt",
     "kl_categorical",
@@ -209,99 +212,43 @@ def hybrid_loss(
 
 
 # ---- continuous time -------------------------------------------------------------------------
-def _phi(d: Tensor, r: Tensor) -> Tensor:
-    """phi(r) = r - 1 - log r >= 0 given both d = r - 1 and r, each computed without cancellation.
-
-    A series in d near r = 1 (where r - 1 - log r cancels), the direct form elsewhere: r itself
-    stays accurate when the model puts almost no mass where the truth does (d -> -1).
-    """
-    small = d.abs() < 1e-2
-    ds = torch.where(small, d, torch.zeros_like(d))
-    series = ds * ds * (0.5 - ds * (1 / 3 - ds * (0.25 - ds * 0.2)))
-    rl = torch.where(small, torch.ones_like(r), r)
-    return torch.where(small, series, (rl - 1) - torch.log(rl))
-
-
-def _rate_kl(proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
-    """Rate KL for D3PM's parameterisation, per position (B, ...).
-
-    With marg(y) = alpha x(y) + (1 - alpha) m(y) for x = one-hot(x0) (q) or softmax(logits) (p),
-    the reverse rate from z to y != z is beta m(z) marg(y) / marg(z), so the rate KL is
-        beta m(z) sum_y u_q(y) phi(u_p(y) / u_q(y)),   u(y) = marg(y) / marg(z),  phi(r) = r - 1 - log r.
-    r - 1 is formed from a cancellation-free numerator so the result stays accurate as alpha -> 0.
-    """
-    a = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).float().unsqueeze(-1)  # (B, 1.., 1)
-    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
-    m = proc.limit.to(x_t.device).float()  # (S,)
-    S = proc.num_states
-    p = torch.softmax(logits.float(), -1)
-    if S > proc.num_classes:
-        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
-    z = x_t.unsqueeze(-1)
-    x0_ = x0.long().unsqueeze(-1)
-    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0_, 1.0)
-    m_z = m[x_t].unsqueeze(-1)
-    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
-    p_z = p.gather(-1, z)
-    marg_q = a * onehot_x0 + (1 - a) * m
-    marg_p = a * p + (1 - a) * m
-    mq_z = a * q0_z + (1 - a) * m_z
-    mp_z = a * p_z + (1 - a) * m_z
-    # D(y) = marg_p(y) marg_q(z) - marg_q(y) marg_p(z), with the (1 - a)^2 m(y) m(z) terms cancelled.
-    D = a * (p * mq_z - (1 - a) * (p_z - q0_z) * m) - a * onehot_x0 * mp_z
-    pos = marg_q > 0
-    safe_q = torch.where(pos, marg_q, torch.ones_like(D))
-    d = D / (safe_q * mp_z)
-    r = (marg_p * mq_z) / (safe_q * mp_z)  # u_p / u_q, direct
-    term = torch.where(pos, marg_q / mq_z * _phi(d, r), marg_p / mp_z)
-    return beta * m_z.squeeze(-1) * term.sum(-1)
-
-
-def _rate_kl_mean(
-    proc: MixingProcess, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor
+def elbo_kernel(
+    process: Process | Mapping[str, Process],
+    logits: Fields,
+    x0: Fields,
+    x_t: Fields,
+    t: Tensor,
+    mask: Fields | None = None,
+    *,
+    t_min: float = 0.0,
+    weights: Mapping[str, float] | None = None,
 ) -> Tensor:
-    """Rate KL for the posterior-mean parameterisation (reverse rates = concrete-score ratios).
+    """The continuous-time ELBO's integral term from logits you computed, (B,) nats.
 
-    The model's rate to y is beta m(z) u_p(y) with u_p(y) = sum_x0 p(x0) marg_x0(y) / marg_x0(z).
-    With c0 = (1 - alpha) m(z), c1 = c0 + alpha and c(y) = c1 if y = z else c0,
-    u_p(y) - u_q(y) = alpha [(p(y) - [y = x0]) / c(y) + (1 - alpha) m(y) ([z = x0] - p(z)) / (c0 c1)],
-    which has no cancellation as alpha -> 0.
+    For users who run the denoiser themselves: ``x_t`` drawn from ``process`` at times ``t``
+    (B,) uniform on [t_min, 1], ``logits`` (B, ..., K) the denoiser's output on it. Returns
+    (1 - t_min) * sum over positions of ``process.rate_kl`` (weighted over fields), the
+    Monte-Carlo estimate :func:`continuous_elbo` uses (without its boundary terms).
     """
-    a = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).float().unsqueeze(-1)  # (B, 1.., 1)
-    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
-    m = proc.limit.to(x_t.device).float()  # (S,)
-    S = proc.num_states
-    p = torch.softmax(logits.float(), -1)
-    if S > proc.num_classes:
-        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
-    z = x_t.unsqueeze(-1)
-    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0.long().unsqueeze(-1), 1.0)
-    m_z = m[x_t].unsqueeze(-1)
-    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
-    p_z = p.gather(-1, z)
-    c0 = (1 - a) * m_z
-    c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # m(z) = 0 rows are zeroed by beta m(z) below
-    c1 = c0 + a
-    c_y = c0.expand_as(p).scatter(-1, z, c1.expand_as(p_z))
-    mq_z = torch.where(q0_z > 0, c1, c0)
-    u_q = (a * onehot_x0 + (1 - a) * m) / mq_z
-    diff = a * ((p - onehot_x0) / c_y + (1 - a) * m * (q0_z - p_z) / (c0 * c1))
-    W = (1 - p_z) / c0 + p_z / c1  # sum_x0 p(x0) / c(x0)
-    u_p = a * p / c_y + (1 - a) * m * W  # direct: accurate where u_p << u_q
-    pos = u_q > 0
-    safe_q = torch.where(pos, u_q, torch.ones_like(u_q))
-    term = torch.where(pos, u_q * _phi(diff / safe_q, u_p / safe_q), diff)
-    return beta * m_z.squeeze(-1) * term.sum(-1)
+    procs, x0d, single = as_field_dict(process, x0)
+    if single:
+        logits, x_t = {next(iter(procs)): logits}, {next(iter(procs)): x_t}
+    masks = as_mask_dict(mask, x0d, single)
+    w = _weights(weights, list(procs))
+    B, dev = _batch_size(x0d)
+    total = torch.zeros(B, dtype=torch.float32, device=dev)
+    for name, proc in procs.items():
+        rate = getattr(proc, "rate_kl", None)
+        if not callable(rate):
+            raise TypeError(f"{proc!r} has no reverse-rate KL (rate_kl) for the continuous ELBO")
+        kl = rate(x_t[name], x0d[name], logits[name], t)
+        total = total + w[name] * (1.0 - t_min) * sum_positions(kl, masks.get(name))
+    return total
 
 
-def _absorbing_rate_kl(
-    proc: Absorbing, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor
-) -> Tensor:
-    """MDLM: -alpha'(t) / (1 - alpha(t)) times the cross-entropy of x_0 at masked positions."""
-    a = proc.schedule.alpha(t)
-    w = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
-    nll = _x0_nll(logits, x0)
-    return torch.where(x_t == proc.mask_id, nll * w, torch.zeros_like(nll))
+def masked_ce_kernel(logits: Tensor, x0: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Summed cross-entropy of x_0 under ``logits`` (B, ..., K) over counted positions, (B,)."""
+    return sum_positions(_x0_nll(logits, x0), mask)
 
 
 def continuous_elbo(
@@ -332,23 +279,18 @@ def continuous_elbo(
     if not 0.0 <= t_min < 1.0:
         raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
     for name, proc in procs.items():
-        if not isinstance(proc, MixingProcess) or proc.num_steps is not None:
+        if not callable(getattr(proc, "rate_kl", None)) or proc.num_steps is not None:
             field = "" if single else f" (field {name!r})"
             raise TypeError(
-                f"continuous_elbo needs a uniform, absorbing or marginal process with a continuous "
-                f"schedule{field}, got {proc!r}; use vlb_loss for discrete time"
+                f"continuous_elbo needs a process with a reverse-rate KL (rate_kl: uniform, "
+                f"absorbing, marginal or your own) on a continuous schedule{field}, got {proc!r}; "
+                "use vlb_loss for discrete time"
             )
     t = (t_min + (1.0 - t_min) * sample_times(B, generator, dev, stratified)).float()
     x_t = corrupt(procs, x0d, t, masks, generator)
     logits = call_denoiser(denoiser, x_t, t, cond, single, procs)
     total = torch.zeros(B, dtype=torch.float32, device=dev)
-    for name, proc in procs.items():
-        if isinstance(proc, Absorbing):
-            rate_fn = _absorbing_rate_kl
-        else:
-            rate_fn = _rate_kl_mean if proc.parameterization == "mean" else _rate_kl
-        rate_kl = rate_fn(proc, x_t[name], x0d[name], logits[name], t)
-        total = total + w[name] * (1.0 - t_min) * sum_positions(rate_kl, masks.get(name))
+    total = total + elbo_kernel(procs, logits, x0d, x_t, t, masks, t_min=t_min, weights=w)
     if boundary:
         t0 = torch.full((B,), t_min, dtype=torch.float32, device=dev)
         zero = torch.zeros_like(t0)

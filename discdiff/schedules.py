@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from discdiff.registry import Registry
 
 __all__ = [
     "Schedule",
@@ -29,6 +32,11 @@ __all__ = [
     "d3pm_cosine",
     "d3pm_linear",
     "absorbing_schedule",
+    "SCHEDULES",
+    "register_schedule",
+    "make_schedule",
+    "schedule_config",
+    "schedule_from_config",
 ]
 
 _GRID_TOL = 1e-4
@@ -225,3 +233,72 @@ def absorbing_schedule(num_steps: int) -> DiscreteSchedule:
 def _check_steps(num_steps: int) -> None:
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+
+
+# ---- the registry ----------------------------------------------------------------------------
+#: name -> factory(**options) -> Schedule; options are JSON values (a run saves them)
+SCHEDULES: Registry[Any] = Registry("schedule")
+
+
+def register_schedule(name: str, factory: Any = None, *, replace: bool = False) -> Any:
+    """Register a schedule factory (a Schedule subclass or a function of JSON options).
+
+    A user schedule that defines only ``_alpha(t)`` (a :class:`ContinuousSchedule` with an
+    ``alpha_prime``) then works by name in every task config and on the command line.
+    Usable as a decorator when ``factory`` is omitted.
+    """
+    return SCHEDULES.register(name, factory, replace=replace)
+
+
+def make_schedule(name: str | dict[str, Any] | Schedule, **options: Any) -> Schedule:
+    """The schedule registered as ``name`` built with ``options`` (or from a config dict).
+
+    The result remembers how it was made, so :func:`schedule_config` can save it.
+    """
+    if isinstance(name, Schedule):
+        return name
+    if isinstance(name, dict):
+        return schedule_from_config(name)
+    factory = SCHEDULES.get(name)
+    try:
+        sched = factory(**options)
+    except TypeError as err:
+        raise ValueError(
+            f"schedule {name!r} does not take options {sorted(options)}: {err}"
+        ) from err
+    if not isinstance(sched, Schedule):
+        raise TypeError(
+            f"schedule factory {name!r} returned {type(sched).__name__}, not a Schedule"
+        )
+    sched._config = {"type": name, **options}  # type: ignore[attr-defined]
+    return sched
+
+
+def schedule_config(schedule: Schedule) -> dict[str, Any]:
+    """``{"type": name, **options}`` of a schedule built by :func:`make_schedule` (or a
+    registered class built with its ``alpha_min``)."""
+    cfg = getattr(schedule, "_config", None)
+    if cfg is not None:
+        return dict(cfg)
+    name = SCHEDULES.name_of(type(schedule))
+    if name is not None and hasattr(schedule, "alpha_min"):
+        return {"type": name, "alpha_min": schedule.alpha_min}
+    raise ValueError(
+        f"{schedule!r} was not built through the schedule registry (make_schedule), so it "
+        "cannot be saved by name"
+    )
+
+
+def schedule_from_config(config: dict[str, Any]) -> Schedule:
+    """Inverse of :func:`schedule_config`."""
+    if not isinstance(config, dict) or "type" not in config:
+        raise ValueError(f"a schedule config needs a 'type', got {config!r}")
+    options = {k: v for k, v in config.items() if k != "type"}
+    return make_schedule(config["type"], **options)
+
+
+register_schedule("loglinear", LogLinear)
+register_schedule("cosine", CosineAlpha)
+register_schedule("d3pm-cosine", d3pm_cosine)
+register_schedule("d3pm-linear", d3pm_linear)
+register_schedule("d3pm-absorbing", absorbing_schedule)

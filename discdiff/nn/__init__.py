@@ -26,6 +26,7 @@ from discdiff.nn.graph_transformer import (
     triu_bonds,
 )
 from discdiff.nn.transformer import TransformerConfig, TransformerDenoiser, flops_per_token
+from discdiff.registry import Registry, import_object, import_path
 
 __all__ = [
     "TransformerConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "flops_per_token",
     "count_parameters",
     "register_denoiser",
+    "DENOISERS",
     "denoiser_from_config",
     "build_denoiser",
     "denoiser_config",
@@ -48,49 +50,82 @@ __all__ = [
     "apply_rotary",
 ]
 
-# name -> (module class, config class); the config class has to_dict / from_dict
-_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {}
+#: name -> (module class, config class); the config class has to_dict / from_dict
+DENOISERS: Registry[tuple[type[nn.Module], type]] = Registry("denoiser")
 
 
-def register_denoiser(name: str, model_cls: type[nn.Module], config_cls: type) -> None:
-    """Make ``model_cls(config_cls.from_dict(...))`` rebuildable from ``{"type": name, ...}``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"denoiser name must be a non-empty string, got {name!r}")
+def register_denoiser(
+    name: str, model_cls: type[nn.Module], config_cls: type | None = None, *, replace: bool = False
+) -> type[nn.Module]:
+    """Make ``model_cls(config_cls.from_dict(...))`` rebuildable from ``{"type": name, ...}``.
+
+    ``config_cls`` defaults to ``model_cls.config_class``. The model must keep its config as
+    ``model.config``. An unregistered class works too, saved by import path ``module:Class``
+    (it then needs the ``config_class`` attribute).
+    """
+    if config_cls is None:
+        config_cls = getattr(model_cls, "config_class", None)
+        if config_cls is None:
+            raise TypeError(f"{model_cls.__name__} has no config_class; pass config_cls")
     for attr in ("to_dict", "from_dict"):
         if not hasattr(config_cls, attr):
             raise TypeError(f"config class {config_cls.__name__} lacks {attr}()")
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing != (model_cls, config_cls):
-        raise ValueError(f"denoiser type {name!r} is already registered to {existing[0].__name__}")
-    _REGISTRY[name] = (model_cls, config_cls)
+    DENOISERS.register(name, (model_cls, config_cls), replace=replace)
+    return model_cls
 
 
 register_denoiser("transformer", TransformerDenoiser, TransformerConfig)
 register_denoiser("graph_transformer", GraphTransformerDenoiser, GraphTransformerConfig)
 
 
+def _classes(name: str) -> tuple[type[nn.Module], type]:
+    if ":" not in name:
+        return DENOISERS.get(name)
+    model_cls = import_object(name)
+    config_cls = getattr(model_cls, "config_class", None)
+    if not isinstance(model_cls, type) or not issubclass(model_cls, nn.Module):
+        raise ValueError(f"{name!r} does not name an nn.Module class")
+    if config_cls is None or not hasattr(config_cls, "from_dict"):
+        raise ValueError(f"{name!r} has no config_class with from_dict(); register it instead")
+    return model_cls, config_cls
+
+
 def denoiser_config(model: nn.Module) -> dict[str, Any]:
-    """``{"type": name, "config": {...}}`` (JSON-ready) for a registered denoiser."""
-    for name, (model_cls, config_cls) in _REGISTRY.items():
-        if type(model) is model_cls:
-            cfg = getattr(model, "config", None)
-            if not isinstance(cfg, config_cls):
-                raise TypeError(f"{model_cls.__name__}.config is not a {config_cls.__name__}")
-            return {"type": name, "config": cfg.to_dict()}
-    raise TypeError(
-        f"{type(model).__name__} is not a registered denoiser; known: {sorted(_REGISTRY)}"
-    )
+    """``{"type": name, "config": {...}}`` (JSON-ready): the registered name, or the import path
+    ``module:Class`` of a class with a ``config_class`` and a ``config`` attribute."""
+    name = next((n for n in DENOISERS.names() if DENOISERS.get(n)[0] is type(model)), None)
+    if name is None:
+        config_cls = getattr(type(model), "config_class", None)
+        if config_cls is None or not hasattr(config_cls, "from_dict"):
+            raise TypeError(
+                f"{type(model).__name__} is not a registered denoiser (known: "
+                f"{DENOISERS.names()}) and has no config_class to save it by import path"
+            )
+        name = import_path(type(model))
+    else:
+        config_cls = DENOISERS.get(name)[1]
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, config_cls):
+        raise TypeError(f"{type(model).__name__}.config is not a {config_cls.__name__}")
+    return {"type": name, "config": cfg.to_dict()}
 
 
 def denoiser_from_config(d: dict[str, Any]) -> nn.Module:
-    """Build a freshly initialised denoiser from ``{"type": name, "config": {...}}``."""
+    """Build a freshly initialised denoiser from ``{"type": name or module:Class, "config": {...}}``."""
     if not isinstance(d, dict) or set(d) != {"type", "config"}:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"expected a dict with keys 'type' and 'config', got {got}")
     name = d["type"]
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown denoiser type {name!r}; expected one of {sorted(_REGISTRY)}")
-    model_cls, config_cls = _REGISTRY[name]
+    if not isinstance(name, str):
+        raise ValueError(f"denoiser type must be a string, got {name!r}")
+    try:
+        model_cls, config_cls = _classes(name)
+    except ValueError as err:
+        if ":" in name:
+            raise
+        raise ValueError(
+            f"unknown denoiser type {name!r}; expected one of {DENOISERS.names()}"
+        ) from err
     return model_cls(config_cls.from_dict(d["config"]))
 
 

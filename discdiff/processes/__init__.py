@@ -5,6 +5,25 @@ from discdiff.processes.base import Process
 from discdiff.processes.dense import Dense
 from discdiff.processes.marginal import Marginal
 from discdiff.processes.mixing import MixingProcess
+from discdiff.processes.registry import (
+    PROCESSES,
+    make_process,
+    process_config,
+    process_from_config,
+    register_process,
+)
 from discdiff.processes.uniform import Uniform
 
-__all__ = ["Process", "MixingProcess", "Uniform", "Absorbing", "Marginal", "Dense"]
+__all__ = [
+    "Process",
+    "MixingProcess",
+    "Uniform",
+    "Absorbing",
+    "Marginal",
+    "Dense",
+    "PROCESSES",
+    "register_process",
+    "make_process",
+    "process_config",
+    "process_from_config",
+]

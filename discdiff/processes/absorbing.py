@@ -30,6 +30,13 @@ class Absorbing(MixingProcess):
         super().__init__(num_classes, limit, schedule, parameterization)
         self.mask_id = num_classes
 
+    def rate_kl(self, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+        """MDLM's integrand: -alpha'(t) / (1 - alpha(t)) times the x_0 cross-entropy where
+        x_t is masked, (B, ...)."""
+        from discdiff.processes.rates import rate_kl_masked
+
+        return rate_kl_masked(self, x_t, x0, logits, t)
+
     def prior_sample(
         self,
         shape: Sequence[int],

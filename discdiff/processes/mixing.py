@@ -85,6 +85,18 @@ class MixingProcess(Process):
         self._log_m = torch.log(limit)
         self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
+    # ---- continuous-time ELBO ---------------------------------------------------------------
+    def rate_kl(self, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+        """KL between the true and the model's reverse jump rates at time t, (B, ...) nats/unit t.
+
+        x_t, x0: ids (B, ...); logits: (B, ..., K) over x_0; t: (B,). The integrand of the
+        continuous-time ELBO (the uniform-state bound of UDLM for this parameterization).
+        """
+        from discdiff.processes.rates import rate_kl_d3pm, rate_kl_mean
+
+        fn = rate_kl_mean if self.parameterization == "mean" else rate_kl_d3pm
+        return fn(self, x_t, x0, logits, t)
+
     # ---- helpers -------------------------------------------------------------------------
     @property
     def limit(self) -> Tensor:

@@ -6,12 +6,21 @@
 - :class:`FirstHittingSampler`: exact one-token-per-call sampler for absorbing processes.
 - :class:`ConfidenceSampler`: MaskGIT confidence decoding for absorbing processes.
 - :class:`SundaeSampler`: SUNDAE unrolled denoising for uniform processes.
+
+Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`` /
+``Sampler.from_config()`` round-trip a sampler's settings through JSON.
 """
 
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SampleResult, time_grid
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.registry import (
+    SAMPLERS,
+    make_sampler,
+    register_sampler,
+    sampler_options,
+)
 from discdiff.samplers.sundae import SundaeSampler
 
 __all__ = [
@@ -23,4 +32,8 @@ __all__ = [
     "FirstHittingSampler",
     "ConfidenceSampler",
     "SundaeSampler",
+    "SAMPLERS",
+    "register_sampler",
+    "make_sampler",
+    "sampler_options",
 ]

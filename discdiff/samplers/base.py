@@ -422,6 +422,36 @@ class Sampler(ABC):
     def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
         """Run the sampler; returns the final fields."""
 
+    # ---- configs --------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """JSON settings ``{"type": registered name or import path, **constructor options}``."""
+        import inspect
+
+        from discdiff.registry import import_path
+        from discdiff.samplers.registry import SAMPLERS
+
+        name = SAMPLERS.name_of(type(self)) or import_path(type(self))
+        out: dict[str, Any] = {"type": name}
+        for key in inspect.signature(type(self).__init__).parameters:
+            if key != "self" and hasattr(self, key):
+                value = getattr(self, key)
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Sampler:
+        """Inverse of :meth:`config` (called on ``Sampler`` or on the class itself)."""
+        from discdiff.samplers.registry import SAMPLERS
+
+        if not isinstance(config, Mapping) or "type" not in config:
+            raise ValueError(f"a sampler config needs a 'type', got {config!r}")
+        target = SAMPLERS.get(str(config["type"]))
+        if not (isinstance(target, type) and issubclass(target, Sampler)):
+            raise TypeError(f"{config['type']!r} does not name a Sampler subclass")
+        if cls is not Sampler and not issubclass(target, cls):
+            raise TypeError(f"config names {target.__name__}, not a {cls.__name__}")
+        return target(**{k: v for k, v in config.items() if k != "type"})
+
     def _settings(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
 

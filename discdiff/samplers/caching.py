@@ -29,21 +29,27 @@ import torch
 from torch import Tensor
 
 from discdiff.categorical import sample_categorical, uniform
-from discdiff.processes.absorbing import Absorbing
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
 
-__all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing"]
+__all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing", "has_mask_state"]
+
+
+def has_mask_state(process: Process) -> bool:
+    """Whether ``process`` has an absorbing mask state (``mask_id``) on a schedule: the
+    capability the unmasking samplers need (a class test would shut out user processes)."""
+    return getattr(process, "mask_id", None) is not None and hasattr(process, "schedule")
 
 
 def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
-    """Raise TypeError unless every field's process is :class:`Absorbing`."""
+    """Raise TypeError unless every field's process has a mask state (e.g. Absorbing)."""
     for k, p in processes.items():
-        if not isinstance(p, Absorbing):
+        if not has_mask_state(p):
             field = "" if len(processes) == 1 else f" (field {k!r})"
             raise TypeError(
-                f"{type(sampler).__name__} needs an Absorbing process, got {type(p).__name__}{field}"
+                f"{type(sampler).__name__} needs a process with a mask state (Absorbing), "
+                f"got {type(p).__name__}{field}"
             )
 
 

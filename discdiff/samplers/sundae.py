@@ -17,10 +17,19 @@ from torch import Tensor
 
 from discdiff.categorical import sample_categorical, uniform
 from discdiff.processes.base import Process
-from discdiff.processes.uniform import Uniform
 from discdiff.samplers.base import Sampler, SamplingRun, _check_positive_int, time_grid
 
-__all__ = ["SundaeSampler"]
+__all__ = ["SundaeSampler", "has_uniform_noise"]
+
+
+def has_uniform_noise(process: Process) -> bool:
+    """Whether ``process`` corrupts towards the uniform distribution over its classes (no mask
+    state): the capability SUNDAE's sampler and loss assume (Uniform, or any process alike)."""
+    limit = getattr(process, "limit", None)
+    if not isinstance(limit, Tensor) or getattr(process, "mask_id", None) is not None:
+        return False
+    K = process.num_classes
+    return process.num_states == K and bool(torch.allclose(limit, torch.full_like(limit, 1 / K)))
 
 
 class SundaeSampler(Sampler):
@@ -50,10 +59,11 @@ class SundaeSampler(Sampler):
 
     def check_processes(self, processes: dict[str, Process]) -> None:
         for k, p in processes.items():
-            if not isinstance(p, Uniform):
+            if not has_uniform_noise(p):
                 field = "" if len(processes) == 1 else f" (field {k!r})"
                 raise TypeError(
-                    f"SundaeSampler needs a Uniform process, got {type(p).__name__}{field}"
+                    f"SundaeSampler needs a Uniform process (uniform noise, no mask state), "
+                    f"got {type(p).__name__}{field}"
                 )
 
     def proportion_at(self, j: int) -> float:

@@ -1,0 +1,71 @@
+"""Samplers by name: ``make_sampler("caching", steps=256)``, and their JSON configs.
+
+Every registered sampler reaches every task and the CLI's ``--sampler`` (whose help lists
+the names), and is run through ``tests/conformance/test_samplers.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from discdiff.registry import Registry
+from discdiff.samplers.ancestral import AncestralSampler
+from discdiff.samplers.base import Sampler
+from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
+from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.sundae import SundaeSampler
+
+__all__ = ["SAMPLERS", "register_sampler", "make_sampler", "sampler_options", "COMMON_OPTIONS"]
+
+#: name -> Sampler subclass
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+
+#: settings the CLI passes to any sampler; a sampler without one of them simply ignores it
+#: (first-hitting has no ``steps``: it makes one call per masked token)
+COMMON_OPTIONS = frozenset(
+    {"steps", "temperature", "top_p", "guidance", "null_label", "grid_power"}
+)
+
+
+def register_sampler(name: str, cls: type[Sampler] | None = None, *, replace: bool = False) -> Any:
+    """Register a :class:`Sampler` subclass under ``name`` (decorator when ``cls`` is omitted).
+
+    Its constructor's keyword arguments are its settings (``config()`` reads them back from
+    attributes of the same names).
+    """
+    if cls is None:
+        return lambda c: register_sampler(name, c, replace=replace)
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise TypeError(f"register_sampler needs a Sampler subclass, got {cls!r}")
+    SAMPLERS.register(name, cls, replace=replace)
+    return cls
+
+
+def sampler_options(cls: type[Sampler]) -> list[str]:
+    """The keyword settings of a sampler class (its constructor's parameters)."""
+    params = inspect.signature(cls.__init__).parameters
+    return [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
+
+
+def make_sampler(name: str, **options: Any) -> Sampler:
+    """The sampler registered as ``name`` with ``options``.
+
+    Options in :data:`COMMON_OPTIONS` that the sampler does not take are dropped (so one
+    command line serves every sampler); any other unknown option is an error naming it.
+    """
+    cls = SAMPLERS.get(name)
+    accepted = set(sampler_options(cls))
+    unknown = sorted(k for k in options if k not in accepted and k not in COMMON_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"sampler {name!r} has no option(s) {unknown}; it takes {sorted(accepted)}"
+        )
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+register_sampler("ancestral", AncestralSampler)
+register_sampler("caching", CachingSampler)
+register_sampler("first-hitting", FirstHittingSampler)
+register_sampler("confidence", ConfidenceSampler)
+register_sampler("sundae", SundaeSampler)
