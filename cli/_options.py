@@ -24,3 +24,53 @@ def set_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+# ---- training options every task shares (None = the task's default, or the resumed run's) --
+Steps = Annotated[int | None, typer.Option(help="Optimizer steps in total (default: the task's).")]
+BatchSize = Annotated[
+    int | None, typer.Option(help="Examples per optimizer step (default: the task's).")
+]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate (default: the task's).")]
+Warmup = Annotated[
+    int | None,
+    typer.Option("--warmup", help="Linear warm-up steps (default: the task's)."),
+]
+WarmupOld = Annotated[
+    int | None, typer.Option("--warmup-steps", hidden=True, help="Deprecated: use --warmup.")
+]
+Ema = Annotated[
+    float | None,
+    typer.Option("--ema", help="EMA decay of the weights (0 = off; default: the task's)."),
+]
+EmaOld = Annotated[
+    float | None, typer.Option("--ema-decay", hidden=True, help="Deprecated: use --ema.")
+]
+EvalEvery = Annotated[
+    int | None, typer.Option(help="Held-out bound every N steps (0 = off; default: the task's).")
+]
+EvalBatches = Annotated[int | None, typer.Option(help="Held-out batches per evaluation.")]
+CkptEvery = Annotated[int | None, typer.Option(help="Checkpoint every N steps.")]
+LogEvery = Annotated[int | None, typer.Option(help="Log a metrics row every N steps.")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue the run in --out: its settings, unless a flag overrides one."
+    ),
+]
+
+
+def deprecated(new: object, old: object, new_flag: str, old_flag: str) -> object:
+    """The value of ``new_flag``, or of its deprecated alias ``old_flag`` (with a notice)."""
+    if old is None:
+        return new
+    typer.echo(f"warning: {old_flag} is deprecated; use {new_flag}", err=True)
+    return old if new is None else new
+
+
+def sampler_help(extra: str = "") -> str:
+    """Help of --sampler: the registered names (plug-ins included)."""
+    from discdiff.samplers import SAMPLERS
+
+    return f"A registered sampler: {' | '.join(SAMPLERS.names())}.{extra}"

@@ -7,7 +7,6 @@ prints; the work is done by the task, the core samplers and the shared trainer.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,27 @@ from typing import Annotated
 import torch
 import typer
 
-from discdiff.cli._options import Device, Seed, Threads, set_threads
+from discdiff.cli._options import (
+    BatchSize,
+    CkptEvery,
+    Device,
+    Ema,
+    EmaOld,
+    EvalBatches,
+    EvalEvery,
+    LogEvery,
+    Lr,
+    Progress,
+    Resume,
+    Seed,
+    Steps,
+    Threads,
+    Warmup,
+    WarmupOld,
+    deprecated,
+    set_threads,
+)
+from discdiff.cli._spine import check_new_run, resolve_train_config
 
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
@@ -193,28 +212,37 @@ def sample(
     _print_metrics(metrics, "samples")
 
 
-def _load_data(source: str, max_train: int | None, split: str) -> list[str]:
-    from discdiff.tasks.molecules import load_training_smiles
-
-    smiles = load_training_smiles(source, split)
-    if not smiles:
-        raise ValueError(f"--data {source!r} holds no SMILES")
-    return smiles[:max_train] if max_train else smiles
+#: training defaults of the molecule task (flags override; --resume keeps the run's)
+TRAIN_DEFAULTS = {
+    "steps": 6000,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "warmup_steps": 200,
+    "ema_decay": 0.999,
+    "eval_every": 1000,
+    "eval_batches": 4,
+    "ckpt_every": 500,
+    "log_every": 50,
+}
 
 
 @app.command()
 def train(
     data: Annotated[str, typer.Option(help="qm9 | moses | a SMILES/CSV file.")] = "qm9",
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/molecules"),
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 6000,
-    batch_size: Annotated[int, typer.Option(help="Molecules per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 200,
-    ema_decay: Annotated[float, typer.Option(help="EMA decay of weights (0 = off).")] = 0.999,
+    resume: Resume = False,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    warmup: Warmup = None,
+    warmup_steps: WarmupOld = None,
+    ema: Ema = None,
+    ema_decay: EmaOld = None,
     seed: Seed = 0,
-    process: Annotated[str, typer.Option(help="marginal | uniform | absorbing.")] = "marginal",
-    schedule: Annotated[str, typer.Option(help="loglinear | cosine.")] = "loglinear",
+    process: Annotated[str, typer.Option(help="marginal | uniform | absorbing (registered).")] = (
+        "marginal"
+    ),
+    schedule: Annotated[str, typer.Option(help="loglinear | cosine (registered).")] = "loglinear",
     edge_weight: Annotated[float, typer.Option(help="Loss weight of the bonds field.")] = 5.0,
     layers: Annotated[int, typer.Option(help="Graph transformer layers.")] = 4,
     node_dim: Annotated[int, typer.Option(help="Node width (feed-forward 2x).")] = 64,
@@ -222,68 +250,47 @@ def train(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     max_nodes: Annotated[int, typer.Option(help="Largest graph (0 = from the data).")] = 0,
     max_train: Annotated[int, typer.Option(help="Use only the first N SMILES (0 = all).")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Held-out ELBO every N steps (0 = off).")] = 1000,
-    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
-    log_every: Annotated[int, typer.Option(help="Log every N steps.")] = 50,
+    eval_every: EvalEvery = None,
+    eval_batches: EvalBatches = None,
+    ckpt_every: CkptEvery = None,
+    log_every: LogEvery = None,
     device: Device = "auto",
     threads: Threads = 0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""
-    from discdiff.chem.graph import GraphVocab, encode_smiles
-    from discdiff.tasks.molecules import GraphDataset, MoleculeTask, MoleculeTaskConfig
-    from discdiff.training import TrainConfig, Trainer
+    from discdiff.tasks import runs
+    from discdiff.tasks.molecule_data import prepare_molecule_data
+    from discdiff.tasks.molecules import MoleculeTask
 
+    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
+    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--layers", layers)):
-        _positive(v, name)
+        if v is not None:
+            _positive(v, name)
     set_threads(threads)
-    task_path, data_path, val_path = (
-        out / "task.json",
-        out / "train.safetensors",
-        out / "val.safetensors",
-    )
-    if resume and task_path.is_file():
-        doc = json.loads(task_path.read_text(encoding="utf-8"))
-        task = MoleculeTask(MoleculeTaskConfig.from_dict(doc["task"]))
-        model_doc = doc
-        train_ds, val_ds = GraphDataset.load(data_path), GraphDataset.load(val_path)
+    saved_train = None
+    if check_new_run(out, resume):
+        task, model_entry, saved_train = runs.saved_settings(out)
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
     else:
-        if (out / "checkpoints").exists():
-            raise ValueError(f"run dir {str(out)!r} already has checkpoints; pass --resume")
-        if data == "qm9":
-            vocab = GraphVocab.qm9()
-        elif data == "moses":
-            vocab = GraphVocab.moses()
-        else:
-            vocab = None
-        smiles = _load_data(data, max_train or None, "train")
-        if vocab is None:
-            vocab = GraphVocab.from_smiles(smiles)
-        graphs, skipped = encode_smiles(smiles, vocab)
-        if max_nodes:
-            kept = [g for g in graphs if g[0].shape[0] <= max_nodes]
-            skipped += len(graphs) - len(kept)
-            graphs = kept
-        if not graphs:
-            raise ValueError(f"no molecule of --data {data!r} fits the vocabulary and max_nodes")
+        prep = prepare_molecule_data(data, max_train=max_train or None, max_nodes=max_nodes or None)
         task = MoleculeTask.from_graphs(
-            graphs,
-            vocab,
+            prep.graphs,
+            prep.vocab,
             max_nodes=max_nodes or None,
             process=process,
             schedule=schedule,
             edge_weight=edge_weight,
-            dataset=data if data in ("qm9", "moses") else str(Path(data).resolve()),
+            dataset=prep.dataset,
         )
         typer.echo(
-            f"{len(graphs)} training graphs ({skipped} skipped), max_nodes {task.config.max_nodes}"
+            f"{len(prep.graphs)} training graphs ({prep.skipped} skipped), "
+            f"max_nodes {task.config.max_nodes}"
         )
-        if data in ("qm9", "moses"):
-            val_smiles = _load_data(data, 2000, "val")
-        else:
-            val_smiles = smiles[: max(1, min(500, len(smiles) // 10))]
-        val_graphs, _ = task.encode(val_smiles)
+        task.attach_data(
+            task.graph_dataset(prep.graphs), task.graph_dataset(prep.val_graphs or prep.graphs[:1])
+        )
         sizes = dict(
             _GLOBAL_SIZES,
             num_layers=layers,
@@ -293,47 +300,35 @@ def train(
             node_ff_dim=2 * node_dim,
             edge_ff_dim=2 * edge_dim,
         )
-        model_doc = {
-            "task": task.config.to_dict(),
-            "denoiser": task.denoiser_config(**sizes).to_dict(),
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        train_ds = task.dataset(graphs)
-        val_ds = task.dataset(val_graphs or graphs[:1])
-        train_ds.save(data_path)
-        val_ds.save(val_path)
-        task_path.write_text(json.dumps(model_doc, indent=1) + "\n", encoding="utf-8")
-    model = task.build_model(model_doc)
+        torch.manual_seed(seed)
+        model_entry = task.model_entry(task.build_denoiser(**sizes))
+    torch.manual_seed(seed)
+    model = task.build_model(model_entry)
     n_params = sum(p.numel() for p in model.parameters())
     typer.echo(f"denoiser: {n_params:,} parameters; process {task.config.process}")
-    config = TrainConfig(
-        steps=steps,
-        batch_size=min(batch_size, len(train_ds)),
-        lr=lr,
-        warmup_steps=min(warmup_steps, steps - 1) if steps > 1 else 0,
-        ema_decay=ema_decay if ema_decay > 0 else None,
-        eval_every=eval_every,
-        eval_batches=4,
-        ckpt_every=ckpt_every,
-        log_every=log_every,
-        seed=seed,
+    given = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup,
+        "ema_decay": ema,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "ckpt_every": ckpt_every,
+        "log_every": log_every,
+        "seed": seed if saved_train is None else None,
+    }
+    defaults = dict(TRAIN_DEFAULTS, seed=seed)
+    n_train = len(task.dataset("train"))
+    if saved_train is None:
+        defaults["batch_size"] = min(given["batch_size"] or defaults["batch_size"], n_train)
+        given["batch_size"] = None
+    config = resolve_train_config(given, defaults, saved_train)
+    result = runs.train(
+        task, model, config, out, resume=resume, device=device, progress=progress, tensorboard=False
     )
-    trainer = Trainer(
-        model,
-        task.loss_fn,
-        train_ds,
-        config,
-        out,
-        model_config=model_doc,
-        eval_data=val_ds,
-        eval_fn=task.nll_fn,
-        device=device,
-        progress=progress,
-        tensorboard=False,
-    )
-    result = trainer.fit(resume=resume)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
-    typer.echo(f"done at step {trainer.step}: {shown}")
+    typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
 
 
 @app.command("eval")

@@ -155,6 +155,7 @@ def _gaussian(
     return discretized_gaussian(num_classes, sched, dtype=getattr(torch, dtype))
 
 
+_gaussian.discrete_time = True  # type: ignore[attr-defined]  # takes a DiscreteSchedule of betas
 _gaussian.example_options = lambda k: {"schedule": {"type": "d3pm-gaussian", "num_steps": 20}}  # type: ignore[attr-defined]
 
 register_schedule("d3pm-gaussian", d3pm_gaussian_schedule)

@@ -48,8 +48,8 @@ def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
         if not has_mask_state(p):
             field = "" if len(processes) == 1 else f" (field {k!r})"
             raise TypeError(
-                f"{type(sampler).__name__} needs a process with a mask state (Absorbing), "
-                f"got {type(p).__name__}{field}"
+                f"{type(sampler).__name__} needs a process with a mask state (e.g. Absorbing: "
+                f"train with the absorbing process), got {type(p).__name__}{field}"
             )
 
 

@@ -23,7 +23,7 @@ beside the denoiser's config; together with safetensors weights it is a complete
 from __future__ import annotations
 
 import dataclasses
-import json
+import inspect
 import math
 import os
 import time
@@ -34,8 +34,6 @@ from typing import Any
 
 import torch
 from rdkit import Chem
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from discdiff.chem.graph import (
@@ -50,17 +48,16 @@ from discdiff.chem.graph import (
 )
 from discdiff.chem.metrics import canonical_set, molecule_metrics
 from discdiff.losses import continuous_elbo
+from discdiff.nn import denoiser_from_config
 from discdiff.nn.graph_transformer import GraphTransformerConfig, GraphTransformerDenoiser
-from discdiff.processes import Absorbing, Marginal, Process, Uniform
-from discdiff.samplers import AncestralSampler, FirstHittingSampler, Sampler
-from discdiff.schedules import CosineAlpha, LogLinear, Schedule
-from discdiff.training.checkpoint import load_model, load_weights
-from discdiff.training.ema import module_tensors
+from discdiff.processes import PROCESSES, Process, make_process
+from discdiff.samplers import SAMPLERS, Sampler, make_sampler
+from discdiff.schedules import SCHEDULES, make_schedule
+from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.molecule_data import GraphDataset, load_training_smiles
 
 __all__ = [
     "PROCESS_KINDS",
-    "SCHEDULES",
-    "SAMPLERS",
     "FIELDS",
     "MoleculeTaskConfig",
     "MoleculeTask",
@@ -72,15 +69,24 @@ __all__ = [
     "shipped_checkpoint",
 ]
 
-PROCESS_KINDS = ("marginal", "uniform", "absorbing")
-SCHEDULES = ("loglinear", "cosine")
-SAMPLERS = ("ancestral", "first_hitting")
+PROCESS_KINDS = ("marginal", "uniform", "absorbing")  # the built-in ones; plug-ins join them
 FIELDS = ("atoms", "bonds")
+_DATA_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
 # Ancestral steps at t_k = (1 - k/n)^P. QM9 model at 20.5k steps, 10k samples, strict validity:
 # 100 steps P=2 96.39%, 50 steps P=3 96.09% (half the time); 500 samples at 100 steps on the
 # 13k-step weights: P = 1 / 1.5 / 2 / 3 / 4 -> 93.2 / 94.6 / 96.2 / 96.0 / 94.6%.
 GRID_POWER = 3.0
 SAMPLE_STEPS = 50
+
+
+def _takes_prior(process: str) -> bool:
+    """Whether the registered process factory takes the data's class frequencies (``prior``)."""
+    try:
+        return "prior" in inspect.signature(PROCESSES.get(process)).parameters
+    except (ValueError, TypeError):
+        return False
+
+
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _SHIPPED = ("qm9_model.safetensors", "qm9_config.json")
 
@@ -125,10 +131,12 @@ class MoleculeTaskConfig:
             raise TypeError(f"max_nodes must be an int, got {self.max_nodes!r}")
         if self.max_nodes < 1:
             raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
-        if self.process not in PROCESS_KINDS:
-            raise ValueError(f"unknown process {self.process!r}; expected one of {PROCESS_KINDS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.process not in PROCESSES or not _continuous_elbo(self.process, "process"):
+            kinds = [n for n in PROCESSES.names() if _continuous_elbo(n, "process")]
+            raise ValueError(f"unknown process {self.process!r}; expected one of {kinds}")
+        if self.schedule not in SCHEDULES or not _continuous_elbo(self.schedule, "schedule"):
+            kinds = [n for n in SCHEDULES.names() if _continuous_elbo(n, "schedule")]
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {kinds}")
         hist = _probs(self.node_hist, "node_hist", self.max_nodes + 1)
         if hist is None or hist[0] > 0:
             raise ValueError("node_hist must give probability 0 to graphs with 0 nodes")
@@ -136,8 +144,8 @@ class MoleculeTaskConfig:
         ka, kb = vocab.num_atom_classes, vocab.num_bond_classes
         object.__setattr__(self, "atom_prior", _probs(self.atom_prior, "atom_prior", ka))
         object.__setattr__(self, "bond_prior", _probs(self.bond_prior, "bond_prior", kb))
-        if self.process == "marginal" and (self.atom_prior is None or self.bond_prior is None):
-            raise ValueError("process 'marginal' needs atom_prior and bond_prior")
+        if _takes_prior(self.process) and (self.atom_prior is None or self.bond_prior is None):
+            raise ValueError(f"process {self.process!r} needs atom_prior and bond_prior")
         if not (isinstance(self.edge_weight, int | float) and self.edge_weight > 0):
             raise ValueError(f"edge_weight must be a number > 0, got {self.edge_weight!r}")
         object.__setattr__(self, "edge_weight", float(self.edge_weight))
@@ -166,60 +174,25 @@ class MoleculeTaskConfig:
         return cls(**d)
 
 
-class GraphDataset(torch.utils.data.Dataset):
-    """Map-style dataset of padded molecule graphs; items are dicts the default collate stacks.
-
-    Holds atoms (M, N), bonds (M, E), node_mask (M, N), edge_mask (M, E) for M molecules
-    (stored once, padded to ``max_nodes``), so batching costs no Python work per graph.
-    """
-
-    def __init__(self, fields: dict[str, Tensor]) -> None:
-        keys = ("atoms", "bonds", "node_mask", "edge_mask")
-        missing = [k for k in keys if k not in fields]
-        if missing:
-            raise ValueError(f"GraphDataset fields lack {missing}")
-        sizes = {int(fields[k].shape[0]) for k in keys}
-        if len(sizes) != 1:
-            raise ValueError(f"GraphDataset fields disagree on the number of graphs: {sizes}")
-        self.fields = {
-            "atoms": fields["atoms"].long(),
-            "bonds": fields["bonds"].long(),
-            "node_mask": fields["node_mask"].bool(),
-            "edge_mask": fields["edge_mask"].bool(),
-        }
-
-    @classmethod
-    def from_graphs(cls, graphs: Sequence[Graph], max_nodes: int) -> GraphDataset:
-        """Pad (atoms (n,), bonds (n, n)) graphs to ``max_nodes``."""
-        return cls(to_dense_fields(graphs, max_nodes))
-
-    def __len__(self) -> int:
-        return int(self.fields["atoms"].shape[0])
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {k: v[i] for k, v in self.fields.items()}
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fields as safetensors (uint8 ids, bool masks)."""
-        out = {k: v.to(torch.uint8).contiguous() for k, v in self.fields.items()}
-        save_file(out, str(path))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> GraphDataset:
-        """Inverse of :meth:`save`."""
-        try:
-            t = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"cannot read graph data {str(path)!r}: {err}") from err
-        return cls(t)
+def _continuous_elbo(name: str, kind: str) -> bool:
+    """Whether a registered process / schedule name gives a continuous-time ELBO for graphs."""
+    try:
+        if kind == "schedule":
+            return make_schedule(name).num_steps is None
+        factory = PROCESSES.get(name)
+        opts = getattr(factory, "example_options", lambda k: {})(3)
+        probe = make_process(name, 3, schedule="loglinear", **opts)
+    except (ValueError, TypeError):
+        return False
+    return callable(getattr(probe, "rate_kl", None)) and probe.num_steps is None
 
 
-def _schedule(name: str) -> Schedule:
-    return LogLinear() if name == "loglinear" else CosineAlpha()
-
-
-class MoleculeTask:
+@register_task("molecules")
+class MoleculeTask(Task):
     """Processes, loss, sampling and decoding of molecule graphs for one :class:`MoleculeTaskConfig`."""
+
+    config_class = MoleculeTaskConfig
+    unit = "nats/molecule"
 
     def __init__(self, config: MoleculeTaskConfig) -> None:
         if not isinstance(config, MoleculeTaskConfig):
@@ -227,6 +200,8 @@ class MoleculeTask:
         self.config = config
         self.vocab = config.graph_vocab
         self.processes = self._build_processes()
+        self._data: dict[str, GraphDataset] = {}
+        self._folder: Path | None = None
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -273,15 +248,76 @@ class MoleculeTask:
         return cls(cfg)
 
     def _build_processes(self) -> dict[str, Process]:
-        cfg, sched = self.config, _schedule(self.config.schedule)
+        cfg = self.config
         ka, kb = self.vocab.num_atom_classes, self.vocab.num_bond_classes
-        if cfg.process == "marginal":
-            return {
-                "atoms": Marginal(torch.tensor(cfg.atom_prior, dtype=torch.float64), sched),
-                "bonds": Marginal(torch.tensor(cfg.bond_prior, dtype=torch.float64), sched),
-            }
-        family = Uniform if cfg.process == "uniform" else Absorbing
-        return {"atoms": family(ka, sched), "bonds": family(kb, sched)}
+        prior = _takes_prior(cfg.process)
+        atoms = {"prior": list(cfg.atom_prior)} if prior else {}
+        bonds = {"prior": list(cfg.bond_prior)} if prior else {}
+        return {
+            "atoms": make_process(cfg.process, ka, schedule=cfg.schedule, **atoms),
+            "bonds": make_process(cfg.process, kb, schedule=cfg.schedule, **bonds),
+        }
+
+    # ---- the spine's pieces -----------------------------------------------------------------
+    def build_denoiser(self, **sizes: Any) -> GraphTransformerDenoiser:
+        """A fresh graph transformer of :meth:`denoiser_config`'s shape."""
+        return GraphTransformerDenoiser(self.denoiser_config(**sizes))
+
+    def attach_data(self, train: GraphDataset, val: GraphDataset) -> None:
+        """The training and held-out graphs (saved with the run by :meth:`save_files`)."""
+        self._data = {"train": train, "val": val}
+
+    def dataset(self, split: str | Sequence[Graph]) -> GraphDataset:
+        """A split's graphs: attached, or saved in the run dir ("test" is the held-out split).
+        Given graphs instead of a split name: those graphs, padded (:meth:`graph_dataset`)."""
+        if not isinstance(split, str):
+            return self.graph_dataset(split)
+        split = "val" if split == "test" else split
+        if split not in self._data and self._folder is not None:
+            path = self._folder / _DATA_FILES[split]
+            if path.is_file():
+                self._data[split] = GraphDataset.load(path)
+        if split not in self._data:
+            raise ValueError(
+                f"no {split!r} graphs: attach_data() or load a run dir that saved them"
+            )
+        return self._data[split]
+
+    def save_files(self, folder: Path) -> None:
+        """The attached graphs as ``train.safetensors`` / ``val.safetensors``."""
+        for split, data in self._data.items():
+            data.save(folder / _DATA_FILES[split])
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], folder: Path | None = None) -> MoleculeTask:
+        task = cls(MoleculeTaskConfig.from_dict(config))
+        task._folder = Path(folder) if folder is not None else None
+        return task
+
+    def nll(self, model: Callable[..., Any], batch: dict, generator: Any) -> Tensor:
+        return self.nll_fn(model, batch, generator)
+
+    def count_tokens(self, batch: dict[str, Tensor]) -> int:
+        """Real atoms and atom pairs in a batch."""
+        return int(batch["node_mask"].sum()) + int(batch["edge_mask"].sum())
+
+    def sample(
+        self,
+        model: nn.Module,
+        n: int,
+        sampler: Sampler,
+        *,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        batch_size: int = 250,
+        **conditioning: Any,
+    ) -> list[Graph]:
+        """``n`` graphs with any sampler (node counts from the histogram)."""
+        if conditioning:
+            raise ValueError(f"molecule samples take no conditioning {sorted(conditioning)}")
+        return self.sample_graphs(
+            model, n, sampler=sampler, batch_size=batch_size, generator=generator
+        )
 
     def denoiser_config(self, **sizes: Any) -> GraphTransformerConfig:
         """A :class:`GraphTransformerConfig` matching the processes; ``sizes`` set its widths."""
@@ -296,19 +332,26 @@ class MoleculeTask:
             **sizes,
         )
 
-    def build_model(self, model_config: dict[str, Any]) -> GraphTransformerDenoiser:
-        """The denoiser of a saved model config: ``{"task": ..., "denoiser": ...}`` or the
-        denoiser's dict alone. Checks that it fits this task's processes."""
+    def build_model(self, model_config: dict[str, Any]) -> nn.Module:
+        """The denoiser of a saved model entry ``{"task": ..., "denoiser": ...}`` or of the
+        denoiser's config alone (a bare GraphTransformerConfig dict, as files before the task
+        spine have it). Checks that it fits this task's processes."""
         d = model_config.get("denoiser", model_config)
-        cfg = GraphTransformerConfig.from_dict(dict(d))
+        if not (isinstance(d, dict) and set(d) == {"type", "config"}):
+            d = {"type": "graph_transformer", "config": dict(d)}
+        model = denoiser_from_config(d)
+        self.check_model(model)
+        return model
+
+    def check_model(self, model: nn.Module) -> None:
+        cfg = getattr(model, "config", None)
         want = self.denoiser_config()
         for name in ("atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes"):
-            if getattr(cfg, name) != getattr(want, name):
+            if cfg is not None and getattr(cfg, name, getattr(want, name)) != getattr(want, name):
                 raise ValueError(
                     f"denoiser {name}={getattr(cfg, name)} does not fit the task "
                     f"({getattr(want, name)})"
                 )
-        return GraphTransformerDenoiser(cfg)
 
     # ---- data -------------------------------------------------------------------------------
     def encode(self, smiles: Sequence[str]) -> tuple[list[Graph], int]:
@@ -317,8 +360,8 @@ class MoleculeTask:
         kept = [g for g in graphs if g[0].shape[0] <= self.config.max_nodes and g[0].shape[0] > 0]
         return kept, skipped + len(graphs) - len(kept)
 
-    def dataset(self, graphs: Sequence[Graph]) -> GraphDataset:
-        """A :class:`GraphDataset` padded to this task's max_nodes."""
+    def graph_dataset(self, graphs: Sequence[Graph]) -> GraphDataset:
+        """A :class:`GraphDataset` of ``graphs`` padded to this task's max_nodes."""
         return GraphDataset.from_graphs(graphs, self.config.max_nodes)
 
     @staticmethod
@@ -362,22 +405,23 @@ class MoleculeTask:
 
     # ---- sampling ---------------------------------------------------------------------------
     def make_sampler(
-        self, steps: int, sampler: str = "ancestral", grid_power: float = GRID_POWER
+        self, steps: int, sampler: str = "ancestral", grid_power: float = GRID_POWER, **options: Any
     ) -> Sampler:
-        """A core sampler: "ancestral" (any process) or "first_hitting" (absorbing only).
+        """A registered sampler that fits this task's processes (checked now, one line).
 
         ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
-        :func:`discdiff.samplers.time_grid`); first-hitting has no grid and ignores it.
+        :func:`discdiff.samplers.time_grid`); samplers without a grid ignore it.
         """
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
-        if sampler == "first_hitting":
-            if self.config.process != "absorbing":
-                raise ValueError(
-                    f"sampler 'first_hitting' needs the absorbing process, not {self.config.process!r}"
-                )
-            return FirstHittingSampler()
-        return AncestralSampler(steps=steps, grid_power=grid_power)
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS.names()}")
+        s = make_sampler(sampler, steps=steps, grid_power=grid_power, **options)
+        try:
+            s.check_processes(self.processes)
+        except TypeError as err:
+            raise ValueError(
+                f"sampler {sampler!r} cannot serve the {self.config.process!r} process: {err}"
+            ) from err
+        return s
 
     def sample_fields(
         self,
@@ -385,7 +429,7 @@ class MoleculeTask:
         node_counts: Tensor,
         *,
         steps: int = SAMPLE_STEPS,
-        sampler: str = "ancestral",
+        sampler: str | Sampler = "ancestral",
         grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
@@ -409,7 +453,9 @@ class MoleculeTask:
         zeros_a = torch.zeros(B, N, dtype=torch.long, device=dev)
         zeros_b = torch.zeros(B, num_edges(N), dtype=torch.long, device=dev)
         fixed = {"atoms": (zeros_a, ~node_mask), "bonds": (zeros_b, ~edge_mask)}
-        result = self.make_sampler(steps, sampler, grid_power).sample(
+        if isinstance(sampler, str):
+            sampler = self.make_sampler(steps, sampler, grid_power)
+        result = sampler.sample(
             model,
             self.processes,
             {"atoms": (B, N), "bonds": (B, num_edges(N))},
@@ -432,7 +478,7 @@ class MoleculeTask:
         num_samples: int,
         *,
         steps: int = SAMPLE_STEPS,
-        sampler: str = "ancestral",
+        sampler: str | Sampler = "ancestral",
         batch_size: int = 250,
         grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
@@ -448,6 +494,8 @@ class MoleculeTask:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(sampler, str):
+            sampler = self.make_sampler(steps, sampler, grid_power)
         hist = torch.tensor(self.config.node_hist, dtype=torch.float64)
         counts = sample_node_counts(hist, num_samples, generator=generator)  # (num_samples,)
         order = torch.argsort(counts, stable=True)
@@ -487,105 +535,43 @@ class MoleculeTask:
         return molecule_metrics(self.to_mols(graphs), train=train)
 
 
-# ---- data sources ---------------------------------------------------------------------------
-def load_training_smiles(source: str, split: str = "train", download: bool = True) -> list[str]:
-    """SMILES of ``source``: "qm9", "moses" (a split of it) or a SMILES/CSV file path.
-
-    ``download=False`` returns ``[]`` for qm9/moses when they are not in the cache yet
-    (so that sampling never triggers a download just to report novelty).
-    """
-    from discdiff.datasets._fetch import cache_dir
-
-    if source == "qm9":
-        from discdiff.datasets.qm9 import load_qm9
-
-        if not download and not (cache_dir() / "qm9" / f"{split}.txt").is_file():
-            return []
-        return load_qm9(split)
-    if source == "moses":
-        from discdiff.datasets._fetch import _find_archive
-        from discdiff.datasets.moses import MOSES_PACKAGE, load_moses
-
-        if not download and _find_archive(cache_dir() / "packages", *MOSES_PACKAGE) is None:
-            return []
-        return load_moses("test" if split == "val" else split)
-    from discdiff.datasets.smiles import read_smiles_file
-
-    return read_smiles_file(source)
-
-
-# ---- saving and loading ---------------------------------------------------------------------
+# ---- saving and loading: the spine's, in the (model, task) order of the old names --------
 def save_pretrained(
     model: GraphTransformerDenoiser, task: MoleculeTask, weights: str | os.PathLike[str]
 ) -> tuple[Path, Path]:
-    """Write ``weights`` (safetensors) and its config JSON (same stem, ``_config.json`` for a
-    ``*_model.safetensors`` name, else ``.json``): {"task": ..., "denoiser": ...}."""
-    path = Path(weights)
-    cfg_path = _config_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(path))
-    doc = {"task": task.config.to_dict(), "denoiser": model.config.to_dict()}
-    cfg_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return path, cfg_path
+    """:func:`discdiff.tasks.runs.export`: ``weights`` (safetensors) and its model entry
+    (``X_config.json`` for ``X_model.safetensors``, else ``NAME.json``)."""
+    from discdiff.tasks import runs
 
-
-def _config_path(weights: Path) -> Path:
-    stem = weights.name.removesuffix(".safetensors")
-    if stem.endswith("_model"):
-        return weights.with_name(stem.removesuffix("_model") + "_config.json")
-    return weights.with_name(stem + ".json")
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read checkpoint config {str(path)!r}: {err}") from err
-    if not isinstance(doc, dict) or "task" not in doc or "denoiser" not in doc:
-        raise ValueError(
-            f"{str(path)!r} is not a molecule checkpoint config (needs task, denoiser)"
-        )
-    return doc
+    return runs.export(task, model, weights)
 
 
 def load_pretrained(
     weights: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[GraphTransformerDenoiser, MoleculeTask]:
-    """(denoiser in eval mode, task) from a safetensors file and its config JSON.
+) -> tuple[nn.Module, MoleculeTask]:
+    """(denoiser in eval mode, task) from exported weights, a checkpoint dir or a run dir
+    (:func:`discdiff.tasks.runs.from_pretrained`; one-line errors for bad files)."""
+    from discdiff.tasks import runs
 
-    ``weights`` may also be a training run directory (its latest checkpoint, EMA weights when
-    present). Raises FileNotFoundError / ValueError with one line for missing or corrupt files.
-    """
-    path = Path(weights)
-    if path.is_dir():
-        return load_run(path, device=device)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    cfg_path = _config_path(path)
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"checkpoint config {str(cfg_path)!r} does not exist")
-    doc = _read_config(cfg_path)
-    task = MoleculeTask(MoleculeTaskConfig.from_dict(doc["task"]))
-    model = task.build_model(doc)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read checkpoint weights {str(path)!r}: {err}") from err
-    load_weights(model, tensors)
-    return model.to(device).eval(), task
+    task, model = runs.from_pretrained(weights, device=device, task_type="molecules")
+    if not isinstance(task, MoleculeTask):
+        raise ValueError(f"{str(weights)!r} holds a {task.name} model, not a molecule model")
+    return model, task
 
 
 def load_run(
     run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", use_ema: bool | None = None
-) -> tuple[GraphTransformerDenoiser, MoleculeTask]:
+) -> tuple[nn.Module, MoleculeTask]:
     """(denoiser, task) from a training run directory written by ``discdiff molecules train``."""
+    from discdiff.tasks import runs
+
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {str(run)!r} does not exist")
-    doc = _read_config(run / "task.json")
-    task = MoleculeTask(MoleculeTaskConfig.from_dict(doc["task"]))
-    model = load_model(run, task.build_model, use_ema=use_ema, device=device)
-    return model, task  # type: ignore[return-value]
+    task, model = runs.load_run(run, device=str(device), use_ema=use_ema)
+    if not isinstance(task, MoleculeTask):
+        raise ValueError(f"{str(run)!r} is a {task.name} run, not a molecule run")
+    return model, task
 
 
 def shipped_checkpoint() -> Path:

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,21 +43,27 @@ from discdiff.datasets.images import (
     ImageDataset,
     check_levels,
     check_split,
-    dequantize,
     load_images,
 )
 from discdiff.losses import continuous_elbo, hybrid_loss, vlb_loss
-from discdiff.nn import (
-    TransformerConfig,
-    TransformerDenoiser,
-    denoiser_config,
-    denoiser_from_config,
+from discdiff.nn import TransformerConfig, TransformerDenoiser, denoiser_from_config
+from discdiff.processes import PROCESSES, Process
+from discdiff.processes import make_process as _registry_process
+from discdiff.samplers import Sampler
+from discdiff.schedules import make_schedule
+from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.pixel_metrics import (
+    PixelClassifier,
+    bits_per_dim,
+    classify,
+    image_grid,
+    label_agreement,
+    nearest_neighbour_distances,
+    sample_quality,
+    save_grid,
+    train_classifier,
 )
-from discdiff.processes import Absorbing, Dense, Process, Uniform
-from discdiff.processes.gaussian import d3pm_gaussian_schedule, gaussian_step_matrices
-from discdiff.samplers import AncestralSampler
-from discdiff.schedules import LogLinear
-from discdiff.training import TrainConfig, Trainer, load_model
+from discdiff.training import TrainConfig
 
 __all__ = [
     "PROCESS_KINDS",
@@ -74,6 +79,7 @@ __all__ = [
     "check_labels",
     "load_data",
     "TorchImages",
+    "pixel_processes",
     "train_pixels",
     "load_run",
     "bits_per_dim",
@@ -88,8 +94,38 @@ __all__ = [
     "sample_quality",
 ]
 
-#: the forward processes this task offers
-PROCESS_KINDS = ("absorbing", "uniform", "gaussian")
+
+def _discrete(name: str) -> bool:
+    """Whether the registered process ``name`` runs on a discrete schedule of betas."""
+    return bool(getattr(PROCESSES.get(name), "discrete_time", False))
+
+
+def _buildable(name: str) -> bool:
+    """Whether ``name`` builds from a number of levels alone (a probe with 4 levels)."""
+    try:
+        sched: Any = (
+            {"type": "d3pm-gaussian", "num_steps": 2}
+            if _discrete(name)
+            else make_schedule("loglinear")
+        )
+        _registry_process(name, 4, schedule=sched)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def pixel_processes() -> tuple[str, ...]:
+    """Registered processes a pixel task can use: built from the number of levels alone."""
+    return tuple(n for n in PROCESSES.names() if _buildable(n))
+
+
+#: the forward processes this task offers (registered ones; plug-ins join at load)
+_ORDER = ("absorbing", "uniform", "gaussian")
+PROCESS_KINDS = tuple(
+    sorted(
+        pixel_processes(), key=lambda n: (n not in _ORDER, _ORDER.index(n) if n in _ORDER else 0, n)
+    )
+)
 
 #: (height, width, number of class labels) of each image data set
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -137,9 +173,9 @@ class PixelConfig:
     def __post_init__(self) -> None:
         _check_data(self.data)
         check_levels(self.levels)
-        if self.process not in PROCESS_KINDS:
+        if self.process not in PROCESSES or not _buildable(self.process):
             raise ValueError(
-                f"process must be one of {', '.join(PROCESS_KINDS)}, got {self.process!r}"
+                f"process must be one of {', '.join(pixel_processes())}, got {self.process!r}"
             )
         if (
             isinstance(self.timesteps, bool)
@@ -188,33 +224,102 @@ class PixelConfig:
 
 
 def make_process(config: PixelConfig) -> Process:
-    """The forward process of ``config`` over ``levels`` intensity classes."""
-    K = config.levels
-    if config.process == "absorbing":
-        return Absorbing(K, LogLinear())
-    if config.process == "uniform":
-        return Uniform(K, LogLinear())
-    schedule = d3pm_gaussian_schedule(config.timesteps, config.beta_start, config.beta_end)
-    # float64 keeps the T cumulative (K, K) products exact; above 64 levels float32 halves the
-    # memory (2 T K^2 x 8 bytes = 1 GB at K = 256, T = 1000).
-    dtype = torch.float64 if K <= 64 else torch.float32
-    Q = gaussian_step_matrices(K, schedule)  # (T, K, K)
-    prior = torch.full((K,), 1.0 / K, dtype=torch.float64)
-    return Dense(Q.to(dtype), prior=prior.to(dtype), dtype=dtype)
+    """The forward process of ``config`` over ``levels`` intensity classes (the registry's):
+    a discrete-time one on the config's T linear betas, the others on the log-linear schedule."""
+    if _discrete(config.process):
+        sched: Any = {
+            "type": "d3pm-gaussian",
+            "num_steps": config.timesteps,
+            "beta_start": config.beta_start,
+            "beta_end": config.beta_end,
+        }
+    else:
+        sched = make_schedule("loglinear")
+    return _registry_process(config.process, config.levels, schedule=sched)
 
 
-class PixelTask:
+@register_task("pixels")
+class PixelTask(Task):
     """A :class:`PixelConfig` with its process and the loss functions the trainer calls.
 
     Batches are ``(pixels (B, H*W) long, labels (B,) long)`` as an :class:`ImageDataset`
     yields them through the default collate.
     """
 
+    config_class = PixelConfig
+    unit = "bits/dim"
+    splits = ("train", "val", "valid", "test")
+
     def __init__(self, config: PixelConfig) -> None:
         if not isinstance(config, PixelConfig):
             raise TypeError(f"config must be a PixelConfig, got {type(config).__name__}")
         self.config = config
         self.process = make_process(config)
+        self.processes = {"pixels": self.process}
+        self._data: dict[str, TorchImages] = {}
+
+    # ---- the spine's pieces ---------------------------------------------------------------
+    def build_denoiser(self, **sizes: Any) -> TransformerDenoiser:
+        """The 2-D transformer of :func:`make_denoiser` with ``ModelOptions(**sizes)``."""
+        return make_denoiser(self.config, ModelOptions(**sizes))
+
+    def check_model(self, model: nn.Module) -> None:
+        cfg = getattr(model, "config", None)
+        if (
+            cfg is not None
+            and getattr(cfg, "num_classes", self.config.levels) != self.config.levels
+        ):
+            raise ValueError(
+                f"the denoiser predicts {cfg.num_classes} levels; the task has {self.config.levels}"
+            )
+
+    def dataset(self, split: str) -> TorchImages:
+        """One split as a torch Dataset ("val" is the data set's "valid" split)."""
+        split = "valid" if split == "val" else split
+        if split not in self._data:
+            self._data[split] = TorchImages(load_data(self.config, split))
+        return self._data[split]
+
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
+        """The training objective (:meth:`loss_fn`)."""
+        return self.loss_fn(model, batch, generator)
+
+    def nll(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
+        """The held-out bound (:meth:`eval_fn`)."""
+        return self.eval_fn(model, batch, generator)
+
+    def units(self, batch: Any) -> Tensor:
+        """Pixels per image, (B,): the denominator of bits per dimension."""
+        x0, _ = self._unpack(batch)
+        return torch.full((x0.shape[0],), float(self.config.num_pixels), dtype=torch.float64)
+
+    def sample(
+        self,
+        model: nn.Module,
+        n: int,
+        sampler: Sampler,
+        *,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        labels: Tensor | list[int] | None = None,
+        batch_size: int = 256,
+        **conditioning: Any,
+    ) -> Tensor:
+        """``n`` images (n, H*W) ids with any sampler; ``labels`` (n,) default: cycle 0..C-1."""
+        if conditioning:
+            raise ValueError(f"pixel samples take labels only, not {sorted(conditioning)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"-n must be >= 1, got {n}")
+        y = torch.arange(n) % self.config.num_labels if labels is None else labels
+        y = check_labels(self, y)
+        device = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        try:
+            out = _sample_batches(self, model, sampler, y, device, generator, batch_size, progress)
+        finally:
+            model.train(was)
+        return torch.cat(out)
 
     @property
     def null_label(self) -> int:
@@ -289,11 +394,22 @@ class PixelTask:
         """Pixels in a batch (so the trainer logs nats per dimension)."""
         return int(batch[0].numel())
 
-    def sampler(self, steps: int | None = None, guidance: float = 1.0) -> AncestralSampler:
-        """Ancestral sampler with CFG over this task's null label; ``steps`` <= T in discrete time."""
+    def sampler(
+        self,
+        steps: int | None = None,
+        guidance: float = 1.0,
+        name: str = "ancestral",
+        **options: Any,
+    ) -> Sampler:
+        """A registered sampler (default ancestral) with CFG over this task's null label;
+        ``steps`` <= T in discrete time (default min(T, 100))."""
+        from discdiff.samplers import make_sampler
+
         if steps is None:
             steps = min(self.process.num_steps or 100, 100)
-        return AncestralSampler(steps, guidance=guidance, null_label=self.null_label)
+        return make_sampler(
+            name, steps=steps, guidance=guidance, null_label=self.null_label, **options
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,8 +453,8 @@ def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> T
 
 
 def model_config(task: PixelTask, model: nn.Module) -> dict[str, Any]:
-    """The JSON the run dir keeps under "model": the task config and the denoiser's config."""
-    return {"task": task.config.to_dict(), "denoiser": denoiser_config(model)}
+    """The JSON the run dir keeps under "model" (the spine's model entry)."""
+    return task.model_entry(model)
 
 
 def build_model(saved: Mapping[str, Any]) -> nn.Module:
@@ -387,29 +503,19 @@ def train_pixels(
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, float]:
-    """Train ``model`` on the task with the shared :class:`Trainer`; returns its last metrics.
+    """:func:`discdiff.tasks.runs.train` for a pixel task; returns the Trainer's last metrics.
 
-    ``train_data`` / ``eval_data`` default to the data set's train / valid splits.
+    ``train_data`` / ``eval_data`` replace the data set's train / valid splits.
     """
-    train = train_data if train_data is not None else load_data(task.config, "train")
-    valid = eval_data
-    if valid is None and train_config.eval_every:
-        valid = load_data(task.config, "valid")
-    trainer = Trainer(
-        model,
-        task.loss_fn,
-        TorchImages(train),
-        train_config,
-        run_dir,
-        model_config=model_config(task, model),
-        eval_data=TorchImages(valid) if valid is not None else None,
-        eval_fn=task.eval_fn,
-        count_tokens=task.count_tokens,
-        device=device,
-        progress=progress,
-        tensorboard=False,
+    from discdiff.tasks import runs
+
+    if train_data is not None:
+        task._data["train"] = TorchImages(train_data)
+    if eval_data is not None:
+        task._data["valid"] = TorchImages(eval_data)
+    return runs.train(
+        task, model, train_config, run_dir, resume=resume, device=device, progress=progress
     )
-    return trainer.fit(resume=resume)
 
 
 def saved_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -432,73 +538,20 @@ def load_run(
     run_dir: str | os.PathLike[str], device: str = "cpu", use_ema: bool | None = None
 ) -> tuple[PixelTask, nn.Module]:
     """The task and trained denoiser (eval mode) of a run dir's latest checkpoint."""
+    from discdiff.tasks import runs
+
     path = Path(run_dir)
-    saved = saved_run_config(path)
-    model_entry = saved.get("model")
-    if not isinstance(model_entry, dict) or "task" not in model_entry:
-        raise ValueError(f"{path / 'config.json'} was not written by the pixels task")
-    task = PixelTask(PixelConfig.from_dict(model_entry["task"]))
-    if not (path / "checkpoints").is_dir():
-        raise FileNotFoundError(f"run dir {str(path)!r} has no checkpoints yet")
-    model = load_model(path, build_model, use_ema=use_ema, device=device)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run dir {str(path)!r} does not exist")
+    if not (path / "task.json").is_file():  # runs written before the task spine
+        saved = saved_run_config(path).get("model")
+        if not isinstance(saved, dict) or "task" not in saved:
+            raise ValueError(f"{path / 'config.json'} was not written by the pixels task")
+        PixelTask(PixelConfig.from_dict(saved["task"])).save(path)
+    task, model = runs.load_run(path, device=device, use_ema=use_ema)
+    if not isinstance(task, PixelTask):
+        raise ValueError(f"{str(path)!r} is a {task.name} run, not a pixels run")
     return task, model
-
-
-# ---------------------------------------------------------------------------------------------
-# Likelihood
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def bits_per_dim(
-    task: PixelTask,
-    model: nn.Module,
-    data: ImageDataset,
-    *,
-    batch_size: int = 100,
-    limit: int | None = None,
-    repeats: int = 1,
-    generator: torch.Generator | None = None,
-) -> tuple[float, float, int]:
-    """Negative ELBO in bits per dimension over ``data``: (mean, standard error, images).
-
-    Each image's bound is estimated ``repeats`` times (one random time each) and averaged;
-    the standard error is that of the mean over images (it includes the Monte-Carlo noise).
-    ``limit`` scores the first ``limit`` images only.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
-    n = len(data) if limit is None else min(int(limit), len(data))
-    if n < 2:
-        raise ValueError(f"need at least 2 images to estimate a standard error, got {n}")
-    if data.levels != task.config.levels or data.pixels.shape[1] != task.config.num_pixels:
-        raise ValueError(
-            f"data has {data.levels} levels and {data.pixels.shape[1]} pixels; the model expects "
-            f"{task.config.levels} and {task.config.num_pixels}"
-        )
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    per_image = []
-    try:
-        for start in range(0, n, batch_size):
-            x0 = data.pixels[start : min(start + batch_size, n)].to(device)  # (B, D)
-            y = data.labels[start : min(start + batch_size, n)].to(device)  # (B,)
-            nats = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
-            for _ in range(repeats):
-                nats += task.nll_terms(model, x0, y, generator).double()
-            per_image.append((nats / repeats).cpu())
-    finally:
-        model.train(was_training)
-    bpd = torch.cat(per_image) / (_LN2 * task.config.num_pixels)  # (N,)
-    return float(bpd.mean()), float(bpd.std(unbiased=True) / math.sqrt(n)), n
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling and image grids
-# ---------------------------------------------------------------------------------------------
 
 
 def check_labels(task: PixelTask, labels: Tensor | list[int]) -> Tensor:
@@ -546,7 +599,7 @@ def sample_images(
 def _sample_batches(
     task: PixelTask,
     model: nn.Module,
-    sampler: AncestralSampler,
+    sampler: Sampler,
     y: Tensor,
     device: torch.device,
     generator: torch.Generator | None,
@@ -567,189 +620,3 @@ def _sample_batches(
         )
         out.append(res.samples.cpu())
     return out
-
-
-def image_grid(
-    ids: Tensor,
-    levels: int,
-    height: int,
-    width: int,
-    ncol: int | None = None,
-    scale: int | None = None,
-) -> np.ndarray:
-    """Tile images (N, H*W) of ids into one uint8 grey array with 1-pixel grey separators.
-
-    Pixel ids are shown at their bin centres ((i + 0.5) / levels, black = 0). Each image is
-    magnified ``scale`` times (default: to at least 28 pixels) by pixel replication.
-    """
-    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.shape[1] != height * width:
-        raise ValueError(f"ids must be (N, {height * width}), got {getattr(ids, 'shape', ids)!r}")
-    n = ids.shape[0]
-    if n < 1:
-        raise ValueError("need at least one image for a grid")
-    ncol = ncol or math.ceil(math.sqrt(n))
-    nrow = math.ceil(n / ncol)
-    scale = scale or max(1, math.ceil(28 / max(height, width)))
-    img = (dequantize(ids, levels) * 255).round().clamp(0, 255).to(torch.uint8)
-    img = img.view(n, height, width).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    h, w, pad = height * scale, width * scale, 1
-    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), 128, dtype=np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        canvas[top : top + h, left : left + w] = img[i].numpy()
-    return canvas
-
-
-def save_grid(
-    ids: Tensor,
-    path: str | os.PathLike[str],
-    levels: int,
-    height: int,
-    width: int,
-    ncol: int | None = None,
-) -> Path:
-    """Write :func:`image_grid` as a PNG (Pillow); returns the path."""
-    from PIL import Image
-
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"grid path must end in .png, got {str(out)!r}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"folder {str(out.parent)!r} does not exist")
-    Image.fromarray(image_grid(ids, levels, height, width, ncol), mode="L").save(out)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Sample-quality proxies
-# ---------------------------------------------------------------------------------------------
-
-
-class PixelClassifier(nn.Module):
-    """A one-hidden-layer MLP on dequantised pixels (N, H*W) ids -> class logits (N, C)."""
-
-    def __init__(self, num_pixels: int, num_labels: int, levels: int, hidden: int = 256) -> None:
-        super().__init__()
-        self.levels = levels
-        self.net = nn.Sequential(
-            nn.Linear(num_pixels, hidden), nn.ReLU(), nn.Linear(hidden, num_labels)
-        )
-
-    def forward(self, ids: Tensor) -> Tensor:
-        x = dequantize(ids, self.levels) * 2 - 1  # (N, D) in (-1, 1)
-        return self.net(x)  # (N, C)
-
-
-def train_classifier(
-    data: ImageDataset, *, steps: int = 600, batch_size: int = 128, lr: float = 2e-3, seed: int = 0
-) -> PixelClassifier:
-    """Fit :class:`PixelClassifier` on real images with Adam (a few seconds on one CPU core)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clf = PixelClassifier(data.pixels.shape[1], data.num_labels, data.levels)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=1e-5)
-    n = len(data)
-    for step in range(steps):
-        for group in opt.param_groups:  # cosine decay to 0 for a stable end point
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
-        loss = nn.functional.cross_entropy(clf(data.pixels[idx]), data.labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return clf.eval()
-
-
-@torch.no_grad()
-def classify(clf: PixelClassifier, ids: Tensor, batch_size: int = 1024) -> Tensor:
-    """Predicted labels (N,) for images (N, H*W)."""
-    return torch.cat(
-        [clf(ids[i : i + batch_size]).argmax(-1) for i in range(0, ids.shape[0], batch_size)]
-    )
-
-
-def label_agreement(predicted: Tensor, asked: Tensor) -> tuple[float, float]:
-    """Fraction of predictions equal to the asked labels, and its binomial standard error."""
-    if predicted.shape != asked.shape or predicted.numel() == 0:
-        raise ValueError(
-            f"predicted and asked labels must be non-empty and alike, got {tuple(predicted.shape)}, {tuple(asked.shape)}"
-        )
-    p = float((predicted == asked).double().mean())
-    return p, math.sqrt(p * (1 - p) / predicted.numel())
-
-
-@torch.no_grad()
-def nearest_neighbour_distances(
-    queries: Tensor, reference: Tensor, levels: int, chunk: int = 256
-) -> Tensor:
-    """L2 distance (N,) from each query image to its nearest reference image.
-
-    Images are (N, D) / (M, D) ids, compared as dequantised intensities in [0, 1], so a distance
-    of 0 means an exact copy and sqrt(D) is the largest possible.
-    """
-    if queries.dim() != 2 or reference.dim() != 2 or queries.shape[1] != reference.shape[1]:
-        raise ValueError(
-            f"queries and reference must be (N, D) and (M, D), got {tuple(queries.shape)}, {tuple(reference.shape)}"
-        )
-    ref = dequantize(reference, levels)  # (M, D)
-    ref_sq = (ref * ref).sum(1)  # (M,)
-    out = []
-    for i in range(0, queries.shape[0], chunk):
-        q = dequantize(queries[i : i + chunk], levels)  # (n, D)
-        d2 = (q * q).sum(1, keepdim=True) + ref_sq[None, :] - 2 * q @ ref.T  # (n, M)
-        out.append(d2.min(1).values.clamp_min(0).sqrt())
-    return torch.cat(out)
-
-
-def sample_quality(
-    task: PixelTask,
-    model: nn.Module,
-    train_data: ImageDataset,
-    heldout: ImageDataset,
-    *,
-    per_label: int = 10,
-    guidance: float = 1.0,
-    steps: int | None = None,
-    classifier: PixelClassifier | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Label agreement and nearest-neighbour distances of class-conditional samples.
-
-    Draws ``per_label`` samples for every label, classifies them with ``classifier`` (default:
-    one trained on ``train_data``), and measures the L2 distance of each sample and of as many
-    held-out real images to their nearest training image. Returns a dict with
-    ``agreement``/``agreement_se``, ``classifier_accuracy`` (on ``heldout``, the ceiling),
-    ``nn_samples``/``nn_heldout`` (mean distances), ``copies`` (samples at distance 0) and
-    ``samples`` (N, H*W) with their ``labels``.
-    """
-    if isinstance(per_label, bool) or not isinstance(per_label, int) or per_label < 1:
-        raise ValueError(f"per_label must be a positive integer, got {per_label!r}")
-    clf = classifier if classifier is not None else train_classifier(train_data)
-    asked = torch.arange(task.config.num_labels).repeat_interleave(per_label)  # (N,)
-    samples = sample_images(
-        task, model, asked, guidance=guidance, steps=steps, generator=generator, progress=progress
-    )
-    agree, agree_se = label_agreement(classify(clf, samples), asked)
-    real_acc, _ = label_agreement(classify(clf, heldout.pixels), heldout.labels)
-    n = samples.shape[0]
-    real = heldout.pixels[:n]
-    nn_s = nearest_neighbour_distances(samples, train_data.pixels, task.config.levels)
-    nn_r = nearest_neighbour_distances(real, train_data.pixels, task.config.levels)
-    return {
-        "agreement": agree,
-        "agreement_se": agree_se,
-        "classifier_accuracy": real_acc,
-        "nn_samples": float(nn_s.mean()),
-        "nn_samples_se": float(nn_s.std() / math.sqrt(n)) if n > 1 else float("nan"),
-        "nn_heldout": float(nn_r.mean()),
-        "nn_heldout_se": float(nn_r.std() / math.sqrt(real.shape[0]))
-        if real.shape[0] > 1
-        else float("nan"),
-        "copies": int((nn_s == 0).sum()),
-        "num_samples": n,
-        "samples": samples,
-        "labels": asked,
-    }

@@ -40,59 +40,43 @@ cross-entropy of every step averaged)::
         x_t = torch.where(mask, draw.reshape(x0.shape), x0)
     loss = total / k                                                 # (B,) nats
 
-A run directory holds the Trainer's files plus ``task.json`` (:class:`TextTaskConfig`) and
-``tokenizer/`` (the tokenizer); :func:`load_text_run` rebuilds task and model from it.
+:class:`TextTask` is a :class:`~discdiff.tasks.base.Task`: the spine
+(:mod:`discdiff.tasks.runs`) trains, resumes, loads, evaluates and samples it like any other
+task; its run directory adds ``tokenizer/`` beside ``task.json``. Data live in
+:mod:`discdiff.tasks.text_data`, scores and infill templates in :mod:`discdiff.tasks.text_eval`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from discdiff.datasets.shakespeare import load_shakespeare
-from discdiff.datasets.text8 import TEXT8_ALPHABET, load_text8
-from discdiff.datasets.text_files import load_text_files
+from discdiff.datasets.text8 import TEXT8_ALPHABET
 from discdiff.losses import continuous_elbo, sundae_loss
-from discdiff.nn import (
-    TransformerConfig,
-    denoiser_config,
-    denoiser_from_config,
-)
-from discdiff.processes import Absorbing, Process, Uniform
-from discdiff.samplers import (
-    AncestralSampler,
-    CachingSampler,
-    ConfidenceSampler,
-    FirstHittingSampler,
-    Sampler,
-    SundaeSampler,
-)
-from discdiff.schedules import CosineAlpha, LogLinear, Schedule
+from discdiff.nn import TransformerConfig, TransformerDenoiser
+from discdiff.processes import PROCESSES, Process, make_process
+from discdiff.samplers import Sampler
+from discdiff.samplers import make_sampler as _make_sampler
+from discdiff.schedules import SCHEDULES, make_schedule
+from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.text_data import CORPORA, TextChunks, encode_text, is_text8_style, load_corpus
+from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
 from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
-from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, chunk_ids, load_tokenizer
-from discdiff.training import TrainConfig, Trainer, autocast_context, latest_checkpoint, load_model
+from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from discdiff.training import TrainConfig
+from discdiff.training.timing import seconds_per_step
 
 __all__ = [
     "CORPORA",
-    "PROCESSES",
-    "SCHEDULES",
     "OBJECTIVES",
     "TOKENIZERS",
-    "SAMPLERS",
     "load_corpus",
     "TextTaskConfig",
     "TextChunks",
@@ -108,45 +92,30 @@ __all__ = [
     "CharNGram",
     "word_coverage",
     "words",
+    "text_processes",
 ]
 
-CORPORA = ("shakespeare", "shakespeare-text8", "text8[:PATH]", "PATH (file or folder of *.txt)")
-PROCESSES = ("absorbing", "uniform")
-SCHEDULES = ("loglinear", "cosine")
 OBJECTIVES = ("elbo", "sundae")
 TOKENIZERS = ("char", "bpe")
-SAMPLERS = ("ancestral", "caching", "first-hitting", "confidence", "sundae")
-TASK_FILE = "task.json"
 TOKENIZER_DIR = "tokenizer"
+_ = (_ratio_se, encode_text)  # re-exported for callers of the old single module
 
 
-# ---- corpora ---------------------------------------------------------------------------------
-def load_corpus(spec: str, split: str = "train") -> str:
-    """One split ("train" | "val" | "test" | "all") of the corpus named by ``spec``.
-
-    spec: "shakespeare" (raw text, 84 symbols), "shakespeare-text8" (27 symbols), "text8" or
-    "text8:PATH" (the standard 90M/5M/5M split of text8 at PATH, default the cache folder), or
-    a path to a text file or a folder of ``*.txt`` files (90/5/5 by character position).
-    """
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"corpus={spec!r}: expected one of {', '.join(CORPORA)}")
-    if spec == "shakespeare":
-        return load_shakespeare("raw", split)
-    if spec == "shakespeare-text8":
-        return load_shakespeare("text8", split)
-    if spec == "text8" or spec.startswith("text8:"):
-        path = spec.partition(":")[2] or None
-        return load_text8(path, split)
-    if not Path(spec).expanduser().exists():
-        raise FileNotFoundError(
-            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
-            "text8[:PATH]) nor an existing file or folder"
-        )
-    return load_text_files(spec, split)
+def _continuous_elbo_process(name: str, schedule: str) -> str | None:
+    """Why ``name`` cannot be a text process (None if it can): it must build from a vocabulary
+    size alone and have a continuous-time ELBO (``rate_kl`` on a continuous schedule)."""
+    try:
+        probe = make_process(name, 4, schedule=schedule)
+    except (ValueError, TypeError) as err:
+        return str(err)
+    if not callable(getattr(probe, "rate_kl", None)) or probe.num_steps is not None:
+        return "it has no continuous-time ELBO"
+    return None
 
 
-def _is_text8_style(spec: str) -> bool:
-    return spec in ("shakespeare-text8", "text8") or spec.startswith("text8:")
+def text_processes(schedule: str = "loglinear") -> list[str]:
+    """The registered processes a text task can use (a continuous ELBO from K alone)."""
+    return [n for n in PROCESSES.names() if _continuous_elbo_process(n, schedule) is None]
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -154,8 +123,9 @@ def _is_text8_style(spec: str) -> bool:
 class TextTaskConfig:
     """What defines a text task (saved as ``task.json`` in the run dir).
 
-    corpus: see :func:`load_corpus`. process: "absorbing" | "uniform". schedule: "loglinear" |
-    "cosine" (continuous alpha(t)). objective: "elbo" (continuous-time ELBO) or "sundae"
+    corpus: see :func:`load_corpus`. process: a registered process with a continuous-time ELBO
+    ("absorbing", "uniform", or a plug-in's). schedule: a registered continuous schedule
+    ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO) or "sundae"
     (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only).
     seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
     time_conditioning: tell the denoiser t (None: off for absorbing, on for uniform).
@@ -174,9 +144,19 @@ class TextTaskConfig:
     t_min: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES or make_schedule(self.schedule).num_steps is not None:
+            cont = [n for n in SCHEDULES.names() if make_schedule_or_none(n) is not None]
+            raise ValueError(
+                f"schedule={self.schedule!r} is not one of {', '.join(map(repr, cont))} "
+                "(registered continuous-time schedules)"
+            )
+        if self.process not in PROCESSES or _continuous_elbo_process(self.process, self.schedule):
+            raise ValueError(
+                f"process={self.process!r} is not one of "
+                f"{', '.join(map(repr, text_processes(self.schedule)))} (registered processes with "
+                "a continuous-time ELBO)"
+            )
         for name, allowed in (
-            ("process", PROCESSES),
-            ("schedule", SCHEDULES),
             ("objective", OBJECTIVES),
             ("tokenizer", TOKENIZERS),
         ):
@@ -187,7 +167,7 @@ class TextTaskConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: expected an int >= {low}")
-        if self.objective == "sundae" and self.process != "uniform":
+        if self.objective == "sundae" and self.process != "uniform":  # the loss assumes it
             raise ValueError(
                 f"objective='sundae' needs process='uniform' (SUNDAE corrupts uniformly), "
                 f"got process={self.process!r}"
@@ -224,86 +204,13 @@ class TextTaskConfig:
         return cls(**d)
 
 
-# ---- data ------------------------------------------------------------------------------------
-def encode_text(text: str, tokenizer: Tokenizer) -> Tensor:
-    """Token ids of ``text`` as a (n,) long tensor.
-
-    A character tokenizer is applied through a code-point lookup table (no Python list of
-    ids, so a 10^8-character corpus fits in memory); anything it cannot map falls back to
-    ``tokenizer.encode``, which raises its usual error or maps to unk.
-    """
-    if isinstance(tokenizer, CharTokenizer) and text:
-        codes = torch.from_numpy(
-            np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        )  # (n,)
-        top = max(int(codes.max()), max(map(ord, tokenizer.alphabet))) + 1
-        table = torch.full((top,), -1, dtype=torch.long)
-        table[torch.tensor([ord(c) for c in tokenizer.alphabet])] = torch.arange(
-            len(tokenizer.alphabet)
-        )
-        ids = table[codes]
-        if not bool((ids < 0).any()):
-            return ids
-    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
-
-
-class TextChunks(Dataset):
-    """Fixed-length token chunks of one split; item i is a dict of tensors.
-
-    ``ids`` (L,) long, ``mask`` (L,) bool (True = real token, False = padding of the last
-    chunk), ``chars`` () long: the characters the chunk's real tokens decode to (= real
-    tokens for a character tokenizer), the denominator of bits per character.
-    """
-
-    def __init__(self, ids: Tensor, mask: Tensor, chars: Tensor) -> None:
-        if ids.dim() != 2 or mask.shape != ids.shape or chars.shape != ids.shape[:1]:
-            raise ValueError(
-                f"expected ids (N, L), mask (N, L), chars (N,), got {tuple(ids.shape)}, "
-                f"{tuple(mask.shape)}, {tuple(chars.shape)}"
-            )
-        self.ids, self.mask, self.chars = ids, mask, chars
-
-    @classmethod
-    def from_text(
-        cls, text: str, tokenizer: Tokenizer, seq_len: int, drop_partial: bool = False
-    ) -> TextChunks:
-        """Tokenize ``text`` and cut it into rows of ``seq_len`` (see the class docstring).
-
-        drop_partial: drop the padded last chunk (training wants only full rows; evaluation
-        keeps it so every character is scored).
-        """
-        ids, mask = chunk_ids(encode_text(text, tokenizer), seq_len)  # (N, L), (N, L)
-        if drop_partial and ids.shape[0] and not bool(mask[-1].all()):
-            ids, mask = ids[:-1], mask[:-1]
-        if isinstance(tokenizer, CharTokenizer):
-            chars = mask.sum(1)  # (N,)
-        else:
-            chars = torch.tensor(
-                [len(tokenizer.decode(row[m])) for row, m in zip(ids, mask, strict=True)],
-                dtype=torch.long,
-            )
-        return cls(ids, mask, chars)
-
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"ids": self.ids[i], "mask": self.mask[i], "chars": self.chars[i]}
-
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterable[dict[str, Tensor]]:
-        """The chunks in order as batches of ``batch_size`` (the first ``limit`` chunks only)."""
-        n = len(self) if limit is None else min(limit, len(self))
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            yield {
-                "ids": self.ids[start:stop],
-                "mask": self.mask[start:stop],
-                "chars": self.chars[start:stop],
-            }
-
-
-def _schedule(name: str) -> Schedule:
-    return LogLinear() if name == "loglinear" else CosineAlpha()
+def make_schedule_or_none(name: str) -> Any:
+    """The continuous schedule registered as ``name`` with default options, or None."""
+    try:
+        s = make_schedule(name)
+    except (ValueError, TypeError):
+        return None
+    return s if s.num_steps is None else None
 
 
 class TextDenoiser(nn.Module):
@@ -331,135 +238,13 @@ def _padding_cond(mask: Tensor) -> dict[str, Tensor] | None:
     return None if bool(mask.all()) else {"padding_mask": mask}
 
 
-# ---- evaluation ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TextEval:
-    """Held-out score of a text model.
-
-    bpc: bits per character (total nats / total characters / ln 2), with ``bpc_se`` its standard
-    error over chunks (ratio estimator; it covers both data and Monte-Carlo variation, treating
-    chunks as independent: the stratified times within a batch make it slightly conservative).
-    The MDLM integrand is heavy-tailed near t_min, so use several ``samples`` on short splits.
-    bits_per_token, perplexity = 2 ** bits_per_token: per token (differs from bpc for BPE).
-    exact: True for teacher-forced AR scores, False for a Monte-Carlo ELBO (an upper bound).
-    """
-
-    bpc: float
-    bpc_se: float
-    bits_per_token: float
-    bits_per_token_se: float
-    perplexity: float
-    num_chunks: int
-    num_tokens: int
-    num_chars: int
-    samples: int
-    exact: bool
-
-    def format(self, per_token: bool = False) -> str:
-        """One line for humans."""
-        kind = "NLL" if self.exact else f"ELBO ({self.samples} sample(s) per chunk)"
-        line = (
-            f"{kind}: {self.bpc:.4f} +- {self.bpc_se:.4f} bits/char over {self.num_chars} "
-            f"characters in {self.num_chunks} chunks"
-        )
-        if per_token:
-            line += (
-                f"; {self.bits_per_token:.4f} +- {self.bits_per_token_se:.4f} bits/token, "
-                f"perplexity {self.perplexity:.2f} over {self.num_tokens} tokens"
-            )
-        return line
-
-
-def _ratio_se(nats: Tensor, denom: Tensor) -> float:
-    """Standard error of sum(nats) / sum(denom) over N units (delta method), in nats per unit."""
-    n = nats.numel()
-    if n < 2:
-        return float("nan")
-    r = nats.sum() / denom.sum()
-    resid = nats - r * denom
-    return float(torch.sqrt((resid**2).sum() / (n * (n - 1))) / denom.mean())
-
-
-def _summarise(nats: Tensor, tokens: Tensor, chars: Tensor, samples: int, exact: bool) -> TextEval:
-    nats, tokens, chars = nats.double(), tokens.double(), chars.double()
-    ln2 = math.log(2.0)
-    if chars.sum() <= 0:
-        raise ValueError("the evaluation split holds no characters")
-    bpt = float(nats.sum() / tokens.sum()) / ln2
-    return TextEval(
-        bpc=float(nats.sum() / chars.sum()) / ln2,
-        bpc_se=_ratio_se(nats, chars) / ln2,
-        bits_per_token=bpt,
-        bits_per_token_se=_ratio_se(nats, tokens) / ln2,
-        perplexity=2.0**bpt,
-        num_chunks=int(nats.numel()),
-        num_tokens=int(tokens.sum()),
-        num_chars=int(chars.sum()),
-        samples=samples,
-        exact=exact,
-    )
-
-
-# ---- sampling with given text ----------------------------------------------------------------
-_MASK_RE = re.compile(r"\[MASK(?::(\d+))?\]")
-
-
-def parse_infill(template: str, tokenizer: Tokenizer, length: int) -> tuple[Tensor, Tensor]:
-    """Given positions of an infill template: (values (L,) long, given (L,) bool).
-
-    The template is text with blanks ``[MASK]`` (one token) or ``[MASK:n]`` (n tokens; for the
-    character tokenizer a token is a character). Text pieces are encoded separately and given;
-    blanks and every position after the template are generated. A template with no blank is a
-    prefix. Raises ValueError if the template needs more than ``length`` tokens.
-    """
-    if not isinstance(template, str):
-        raise TypeError(f"template must be a str, got {type(template).__name__}")
-    values: list[int] = []
-    given: list[bool] = []
-    pos = 0
-    for m in _MASK_RE.finditer(template):
-        piece = tokenizer.encode(template[pos : m.start()]) if m.start() > pos else []
-        values += piece
-        given += [True] * len(piece)
-        n = int(m.group(1)) if m.group(1) is not None else 1
-        if n < 1:
-            raise ValueError(f"{m.group(0)!r} in the template: a blank needs n >= 1 tokens")
-        values += [0] * n
-        given += [False] * n
-        pos = m.end()
-    piece = tokenizer.encode(template[pos:]) if pos < len(template) else []
-    values += piece
-    given += [True] * len(piece)
-    if len(values) > length:
-        raise ValueError(
-            f"the template takes {len(values)} tokens, more than the sample length {length}"
-        )
-    pad = length - len(values)
-    return (
-        torch.tensor(values + [0] * pad, dtype=torch.long),
-        torch.tensor(given + [False] * pad, dtype=torch.bool),
-    )
-
-
-def make_sampler(name: str, steps: int = 256, temperature: float = 1.0, **options: Any) -> Sampler:
-    """A core sampler by name: "ancestral", "caching", "first-hitting" (ignores ``steps``: one
-    call per masked token), "confidence" or "sundae"; ``options`` go to its constructor."""
-    if name == "ancestral":
-        return AncestralSampler(steps, temperature=temperature, **options)
-    if name == "caching":
-        return CachingSampler(steps, temperature=temperature, **options)
-    if name == "first-hitting":
-        return FirstHittingSampler(temperature=temperature, **options)
-    if name == "confidence":
-        return ConfidenceSampler(steps, temperature=temperature, **options)
-    if name == "sundae":
-        return SundaeSampler(steps, temperature=temperature, **options)
-    raise ValueError(f"sampler={name!r} is not one of {', '.join(map(repr, SAMPLERS))}")
-
-
 # ---- the task --------------------------------------------------------------------------------
-class TextTask:
+@register_task("text")
+class TextTask(Task):
     """A text task: config + tokenizer + process, and the pieces the shared loops take."""
+
+    config_class = TextTaskConfig
+    unit = "bits/char"
 
     def __init__(self, config: TextTaskConfig, tokenizer: Tokenizer) -> None:
         if not isinstance(config, TextTaskConfig):
@@ -469,8 +254,8 @@ class TextTask:
         self.config = config
         self.tokenizer = tokenizer
         K = tokenizer.vocab_size
-        cls = Absorbing if config.process == "absorbing" else Uniform
-        self.process: Process = cls(K, _schedule(config.schedule))
+        self.process: Process = make_process(config.process, K, schedule=config.schedule)
+        self.processes = {"tokens": self.process}
         self._chunks: dict[str, TextChunks] = {}
 
     # -- construction ---------------------------------------------------------------------
@@ -481,31 +266,30 @@ class TextTask:
             tok: Tokenizer = BPETokenizer.train(
                 [load_corpus(config.corpus, "train")], config.vocab_size
             )
-        elif _is_text8_style(config.corpus):
+        elif is_text8_style(config.corpus):
             tok = CharTokenizer(TEXT8_ALPHABET)
         else:
             tok = CharTokenizer.from_text(load_corpus(config.corpus, "all"))
         return cls(config, tok)
 
-    def save(self, run_dir: str | os.PathLike[str]) -> Path:
-        """Write ``task.json`` and ``tokenizer/`` into ``run_dir``."""
-        folder = Path(run_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / TASK_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+    def save_files(self, folder: Path) -> None:
+        """The tokenizer, in ``tokenizer/`` (task.json is the spine's)."""
         self.tokenizer.save(folder / TOKENIZER_DIR)
-        return folder
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike[str]) -> TextTask:
-        """Read what :meth:`save` wrote."""
-        folder = Path(run_dir)
-        path = folder / TASK_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(folder)!r} is not a text run dir (no {TASK_FILE})")
-        config = TextTaskConfig.from_dict(json.loads(path.read_text()))
-        return cls(config, load_tokenizer(folder / TOKENIZER_DIR))
+    def from_config(cls, config: dict[str, Any], folder: Path | None = None) -> TextTask:
+        """The task of a saved config; its tokenizer is read from ``folder/tokenizer``."""
+        if folder is None or not (Path(folder) / TOKENIZER_DIR).is_dir():
+            raise FileNotFoundError(
+                f"the text task needs its tokenizer: no {TOKENIZER_DIR}/ in {str(folder)!r}"
+            )
+        return cls(TextTaskConfig.from_dict(config), load_tokenizer(Path(folder) / TOKENIZER_DIR))
 
     # -- data -----------------------------------------------------------------------------
+    def dataset(self, split: str) -> TextChunks:
+        """The split's chunks (the spine's data)."""
+        return self.chunks(split)
+
     def chunks(self, split: str) -> TextChunks:
         """The split's chunks (cached); the training split keeps full chunks only."""
         if split not in self._chunks:
@@ -519,6 +303,10 @@ class TextTask:
     def count_tokens(batch: dict[str, Tensor]) -> int:
         """Real tokens in a batch (the Trainer's tokens/s and nats per token)."""
         return int(batch["mask"].sum())
+
+    def units(self, batch: dict[str, Tensor]) -> Tensor:
+        """Characters per chunk, (B,): the denominator of bits per character."""
+        return batch["chars"]
 
     # -- model ----------------------------------------------------------------------------
     def model_config(self, **options: Any) -> TransformerConfig:
@@ -539,16 +327,21 @@ class TextTask:
         )
 
     def run_model_config(self, model: nn.Module) -> dict[str, Any]:
-        """What the Trainer saves as the model config: denoiser + task (checked on resume)."""
-        return {"denoiser": denoiser_config(model), "task": self.config.to_dict()}
+        """What the Trainer saves as the model config (the spine's model entry)."""
+        return self.model_entry(model)
 
-    @staticmethod
-    def build_model(model_config: dict[str, Any]) -> nn.Module:
-        """Rebuild the architecture from :meth:`run_model_config`'s output (or a bare
-        ``{"type", "config"}`` denoiser config)."""
-        if isinstance(model_config, dict) and "denoiser" in model_config:
-            model_config = model_config["denoiser"]
-        return denoiser_from_config(model_config)
+    def build_denoiser(self, **sizes: Any) -> TransformerDenoiser:
+        """A fresh diffusion transformer of :meth:`model_config`'s shape."""
+        return TransformerDenoiser(self.model_config(**sizes))
+
+    def check_model(self, model: nn.Module) -> None:
+        """The model's vocabulary must be the tokenizer's (a diffusion or a causal model)."""
+        cfg = getattr(model, "config", None)
+        K = self.tokenizer.vocab_size
+        if cfg is not None and getattr(cfg, "num_classes", K) != K:
+            raise ValueError(
+                f"the denoiser predicts {cfg.num_classes} classes; the tokenizer has {K} tokens"
+            )
 
     def denoiser(self, model: nn.Module) -> TextDenoiser:
         """``model`` as the losses' / samplers' denoiser (drops t unless time-conditioned)."""
@@ -559,9 +352,9 @@ class TextTask:
         self,
         model: nn.Module,
         batch: dict[str, Tensor],
-        generator: torch.Generator,
+        generator: torch.Generator | None,
         *,
-        boundary: bool,
+        boundary: bool = False,
     ) -> Tensor:
         """The configured objective on a batch, (B,) nats (the ELBO with or without boundary
         terms, or the SUNDAE loss)."""
@@ -594,6 +387,14 @@ class TextTask:
     ) -> Tensor:
         """Training loss for the Trainer, (B,) nats."""
         return self.loss(model, batch, generator, boundary=False)
+
+    def nll(
+        self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator | None
+    ) -> Tensor:
+        """The spine's bound: the ELBO with boundary terms, or the exact NLL of a causal model."""
+        if getattr(getattr(model, "config", None), "causal", False):
+            return self.ar_loss_fn(model, batch, generator)
+        return self.elbo_fn(model, batch, generator)
 
     def elbo_fn(
         self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
@@ -640,11 +441,17 @@ class TextTask:
         samples: int = 1,
         max_chunks: int | None = None,
         generator: torch.Generator | None = None,
+        limit: int | None = None,
     ) -> TextEval:
         """Negative ELBO (boundary terms on) over the split's chunks, averaged over ``samples``
         Monte-Carlo draws per chunk, as bits per character with its standard error."""
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples={samples!r}: expected an int >= 1")
+        if getattr(getattr(model, "config", None), "causal", False):
+            return self.evaluate_ar(
+                model, split, batch_size=batch_size, max_chunks=max_chunks or limit
+            )
+        max_chunks = max_chunks if max_chunks is not None else limit
         device = next(model.parameters()).device
         if generator is None:
             generator = torch.Generator(device=device).manual_seed(0)
@@ -714,7 +521,7 @@ class TextTask:
             nats.append(total.cpu())
             tokens.append(batch["mask"].sum(1))
             chars.append(batch["chars"])
-        return _summarise(torch.cat(nats), torch.cat(tokens), torch.cat(chars), samples, exact)
+        return summarise(torch.cat(nats), torch.cat(tokens), torch.cat(chars), samples, exact)
 
     # -- sampling -------------------------------------------------------------------------
     def sample(
@@ -728,6 +535,7 @@ class TextTask:
         infill: str | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        **conditioning: Any,
     ) -> tuple[list[str], Tensor, int]:
         """Draw ``n`` texts of ``length`` tokens (default seq_len).
 
@@ -737,6 +545,8 @@ class TextTask:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r}: expected an int >= 1")
+        if conditioning:
+            raise ValueError(f"text samples take no conditioning {sorted(conditioning)}")
         L = self.config.seq_len if length is None else length
         if isinstance(L, bool) or not isinstance(L, int) or not 1 <= L <= self.config.seq_len:
             raise ValueError(f"length={length!r}: expected an int in [1, {self.config.seq_len}]")
@@ -774,12 +584,18 @@ class TextTask:
         return [self.tokenizer.decode(row) for row in ids_out], ids_out, res.num_calls
 
 
-# ---- runs ------------------------------------------------------------------------------------
+# ---- the spine, for callers of the text-only names -----------------------------------------
+def make_sampler(name: str, steps: int = 256, temperature: float = 1.0, **options: Any) -> Sampler:
+    """A registered sampler by name (:func:`discdiff.samplers.make_sampler`), ``steps`` and
+    ``temperature`` first; first-hitting ignores ``steps`` (one call per masked token)."""
+    return _make_sampler(name, steps=steps, temperature=temperature, **options)
+
+
 def train_text(
     task: TextTask,
     model: nn.Module,
     train_config: TrainConfig,
-    run_dir: str | os.PathLike[str],
+    run_dir: Any,
     *,
     loss_fn: Callable[[nn.Module, Any, torch.Generator], Tensor] | None = None,
     eval_fn: Callable[[nn.Module, Any, torch.Generator], Tensor] | None = None,
@@ -787,88 +603,30 @@ def train_text(
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, float]:
-    """Train ``model`` on the task's training chunks with the shared Trainer (eval on "val").
+    """:func:`discdiff.tasks.runs.train` for a text task (eval on "val")."""
+    from discdiff.tasks import runs
 
-    loss_fn defaults to the task's objective, eval_fn to the ELBO (pass the AR functions for a
-    causal model). Saves the task beside the checkpoints (a resumed run must have the same
-    task). Returns the Trainer's last metrics.
-    """
-    if latest_checkpoint(run_dir) is None:
-        task.save(run_dir)
-    elif not resume:
-        raise ValueError(
-            f"run dir {str(run_dir)!r} already has checkpoints; pass resume=True (--resume) to "
-            "continue it or choose a new run dir"
-        )
-    else:
-        saved = TextTask.load(run_dir).config
-        if saved != task.config:
-            raise ValueError(
-                f"the task saved in {str(run_dir)!r} differs from this one: "
-                f"{saved.to_dict()} != {task.config.to_dict()}"
-            )
-    trainer = Trainer(
+    return runs.train(
+        task,
         model,
-        loss_fn if loss_fn is not None else task.loss_fn,
-        task.chunks("train"),
         train_config,
         run_dir,
-        model_config=task.run_model_config(model),
-        eval_data=task.chunks("val") if train_config.eval_every else None,
-        eval_fn=eval_fn if eval_fn is not None else task.elbo_fn,
-        count_tokens=task.count_tokens,
+        resume=resume,
+        loss_fn=loss_fn,
+        eval_fn=eval_fn,
         device=device,
         progress=progress,
+        tensorboard=True,
     )
-    return trainer.fit(resume=resume)
 
 
 def load_text_run(
-    run_dir: str | os.PathLike[str], device: str = "cpu", use_ema: bool | None = None
+    run_dir: Any, device: str = "cpu", use_ema: bool | None = None
 ) -> tuple[TextTask, nn.Module]:
-    """(task, model in eval mode) from a run dir written by :func:`train_text`."""
-    task = TextTask.load(run_dir)
-    model = load_model(run_dir, task.build_model, use_ema=use_ema, device=device)
+    """(task, model in eval mode) of a text run dir (:func:`discdiff.tasks.runs.load_run`)."""
+    from discdiff.tasks import runs
+
+    task, model = runs.load_run(run_dir, device=device, use_ema=use_ema)
+    if not isinstance(task, TextTask):
+        raise ValueError(f"{str(run_dir)!r} is a {task.name} run, not a text run")
     return task, model
-
-
-def seconds_per_step(
-    model: nn.Module,
-    loss_fn: Callable[[nn.Module, Any, torch.Generator], Tensor],
-    data: TextChunks,
-    batch_size: int,
-    trials: int = 3,
-    device: str | torch.device = "cpu",
-    precision: str = "auto",
-) -> float:
-    """Measured seconds of one training step (forward, backward, AdamW) on ``batch_size`` chunks.
-
-    Runs on a copy of ``model`` (the original is untouched) after one warm-up step, under the
-    Trainer's autocast for ``precision``; used to turn a wall-clock budget into a step count so
-    a cosine schedule can anneal within the budget.
-    """
-    import copy
-
-    if len(data) < 1:
-        raise ValueError("no training chunks to time a step on")
-    probe = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    idx = torch.arange(batch_size) % len(data)
-    batch = {"ids": data.ids[idx].to(device), "mask": data.mask[idx].to(device)}
-    gen = torch.Generator(device=device).manual_seed(0)
-    times = []
-    for i in range(trials + 1):
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with autocast_context(torch.device(device), precision):
-            loss = loss_fn(probe, batch, gen).float().mean()
-        loss.backward()
-        opt.step()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-# ---- sample metrics --------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""What every task's `train` command does around the spine, written once: resolve settings
+(flags > resumed run > task defaults, with a notice for each override), train, report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["resolve_train_config", "check_new_run", "check_output"]
+
+
+def check_new_run(out: Path, resume: bool) -> bool:
+    """Whether ``out`` holds a run to resume; refuses to overwrite one without --resume."""
+    from discdiff.training import latest_checkpoint
+
+    has_run = latest_checkpoint(out) is not None
+    if has_run and not resume:
+        raise ValueError(f"run dir {str(out)!r} already has checkpoints; pass --resume")
+    if resume and not has_run:
+        typer.echo(f"no run in {out} yet; starting a new one", err=True)
+    return has_run and resume
+
+
+def resolve_train_config(
+    given: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    saved: Mapping[str, Any] | None = None,
+) -> Any:
+    """A TrainConfig from flags the user gave (not None), else the resumed run's values, else
+    the task's defaults. On resume each flag that changes a saved value is announced."""
+    from discdiff.training import TrainConfig
+
+    base = {**defaults, **(saved or {})}
+    explicit = {k: v for k, v in given.items() if v is not None}
+    if saved:
+        for key, value in explicit.items():
+            if key in saved and saved[key] != value:
+                typer.echo(
+                    f"note: --resume with {key} {saved[key]!r} -> {value!r} (flag)", err=True
+                )
+    settings = {**base, **explicit}
+    if settings.get("ema_decay") == 0:
+        settings["ema_decay"] = None
+    if "warmup_steps" not in explicit and not saved and "steps" in settings:
+        settings["warmup_steps"] = min(
+            int(settings.get("warmup_steps", 1000)), max(int(settings["steps"]) - 1, 0)
+        )
+    return TrainConfig.from_dict(settings)
+
+
+def check_output(path: Path, suffixes: tuple[str, ...], flag: str) -> Path:
+    """Refuse a bad output path before any work: wrong suffix, or a parent that is a file."""
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {str(path)!r}: expected one of {', '.join(suffixes)}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+            break
+    if path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a folder")
+    return path

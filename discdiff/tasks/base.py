@@ -1,0 +1,313 @@
+"""The Task interface: what text, pixels, molecules (and a user's own task) plug into the spine.
+
+A task is data + denoiser + metrics. It says which categorical fields a sample has and their
+processes, builds its default denoiser, gives its data splits, its training loss and its
+bound, scores a split in its own unit with a standard error, and samples. Everything around
+it (the run directory, train / resume / load / evaluate / sample, the CLI's shared options) is
+written once in :mod:`discdiff.tasks.runs` and works for any registered task.
+
+Minimal task (see ``examples/dna_task.py`` for a complete one)::
+
+    @register_task("dna")
+    class DNATask(Task):
+        config_class = DNAConfig                       # frozen dataclass: to_dict / from_dict
+        unit = "bits/base"
+        def __init__(self, config): self.config = config; self.processes = {...}
+        def build_denoiser(self, **sizes): ...         # a registered denoiser
+        def dataset(self, split): ...                  # a Dataset of batches' items
+        def loss(self, model, batch, generator): ...   # (B,) nats, training
+        def nll(self, model, batch, generator): ...    # (B,) nats, a true bound
+        def units(self, batch): ...                    # (B,) denominators of ``unit``
+        def sample(self, model, n, sampler, **kw): ... # the task's samples
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from discdiff.nn import denoiser_config, denoiser_from_config
+from discdiff.processes import Process
+from discdiff.registry import Registry
+from discdiff.samplers import Sampler
+
+__all__ = [
+    "Task",
+    "Evaluation",
+    "TASKS",
+    "register_task",
+    "TASK_FILE",
+    "ratio_se",
+    "check_int",
+]
+
+TASK_FILE = "task.json"
+#: the key of task.json (and of a run's model entry) that names the task
+TASK_TYPE = "task_type"
+_LN2 = math.log(2.0)
+
+#: name -> Task subclass
+TASKS: Registry[type] = Registry("task")
+
+
+def register_task(name: str, cls: type | None = None, *, replace: bool = False) -> Any:
+    """Register a :class:`Task` subclass (decorator when ``cls`` is omitted); sets ``cls.name``."""
+    if cls is None:
+        return lambda c: register_task(name, c, replace=replace)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task needs a Task subclass, got {cls!r}")
+    TASKS.register(name, cls, replace=replace)
+    if not cls.__dict__.get("name"):
+        cls.name = name
+    return cls
+
+
+def check_int(value: Any, name: str, low: int = 1) -> int:
+    """``value`` if it is an int >= ``low`` (bools refused), else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}={value!r}: expected an int >= {low}")
+    return value
+
+
+def ratio_se(nats: Tensor, denom: Tensor) -> float:
+    """Standard error of sum(nats) / sum(denom) over N units (delta method), nats per unit."""
+    n = nats.numel()
+    if n < 2:
+        return float("nan")
+    r = nats.sum() / denom.sum()
+    resid = nats - r * denom
+    return float(torch.sqrt((resid**2).sum() / (n * (n - 1))) / denom.mean())
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A held-out score in the task's unit: ``value`` +- ``se`` over ``count`` examples.
+
+    value = total nats / total units (/ ln 2 for a unit in bits); se: its standard error over
+    examples (ratio estimator; covers data and Monte-Carlo noise). exact: False for a
+    Monte-Carlo bound (an upper bound on the NLL), True for an exact likelihood.
+    """
+
+    value: float
+    se: float
+    unit: str
+    count: int
+    samples: int = 1
+    exact: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def format(self) -> str:
+        """One line for humans."""
+        kind = "NLL" if self.exact else f"ELBO ({self.samples} sample(s) per example)"
+        return f"{kind}: {self.value:.4f} +- {self.se:.4f} {self.unit} over {self.count} examples"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "se": self.se,
+            "unit": self.unit,
+            "count": self.count,
+            "samples": self.samples,
+            "exact": self.exact,
+            **self.extra,
+        }
+
+
+class Task(ABC):
+    """One kind of data plugged into the shared training, evaluation and sampling flow."""
+
+    #: registered name (set by :func:`register_task`)
+    name: ClassVar[str] = ""
+    #: the config dataclass (``to_dict()`` / ``from_dict(d)``, JSON values)
+    config_class: ClassVar[type]
+    #: unit of :meth:`evaluate`; a unit starting with "bits" divides nats by ln 2
+    unit: ClassVar[str] = "nats/example"
+    #: the splits :meth:`dataset` knows
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    config: Any
+    #: field name -> forward process (one entry for single-field tasks)
+    processes: dict[str, Process]
+
+    # ---- the model ------------------------------------------------------------------------
+    @abstractmethod
+    def build_denoiser(self, **sizes: Any) -> nn.Module:
+        """A freshly initialised default denoiser for this task; ``sizes`` set its widths."""
+
+    def check_model(self, model: nn.Module) -> None:  # noqa: B027  (optional hook)
+        """Raise ValueError if ``model`` cannot serve this task's fields (override to check)."""
+
+    def build_model(self, model_config: dict[str, Any]) -> nn.Module:
+        """Rebuild the architecture saved in a run's model entry (or a bare denoiser config)."""
+        d = model_config.get("denoiser", model_config) if isinstance(model_config, dict) else None
+        model = denoiser_from_config(d)
+        self.check_model(model)
+        return model
+
+    def model_entry(self, model: nn.Module) -> dict[str, Any]:
+        """What a checkpoint records to rebuild ``model`` for this task (JSON)."""
+        return {
+            TASK_TYPE: self.name,
+            "task": self.config.to_dict(),
+            "denoiser": denoiser_config(model),
+        }
+
+    # ---- data -----------------------------------------------------------------------------
+    @abstractmethod
+    def dataset(self, split: str) -> Any:
+        """A map-style Dataset (or a re-iterable of batches) of one split."""
+
+    def count_tokens(self, batch: Any) -> int:
+        """Positions in a batch (the Trainer's tokens/s); default: the number of examples."""
+        return int(self.units(batch).numel())
+
+    def collate(self) -> Any:
+        """The collate function for :meth:`dataset` items (None: torch's default)."""
+        return None
+
+    # ---- the objective --------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
+        """Training loss, (B,) nats (what the Trainer minimises the mean of)."""
+
+    def nll(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
+        """A true bound on -log p(example), (B,) nats (default: the training loss)."""
+        return self.loss(model, batch, generator)
+
+    def units(self, batch: Any) -> Tensor:
+        """(B,) denominators of :attr:`unit` (characters, pixels, 1 per molecule, ...)."""
+        first = batch[0] if isinstance(batch, list | tuple) else next(iter(batch.values()))
+        return torch.ones(first.shape[0], dtype=torch.float64)
+
+    def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterable[Any]:
+        """The first ``limit`` examples of a split, in order, as collated batches."""
+        from torch.utils.data import default_collate
+
+        data = self.dataset(split)
+        collate = self.collate() or default_collate
+        if not hasattr(data, "__getitem__"):
+            yield from data
+            return
+        n = len(data) if limit is None else min(limit, len(data))
+        for start in range(0, n, batch_size):
+            yield collate([data[i] for i in range(start, min(start + batch_size, n))])
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str = "test",
+        *,
+        batch_size: int = 32,
+        samples: int = 1,
+        limit: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Evaluation:
+        """:meth:`nll` over a split in :attr:`unit`, averaged over ``samples`` Monte-Carlo
+        draws per example, with its standard error (ratio estimator over examples)."""
+        from discdiff.training import move_to_device
+
+        check_int(batch_size, "batch_size")
+        check_int(samples, "samples")
+        if limit is not None:
+            check_int(limit, "limit")
+        if split not in self.splits:
+            raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, self.splits))}")
+        device = next(model.parameters()).device
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(0)
+        was = model.training
+        model.eval()
+        nats, units = [], []
+        try:
+            for batch in self.batches(split, batch_size, limit):
+                b = move_to_device(batch, device)
+                total = sum(self.nll(model, b, generator).double() for _ in range(samples))
+                nats.append((total / samples).cpu())
+                units.append(self.units(batch).double().cpu())
+        finally:
+            model.train(was)
+        if not nats:
+            raise ValueError(f"split {split!r} holds no examples")
+        nats_t, units_t = torch.cat(nats), torch.cat(units)
+        if not float(units_t.sum()) > 0:
+            raise ValueError(f"split {split!r} holds nothing to score")
+        scale = 1 / _LN2 if self.unit.startswith("bits") else 1.0
+        return Evaluation(
+            value=float(nats_t.sum() / units_t.sum()) * scale,
+            se=ratio_se(nats_t, units_t) * scale,
+            unit=self.unit,
+            count=int(nats_t.numel()),
+            samples=samples,
+        )
+
+    # ---- sampling -------------------------------------------------------------------------
+    @abstractmethod
+    def sample(
+        self,
+        model: nn.Module,
+        n: int,
+        sampler: Sampler,
+        *,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        **conditioning: Any,
+    ) -> Any:
+        """``n`` samples in the task's own form (texts, images, molecules)."""
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``task.json`` (the config and the task's name) and :meth:`save_files`."""
+        from discdiff.training.checkpoint import write_json_atomic
+
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        self.save_files(path)
+        write_json_atomic(path / TASK_FILE, {TASK_TYPE: self.name, **self.config.to_dict()})
+        return path
+
+    def save_files(self, folder: Path) -> None:  # noqa: B027  (optional hook)
+        """Write whatever besides the config rebuilds the task (a tokenizer, data); default none."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], folder: Path | None = None) -> Task:
+        """The task of a saved config dict (``folder``: where :meth:`save_files` wrote)."""
+        return cls(cls.config_class.from_dict(config))  # type: ignore[call-arg]
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> Task:
+        """Read what :meth:`save` wrote (``cls`` may be :class:`Task`: the saved name decides)."""
+        path = Path(folder)
+        doc = read_task_file(path)
+        name = doc.pop(TASK_TYPE, None)
+        target = cls
+        if cls is Task:
+            if name is None:
+                raise ValueError(f"{path / TASK_FILE} does not say which task wrote it")
+            target = TASKS.get(name)
+        return target.from_config(doc, path)
+
+
+def read_task_file(folder: Path) -> dict[str, Any]:
+    """``task.json`` of a folder as a dict; one-line errors for a missing or corrupt file."""
+    path = Path(folder) / TASK_FILE
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"run dir {str(folder)!r} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a run dir (no {TASK_FILE})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return doc

@@ -1,0 +1,246 @@
+"""The spine around every task: one run-directory layout and one train / resume / load /
+evaluate / sample / export flow, written once.
+
+A run directory::
+
+    run_dir/
+      task.json              {"task_type": name, **the task's config}
+      <task files>           what the task's save_files writes (text: tokenizer/)
+      config.json            {"model": model entry, "train": TrainConfig}
+      metrics.csv  loss_curve.png
+      checkpoints/step_*/    weights (model, ema), training state, config.json, manifest
+
+The model entry ``{"task_type", "task", "denoiser": {"type", "config"}}`` is the one
+checkpoint format: a checkpoint's config.json holds it, and an exported model is its weights
+(``NAME.safetensors``) with the same entry beside it (``NAME.json``, or ``X_config.json`` for
+``X_model.safetensors``; task files in ``<stem>_files/``). :func:`from_pretrained` reads any
+of the three (run dir, checkpoint dir, exported file) and returns ``(task, model)``, like
+:func:`load_run`, for every task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from discdiff.tasks.base import TASK_FILE, TASK_TYPE, TASKS, Task, read_task_file
+from discdiff.training import (
+    TrainConfig,
+    Trainer,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model,
+    load_weights,
+)
+from discdiff.training.checkpoint import write_json_atomic
+from discdiff.training.ema import module_tensors
+
+__all__ = [
+    "train",
+    "load_task",
+    "load_run",
+    "from_pretrained",
+    "export",
+    "saved_settings",
+    "config_path",
+]
+
+LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
+
+
+def _check_same_task(run_dir: Path, task: Task) -> None:
+    saved = Task.load(run_dir) if (run_dir / TASK_FILE).is_file() else None
+    if saved is not None and (type(saved) is not type(task) or saved.config != task.config):
+        raise ValueError(
+            f"the task saved in {str(run_dir)!r} differs from this one: "
+            f"{saved.config.to_dict()} != {task.config.to_dict()}"
+        )
+
+
+def train(
+    task: Task,
+    model: nn.Module,
+    train_config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    loss_fn: LossFn | None = None,
+    eval_fn: LossFn | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> dict[str, float]:
+    """Train ``model`` on ``task``'s training split with the shared Trainer into ``run_dir``.
+
+    A new run saves the task first; an existing one needs ``resume=True`` and the same task.
+    Evaluates :meth:`Task.nll` on the "val" split every ``eval_every`` steps. ``loss_fn`` /
+    ``eval_fn`` replace the task's (the text task's AR yardstick uses this). Returns the
+    Trainer's last metrics.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a discdiff Task, got {type(task).__name__}")
+    folder = Path(run_dir)
+    if latest_checkpoint(folder) is None:
+        task.save(folder)
+    elif not resume:
+        raise ValueError(
+            f"run dir {str(folder)!r} already has checkpoints; pass resume=True (--resume) to "
+            "continue it or choose a new run dir"
+        )
+    else:
+        _check_same_task(folder, task)
+    trainer = Trainer(
+        model,
+        loss_fn if loss_fn is not None else task.loss,
+        task.dataset("train"),
+        train_config,
+        folder,
+        model_config=task.model_entry(model),
+        eval_data=task.dataset("val") if train_config.eval_every else None,
+        eval_fn=eval_fn if eval_fn is not None else task.nll,
+        collate_fn=task.collate(),
+        count_tokens=task.count_tokens,
+        device=device,
+        progress=progress,
+        tensorboard=tensorboard,
+    )
+    return trainer.fit(resume=resume)
+
+
+def load_task(run_dir: str | os.PathLike[str]) -> Task:
+    """The task saved in a run dir (its class found by the name in task.json)."""
+    return Task.load(run_dir)
+
+
+def _entry_task(entry: dict[str, Any], folder: Path | None, where: str) -> Task:
+    name = entry.get(TASK_TYPE)
+    if name is None or "task" not in entry:
+        raise ValueError(f"{where} is not a discdiff model entry (needs task_type, task)")
+    return TASKS.get(name).from_config(dict(entry["task"]), folder)
+
+
+def load_run(
+    run_dir: str | os.PathLike[str], device: str = "cpu", use_ema: bool | None = None
+) -> tuple[Task, nn.Module]:
+    """(task, model in eval mode) of a run dir's latest checkpoint (EMA weights when saved,
+    unless ``use_ema=False``)."""
+    folder = Path(run_dir)
+    read_task_file(folder)  # one-line errors for a missing dir / task.json
+    task = Task.load(folder)
+    if latest_checkpoint(folder) is None:
+        raise FileNotFoundError(f"run dir {str(folder)!r} has no checkpoints yet")
+    model = load_model(folder, task.build_model, use_ema=use_ema, device=device)
+    return task, model
+
+
+def config_path(weights: Path) -> Path:
+    """The model entry beside exported weights: ``X_config.json`` for ``X_model.safetensors``,
+    else ``NAME.json``."""
+    stem = weights.name.removesuffix(".safetensors")
+    if stem.endswith("_model"):
+        return weights.with_name(stem.removesuffix("_model") + "_config.json")
+    return weights.with_name(stem + ".json")
+
+
+def _files_dir(weights: Path) -> Path:
+    return weights.with_name(weights.name.removesuffix(".safetensors") + "_files")
+
+
+def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``model``'s weights (safetensors) and its model entry beside them (see the module
+    docstring); the task's files, if it has any, go into ``<stem>_files/``."""
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"exported weights must be a .safetensors file, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = _files_dir(path)
+    files.mkdir(exist_ok=True)
+    task.save_files(files)
+    if not any(files.iterdir()):
+        files.rmdir()
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(tmp))
+    os.replace(tmp, path)
+    cfg = config_path(path)
+    write_json_atomic(cfg, task.model_entry(model))
+    return path, cfg
+
+
+def _read_entry(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read checkpoint config {str(path)!r}: {err}") from err
+    if not isinstance(doc, dict) or "task" not in doc or "denoiser" not in doc:
+        raise ValueError(f"{str(path)!r} is not a model config (needs task, denoiser)")
+    return doc
+
+
+def from_pretrained(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    use_ema: bool | None = None,
+    task_type: str | None = None,
+) -> tuple[Task, nn.Module]:
+    """(task, model in eval mode) from a run dir, a checkpoint dir or exported weights.
+
+    ``task_type`` names the task for a model entry that does not (files written before the
+    task spine); otherwise the entry's own ``task_type`` decides.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if (p / TASK_FILE).is_file():
+            return load_run(p, device=str(device), use_ema=use_ema)
+        if (p / "manifest.json").is_file():  # one checkpoint dir: its run dir holds the task
+            ckpt = load_checkpoint(p)
+            task = _entry_task(
+                _with_type(ckpt.config.get("model") or {}, task_type), p.parent.parent, str(p)
+            )
+            model = task.build_model(ckpt.config["model"])
+            load_weights(model, ckpt.ema if (use_ema is not False and ckpt.ema) else ckpt.model)
+            return task, model.to(device).eval()
+        raise FileNotFoundError(f"{str(p)!r} is neither a run dir nor a checkpoint dir")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    cfg = config_path(p)
+    if not cfg.is_file():
+        raise FileNotFoundError(f"checkpoint config {str(cfg)!r} does not exist")
+    entry = _with_type(_read_entry(cfg), task_type)
+    files = _files_dir(p)
+    task = _entry_task(entry, files if files.is_dir() else None, str(cfg))
+    model = task.build_model(entry)
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read checkpoint weights {str(p)!r}: {err}") from err
+    load_weights(model, tensors)
+    return task, model.to(device).eval()
+
+
+def _with_type(entry: dict[str, Any], task_type: str | None) -> dict[str, Any]:
+    if TASK_TYPE not in entry and task_type is not None:
+        return {TASK_TYPE: task_type, **entry}
+    return entry
+
+
+def saved_settings(run_dir: str | os.PathLike[str]) -> tuple[Task, dict[str, Any], dict[str, Any]]:
+    """(task, model entry, train settings) of a run to resume: what ``--resume`` continues."""
+    folder = Path(run_dir)
+    task = Task.load(folder)
+    cfg = folder / "config.json"
+    try:
+        doc = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {cfg}: {err}") from err
+    model, train_cfg = doc.get("model"), doc.get("train")
+    if not isinstance(model, dict) or not isinstance(train_cfg, dict):
+        raise ValueError(f"{cfg} lacks the model entry or the train settings")
+    return task, model, train_cfg

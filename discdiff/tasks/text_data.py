@@ -1,0 +1,134 @@
+"""Text data: corpora by name, tokens of a text, and fixed-length chunks with padding masks.
+
+- :func:`load_corpus`: Shakespeare raw or text8-style, text8, or any file / folder of ``*.txt``;
+- :func:`encode_text`: a string -> (n,) token ids (a lookup table for characters);
+- :class:`TextChunks`: rows of ``seq_len`` tokens, the padding mask of the last partial row
+  (padding is never noised nor scored) and each row's character count (the denominator of
+  bits per character).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from discdiff.datasets.shakespeare import load_shakespeare
+from discdiff.datasets.text8 import load_text8
+from discdiff.datasets.text_files import load_text_files
+from discdiff.tokenizers import CharTokenizer, Tokenizer, chunk_ids
+
+__all__ = ["CORPORA", "load_corpus", "is_text8_style", "encode_text", "TextChunks"]
+
+CORPORA = ("shakespeare", "shakespeare-text8", "text8[:PATH]", "PATH (file or folder of *.txt)")
+
+
+# ---- corpora ---------------------------------------------------------------------------------
+def load_corpus(spec: str, split: str = "train") -> str:
+    """One split ("train" | "val" | "test" | "all") of the corpus named by ``spec``.
+
+    spec: "shakespeare" (raw text, 84 symbols), "shakespeare-text8" (27 symbols), "text8" or
+    "text8:PATH" (the standard 90M/5M/5M split of text8 at PATH, default the cache folder), or
+    a path to a text file or a folder of ``*.txt`` files (90/5/5 by character position).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"corpus={spec!r}: expected one of {', '.join(CORPORA)}")
+    if spec == "shakespeare":
+        return load_shakespeare("raw", split)
+    if spec == "shakespeare-text8":
+        return load_shakespeare("text8", split)
+    if spec == "text8" or spec.startswith("text8:"):
+        path = spec.partition(":")[2] or None
+        return load_text8(path, split)
+    if not Path(spec).expanduser().exists():
+        raise FileNotFoundError(
+            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
+            "text8[:PATH]) nor an existing file or folder"
+        )
+    return load_text_files(spec, split)
+
+
+def is_text8_style(spec: str) -> bool:
+    return spec in ("shakespeare-text8", "text8") or spec.startswith("text8:")
+
+
+# ---- data ------------------------------------------------------------------------------------
+def encode_text(text: str, tokenizer: Tokenizer) -> Tensor:
+    """Token ids of ``text`` as a (n,) long tensor.
+
+    A character tokenizer is applied through a code-point lookup table (no Python list of
+    ids, so a 10^8-character corpus fits in memory); anything it cannot map falls back to
+    ``tokenizer.encode``, which raises its usual error or maps to unk.
+    """
+    if isinstance(tokenizer, CharTokenizer) and text:
+        codes = torch.from_numpy(
+            np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        )  # (n,)
+        top = max(int(codes.max()), max(map(ord, tokenizer.alphabet))) + 1
+        table = torch.full((top,), -1, dtype=torch.long)
+        table[torch.tensor([ord(c) for c in tokenizer.alphabet])] = torch.arange(
+            len(tokenizer.alphabet)
+        )
+        ids = table[codes]
+        if not bool((ids < 0).any()):
+            return ids
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+class TextChunks(Dataset):
+    """Fixed-length token chunks of one split; item i is a dict of tensors.
+
+    ``ids`` (L,) long, ``mask`` (L,) bool (True = real token, False = padding of the last
+    chunk), ``chars`` () long: the characters the chunk's real tokens decode to (= real
+    tokens for a character tokenizer), the denominator of bits per character.
+    """
+
+    def __init__(self, ids: Tensor, mask: Tensor, chars: Tensor) -> None:
+        if ids.dim() != 2 or mask.shape != ids.shape or chars.shape != ids.shape[:1]:
+            raise ValueError(
+                f"expected ids (N, L), mask (N, L), chars (N,), got {tuple(ids.shape)}, "
+                f"{tuple(mask.shape)}, {tuple(chars.shape)}"
+            )
+        self.ids, self.mask, self.chars = ids, mask, chars
+
+    @classmethod
+    def from_text(
+        cls, text: str, tokenizer: Tokenizer, seq_len: int, drop_partial: bool = False
+    ) -> TextChunks:
+        """Tokenize ``text`` and cut it into rows of ``seq_len`` (see the class docstring).
+
+        drop_partial: drop the padded last chunk (training wants only full rows; evaluation
+        keeps it so every character is scored).
+        """
+        ids, mask = chunk_ids(encode_text(text, tokenizer), seq_len)  # (N, L), (N, L)
+        if drop_partial and ids.shape[0] and not bool(mask[-1].all()):
+            ids, mask = ids[:-1], mask[:-1]
+        if isinstance(tokenizer, CharTokenizer):
+            chars = mask.sum(1)  # (N,)
+        else:
+            chars = torch.tensor(
+                [len(tokenizer.decode(row[m])) for row, m in zip(ids, mask, strict=True)],
+                dtype=torch.long,
+            )
+        return cls(ids, mask, chars)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"ids": self.ids[i], "mask": self.mask[i], "chars": self.chars[i]}
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterable[dict[str, Tensor]]:
+        """The chunks in order as batches of ``batch_size`` (the first ``limit`` chunks only)."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield {
+                "ids": self.ids[start:stop],
+                "mask": self.mask[start:stop],
+                "chars": self.chars[start:stop],
+            }
