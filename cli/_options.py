@@ -53,6 +53,10 @@ EvalBatches = Annotated[int | None, typer.Option(help="Held-out batches per eval
 CkptEvery = Annotated[int | None, typer.Option(help="Checkpoint every N steps.")]
 LogEvery = Annotated[int | None, typer.Option(help="Log a metrics row every N steps.")]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay (default 0).")]
+GradClip = Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off; default 1.0).")]
+Precision = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default auto).")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
 Resume = Annotated[
     bool,
     typer.Option(

@@ -42,8 +42,9 @@ def resolve_train_config(
                     f"note: --resume with {key} {saved[key]!r} -> {value!r} (flag)", err=True
                 )
     settings = {**base, **explicit}
-    if settings.get("ema_decay") == 0:
-        settings["ema_decay"] = None
+    for off in ("ema_decay", "grad_clip"):  # 0 on the command line means off
+        if settings.get(off) == 0:
+            settings[off] = None
     if "warmup_steps" not in explicit and not saved and "steps" in settings:
         settings["warmup_steps"] = min(
             int(settings.get("warmup_steps", 1000)), max(int(settings["steps"]) - 1, 0)

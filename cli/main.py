@@ -45,6 +45,9 @@ def _register_subapps() -> None:
     import importlib.util
 
     from discdiff.cli import demo
+    from discdiff.registry import load_plugins
+
+    load_plugins()  # installed plug-ins register their samplers, processes, ... before --help
 
     app.command(name="demo")(demo.demo)
     for name, module in TASKS:

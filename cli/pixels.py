@@ -16,7 +16,23 @@ from typing import Annotated, Any
 
 import typer
 
-from discdiff.cli._options import Device, Seed, SeedOrSaved, Threads, set_threads
+from discdiff.cli._options import (
+    CkptEvery,
+    Device,
+    Ema,
+    EmaOld,
+    EvalBatches,
+    LogEvery,
+    Seed,
+    SeedOrSaved,
+    Threads,
+    Warmup,
+    WarmupOld,
+    deprecated,
+    sampler_help,
+    set_threads,
+)
+from discdiff.cli._spine import resolve_train_config
 
 app = typer.Typer(
     name="pixels",
@@ -56,7 +72,8 @@ def train(
     steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default 5000).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step (default 64).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4).")] = None,
-    warmup_steps: Annotated[int | None, typer.Option(help="Linear warm-up steps.")] = None,
+    warmup: Warmup = None,
+    warmup_steps: WarmupOld = None,
     layers: Annotated[int | None, typer.Option(help="Transformer blocks (default 4).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Model width (default 128).")] = None,
     heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).")] = None,
@@ -74,15 +91,14 @@ def train(
         float | None,
         typer.Option(help="Probability of training with the null label (default 0.1)."),
     ] = None,
-    ema: Annotated[
-        float | None, typer.Option(help="EMA decay of the weights (off if unset).")
-    ] = None,
+    ema: Ema = None,
+    ema_decay: EmaOld = None,
     eval_every: Annotated[
         int | None, typer.Option(help="Validation bits/dim every N steps (0 = never).")
     ] = None,
-    eval_batches: Annotated[int | None, typer.Option(help="Validation batches per eval.")] = None,
-    ckpt_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Log every N steps.")] = None,
+    eval_batches: EvalBatches = None,
+    ckpt_every: CkptEvery = None,
+    log_every: LogEvery = None,
     seed: SeedOrSaved = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
@@ -98,6 +114,8 @@ def train(
     from discdiff.training import TrainConfig
 
     set_threads(threads)
+    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
+    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}
     saved_train: dict[str, Any] = {}
@@ -110,6 +128,7 @@ def train(
         dcfg = entry["denoiser"]["config"]
         saved_model = {k: dcfg[k] for k in _MODEL_DEFAULTS if k in dcfg}
         saved_train = dict(saved.get("train") or {})
+        saved_task.pop("task_type", None)
     elif resume:
         typer.echo(f"no run in {out} yet; starting a new one", err=True)
     elif (out / "checkpoints").is_dir():
@@ -133,12 +152,12 @@ def train(
         saved_model,
         _MODEL_DEFAULTS,
     )
-    train_opts = _merge(
+    train_config = resolve_train_config(
         {
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,
-            "warmup_steps": warmup_steps,
+            "warmup_steps": warmup,
             "ema_decay": ema,
             "eval_every": eval_every,
             "eval_batches": eval_batches,
@@ -146,10 +165,9 @@ def train(
             "log_every": log_every,
             "seed": seed,
         },
-        saved_train,
-        _TRAIN_DEFAULTS,
+        {**TrainConfig().to_dict(), **_TRAIN_DEFAULTS},
+        saved_train or None,
     )
-    train_config = TrainConfig.from_dict(train_opts)
     task = px.PixelTask(config)
     torch.manual_seed(train_config.seed)
     model = px.make_denoiser(config, px.ModelOptions(**model_opts))
@@ -181,12 +199,14 @@ def sample(
         float, typer.Option(help="Classifier-free guidance scale (1 = off, 0 = unconditional).")
     ] = 1.0,
     steps: Annotated[int | None, typer.Option(help="Reverse steps (default min(T, 100)).")] = None,
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
+    temperature: Annotated[float, typer.Option(help="Temperature of the x0 prediction.")] = 1.0,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Draw images from a trained run and save them as one PNG grid."""
+    """Draw images from a trained run with any registered sampler; save them as one PNG grid."""
     import torch
 
     from discdiff.tasks import pixels as px
@@ -201,9 +221,12 @@ def sample(
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    ids = px.sample_images(
-        task, model, labels, guidance=guidance, steps=steps, generator=generator, progress=progress
-    )
+    s = task.sampler(steps, guidance, sampler, temperature=temperature)
+    try:
+        s.check_processes(task.processes)
+    except TypeError as err:
+        raise ValueError(str(err)) from err
+    ids = task.sample(model, n, s, labels=labels, generator=generator, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     c = task.config
     px.save_grid(ids, out, c.levels, c.height, c.width)

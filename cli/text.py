@@ -15,7 +15,47 @@ from typing import Annotated
 
 import typer
 
-from discdiff.cli._options import Device, Seed, Threads, set_threads
+from discdiff.cli._options import (
+    BatchSize,
+    CkptEvery,
+    Compile,
+    Device,
+    Ema,
+    EmaOld,
+    EvalBatches,
+    EvalEvery,
+    GradClip,
+    LogEvery,
+    Lr,
+    Precision,
+    Progress,
+    Resume,
+    Seed,
+    Steps,
+    Threads,
+    WarmupOld,
+    WeightDecay,
+    deprecated,
+    sampler_help,
+    set_threads,
+)
+from discdiff.cli._spine import check_new_run, resolve_train_config
+
+#: training defaults of the text task (flags override; --resume keeps the run's)
+TRAIN_DEFAULTS = {
+    "steps": 10_000,
+    "batch_size": 64,
+    "lr": 3e-4,
+    "weight_decay": 0.0,
+    "grad_clip": 1.0,
+    "ema_decay": None,
+    "precision": "auto",
+    "compile": False,
+    "eval_every": 500,
+    "eval_batches": 8,
+    "ckpt_every": 1000,
+    "log_every": 10,
+}
 
 app = typer.Typer(
     help="Text: train a character/BPE diffusion model on a corpus, sample, evaluate (bits/char).",
@@ -34,8 +74,10 @@ def train(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics).")],
-    process: Annotated[str, typer.Option(help="absorbing | uniform")] = "absorbing",
-    steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 10_000,
+    process: Annotated[
+        str, typer.Option(help="A registered process with a continuous ELBO: absorbing | uniform.")
+    ] = "absorbing",
+    steps: Steps = None,
     objective: Annotated[str, typer.Option(help="elbo | sundae (uniform only)")] = "elbo",
     unroll_steps: Annotated[int, typer.Option(help="SUNDAE unrolled steps.")] = 2,
     schedule: Annotated[str, typer.Option(help="loglinear | cosine")] = "loglinear",
@@ -56,62 +98,44 @@ def train(
     mlp_ratio: Annotated[float, typer.Option(help="MLP width / model width.")] = 4.0,
     cond_dim: Annotated[int, typer.Option(help="Width of the time conditioning vector.")] = 128,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Chunks per optimizer step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
     warmup: Annotated[
         int | None, typer.Option(help="Warm-up steps (default: steps // 10, at most 1000).")
     ] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    grad_clip: Annotated[float, typer.Option(help="Gradient norm clip.")] = 1.0,
-    ema: Annotated[
-        float | None, typer.Option(help="EMA decay of the weights (off if unset).")
-    ] = None,
-    eval_every: Annotated[int, typer.Option(help="Validation ELBO every N steps (0 = off).")] = 500,
-    eval_batches: Annotated[int, typer.Option(help="Validation batches per evaluation.")] = 8,
-    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
-    log_every: Annotated[int, typer.Option(help="Log a metrics row every N steps.")] = 10,
-    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    warmup_steps: WarmupOld = None,
+    weight_decay: WeightDecay = None,
+    grad_clip: GradClip = None,
+    ema: Ema = None,
+    ema_decay: EmaOld = None,
+    eval_every: EvalEvery = None,
+    eval_batches: EvalBatches = None,
+    ckpt_every: CkptEvery = None,
+    log_every: LogEvery = None,
+    precision: Precision = None,
+    compile: Compile = False,
     device: Device = "auto",
     threads: Threads = 0,
     seed: Seed = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out (task and model as saved).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    resume: Resume = False,
+    progress: Progress = True,
 ) -> None:
     """Train a text diffusion model on CORPUS into --out."""
     set_threads(threads)
-    import json
-
     import torch
 
-    from discdiff.tasks.text import TextTask, TextTaskConfig, train_text
-    from discdiff.training import TrainConfig, latest_checkpoint
+    from discdiff.tasks import runs
+    from discdiff.tasks.text import TextTask, TextTaskConfig
 
-    if warmup is None:
-        warmup = min(1000, max(steps, 0) // 10)
-    train_config = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=warmup,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-        ema_decay=ema,
-        precision=precision,
-        compile=compile,
-        eval_every=eval_every,
-        eval_batches=eval_batches,
-        ckpt_every=ckpt_every,
-        log_every=log_every,
-        seed=seed,
-    )
-    if resume and latest_checkpoint(out) is not None:
-        task = TextTask.load(out)
-        saved = json.loads((out / "config.json").read_text())["model"]
+    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
+    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
+    saved_train = None
+    if check_new_run(out, resume):
+        task, model_entry, saved_train = runs.saved_settings(out)
+        if not isinstance(task, TextTask):
+            raise ValueError(f"{str(out)!r} is a {task.name} run, not a text run")
         torch.manual_seed(seed)
-        model = task.build_model(saved)
+        model = task.build_model(model_entry)
         typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})", err=True)
     else:
         config = TextTaskConfig(
@@ -125,7 +149,9 @@ def train(
             vocab_size=vocab_size,
             time_conditioning=time_conditioning,
         )
-        sizes = dict(
+        task = TextTask.create(config)
+        torch.manual_seed(seed)
+        model = task.build_denoiser(
             num_layers=layers,
             d_model=d_model,
             num_heads=heads,
@@ -133,12 +159,34 @@ def train(
             cond_dim=cond_dim,
             dropout=dropout,
         )
-        task = TextTask.create(config)
-        model_cfg = task.model_config(**sizes)
-        torch.manual_seed(seed)
-        model = task.build_model({"type": "transformer", "config": model_cfg.to_dict()})
-    metrics = train_text(
-        task, model, train_config, out, resume=resume, device=device, progress=progress
+    total = steps if steps is not None else (saved_train or TRAIN_DEFAULTS)["steps"]
+    defaults = dict(TRAIN_DEFAULTS, warmup_steps=min(1000, max(total, 0) // 10), seed=seed)
+    given = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup,
+        "weight_decay": weight_decay,
+        "grad_clip": grad_clip,
+        "ema_decay": ema,
+        "precision": precision,
+        "compile": compile or None,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "ckpt_every": ckpt_every,
+        "log_every": log_every,
+        "seed": seed if saved_train is None else None,
+    }
+    train_config = resolve_train_config(given, defaults, saved_train)
+    metrics = runs.train(
+        task,
+        model,
+        train_config,
+        out,
+        resume=resume,
+        device=device,
+        progress=progress,
+        tensorboard=True,
     )
     shown = {
         k: round(v, 4)
@@ -157,9 +205,7 @@ def sample(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `text train`.")],
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 16,
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 256,
-    sampler: Annotated[
-        str, typer.Option(help="ancestral | caching | first-hitting | confidence | sundae")
-    ] = "ancestral",
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     length: Annotated[
         int | None, typer.Option(help="Tokens per sample (default: seq_len).")
     ] = None,

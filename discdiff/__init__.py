@@ -6,24 +6,44 @@ Task-specific code lives in ``discdiff.tasks``, chemistry in ``discdiff.chem``, 
 ``discdiff.datasets`` and the command line in ``discdiff.cli``.
 """
 
+from typing import Any
+
 from discdiff.losses import (
     bits_per_token,
     continuous_elbo,
+    elbo_kernel,
     hybrid_loss,
+    masked_ce_kernel,
     sundae_loss,
     vlb_loss,
 )
 from discdiff.nn import (
+    DENOISERS,
     GraphTransformerConfig,
     GraphTransformerDenoiser,
     TransformerConfig,
     TransformerDenoiser,
     denoiser_config,
     denoiser_from_config,
+    register_denoiser,
 )
-from discdiff.processes import Absorbing, Dense, Marginal, MixingProcess, Process, Uniform
+from discdiff.processes import (
+    PROCESSES,
+    Absorbing,
+    Dense,
+    Marginal,
+    MixingProcess,
+    Process,
+    Uniform,
+    make_process,
+    process_config,
+    process_from_config,
+    register_process,
+)
 from discdiff.processes.gaussian import d3pm_gaussian_schedule, discretized_gaussian
+from discdiff.registry import Registry, load_plugins
 from discdiff.samplers import (
+    SAMPLERS,
     AncestralSampler,
     CachingSampler,
     ConfidenceSampler,
@@ -31,8 +51,12 @@ from discdiff.samplers import (
     Sampler,
     SampleResult,
     SundaeSampler,
+    make_sampler,
+    register_sampler,
 )
 from discdiff.schedules import (
+    SCHEDULES,
+    ContinuousSchedule,
     CosineAlpha,
     DiscreteSchedule,
     LogLinear,
@@ -40,15 +64,67 @@ from discdiff.schedules import (
     absorbing_schedule,
     d3pm_cosine,
     d3pm_linear,
+    make_schedule,
+    register_schedule,
 )
 from discdiff.training import EMA, TrainConfig, Trainer, load_model
+
+#: the task layer (text, pixels, molecules and the spine) loads torch-heavy data libraries,
+#: so its public names are imported on first use
+_TASK_API = {
+    "Task": ("discdiff.tasks.base", "Task"),
+    "Evaluation": ("discdiff.tasks.base", "Evaluation"),
+    "TASKS": ("discdiff.tasks.base", "TASKS"),
+    "register_task": ("discdiff.tasks.base", "register_task"),
+    "train_task": ("discdiff.tasks.runs", "train"),
+    "load_run": ("discdiff.tasks.runs", "load_run"),
+    "from_pretrained": ("discdiff.tasks.runs", "from_pretrained"),
+    "export_model": ("discdiff.tasks.runs", "export"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TASK_API:
+        import importlib
+
+        module, attr = _TASK_API[name]
+        importlib.import_module("discdiff.tasks")  # registers the built-in tasks
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'discdiff' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # registries and plug-ins
+    "Registry",
+    "load_plugins",
+    "PROCESSES",
+    "SCHEDULES",
+    "SAMPLERS",
+    "DENOISERS",
+    "TASKS",
+    "register_process",
+    "register_schedule",
+    "register_sampler",
+    "register_denoiser",
+    "register_task",
+    "make_process",
+    "make_schedule",
+    "make_sampler",
+    "process_config",
+    "process_from_config",
+    # the task spine
+    "Task",
+    "Evaluation",
+    "train_task",
+    "load_run",
+    "from_pretrained",
+    "export_model",
     # schedules
     "Schedule",
+    "ContinuousSchedule",
     "DiscreteSchedule",
     "LogLinear",
     "CosineAlpha",
@@ -69,6 +145,8 @@ __all__ = [
     "hybrid_loss",
     "continuous_elbo",
     "sundae_loss",
+    "elbo_kernel",
+    "masked_ce_kernel",
     "bits_per_token",
     # denoisers
     "TransformerConfig",

@@ -156,7 +156,9 @@ def _gaussian(
 
 
 _gaussian.discrete_time = True  # type: ignore[attr-defined]  # takes a DiscreteSchedule of betas
-_gaussian.example_options = lambda k: {"schedule": {"type": "d3pm-gaussian", "num_steps": 20}}  # type: ignore[attr-defined]
+_gaussian.example_options = lambda k: {
+    "schedule": {"type": "d3pm-gaussian", "num_steps": 50, "beta_start": 0.1, "beta_end": 1.0}
+}  # type: ignore[attr-defined]
 
 register_schedule("d3pm-gaussian", d3pm_gaussian_schedule)
 register_process("uniform", _uniform)

@@ -138,6 +138,15 @@ class Task(ABC):
     #: field name -> forward process (one entry for single-field tasks)
     processes: dict[str, Process]
 
+    # ---- a small instance, for the conformance suite and the docs ---------------------------
+    @classmethod
+    def example(cls, folder: Path) -> tuple[Task, dict[str, Any]]:
+        """A tiny instance of this task with data made or found offline (files may go in
+        ``folder``) and the denoiser sizes for a model that trains in a second. Every task
+        gives one, so ``tests/conformance/test_tasks.py`` can train, save, load, evaluate and
+        sample it."""
+        raise TypeError(f"task {cls.name or cls.__name__!r} gives no example(); see Task.example")
+
     # ---- the model ------------------------------------------------------------------------
     @abstractmethod
     def build_denoiser(self, **sizes: Any) -> nn.Module:

@@ -259,6 +259,27 @@ class MoleculeTask(Task):
         }
 
     # ---- the spine's pieces -----------------------------------------------------------------
+    @classmethod
+    def example(cls, folder: Path) -> tuple[MoleculeTask, dict[str, Any]]:
+        """Eight small molecules in QM9's vocabulary (train and held-out alike)."""
+        smiles = ["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O", "C1CC1N", "COC=O"]
+        vocab = GraphVocab.qm9()
+        graphs, _ = encode_smiles(smiles, vocab)
+        task = cls.from_graphs(graphs, vocab, dataset=None)
+        task.attach_data(task.graph_dataset(graphs), task.graph_dataset(graphs[:4]))
+        sizes = {
+            "num_layers": 1,
+            "node_dim": 16,
+            "edge_dim": 8,
+            "global_dim": 8,
+            "num_heads": 2,
+            "node_ff_dim": 16,
+            "edge_ff_dim": 8,
+            "global_ff_dim": 8,
+            "time_freq_dim": 8,
+        }
+        return task, sizes
+
     def build_denoiser(self, **sizes: Any) -> GraphTransformerDenoiser:
         """A fresh graph transformer of :meth:`denoiser_config`'s shape."""
         return GraphTransformerDenoiser(self.denoiser_config(**sizes))

@@ -258,6 +258,12 @@ class PixelTask(Task):
         self.processes = {"pixels": self.process}
         self._data: dict[str, TorchImages] = {}
 
+    @classmethod
+    def example(cls, folder: Path) -> tuple[PixelTask, dict[str, Any]]:
+        """scikit-learn's 8x8 digits at 4 levels (no download)."""
+        task = cls(PixelConfig(data="digits", levels=4, process="absorbing"))
+        return task, {"num_layers": 1, "d_model": 32, "num_heads": 2, "cond_dim": 32}
+
     # ---- the spine's pieces ---------------------------------------------------------------
     def build_denoiser(self, **sizes: Any) -> TransformerDenoiser:
         """The 2-D transformer of :func:`make_denoiser` with ``ModelOptions(**sizes)``."""

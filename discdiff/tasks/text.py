@@ -260,6 +260,21 @@ class TextTask(Task):
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
+    def example(cls, folder: Path) -> tuple[TextTask, dict[str, Any]]:
+        """A character task on a small made-up corpus written into ``folder``."""
+        import random
+
+        rng = random.Random(0)
+        vocab = "the king and queen of england went to war with france in spring".split()
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        path = Path(folder) / "corpus.txt"
+        path.write_text(
+            "\n".join(" ".join(rng.choice(vocab) for _ in range(8)) for _ in range(200))
+        )
+        task = cls.create(TextTaskConfig(corpus=str(path), seq_len=16))
+        return task, {"num_layers": 1, "d_model": 32, "num_heads": 2, "cond_dim": 16}
+
+    @classmethod
     def create(cls, config: TextTaskConfig) -> TextTask:
         """Build the tokenizer from the corpus (characters of all splits, or BPE on train)."""
         if config.tokenizer == "bpe":
