@@ -1,6 +1,6 @@
 """Training-step throughput of a TransformerDenoiser, what the diffusion adds, and FLOP use.
 
-Times the Trainer's own step (``Trainer._train_step``: autocast, loss, backward, grad clip,
+Times the Trainer's own step (``Trainer.train_step``: autocast, loss, backward, grad clip,
 AdamW) on one fixed batch, for two loss functions, interleaved step by step in one run so that
 both see the same machine load:
 
@@ -183,7 +183,7 @@ def main() -> None:
                 trainer.loss_fn = fn  # the same step path, optimizer and weights for both
                 sync(device)
                 start = time.perf_counter()
-                loss, *_ = trainer._train_step(stream)
+                loss = trainer.train_step(stream).loss
                 float(loss)  # wait for the step's result
                 elapsed = time.perf_counter() - start
                 if i >= args.warmup:

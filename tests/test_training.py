@@ -515,3 +515,43 @@ def test_compiled_model_trains_like_eager(tmp_path):
     assert compiled.model is not compiled.module  # really compiled
     for name, value in eager.module.state_dict().items():
         torch.testing.assert_close(compiled.module.state_dict()[name], value, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public single step and named metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_named_metrics_are_logged_beside_the_loss(tmp_path):
+    def loss_with_accuracy(model, batch, generator):
+        x, y = batch
+        logits = model(x)
+        return {
+            "loss": nn.functional.cross_entropy(logits, y, reduction="none"),
+            "accuracy": (logits.argmax(-1) == y).float(),
+        }
+
+    cfg = TrainConfig(steps=4, batch_size=8, log_every=2, eval_every=2, eval_batches=1, seed=0)
+    trainer = make_trainer(tmp_path, cfg, loss=loss_with_accuracy, eval_data=toy_dataset(16))
+    metrics = trainer.fit()
+    assert 0.0 <= metrics["train_accuracy"] <= 1.0 and 0.0 <= metrics["eval_accuracy"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["2", "4"] and all(r["train_accuracy"] for r in rows)
+    # the same run with the plain (B,) loss has the same weights: the metric is only logged
+    plain = make_trainer(tmp_path / "plain", cfg, eval_data=toy_dataset(16))
+    plain.fit()
+    for a, b in zip(trainer.module.parameters(), plain.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="without 'loss'"):
+        make_trainer(tmp_path / "bad", cfg, loss=lambda m, b, g: {"nll": ce_loss(m, b, g)}).fit()
+
+
+def test_public_train_step_advances_the_run(tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=8, log_every=1, seed=0)
+    stepped = make_trainer(tmp_path / "a", cfg)
+    results = [stepped.train_step() for _ in range(3)]
+    assert stepped.step == 3 and all(r.loss.dim() == 0 and r.items == 8 for r in results)
+    fitted = make_trainer(tmp_path / "b", cfg)
+    fitted.fit()
+    for a, b in zip(stepped.module.parameters(), fitted.module.parameters(), strict=True):
+        assert torch.equal(a, b)

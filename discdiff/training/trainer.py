@@ -5,10 +5,12 @@ The trainer knows nothing about tokens, pixels or molecules. It is given
 - ``model``: any ``nn.Module``, plus ``model_config`` (JSON-able) that a caller-supplied
   ``build_model(model_config)`` turns back into the architecture (saved in config.json);
 - ``loss_fn(model, batch, generator) -> (B,)`` per-example nats; the trainer minimises their
-  mean (per-token normalisation, if wanted, is the loss's business);
-- ``train_data``: either a map-style ``Dataset`` of examples, batched here with a seeded
-  ``DistributedSampler`` (reshuffled each epoch, sharded across ranks), or any re-iterable of
-  ready-made batches (under DDP rank r takes batches r, r + W, r + 2W, ... of that stream);
+  mean (per-token normalisation, if wanted, is the loss's business). It may instead return a
+  dict ``{"loss": (B,), "name": (B,), ...}``: the other entries are averaged and logged beside
+  the loss as ``train_name`` (and ``eval_name`` for ``eval_fn``), with no host sync per step;
+- ``train_data``: a map-style ``Dataset`` of examples or a re-iterable of ready-made batches,
+  streamed by :class:`discdiff.training.data.BatchStream` (seeded, sharded across ranks,
+  resumable);
 - optionally ``eval_data`` and ``eval_fn(model, batch, generator) -> (B,)`` (default: the loss)
   for the periodic held-out ELBO.
 
@@ -26,6 +28,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import Dataset
 from torch.utils.data import default_collate as _default_collate
 from tqdm.auto import tqdm
 
@@ -46,6 +49,7 @@ from discdiff.training.checkpoint import (
     write_json_atomic,
 )
 from discdiff.training.config import TrainConfig, lr_at
+from discdiff.training.data import BatchStream, batch_len, eval_batches, is_map_dataset, round_robin
 from discdiff.training.device import (
     autocast_context,
     move_to_device,
@@ -55,30 +59,20 @@ from discdiff.training.device import (
 from discdiff.training.ema import EMA
 from discdiff.training.logging import MetricsLogger, logger, plot_loss_curve
 
-__all__ = ["TrainConfig", "Trainer", "lr_at", "LossFn"]
+__all__ = ["TrainConfig", "Trainer", "lr_at", "LossFn", "StepResult", "split_loss"]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
+
+
+_is_map_dataset = is_map_dataset
+_round_robin = round_robin
+_batch_len = batch_len
 
 
 def _derive_seed(seed: int, *parts: object) -> int:
     """A 63-bit seed from a base seed and labels, stable across runs and platforms."""
     text = "/".join([str(seed), *map(str, parts)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def _batch_len(batch: Any) -> int:
-    """Examples in a batch: leading size of its first tensor (or ``num_graphs`` / ``len``)."""
-    if isinstance(batch, Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    num_graphs = getattr(batch, "num_graphs", None)
-    if isinstance(num_graphs, int):
-        return num_graphs
-    if isinstance(batch, Mapping):
-        for value in batch.values():
-            return _batch_len(value)
-    if isinstance(batch, list | tuple) and batch:
-        return _batch_len(batch[0])
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,115 +188,78 @@ class Trainer:
         self.step = 0
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(_derive_seed(config.seed, "noise", self.dist.rank))
-        self._data_epoch = 0
-        self._data_pos = 0
+        self.stream = BatchStream(
+            train_data,
+            self.micro_batch_size,
+            seed=config.seed,
+            world=world,
+            rank=self.dist.rank,
+            collate_fn=self.collate_fn,
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
         self._elapsed = 0.0
+        self._stream_iter: Iterator[Any] | None = None
         self.metrics = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=tensorboard)
         self.last_metrics: dict[str, float] = {}
 
     # -- data ------------------------------------------------------------------------------
 
-    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
+    @property
+    def _data_epoch(self) -> int:
+        return self.stream.epoch
+
+    @property
+    def _data_pos(self) -> int:
+        return self.stream.position
+
+    def _eval_batches(self) -> Iterator[Any]:
+        return eval_batches(
+            self.eval_data,
+            self.micro_batch_size,
+            self.config.eval_batches,
+            world=self.dist.world_size,
+            rank=self.dist.rank,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            # A private generator, so creating the loader never consumes the global RNG.
-            generator=torch.Generator().manual_seed(self.config.seed),
+            seed=self.config.seed,
         )
-
-    def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
-        """This rank's batches of ``epoch`` from its ``start``-th on."""
-        world, rank = self.dist.world_size, self.dist.rank
-        if _is_map_dataset(self.train_data):
-            sampler = DistributedSampler(
-                self.train_data,
-                num_replicas=world,
-                rank=rank,
-                shuffle=True,
-                seed=self.config.seed,
-                drop_last=True,
-            )
-            sampler.set_epoch(epoch)
-            indices = list(sampler)
-            size = self.micro_batch_size
-            count = len(indices) // size
-            if count == 0:
-                raise ValueError(
-                    f"train_data has {len(self.train_data)} examples, fewer than one global "
-                    f"micro-batch of {size * world}"
-                )
-            batches = [indices[i * size : (i + 1) * size] for i in range(start, count)]
-            if batches:
-                yield from self._loader(self.train_data, batches)
-            return
-        yield from _round_robin(self.train_data, world, rank, start)
-
-    def _train_stream(self) -> Iterator[Any]:
-        """Batches forever, advancing (epoch, position) so that a checkpoint can resume here."""
-        while True:
-            start = self._data_pos
-            produced = False
-            for batch in self._epoch_batches(self._data_epoch, start):
-                produced = True
-                self._data_pos += 1
-                yield batch
-            if not produced and start == 0:
-                raise ValueError(
-                    "train_data produced no batches for a whole epoch; pass a re-iterable "
-                    "(a list, Dataset or DataLoader), not a one-shot iterator"
-                )
-            self._data_epoch += 1
-            self._data_pos = 0
-
-    def _eval_batches(self) -> Iterator[Any]:
-        world, rank = self.dist.world_size, self.dist.rank
-        limit = self.config.eval_batches
-        if _is_map_dataset(self.eval_data):
-            size = self.micro_batch_size
-            total = len(self.eval_data)
-            if limit is not None:
-                total = min(total, limit * size * world)
-            mine = list(range(rank, total, world))
-            batches = [mine[i : i + size] for i in range(0, len(mine), size)]
-            if batches:
-                yield from self._loader(self.eval_data, batches)
-            return
-        for j, batch in enumerate(self.eval_data):
-            if limit is not None and j >= limit:
-                return
-            if j % world == rank:
-                yield batch
 
     # -- evaluation ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _eval_pass(self) -> tuple[float, float | None]:
+    def _eval_pass(self) -> tuple[float, float | None, dict[str, float]]:
         model = self.module
         was_training = model.training
         model.eval()
         generator = torch.Generator(device=self.device)
         generator.manual_seed(_derive_seed(self.config.seed, "eval", self.dist.rank))
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # nats, examples, tokens
+        extra: dict[str, Tensor] = {}
         try:
             for batch in self._eval_batches():
                 tokens = int(self.count_tokens(batch)) if self.count_tokens else 0
                 batch = move_to_device(batch, self.device, non_blocking=True)
                 with autocast_context(self.device, self.config.precision):
-                    values = self.eval_fn(model, batch, generator)
-                values = _check_per_example(values, "eval_fn")
+                    values, named = split_loss(self.eval_fn(model, batch, generator), "eval_fn")
                 totals[0] += values.double().sum()
                 totals[1] += values.numel()
                 totals[2] += tokens
+                for k, v in named.items():
+                    extra[k] = extra.get(k, 0) + v.detach().double().sum()
         finally:
             model.train(was_training)
         dist_utils.all_reduce_sum(totals)
         nats, count, tokens = totals.tolist()
         if count == 0:
             raise ValueError("eval_data produced no batches")
-        return nats / count, (nats / tokens if self.count_tokens and tokens > 0 else None)
+        means = {}
+        for k in sorted(extra):
+            t = torch.as_tensor(extra[k], device=self.device).reshape(1)
+            dist_utils.all_reduce_sum(t)
+            means[k] = float(t.item()) / count
+        return nats / count, (nats / tokens if self.count_tokens and tokens > 0 else None), means
 
     def evaluate(self) -> dict[str, float]:
         """Mean held-out per-example loss (and with EMA weights when EMA is on); {} without data.
@@ -313,16 +270,18 @@ class Trainer:
         if self.eval_data is None:
             return {}
         out: dict[str, float] = {}
-        loss, per_token = self._eval_pass()
+        loss, per_token, named = self._eval_pass()
         out["eval_loss"] = loss
         if per_token is not None:
             out["eval_nats_per_token"] = per_token
+        out.update({f"eval_{k}": v for k, v in named.items()})
         if self.ema is not None:
             with self.ema.swap(self.module):
-                loss, per_token = self._eval_pass()
+                loss, per_token, named = self._eval_pass()
             out["eval_loss_ema"] = loss
             if per_token is not None:
                 out["eval_nats_per_token_ema"] = per_token
+            out.update({f"eval_{k}_ema": v for k, v in named.items()})
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -358,7 +317,7 @@ class Trainer:
         if self.is_main:
             train_state = {
                 "optimizer": self.optimizer.state_dict(),
-                "data": {"epoch": self._data_epoch, "position": self._data_pos},
+                "data": self.stream.state(),
                 "rng": rng_states,
                 "ema_updates": self.ema.num_updates if self.ema is not None else 0,
                 "lr": lr_at(max(self.step - 1, 0), self.config),
@@ -406,8 +365,7 @@ class Trainer:
                 self.ema = EMA(self.module, self.ema.decay)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = ckpt.step
-        self._data_epoch = int(state["data"]["epoch"])
-        self._data_pos = int(state["data"]["position"])
+        self.stream.load_state(state["data"])
         self._elapsed = float(state.get("elapsed_s", 0.0))
         rng = state.get("rng", [])
         if len(rng) == self.dist.world_size:
@@ -435,18 +393,26 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------
 
-    def _train_step(self, stream: Iterator[Any]) -> tuple[Tensor, Tensor | None, int, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (no sync)."""
+    def train_step(self, batches: Iterator[Any] | None = None) -> StepResult:
+        """One optimizer step over ``grad_accum`` micro-batches drawn from ``batches`` (default:
+        the training stream, which advances the saved data position). Returns the mean loss and
+        the mean of each named metric as device tensors (no host sync), the gradient norm
+        before clipping, and the examples and tokens seen."""
+        if batches is None:
+            if self._stream_iter is None:
+                self._stream_iter = iter(self.stream)
+            batches = self._stream_iter
         cfg = self.config
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
+        named_sum: dict[str, Tensor] = {}
         items = tokens = 0
         for micro in range(cfg.grad_accum):
-            batch = next(stream)
-            items += _batch_len(batch)
+            batch = next(batches)
+            items += batch_len(batch)
             if self.count_tokens is not None:
                 tokens += int(self.count_tokens(batch))
             batch = move_to_device(batch, self.device, non_blocking=True)
@@ -458,11 +424,14 @@ class Trainer:
             )
             with sync:
                 with autocast_context(self.device, cfg.precision):
-                    values = self.loss_fn(self.model, batch, self.noise_generator)
-                values = _check_per_example(values, "loss_fn")
+                    values, named = split_loss(
+                        self.loss_fn(self.model, batch, self.noise_generator), "loss_fn"
+                    )
                 loss = values.float().mean() / cfg.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
+            for k, v in named.items():
+                named_sum[k] = named_sum.get(k, 0) + v.detach().float().mean() / cfg.grad_accum
         grad_norm = None
         if cfg.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
@@ -470,7 +439,12 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.module)
         self.step += 1
-        return loss_sum, grad_norm, items, tokens
+        return StepResult(loss_sum, grad_norm, items, tokens, named_sum)
+
+    def _train_step(self, stream: Iterator[Any]) -> tuple[Tensor, Tensor | None, int, int]:
+        """Deprecated: :meth:`train_step`."""
+        r = self.train_step(stream)
+        return r.loss, r.grad_norm, r.items, r.tokens
 
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train until ``config.steps``; returns the last logged metrics.
@@ -499,7 +473,7 @@ class Trainer:
             return self.last_metrics
 
         self.module.train()
-        stream = self._train_stream()
+        self._stream_iter = iter(self.stream)
         world = self.dist.world_size
         bar = tqdm(
             total=cfg.steps,
@@ -509,16 +483,20 @@ class Trainer:
             dynamic_ncols=True,
         )
         window = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, items, tokens
+        named_window: dict[str, Tensor] = {}
         window_steps = 0
         tick = time.perf_counter()
         saved_at = -1
         try:
             while self.step < cfg.steps:
                 lr = lr_at(self.step, cfg)
-                loss, grad_norm, items, tokens = self._train_step(stream)
-                window[0] += loss.double()
-                window[1] += items
-                window[2] += tokens
+                res = self.train_step()
+                grad_norm = res.grad_norm
+                window[0] += res.loss.double()
+                window[1] += res.items
+                window[2] += res.tokens
+                for k, v in res.metrics.items():
+                    named_window[k] = named_window.get(k, 0) + v.double()
                 window_steps += 1
                 bar.update(1)
                 last = self.step == cfg.steps
@@ -542,6 +520,11 @@ class Trainer:
                     if self.count_tokens is not None:
                         row["tokens_per_s"] = window[2].item() / max(seconds, 1e-9)
                     row["elapsed_s"] = self._elapsed
+                    for k in sorted(named_window):
+                        t = named_window[k].reshape(1)
+                        dist_utils.all_reduce_sum(t)
+                        row[f"train_{k}"] = float(t.item()) / (window_steps * world)
+                    named_window = {}
                     window.zero_()
                     window_steps = 0
                     rate = row.get("tokens_per_s", row["items_per_s"])
@@ -568,31 +551,36 @@ class Trainer:
         return self.last_metrics
 
 
-def _is_map_dataset(data: object) -> bool:
-    return (
-        isinstance(data, Dataset)
-        and not isinstance(data, IterableDataset)
-        and hasattr(data, "__len__")
-        and hasattr(data, "__getitem__")
-    )
+@dataclass
+class StepResult:
+    """One optimizer step: mean loss (device scalar), gradient norm before clipping (or None),
+    examples and tokens seen, and the mean of each named metric (device scalars)."""
+
+    loss: Tensor
+    grad_norm: Tensor | None
+    items: int
+    tokens: int
+    metrics: dict[str, Tensor]
 
 
-def _round_robin(stream: Iterable[Any], world: int, rank: int, start: int) -> Iterator[Any]:
-    """This rank's share of a batch stream: batch ``k * world + rank`` for k >= ``start``.
+def split_loss(values: object, name: str) -> tuple[Tensor, dict[str, Tensor]]:
+    """A loss function's output as (per-example loss (B,), named per-example metrics).
 
-    Only whole rounds of ``world`` batches are used, so every rank gets the same number of
-    batches (an uneven tail would leave one rank waiting in DDP's all-reduce forever).
+    A loss may return the (B,) tensor alone, or a dict with ``"loss"`` (B,) and other (B,)
+    tensors, which the Trainer averages and logs as ``train_<name>`` / ``eval_<name>``.
     """
-    group: list[Any] = []
-    k = 0
-    for batch in stream:
-        group.append(batch)
-        if len(group) < world:
-            continue
-        if k >= start:
-            yield group[rank]
-        group = []
-        k += 1
+    if isinstance(values, Mapping):
+        if "loss" not in values:
+            raise ValueError(f"{name} returned a dict without 'loss': {sorted(values)}")
+        named = {}
+        for key, v in values.items():
+            if key == "loss":
+                continue
+            if not isinstance(v, Tensor) or v.dim() != 1:
+                raise ValueError(f"{name}'s metric {key!r} must be a (B,) tensor")
+            named[key] = v
+        return _check_per_example(values["loss"], name), named
+    return _check_per_example(values, name), {}
 
 
 def _check_per_example(values: object, name: str) -> Tensor:

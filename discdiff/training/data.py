@@ -1,0 +1,193 @@
+"""Batches for the Trainer: a resumable, rank-sharded stream of training batches and the
+held-out batches of an evaluation.
+
+``train_data`` is either a map-style ``Dataset`` of examples, batched here with a seeded
+``DistributedSampler`` (reshuffled each epoch, sharded across ranks), or any re-iterable of
+ready-made batches (under DDP rank r takes batches r, r + W, r + 2W, ... of that stream).
+The stream's position (epoch, batch within the epoch) is what a checkpoint saves, so a
+resumed run sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+
+__all__ = ["BatchStream", "eval_batches", "is_map_dataset", "batch_len", "round_robin"]
+
+
+def is_map_dataset(data: object) -> bool:
+    """A map-style Dataset (len + getitem), as opposed to an iterable of batches."""
+    return (
+        isinstance(data, Dataset)
+        and not isinstance(data, IterableDataset)
+        and hasattr(data, "__len__")
+        and hasattr(data, "__getitem__")
+    )
+
+
+def batch_len(batch: Any) -> int:
+    """Examples in a batch: leading size of its first tensor (or ``num_graphs`` / ``len``)."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    num_graphs = getattr(batch, "num_graphs", None)
+    if isinstance(num_graphs, int):
+        return num_graphs
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            return batch_len(value)
+    if isinstance(batch, list | tuple) and batch:
+        return batch_len(batch[0])
+    return 0
+
+
+def round_robin(stream: Iterable[Any], world: int, rank: int, start: int) -> Iterator[Any]:
+    """This rank's share of a batch stream: batch ``k * world + rank`` for k >= ``start``.
+
+    Only whole rounds of ``world`` batches are used, so every rank gets the same number of
+    batches (an uneven tail would leave one rank waiting in DDP's all-reduce forever).
+    """
+    group: list[Any] = []
+    k = 0
+    for batch in stream:
+        group.append(batch)
+        if len(group) < world:
+            continue
+        if k >= start:
+            yield group[rank]
+        group = []
+        k += 1
+
+
+def _loader(
+    dataset: Dataset,
+    batches: list[list[int]],
+    collate_fn: Callable[[list[Any]], Any],
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        # A private generator, so creating the loader never consumes the global RNG.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class BatchStream:
+    """This rank's training batches forever; ``epoch`` / ``position`` say where it stands."""
+
+    def __init__(
+        self,
+        data: Dataset | Iterable[Any],
+        micro_batch_size: int,
+        *,
+        seed: int,
+        world: int = 1,
+        rank: int = 0,
+        collate_fn: Callable[[list[Any]], Any],
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.data = data
+        self.micro_batch_size = micro_batch_size
+        self.seed, self.world, self.rank = seed, world, rank
+        self.collate_fn, self.num_workers, self.pin_memory = collate_fn, num_workers, pin_memory
+        self.epoch = 0
+        self.position = 0
+
+    def state(self) -> dict[str, int]:
+        """What a checkpoint saves."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+
+    def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """This rank's batches of ``epoch`` from its ``start``-th on."""
+        if is_map_dataset(self.data):
+            sampler = DistributedSampler(
+                self.data,
+                num_replicas=self.world,
+                rank=self.rank,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=True,
+            )
+            sampler.set_epoch(epoch)
+            indices = list(sampler)
+            size = self.micro_batch_size
+            count = len(indices) // size
+            if count == 0:
+                raise ValueError(
+                    f"train_data has {len(self.data)} examples, fewer than one global "
+                    f"micro-batch of {size * self.world}"
+                )
+            batches = [indices[i * size : (i + 1) * size] for i in range(start, count)]
+            if batches:
+                yield from _loader(
+                    self.data,
+                    batches,
+                    self.collate_fn,
+                    self.num_workers,
+                    self.pin_memory,
+                    self.seed,
+                )
+            return
+        yield from round_robin(self.data, self.world, self.rank, start)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Batches forever, advancing (epoch, position) so that a checkpoint can resume here."""
+        while True:
+            start = self.position
+            produced = False
+            for batch in self._epoch_batches(self.epoch, start):
+                produced = True
+                self.position += 1
+                yield batch
+            if not produced and start == 0:
+                raise ValueError(
+                    "train_data produced no batches for a whole epoch; pass a re-iterable "
+                    "(a list, Dataset or DataLoader), not a one-shot iterator"
+                )
+            self.epoch += 1
+            self.position = 0
+
+
+def eval_batches(
+    data: Dataset | Iterable[Any],
+    micro_batch_size: int,
+    limit: int | None,
+    *,
+    world: int = 1,
+    rank: int = 0,
+    collate_fn: Callable[[list[Any]], Any],
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> Iterator[Any]:
+    """This rank's share of the first ``limit`` held-out batches, in order."""
+    if is_map_dataset(data):
+        size = micro_batch_size
+        total = len(data)
+        if limit is not None:
+            total = min(total, limit * size * world)
+        mine = list(range(rank, total, world))
+        batches = [mine[i : i + size] for i in range(0, len(mine), size)]
+        if batches:
+            yield from _loader(data, batches, collate_fn, num_workers, pin_memory, seed)
+        return
+    for j, batch in enumerate(data):
+        if limit is not None and j >= limit:
+            return
+        if j % world == rank:
+            yield batch
