@@ -48,6 +48,9 @@ __all__ = [
     "TASK_FILE",
     "ratio_se",
     "check_int",
+    "process_problem",
+    "usable_processes",
+    "continuous_schedules",
 ]
 
 TASK_FILE = "task.json"
@@ -69,6 +72,57 @@ def register_task(name: str, cls: type | None = None, *, replace: bool = False) 
     if not cls.__dict__.get("name"):
         cls.name = name
     return cls
+
+
+def process_problem(name: str, *, continuous_elbo: bool, options_ok: bool = False) -> str | None:
+    """Why the registered process ``name`` cannot serve a task (None if it can).
+
+    The probe builds it over 4 classes: on the log-linear schedule, or on a 2-step discrete
+    one for a factory marked ``discrete_time``; with its ``example_options`` only if the task
+    supplies such options itself (``options_ok``: molecules give the data's priors).
+    ``continuous_elbo``: the task trains with the continuous-time ELBO (needs ``rate_kl``).
+    """
+    from discdiff.processes import PROCESSES, make_process
+
+    try:
+        factory = PROCESSES.get(name)
+        discrete = bool(getattr(factory, "discrete_time", False))
+        sched: Any = {"type": "d3pm-linear", "num_steps": 2} if discrete else "loglinear"
+        opts = getattr(factory, "example_options", lambda k: {})(4) if options_ok else {}
+        opts.pop("schedule", None)
+        probe = make_process(name, 4, schedule=sched, **opts)
+    except (ValueError, TypeError) as err:
+        return str(err)
+    if continuous_elbo and (
+        not callable(getattr(probe, "rate_kl", None)) or probe.num_steps is not None
+    ):
+        return "it has no continuous-time ELBO"
+    return None
+
+
+def usable_processes(*, continuous_elbo: bool, options_ok: bool = False) -> list[str]:
+    """The registered processes a task can use (see :func:`process_problem`)."""
+    from discdiff.processes import PROCESSES
+
+    return [
+        n
+        for n in PROCESSES.names()
+        if process_problem(n, continuous_elbo=continuous_elbo, options_ok=options_ok) is None
+    ]
+
+
+def continuous_schedules() -> list[str]:
+    """Registered schedules that build with default options and are continuous in time."""
+    from discdiff.schedules import SCHEDULES, make_schedule
+
+    out = []
+    for n in SCHEDULES.names():
+        try:
+            if make_schedule(n).num_steps is None:
+                out.append(n)
+        except (ValueError, TypeError):
+            continue
+    return out
 
 
 def check_int(value: Any, name: str, low: int = 1) -> int:

@@ -22,13 +22,9 @@ beside the denoiser's config; together with safetensors weights it is a complete
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +34,25 @@ from torch import Tensor, nn
 
 from discdiff.chem.graph import (
     GraphVocab,
-    dense_fields_to_graphs,
     encode_smiles,
     graph_to_mol,
     node_count_histogram,
-    num_edges,
-    sample_node_counts,
     to_dense_fields,
 )
 from discdiff.chem.metrics import canonical_set, molecule_metrics
 from discdiff.losses import continuous_elbo
 from discdiff.nn import denoiser_from_config
 from discdiff.nn.graph_transformer import GraphTransformerConfig, GraphTransformerDenoiser
-from discdiff.processes import PROCESSES, Process, make_process
-from discdiff.samplers import SAMPLERS, Sampler, make_sampler
-from discdiff.schedules import SCHEDULES, make_schedule
+from discdiff.processes import Process, make_process
+from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.molecule_config import MoleculeTaskConfig, takes_prior
 from discdiff.tasks.molecule_data import GraphDataset, load_training_smiles
+from discdiff.tasks.molecule_sampling import GRID_POWER, SAMPLE_STEPS, GraphSampling
 
 __all__ = [
+    "GRID_POWER",
+    "SAMPLE_STEPS",
     "PROCESS_KINDS",
     "FIELDS",
     "MoleculeTaskConfig",
@@ -72,19 +68,6 @@ __all__ = [
 PROCESS_KINDS = ("marginal", "uniform", "absorbing")  # the built-in ones; plug-ins join them
 FIELDS = ("atoms", "bonds")
 _DATA_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
-# Ancestral steps at t_k = (1 - k/n)^P. QM9 model at 20.5k steps, 10k samples, strict validity:
-# 100 steps P=2 96.39%, 50 steps P=3 96.09% (half the time); 500 samples at 100 steps on the
-# 13k-step weights: P = 1 / 1.5 / 2 / 3 / 4 -> 93.2 / 94.6 / 96.2 / 96.0 / 94.6%.
-GRID_POWER = 3.0
-SAMPLE_STEPS = 50
-
-
-def _takes_prior(process: str) -> bool:
-    """Whether the registered process factory takes the data's class frequencies (``prior``)."""
-    try:
-        return "prior" in inspect.signature(PROCESSES.get(process)).parameters
-    except (ValueError, TypeError):
-        return False
 
 
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -93,102 +76,8 @@ _SHIPPED = ("qm9_model.safetensors", "qm9_config.json")
 Graph = tuple[Tensor, Tensor]
 
 
-def _probs(values: Sequence[float] | None, name: str, size: int) -> tuple[float, ...] | None:
-    if values is None:
-        return None
-    p = tuple(float(v) for v in values)
-    if len(p) != size or any(not math.isfinite(v) or v < 0 for v in p) or not sum(p) > 0:
-        raise ValueError(f"{name} must be {size} non-negative finite numbers with a positive sum")
-    total = sum(p)
-    return tuple(v / total for v in p)
-
-
-@dataclass(frozen=True)
-class MoleculeTaskConfig:
-    """What the task needs besides the denoiser's weights (JSON via to_dict/from_dict).
-
-    vocab: :meth:`GraphVocab.to_dict`. max_nodes: N of the padded fields. process: one of
-    ``PROCESS_KINDS``; schedule: one of ``SCHEDULES``. atom_prior / bond_prior: class
-    frequencies (needed by "marginal"). node_hist: (max_nodes + 1,) probabilities of graph
-    sizes. edge_weight: loss weight of the bonds field. dataset: where the training SMILES
-    came from ("qm9", "moses" or a file path), used for novelty.
-    """
-
-    vocab: dict[str, Any]
-    max_nodes: int
-    node_hist: tuple[float, ...]
-    process: str = "marginal"
-    schedule: str = "loglinear"
-    atom_prior: tuple[float, ...] | None = None
-    bond_prior: tuple[float, ...] | None = None
-    edge_weight: float = 5.0
-    dataset: str | None = None
-
-    def __post_init__(self) -> None:
-        vocab = GraphVocab.from_dict(self.vocab)  # validates
-        object.__setattr__(self, "vocab", vocab.to_dict())
-        if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int):
-            raise TypeError(f"max_nodes must be an int, got {self.max_nodes!r}")
-        if self.max_nodes < 1:
-            raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
-        if self.process not in PROCESSES or not _continuous_elbo(self.process, "process"):
-            kinds = [n for n in PROCESSES.names() if _continuous_elbo(n, "process")]
-            raise ValueError(f"unknown process {self.process!r}; expected one of {kinds}")
-        if self.schedule not in SCHEDULES or not _continuous_elbo(self.schedule, "schedule"):
-            kinds = [n for n in SCHEDULES.names() if _continuous_elbo(n, "schedule")]
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {kinds}")
-        hist = _probs(self.node_hist, "node_hist", self.max_nodes + 1)
-        if hist is None or hist[0] > 0:
-            raise ValueError("node_hist must give probability 0 to graphs with 0 nodes")
-        object.__setattr__(self, "node_hist", hist)
-        ka, kb = vocab.num_atom_classes, vocab.num_bond_classes
-        object.__setattr__(self, "atom_prior", _probs(self.atom_prior, "atom_prior", ka))
-        object.__setattr__(self, "bond_prior", _probs(self.bond_prior, "bond_prior", kb))
-        if _takes_prior(self.process) and (self.atom_prior is None or self.bond_prior is None):
-            raise ValueError(f"process {self.process!r} needs atom_prior and bond_prior")
-        if not (isinstance(self.edge_weight, int | float) and self.edge_weight > 0):
-            raise ValueError(f"edge_weight must be a number > 0, got {self.edge_weight!r}")
-        object.__setattr__(self, "edge_weight", float(self.edge_weight))
-
-    @property
-    def graph_vocab(self) -> GraphVocab:
-        """The :class:`GraphVocab` of atoms and bonds."""
-        return GraphVocab.from_dict(self.vocab)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        d = dataclasses.asdict(self)
-        for k in ("node_hist", "atom_prior", "bond_prior"):
-            d[k] = None if d[k] is None else list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MoleculeTaskConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        if not isinstance(d, dict):
-            raise TypeError(f"MoleculeTaskConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown MoleculeTaskConfig keys {unknown}")
-        return cls(**d)
-
-
-def _continuous_elbo(name: str, kind: str) -> bool:
-    """Whether a registered process / schedule name gives a continuous-time ELBO for graphs."""
-    try:
-        if kind == "schedule":
-            return make_schedule(name).num_steps is None
-        factory = PROCESSES.get(name)
-        opts = getattr(factory, "example_options", lambda k: {})(3)
-        probe = make_process(name, 3, schedule="loglinear", **opts)
-    except (ValueError, TypeError):
-        return False
-    return callable(getattr(probe, "rate_kl", None)) and probe.num_steps is None
-
-
 @register_task("molecules")
-class MoleculeTask(Task):
+class MoleculeTask(GraphSampling, Task):
     """Processes, loss, sampling and decoding of molecule graphs for one :class:`MoleculeTaskConfig`."""
 
     config_class = MoleculeTaskConfig
@@ -250,7 +139,7 @@ class MoleculeTask(Task):
     def _build_processes(self) -> dict[str, Process]:
         cfg = self.config
         ka, kb = self.vocab.num_atom_classes, self.vocab.num_bond_classes
-        prior = _takes_prior(cfg.process)
+        prior = takes_prior(cfg.process)
         atoms = {"prior": list(cfg.atom_prior)} if prior else {}
         bonds = {"prior": list(cfg.bond_prior)} if prior else {}
         return {
@@ -423,124 +312,6 @@ class MoleculeTask(Task):
         return continuous_elbo(
             self.processes, model, x0, mask, cond=cond, boundary=True, generator=generator
         )
-
-    # ---- sampling ---------------------------------------------------------------------------
-    def make_sampler(
-        self, steps: int, sampler: str = "ancestral", grid_power: float = GRID_POWER, **options: Any
-    ) -> Sampler:
-        """A registered sampler that fits this task's processes (checked now, one line).
-
-        ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
-        :func:`discdiff.samplers.time_grid`); samplers without a grid ignore it.
-        """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS.names()}")
-        s = make_sampler(sampler, steps=steps, grid_power=grid_power, **options)
-        try:
-            s.check_processes(self.processes)
-        except TypeError as err:
-            raise ValueError(
-                f"sampler {sampler!r} cannot serve the {self.config.process!r} process: {err}"
-            ) from err
-        return s
-
-    def sample_fields(
-        self,
-        model: Callable[..., Any],
-        node_counts: Tensor,
-        *,
-        steps: int = SAMPLE_STEPS,
-        sampler: str | Sampler = "ancestral",
-        grid_power: float = GRID_POWER,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """One batch of graphs with the given node counts (B,) -> padded fields.
-
-        Returns atoms (B, N), bonds (B, E), node_mask (B, N), edge_mask (B, E) with
-        N = max(node_counts); padded positions hold class 0 and are never sampled.
-        """
-        counts = torch.as_tensor(node_counts, dtype=torch.long).cpu()
-        if counts.dim() != 1 or counts.numel() == 0:
-            raise ValueError(
-                f"node_counts must be a non-empty (B,) tensor, got {tuple(counts.shape)}"
-            )
-        if int(counts.min()) < 1 or int(counts.max()) > self.config.max_nodes:
-            raise ValueError(f"node counts must lie in [1, max_nodes={self.config.max_nodes}]")
-        dev = next((p.device for p in getattr(model, "parameters", list)()), torch.device("cpu"))
-        B, N = counts.numel(), int(counts.max())
-        node_mask = (torch.arange(N)[None, :] < counts[:, None]).to(dev)  # (B, N)
-        ii, jj = torch.triu_indices(N, N, 1, device=dev)
-        edge_mask = node_mask[:, ii] & node_mask[:, jj]  # (B, E)
-        zeros_a = torch.zeros(B, N, dtype=torch.long, device=dev)
-        zeros_b = torch.zeros(B, num_edges(N), dtype=torch.long, device=dev)
-        fixed = {"atoms": (zeros_a, ~node_mask), "bonds": (zeros_b, ~edge_mask)}
-        if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power)
-        result = sampler.sample(
-            model,
-            self.processes,
-            {"atoms": (B, N), "bonds": (B, num_edges(N))},
-            cond={"node_mask": node_mask},
-            fixed=fixed,
-            generator=generator,
-            device=dev,
-        )
-        out = result.samples
-        return {
-            "atoms": out["atoms"],
-            "bonds": out["bonds"],
-            "node_mask": node_mask,
-            "edge_mask": edge_mask,
-        }
-
-    def sample_graphs(
-        self,
-        model: Callable[..., Any],
-        num_samples: int,
-        *,
-        steps: int = SAMPLE_STEPS,
-        sampler: str | Sampler = "ancestral",
-        batch_size: int = 250,
-        grid_power: float = GRID_POWER,
-        generator: torch.Generator | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[Graph]:
-        """``num_samples`` graphs (atoms (n,), bonds (n, n)) with n from the node histogram.
-
-        Node counts are drawn first (in order), then sampled in batches of similar sizes
-        (sorted, so little padding); the graphs come back in the order of the drawn counts.
-        ``progress(k)`` is called after each batch with the number of graphs it produced.
-        """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power)
-        hist = torch.tensor(self.config.node_hist, dtype=torch.float64)
-        counts = sample_node_counts(hist, num_samples, generator=generator)  # (num_samples,)
-        order = torch.argsort(counts, stable=True)
-        graphs: list[Graph | None] = [None] * num_samples
-        for start in range(0, num_samples, batch_size):
-            idx = order[start : start + batch_size]
-            f = self.sample_fields(
-                model,
-                counts[idx],
-                steps=steps,
-                sampler=sampler,
-                grid_power=grid_power,
-                generator=generator,
-            )
-            f = {k: v.cpu() for k, v in f.items()}
-            for i, g in zip(
-                idx.tolist(),
-                dense_fields_to_graphs(f["atoms"], f["bonds"], f["node_mask"]),
-                strict=True,
-            ):
-                graphs[i] = g
-            if progress is not None:
-                progress(len(idx))
-        return [g for g in graphs if g is not None]
 
     def to_mols(self, graphs: Sequence[Graph]) -> list[Chem.Mol]:
         """Unsanitised RDKit molecules of graphs (sanitise or repair them for metrics)."""

@@ -27,8 +27,6 @@ sampling is :class:`~discdiff.samplers.AncestralSampler`.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,19 +37,21 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.datasets.images import (
-    IMAGE_DATASETS,
     ImageDataset,
-    check_levels,
     check_split,
     load_images,
 )
 from discdiff.losses import continuous_elbo, hybrid_loss, vlb_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser, denoiser_from_config
-from discdiff.processes import PROCESSES, Process
-from discdiff.processes import make_process as _registry_process
 from discdiff.samplers import Sampler
-from discdiff.schedules import make_schedule
 from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.pixel_config import (
+    IMAGE_SHAPES,
+    PROCESS_KINDS,
+    PixelConfig,
+    make_process,
+    pixel_processes,
+)
 from discdiff.tasks.pixel_metrics import (
     PixelClassifier,
     bits_per_dim,
@@ -93,149 +93,6 @@ __all__ = [
     "nearest_neighbour_distances",
     "sample_quality",
 ]
-
-
-def _discrete(name: str) -> bool:
-    """Whether the registered process ``name`` runs on a discrete schedule of betas."""
-    return bool(getattr(PROCESSES.get(name), "discrete_time", False))
-
-
-def _buildable(name: str) -> bool:
-    """Whether ``name`` builds from a number of levels alone (a probe with 4 levels)."""
-    try:
-        sched: Any = (
-            {"type": "d3pm-gaussian", "num_steps": 2}
-            if _discrete(name)
-            else make_schedule("loglinear")
-        )
-        _registry_process(name, 4, schedule=sched)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-def pixel_processes() -> tuple[str, ...]:
-    """Registered processes a pixel task can use: built from the number of levels alone."""
-    return tuple(n for n in PROCESSES.names() if _buildable(n))
-
-
-#: the forward processes this task offers (registered ones; plug-ins join at load)
-_ORDER = ("absorbing", "uniform", "gaussian")
-PROCESS_KINDS = tuple(
-    sorted(
-        pixel_processes(), key=lambda n: (n not in _ORDER, _ORDER.index(n) if n in _ORDER else 0, n)
-    )
-)
-
-#: (height, width, number of class labels) of each image data set
-IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (28, 28, 10),
-    "fashion-mnist": (28, 28, 10),
-    "digits": (8, 8, 10),
-}
-
-_LN2 = math.log(2.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration and the task object
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_data(name: str) -> str:
-    if name not in IMAGE_SHAPES:
-        raise ValueError(
-            f"unknown image data set {name!r}; expected one of {', '.join(IMAGE_DATASETS)}"
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class PixelConfig:
-    """What defines a pixel task: data set, quantisation, forward process and its training loss.
-
-    timesteps, beta_start, beta_end: the discretized-Gaussian chain's T and linear betas
-    (D3PM's 1e-4..0.02 over 1000 steps; only used by ``process="gaussian"``; with few levels
-    these betas barely move mass, so the prior term of the bound stays large: raise beta_end).
-    label_dropout: probability of replacing a training label by the null label (CFG).
-    hybrid_lambda: weight of the x_0 cross-entropy in the Gaussian model's hybrid loss.
-    """
-
-    data: str = "mnist"
-    levels: int = 16
-    process: str = "absorbing"
-    timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    label_dropout: float = 0.1
-    hybrid_lambda: float = 0.01
-
-    def __post_init__(self) -> None:
-        _check_data(self.data)
-        check_levels(self.levels)
-        if self.process not in PROCESSES or not _buildable(self.process):
-            raise ValueError(
-                f"process must be one of {', '.join(pixel_processes())}, got {self.process!r}"
-            )
-        if (
-            isinstance(self.timesteps, bool)
-            or not isinstance(self.timesteps, int)
-            or self.timesteps < 1
-        ):
-            raise ValueError(f"timesteps must be a positive integer, got {self.timesteps!r}")
-        if not 0.0 <= self.beta_start <= self.beta_end <= 1.0:
-            raise ValueError(
-                f"need 0 <= beta_start <= beta_end <= 1, got {self.beta_start}, {self.beta_end}"
-            )
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
-        if not self.hybrid_lambda >= 0.0:
-            raise ValueError(f"hybrid_lambda must be >= 0, got {self.hybrid_lambda}")
-
-    @property
-    def height(self) -> int:
-        return IMAGE_SHAPES[self.data][0]
-
-    @property
-    def width(self) -> int:
-        return IMAGE_SHAPES[self.data][1]
-
-    @property
-    def num_labels(self) -> int:
-        return IMAGE_SHAPES[self.data][2]
-
-    @property
-    def num_pixels(self) -> int:
-        return self.height * self.width
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PixelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown PixelConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**dict(d))
-
-
-def make_process(config: PixelConfig) -> Process:
-    """The forward process of ``config`` over ``levels`` intensity classes (the registry's):
-    a discrete-time one on the config's T linear betas, the others on the log-linear schedule."""
-    if _discrete(config.process):
-        sched: Any = {
-            "type": "d3pm-gaussian",
-            "num_steps": config.timesteps,
-            "beta_start": config.beta_start,
-            "beta_end": config.beta_end,
-        }
-    else:
-        sched = make_schedule("loglinear")
-    return _registry_process(config.process, config.levels, schedule=sched)
 
 
 @register_task("pixels")

@@ -48,24 +48,29 @@ task; its run directory adds ``tokenizer/`` beside ``task.json``. Data live in
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from discdiff.datasets.text8 import TEXT8_ALPHABET
 from discdiff.losses import continuous_elbo, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
-from discdiff.processes import PROCESSES, Process, make_process
+from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
 from discdiff.samplers import make_sampler as _make_sampler
-from discdiff.schedules import SCHEDULES, make_schedule
 from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.text_ar import AutoregressiveYardstick
+from discdiff.tasks.text_config import (
+    OBJECTIVES,
+    TOKENIZERS,
+    TextDenoiser,
+    TextTaskConfig,
+    _padding_cond,
+    text_processes,
+)
 from discdiff.tasks.text_data import CORPORA, TextChunks, encode_text, is_text8_style, load_corpus
 from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
 from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
@@ -95,152 +100,13 @@ __all__ = [
     "text_processes",
 ]
 
-OBJECTIVES = ("elbo", "sundae")
-TOKENIZERS = ("char", "bpe")
 TOKENIZER_DIR = "tokenizer"
 _ = (_ratio_se, encode_text)  # re-exported for callers of the old single module
 
 
-def _continuous_elbo_process(name: str, schedule: str) -> str | None:
-    """Why ``name`` cannot be a text process (None if it can): it must build from a vocabulary
-    size alone and have a continuous-time ELBO (``rate_kl`` on a continuous schedule)."""
-    try:
-        probe = make_process(name, 4, schedule=schedule)
-    except (ValueError, TypeError) as err:
-        return str(err)
-    if not callable(getattr(probe, "rate_kl", None)) or probe.num_steps is not None:
-        return "it has no continuous-time ELBO"
-    return None
-
-
-def text_processes(schedule: str = "loglinear") -> list[str]:
-    """The registered processes a text task can use (a continuous ELBO from K alone)."""
-    return [n for n in PROCESSES.names() if _continuous_elbo_process(n, schedule) is None]
-
-
-# ---- configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TextTaskConfig:
-    """What defines a text task (saved as ``task.json`` in the run dir).
-
-    corpus: see :func:`load_corpus`. process: a registered process with a continuous-time ELBO
-    ("absorbing", "uniform", or a plug-in's). schedule: a registered continuous schedule
-    ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO) or "sundae"
-    (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only).
-    seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
-    time_conditioning: tell the denoiser t (None: off for absorbing, on for uniform).
-    t_min: lower end of the time integral of the ELBO.
-    """
-
-    corpus: str = "shakespeare-text8"
-    process: str = "absorbing"
-    schedule: str = "loglinear"
-    objective: str = "elbo"
-    unroll_steps: int = 2
-    seq_len: int = 256
-    tokenizer: str = "char"
-    vocab_size: int = 1024
-    time_conditioning: bool | None = None
-    t_min: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES or make_schedule(self.schedule).num_steps is not None:
-            cont = [n for n in SCHEDULES.names() if make_schedule_or_none(n) is not None]
-            raise ValueError(
-                f"schedule={self.schedule!r} is not one of {', '.join(map(repr, cont))} "
-                "(registered continuous-time schedules)"
-            )
-        if self.process not in PROCESSES or _continuous_elbo_process(self.process, self.schedule):
-            raise ValueError(
-                f"process={self.process!r} is not one of "
-                f"{', '.join(map(repr, text_processes(self.schedule)))} (registered processes with "
-                "a continuous-time ELBO)"
-            )
-        for name, allowed in (
-            ("objective", OBJECTIVES),
-            ("tokenizer", TOKENIZERS),
-        ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
-        for name, low in (("unroll_steps", 1), ("seq_len", 1), ("vocab_size", 256)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r}: expected an int >= {low}")
-        if self.objective == "sundae" and self.process != "uniform":  # the loss assumes it
-            raise ValueError(
-                f"objective='sundae' needs process='uniform' (SUNDAE corrupts uniformly), "
-                f"got process={self.process!r}"
-            )
-        if self.time_conditioning is not None and not isinstance(self.time_conditioning, bool):
-            raise ValueError(
-                f"time_conditioning={self.time_conditioning!r}: expected a bool or None"
-            )
-        if not isinstance(self.t_min, int | float) or not 0.0 <= self.t_min < 1.0:
-            raise ValueError(f"t_min={self.t_min!r}: expected a number in [0, 1)")
-
-    @property
-    def time_conditioned(self) -> bool:
-        """Whether the denoiser sees t (the resolved ``time_conditioning``)."""
-        if self.time_conditioning is None:
-            return self.process != "absorbing"
-        return self.time_conditioning
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able field values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TextTaskConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        if not isinstance(d, dict):
-            raise TypeError(f"TextTaskConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown TextTaskConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**d)
-
-
-def make_schedule_or_none(name: str) -> Any:
-    """The continuous schedule registered as ``name`` with default options, or None."""
-    try:
-        s = make_schedule(name)
-    except (ValueError, TypeError):
-        return None
-    return s if s.num_steps is None else None
-
-
-class TextDenoiser(nn.Module):
-    """A view of the model as the losses' and samplers' denoiser ``(x_t, t, cond) -> logits``.
-
-    With ``time_conditioned=False`` the model is given t = 0 whatever the time, so its output
-    depends on x_t only (the caching sampler checks the ``time_conditioned`` attribute).
-    It holds the model without copying it; it is never saved.
-    """
-
-    def __init__(self, model: nn.Module, time_conditioned: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.time_conditioned = bool(time_conditioned)
-
-    def forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
-        """x_t (B, L) ids, t (B,) -> logits (B, L, K)."""
-        if not self.time_conditioned:
-            t = torch.zeros_like(t)
-        return self.model(x_t, t, cond)
-
-
-def _padding_cond(mask: Tensor) -> dict[str, Tensor] | None:
-    """cond for the transformer: None when nothing is padded (keeps the fast attention path)."""
-    return None if bool(mask.all()) else {"padding_mask": mask}
-
-
 # ---- the task --------------------------------------------------------------------------------
 @register_task("text")
-class TextTask(Task):
+class TextTask(AutoregressiveYardstick, Task):
     """A text task: config + tokenizer + process, and the pieces the shared loops take."""
 
     config_class = TextTaskConfig
@@ -334,13 +200,6 @@ class TextTask(Task):
             **options,
         )
 
-    def ar_model_config(self, **options: Any) -> TransformerConfig:
-        """The same transformer run causally (one extra input id: BOS = K)."""
-        K = self.tokenizer.vocab_size
-        return TransformerConfig(
-            num_states=K + 1, num_classes=K, max_len=self.config.seq_len, causal=True, **options
-        )
-
     def run_model_config(self, model: nn.Module) -> dict[str, Any]:
         """What the Trainer saves as the model config (the spine's model entry)."""
         return self.model_entry(model)
@@ -427,25 +286,6 @@ class TextTask(Task):
             generator=generator,
         )
 
-    @staticmethod
-    def ar_nll(model: nn.Module, ids: Tensor, mask: Tensor, bos: int) -> Tensor:
-        """Exact NLL of a causal model by teacher forcing, (B,) nats.
-
-        Input [BOS, x_0, ..., x_{L-2}]; the logits at i predict x_i. Padding sits at the end, so
-        causal attention keeps it out of every real position's context.
-        """
-        inp = torch.cat([torch.full_like(ids[:, :1], bos), ids[:, :-1]], dim=1)  # (B, L)
-        logits = model(inp, None)  # (B, L, K)
-        nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")  # (B, L)
-        return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
-
-    def ar_loss_fn(
-        self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
-    ) -> Tensor:
-        """Trainer loss of the AR yardstick (exact NLL), (B,) nats."""
-        return self.ar_nll(model, batch["ids"], batch["mask"], self.tokenizer.vocab_size)
-
-    # -- metrics --------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(
         self,
@@ -480,33 +320,6 @@ class TextTask(Task):
                 samples,
                 exact=False,
                 fn=lambda b: self.elbo_fn(model, b, generator),
-                device=device,
-            )
-        finally:
-            model.train(was)
-
-    @torch.no_grad()
-    def evaluate_ar(
-        self,
-        model: nn.Module,
-        split: str = "test",
-        *,
-        batch_size: int = 32,
-        max_chunks: int | None = None,
-    ) -> TextEval:
-        """Exact teacher-forced NLL of a causal model over the split, as bits per character."""
-        device = next(model.parameters()).device
-        bos = self.tokenizer.vocab_size
-        was = model.training
-        model.eval()
-        try:
-            return self._score(
-                split,
-                batch_size,
-                max_chunks,
-                1,
-                exact=True,
-                fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),
                 device=device,
             )
         finally:

@@ -1,0 +1,105 @@
+"""The molecule task's configuration: vocabulary, graph size, processes, priors, node counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from discdiff.chem.graph import GraphVocab
+from discdiff.processes import PROCESSES
+from discdiff.tasks.base import continuous_schedules, process_problem, usable_processes
+
+__all__ = ["MoleculeTaskConfig", "takes_prior"]
+
+
+def takes_prior(process: str) -> bool:
+    """Whether the registered process factory takes the data's class frequencies (``prior``)."""
+    try:
+        return "prior" in inspect.signature(PROCESSES.get(process)).parameters
+    except (ValueError, TypeError):
+        return False
+
+
+def _probs(values: Sequence[float] | None, name: str, size: int) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    p = tuple(float(v) for v in values)
+    if len(p) != size or any(not math.isfinite(v) or v < 0 for v in p) or not sum(p) > 0:
+        raise ValueError(f"{name} must be {size} non-negative finite numbers with a positive sum")
+    total = sum(p)
+    return tuple(v / total for v in p)
+
+
+@dataclass(frozen=True)
+class MoleculeTaskConfig:
+    """What the task needs besides the denoiser's weights (JSON via to_dict/from_dict).
+
+    vocab: :meth:`GraphVocab.to_dict`. max_nodes: N of the padded fields. process: one of
+    ``PROCESS_KINDS``; schedule: one of ``SCHEDULES``. atom_prior / bond_prior: class
+    frequencies (needed by "marginal"). node_hist: (max_nodes + 1,) probabilities of graph
+    sizes. edge_weight: loss weight of the bonds field. dataset: where the training SMILES
+    came from ("qm9", "moses" or a file path), used for novelty.
+    """
+
+    vocab: dict[str, Any]
+    max_nodes: int
+    node_hist: tuple[float, ...]
+    process: str = "marginal"
+    schedule: str = "loglinear"
+    atom_prior: tuple[float, ...] | None = None
+    bond_prior: tuple[float, ...] | None = None
+    edge_weight: float = 5.0
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        vocab = GraphVocab.from_dict(self.vocab)  # validates
+        object.__setattr__(self, "vocab", vocab.to_dict())
+        if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int):
+            raise TypeError(f"max_nodes must be an int, got {self.max_nodes!r}")
+        if self.max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1, got {self.max_nodes}")
+        if process_problem(self.process, continuous_elbo=True, options_ok=True) is not None:
+            kinds = usable_processes(continuous_elbo=True, options_ok=True)
+            raise ValueError(f"unknown process {self.process!r}; expected one of {kinds}")
+        if self.schedule not in continuous_schedules():
+            kinds = continuous_schedules()
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {kinds}")
+        hist = _probs(self.node_hist, "node_hist", self.max_nodes + 1)
+        if hist is None or hist[0] > 0:
+            raise ValueError("node_hist must give probability 0 to graphs with 0 nodes")
+        object.__setattr__(self, "node_hist", hist)
+        ka, kb = vocab.num_atom_classes, vocab.num_bond_classes
+        object.__setattr__(self, "atom_prior", _probs(self.atom_prior, "atom_prior", ka))
+        object.__setattr__(self, "bond_prior", _probs(self.bond_prior, "bond_prior", kb))
+        if takes_prior(self.process) and (self.atom_prior is None or self.bond_prior is None):
+            raise ValueError(f"process {self.process!r} needs atom_prior and bond_prior")
+        if not (isinstance(self.edge_weight, int | float) and self.edge_weight > 0):
+            raise ValueError(f"edge_weight must be a number > 0, got {self.edge_weight!r}")
+        object.__setattr__(self, "edge_weight", float(self.edge_weight))
+
+    @property
+    def graph_vocab(self) -> GraphVocab:
+        """The :class:`GraphVocab` of atoms and bonds."""
+        return GraphVocab.from_dict(self.vocab)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        for k in ("node_hist", "atom_prior", "bond_prior"):
+            d[k] = None if d[k] is None else list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MoleculeTaskConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(f"MoleculeTaskConfig.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown MoleculeTaskConfig keys {unknown}")
+        return cls(**d)

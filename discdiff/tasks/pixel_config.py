@@ -1,0 +1,139 @@
+"""The pixel task's configuration: data set, quantisation, process and its loss settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from discdiff.datasets.images import IMAGE_DATASETS, check_levels
+from discdiff.processes import PROCESSES, Process
+from discdiff.processes import make_process as _registry_process
+from discdiff.schedules import make_schedule
+from discdiff.tasks.base import process_problem, usable_processes
+
+__all__ = ["IMAGE_SHAPES", "PROCESS_KINDS", "PixelConfig", "make_process", "pixel_processes"]
+
+
+def pixel_processes() -> tuple[str, ...]:
+    """Registered processes a pixel task can use: built from the number of levels alone
+    (continuous ones on the log-linear schedule, discrete ones on the config's betas)."""
+    return tuple(usable_processes(continuous_elbo=False))
+
+
+_ORDER = ("absorbing", "uniform", "gaussian")
+#: the forward processes this task offers (registered ones, built-in first)
+PROCESS_KINDS = tuple(
+    sorted(
+        pixel_processes(), key=lambda n: (n not in _ORDER, _ORDER.index(n) if n in _ORDER else 0, n)
+    )
+)
+
+#: (height, width, number of class labels) of each image data set
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (28, 28, 10),
+    "fashion-mnist": (28, 28, 10),
+    "digits": (8, 8, 10),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and the task object
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_data(name: str) -> str:
+    if name not in IMAGE_SHAPES:
+        raise ValueError(
+            f"unknown image data set {name!r}; expected one of {', '.join(IMAGE_DATASETS)}"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    """What defines a pixel task: data set, quantisation, forward process and its training loss.
+
+    timesteps, beta_start, beta_end: the discretized-Gaussian chain's T and linear betas
+    (D3PM's 1e-4..0.02 over 1000 steps; only used by ``process="gaussian"``; with few levels
+    these betas barely move mass, so the prior term of the bound stays large: raise beta_end).
+    label_dropout: probability of replacing a training label by the null label (CFG).
+    hybrid_lambda: weight of the x_0 cross-entropy in the Gaussian model's hybrid loss.
+    """
+
+    data: str = "mnist"
+    levels: int = 16
+    process: str = "absorbing"
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    label_dropout: float = 0.1
+    hybrid_lambda: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_data(self.data)
+        check_levels(self.levels)
+        if process_problem(self.process, continuous_elbo=False) is not None:
+            raise ValueError(
+                f"process must be one of {', '.join(pixel_processes())}, got {self.process!r}"
+            )
+        if (
+            isinstance(self.timesteps, bool)
+            or not isinstance(self.timesteps, int)
+            or self.timesteps < 1
+        ):
+            raise ValueError(f"timesteps must be a positive integer, got {self.timesteps!r}")
+        if not 0.0 <= self.beta_start <= self.beta_end <= 1.0:
+            raise ValueError(
+                f"need 0 <= beta_start <= beta_end <= 1, got {self.beta_start}, {self.beta_end}"
+            )
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+        if not self.hybrid_lambda >= 0.0:
+            raise ValueError(f"hybrid_lambda must be >= 0, got {self.hybrid_lambda}")
+
+    @property
+    def height(self) -> int:
+        return IMAGE_SHAPES[self.data][0]
+
+    @property
+    def width(self) -> int:
+        return IMAGE_SHAPES[self.data][1]
+
+    @property
+    def num_labels(self) -> int:
+        return IMAGE_SHAPES[self.data][2]
+
+    @property
+    def num_pixels(self) -> int:
+        return self.height * self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PixelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown PixelConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**dict(d))
+
+
+def make_process(config: PixelConfig) -> Process:
+    """The forward process of ``config`` over ``levels`` intensity classes (the registry's):
+    a discrete-time one on the config's T linear betas, the others on the log-linear schedule."""
+    if getattr(PROCESSES.get(config.process), "discrete_time", False):
+        sched: Any = {
+            "type": "d3pm-linear",
+            "num_steps": config.timesteps,
+            "beta_start": config.beta_start,
+            "beta_end": config.beta_end,
+        }
+    else:
+        sched = make_schedule("loglinear")
+    return _registry_process(config.process, config.levels, schedule=sched)

@@ -1,0 +1,73 @@
+"""The autoregressive yardstick of the text task: the same transformer run causally, trained
+and scored exactly by teacher forcing (an exact NLL beside the diffusion models' bounds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from discdiff.nn import TransformerConfig
+from discdiff.tasks.text_eval import TextEval
+
+__all__ = ["AutoregressiveYardstick"]
+
+
+class AutoregressiveYardstick:
+    """Mixed into :class:`~discdiff.tasks.text.TextTask`: the causal model's config, loss and
+    exact evaluation (uses the task's ``tokenizer``, ``config`` and ``_score``)."""
+
+    def ar_model_config(self, **options: Any) -> TransformerConfig:
+        """The same transformer run causally (one extra input id: BOS = K)."""
+        K = self.tokenizer.vocab_size
+        return TransformerConfig(
+            num_states=K + 1, num_classes=K, max_len=self.config.seq_len, causal=True, **options
+        )
+
+    @staticmethod
+    def ar_nll(model: nn.Module, ids: Tensor, mask: Tensor, bos: int) -> Tensor:
+        """Exact NLL of a causal model by teacher forcing, (B,) nats.
+
+        Input [BOS, x_0, ..., x_{L-2}]; the logits at i predict x_i. Padding sits at the end, so
+        causal attention keeps it out of every real position's context.
+        """
+        inp = torch.cat([torch.full_like(ids[:, :1], bos), ids[:, :-1]], dim=1)  # (B, L)
+        logits = model(inp, None)  # (B, L, K)
+        nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")  # (B, L)
+        return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
+
+    def ar_loss_fn(
+        self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
+    ) -> Tensor:
+        """Trainer loss of the AR yardstick (exact NLL), (B,) nats."""
+        return self.ar_nll(model, batch["ids"], batch["mask"], self.tokenizer.vocab_size)
+
+    # -- metrics --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_ar(
+        self,
+        model: nn.Module,
+        split: str = "test",
+        *,
+        batch_size: int = 32,
+        max_chunks: int | None = None,
+    ) -> TextEval:
+        """Exact teacher-forced NLL of a causal model over the split, as bits per character."""
+        device = next(model.parameters()).device
+        bos = self.tokenizer.vocab_size
+        was = model.training
+        model.eval()
+        try:
+            return self._score(
+                split,
+                batch_size,
+                max_chunks,
+                1,
+                exact=True,
+                fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),
+                device=device,
+            )
+        finally:
+            model.train(was)

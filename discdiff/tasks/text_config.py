@@ -1,0 +1,133 @@
+"""The text task's configuration and the view of a model as its denoiser."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from discdiff.tasks.base import continuous_schedules, process_problem, usable_processes
+
+__all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
+
+OBJECTIVES = ("elbo", "sundae")
+TOKENIZERS = ("char", "bpe")
+
+
+def text_processes() -> list[str]:
+    """The registered processes a text task can use (a continuous ELBO from K alone)."""
+    return usable_processes(continuous_elbo=True)
+
+
+# ---- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextTaskConfig:
+    """What defines a text task (saved as ``task.json`` in the run dir).
+
+    corpus: see :func:`load_corpus`. process: a registered process with a continuous-time ELBO
+    ("absorbing", "uniform", or a plug-in's). schedule: a registered continuous schedule
+    ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO) or "sundae"
+    (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only).
+    seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
+    time_conditioning: tell the denoiser t (None: off for absorbing, on for uniform).
+    t_min: lower end of the time integral of the ELBO.
+    """
+
+    corpus: str = "shakespeare-text8"
+    process: str = "absorbing"
+    schedule: str = "loglinear"
+    objective: str = "elbo"
+    unroll_steps: int = 2
+    seq_len: int = 256
+    tokenizer: str = "char"
+    vocab_size: int = 1024
+    time_conditioning: bool | None = None
+    t_min: float = 1e-3
+
+    def __post_init__(self) -> None:
+        cont = continuous_schedules()
+        if self.schedule not in cont:
+            raise ValueError(
+                f"schedule={self.schedule!r} is not one of {', '.join(map(repr, cont))} "
+                "(registered continuous-time schedules)"
+            )
+        if process_problem(self.process, continuous_elbo=True) is not None:
+            raise ValueError(
+                f"process={self.process!r} is not one of "
+                f"{', '.join(map(repr, text_processes()))} (registered processes with "
+                "a continuous-time ELBO)"
+            )
+        for name, allowed in (
+            ("objective", OBJECTIVES),
+            ("tokenizer", TOKENIZERS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        for name, low in (("unroll_steps", 1), ("seq_len", 1), ("vocab_size", 256)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r}: expected an int >= {low}")
+        if self.objective == "sundae" and self.process != "uniform":  # the loss assumes it
+            raise ValueError(
+                f"objective='sundae' needs process='uniform' (SUNDAE corrupts uniformly), "
+                f"got process={self.process!r}"
+            )
+        if self.time_conditioning is not None and not isinstance(self.time_conditioning, bool):
+            raise ValueError(
+                f"time_conditioning={self.time_conditioning!r}: expected a bool or None"
+            )
+        if not isinstance(self.t_min, int | float) or not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"t_min={self.t_min!r}: expected a number in [0, 1)")
+
+    @property
+    def time_conditioned(self) -> bool:
+        """Whether the denoiser sees t (the resolved ``time_conditioning``)."""
+        if self.time_conditioning is None:
+            return self.process != "absorbing"
+        return self.time_conditioning
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able field values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextTaskConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(f"TextTaskConfig.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TextTaskConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**d)
+
+
+class TextDenoiser(nn.Module):
+    """A view of the model as the losses' and samplers' denoiser ``(x_t, t, cond) -> logits``.
+
+    With ``time_conditioned=False`` the model is given t = 0 whatever the time, so its output
+    depends on x_t only (the caching sampler checks the ``time_conditioned`` attribute).
+    It holds the model without copying it; it is never saved.
+    """
+
+    def __init__(self, model: nn.Module, time_conditioned: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.time_conditioned = bool(time_conditioned)
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        """x_t (B, L) ids, t (B,) -> logits (B, L, K)."""
+        if not self.time_conditioned:
+            t = torch.zeros_like(t)
+        return self.model(x_t, t, cond)
+
+
+def _padding_cond(mask: Tensor) -> dict[str, Tensor] | None:
+    """cond for the transformer: None when nothing is padded (keeps the fast attention path)."""
+    return None if bool(mask.all()) else {"padding_mask": mask}
