@@ -73,6 +73,7 @@ from discdiff.training import EMA, TrainConfig, Trainer, load_model
 #: so its public names are imported on first use
 _TASK_API = {
     "Task": ("discdiff.tasks.base", "Task"),
+    "TaskConfig": ("discdiff.tasks.base", "TaskConfig"),
     "Evaluation": ("discdiff.tasks.base", "Evaluation"),
     "TASKS": ("discdiff.tasks.base", "TASKS"),
     "register_task": ("discdiff.tasks.base", "register_task"),
@@ -117,6 +118,7 @@ __all__ = [
     "process_from_config",
     # the task spine
     "Task",
+    "TaskConfig",
     "Evaluation",
     "train_task",
     "load_run",

@@ -14,7 +14,6 @@ tasks.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ def exact_bits_per_base(x: torch.Tensor) -> float:
 
 
 @dataclass(frozen=True)
-class DNAConfig:
+class DNAConfig(dd.TaskConfig):
     """Sequence length, data sizes and seed, and the registered process to diffuse with."""
 
     length: int = 64
@@ -62,13 +61,6 @@ class DNAConfig:
     num_test: int = 500
     seed: int = 0
     process: str = "absorbing"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DNAConfig:
-        return cls(**d)
 
 
 class Sequences(torch.utils.data.Dataset):

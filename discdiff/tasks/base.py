@@ -23,11 +23,12 @@ Minimal task (see ``examples/dna_task.py`` for a complete one)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,6 +43,7 @@ from discdiff.samplers import Sampler
 
 __all__ = [
     "Task",
+    "TaskConfig",
     "Evaluation",
     "TASKS",
     "register_task",
@@ -174,6 +176,28 @@ class Evaluation:
             "exact": self.exact,
             **self.extra,
         }
+
+
+class TaskConfig:
+    """Mixin for a task's frozen config dataclass: ``to_dict()`` (JSON values) and a strict
+    ``from_dict()`` (unknown keys are an error naming them)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able field values."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**dict(d))
 
 
 class Task(ABC):

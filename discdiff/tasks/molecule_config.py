@@ -11,7 +11,7 @@ from typing import Any
 
 from discdiff.chem.graph import GraphVocab
 from discdiff.processes import PROCESSES
-from discdiff.tasks.base import continuous_schedules, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
 
 __all__ = ["MoleculeTaskConfig", "takes_prior"]
 
@@ -35,7 +35,7 @@ def _probs(values: Sequence[float] | None, name: str, size: int) -> tuple[float,
 
 
 @dataclass(frozen=True)
-class MoleculeTaskConfig:
+class MoleculeTaskConfig(TaskConfig):
     """What the task needs besides the denoiser's weights (JSON via to_dict/from_dict).
 
     vocab: :meth:`GraphVocab.to_dict`. max_nodes: N of the padded fields. process: one of
@@ -92,14 +92,3 @@ class MoleculeTaskConfig:
         for k in ("node_hist", "atom_prior", "bond_prior"):
             d[k] = None if d[k] is None else list(d[k])
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MoleculeTaskConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        if not isinstance(d, dict):
-            raise TypeError(f"MoleculeTaskConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown MoleculeTaskConfig keys {unknown}")
-        return cls(**d)

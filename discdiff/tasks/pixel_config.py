@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +9,7 @@ from discdiff.datasets.images import IMAGE_DATASETS, check_levels
 from discdiff.processes import PROCESSES, Process
 from discdiff.processes import make_process as _registry_process
 from discdiff.schedules import make_schedule
-from discdiff.tasks.base import process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
 
 __all__ = ["IMAGE_SHAPES", "PROCESS_KINDS", "PixelConfig", "make_process", "pixel_processes"]
 
@@ -52,7 +50,7 @@ def _check_data(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class PixelConfig:
+class PixelConfig(TaskConfig):
     """What defines a pixel task: data set, quantisation, forward process and its training loss.
 
     timesteps, beta_start, beta_end: the discretized-Gaussian chain's T and linear betas
@@ -108,20 +106,6 @@ class PixelConfig:
     @property
     def num_pixels(self) -> int:
         return self.height * self.width
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PixelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown PixelConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**dict(d))
 
 
 def make_process(config: PixelConfig) -> Process:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from discdiff.tasks.base import continuous_schedules, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
@@ -24,7 +22,7 @@ def text_processes() -> list[str]:
 
 # ---- configuration ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TextTaskConfig:
+class TextTaskConfig(TaskConfig):
     """What defines a text task (saved as ``task.json`` in the run dir).
 
     corpus: see :func:`load_corpus`. process: a registered process with a continuous-time ELBO
@@ -89,23 +87,6 @@ class TextTaskConfig:
         if self.time_conditioning is None:
             return self.process != "absorbing"
         return self.time_conditioning
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able field values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TextTaskConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        if not isinstance(d, dict):
-            raise TypeError(f"TextTaskConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown TextTaskConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**d)
 
 
 class TextDenoiser(nn.Module):
