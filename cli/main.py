@@ -37,7 +37,7 @@ def _root(
 
 
 #: task sub-apps: (command name, module under discdiff.cli holding a Typer ``app``)
-TASKS = (("molecules", "molecules"), ("text", "text"), ("pixels", "pixels"))
+TASKS = (("molecules", "molecules"), ("text", "text"), ("pixels", "pixels"), ("task", "task"))
 
 
 def _register_subapps() -> None:

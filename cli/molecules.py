@@ -32,6 +32,7 @@ from discdiff.cli._options import (
     Warmup,
     WarmupOld,
     deprecated,
+    sampler_help,
     set_threads,
 )
 from discdiff.cli._spine import check_new_run, resolve_train_config
@@ -173,9 +174,7 @@ def sample(
     ] = None,
     grid_size: Annotated[int, typer.Option(help="Molecules in the grid.")] = 20,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
-    sampler: Annotated[str, typer.Option(help="ancestral | first_hitting (absorbing).")] = (
-        "ancestral"
-    ),
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
@@ -336,7 +335,7 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
-    sampler: Annotated[str, typer.Option(help="ancestral | first_hitting.")] = "ancestral",
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     seed: Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     out: Annotated[Path | None, typer.Option(help="Also write the samples (.sdf/.smi/.csv).")] = (

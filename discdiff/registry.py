@@ -104,6 +104,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._docs: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # normalised key -> the spelling it was registered with
 
     def register(
         self, name: str, obj: T | None = None, *, replace: bool = False, doc: str | None = None
@@ -122,13 +123,17 @@ class Registry(Generic[T]):
             return deco
         key = _normal(name)
         existing = self._items.get(key)
+        if existing is not None and _same_definition(existing, obj):
+            replace = True  # the same class or function defined again (a module re-imported)
         if existing is not None and existing is not obj and existing != obj and not replace:
             raise ValueError(
                 f"{self.kind} {name!r} is already registered to {_describe(existing)}; "
                 "pass replace=True to override it"
             )
         self._items[key] = obj
-        text = doc if doc is not None else (getattr(obj, "__doc__", None) or "")
+        self._names[key] = name
+        target = obj[0] if isinstance(obj, tuple) and obj else obj
+        text = doc if doc is not None else (getattr(target, "__doc__", None) or "")
         self._docs[key] = text.strip().splitlines()[0] if text.strip() else ""
         return obj
 
@@ -136,6 +141,7 @@ class Registry(Generic[T]):
         """Remove an entry (tests and plug-in reloads)."""
         self._items.pop(_normal(name), None)
         self._docs.pop(_normal(name), None)
+        self._names.pop(_normal(name), None)
 
     def get(self, name: str) -> T:
         """The object registered as ``name``, or the one an import path names."""
@@ -156,17 +162,17 @@ class Registry(Generic[T]):
         """The registered name of ``obj`` (identity or equality), or None."""
         for key, value in self._items.items():
             if value is obj or value == obj:
-                return key
+                return self._names[key]
         return None
 
     def names(self) -> list[str]:
         """Registered names, sorted (plug-ins included)."""
         load_plugins()
-        return sorted(self._items)
+        return sorted(self._names[k] for k in self._items)
 
     def describe(self) -> dict[str, str]:
         """name -> first line of its docstring (for ``--help`` texts)."""
-        return {k: self._docs.get(k, "") for k in self.names()}
+        return {k: self._docs.get(_normal(k), "") for k in self.names()}
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -182,6 +188,15 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    a = a[0] if isinstance(a, tuple) and a else a
+    b = b[0] if isinstance(b, tuple) and b else b
+    key = ("__module__", "__qualname__")
+    return all(hasattr(x, k) for x in (a, b) for k in key) and all(
+        getattr(a, k) == getattr(b, k) for k in key
+    )
 
 
 def _describe(obj: Any) -> str:

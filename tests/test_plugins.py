@@ -68,8 +68,9 @@ def test_installed_plugin_sampler_reaches_the_cli(installed, text_run):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("=== sample") == 2
-    res = cli(installed, "pixels", "sample", "--help")
-    assert res.returncode == 0 and "annealed" in res.stdout
+    for task in ("pixels", "molecules", "task"):
+        res = cli(installed, task, "sample", "--help")
+        assert res.returncode == 0 and "annealed" in res.stdout, task
 
 
 def test_plugin_sampler_passes_the_sampler_contract(installed, monkeypatch):

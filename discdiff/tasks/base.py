@@ -211,6 +211,8 @@ class Task(ABC):
     unit: ClassVar[str] = "nats/example"
     #: the splits :meth:`dataset` knows
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: TrainConfig values this task trains with unless told otherwise (``discdiff task train``)
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     config: Any
     #: field name -> forward process (one entry for single-field tasks)
@@ -380,6 +382,12 @@ class Task(ABC):
         if cls is Task:
             if name is None:
                 raise ValueError(f"{path / TASK_FILE} does not say which task wrote it")
+            if name not in TASKS:
+                raise ValueError(
+                    f"{path} is a run of task {name!r}, which is not registered here "
+                    f"(registered: {', '.join(TASKS.names())}); import the module that "
+                    "registers it first (discdiff task ... --import FILE_OR_MODULE)"
+                )
             target = TASKS.get(name)
         return target.from_config(doc, path)
 

@@ -47,6 +47,7 @@ __all__ = [
     "encode_tree",
     "decode_tree",
     "write_json_atomic",
+    "write_text_atomic",
     "save_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
@@ -155,6 +156,12 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file and ``os.replace``: a reader
+    never sees a half-written file, a failed write leaves the old one (or none)."""
+    _write_bytes_atomic(Path(path), text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -1,0 +1,276 @@
+"""`discdiff task ...`: any registered task (built-in or a plug-in's) through the one spine.
+
+    discdiff task list                                   # tasks, processes, samplers, ...
+    discdiff task train dna --import examples/dna_task.py --config '{"length": 32}' --out runs/dna
+    discdiff task eval runs/dna --import examples/dna_task.py
+    discdiff task sample runs/dna --import examples/dna_task.py -n 8 --sampler first-hitting
+
+A task installed as a plug-in needs no ``--import``; one in a file or module does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from discdiff.cli._options import (
+    BatchSize,
+    CkptEvery,
+    Device,
+    Ema,
+    EvalBatches,
+    EvalEvery,
+    LogEvery,
+    Lr,
+    Progress,
+    Resume,
+    Seed,
+    Steps,
+    Threads,
+    Warmup,
+    sampler_help,
+    set_threads,
+)
+from discdiff.cli._spine import check_new_run, check_output, resolve_train_config
+
+app = typer.Typer(
+    help="Any registered task (built-in or a plug-in's): list, train, eval, sample, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Imports = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        help="A Python file or module to import first (it registers its task, sampler, ...).",
+    ),
+]
+
+
+def _import(paths: list[str] | None) -> None:
+    import importlib
+    import importlib.util
+    import sys
+
+    for item in paths or []:
+        path = Path(item)
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise FileNotFoundError(f"--import {item!r}: no such file")
+            loaded = sys.modules.get(path.stem)
+            if (
+                loaded is not None
+                and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve()
+            ):
+                continue
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as err:
+                raise ValueError(f"--import {item!r}: {err}") from err
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    raw = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@app.command("list")
+def list_(imports: Imports = None) -> None:
+    """What is registered: tasks, processes, schedules, samplers and denoisers."""
+    _import(imports)
+    import discdiff as dd
+
+    for title, reg in (
+        ("tasks", dd.TASKS),
+        ("processes", dd.PROCESSES),
+        ("schedules", dd.SCHEDULES),
+        ("samplers", dd.SAMPLERS),
+        ("denoisers", dd.DENOISERS),
+    ):
+        typer.echo(f"{title}:")
+        for name, doc in reg.describe().items():
+            typer.echo(f"  {name:<18} {doc}".rstrip())
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="A registered task (see `discdiff task list`).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    config: Annotated[
+        str | None, typer.Option(help="The task's config as JSON (or @FILE); unset keys: defaults.")
+    ] = None,
+    sizes: Annotated[
+        str | None, typer.Option(help="Denoiser sizes as JSON, e.g. '{\"num_layers\": 2}'.")
+    ] = None,
+    imports: Imports = None,
+    resume: Resume = False,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    warmup: Warmup = None,
+    ema: Ema = None,
+    eval_every: EvalEvery = None,
+    eval_batches: EvalBatches = None,
+    ckpt_every: CkptEvery = None,
+    log_every: LogEvery = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+    progress: Progress = True,
+) -> None:
+    """Train task NAME into --out (the spine's run layout; --resume continues it)."""
+    set_threads(threads)
+    _import(imports)
+    import torch
+
+    from discdiff.tasks import TASKS, runs
+
+    saved = None
+    if check_new_run(out, resume):
+        task, entry, saved = runs.saved_settings(out)
+        typer.echo(f"resuming {out} ({task.name})", err=True)
+    else:
+        cls = TASKS.get(name)
+        task = cls(cls.config_class.from_dict(_json_arg(config, "--config")))
+        torch.manual_seed(seed)
+        entry = task.model_entry(task.build_denoiser(**_json_arg(sizes, "--sizes")))
+    torch.manual_seed(seed)
+    model = task.build_model(entry)
+    given = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup,
+        "ema_decay": ema,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "ckpt_every": ckpt_every,
+        "log_every": log_every,
+        "seed": seed if saved is None else None,
+    }
+    defaults = {"steps": 1000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100}
+    cfg = resolve_train_config(given, {**defaults, **type(task).train_defaults}, saved)
+    metrics = runs.train(task, model, cfg, out, resume=resume, device=device, progress=progress)
+    shown = {k: round(v, 4) for k, v in metrics.items() if k in ("step", "train_loss", "eval_loss")}
+    typer.echo(f"trained {task.name} -> {out}: {shown}")
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    split: Annotated[str, typer.Option(help="The split to score (the task's names).")] = "test",
+    samples: Annotated[int, typer.Option(help="Monte-Carlo draws of the bound per example.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures.")] = None,
+    imports: Imports = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+) -> None:
+    """The task's held-out bound in its own unit, with its standard error."""
+    set_threads(threads)
+    _import(imports)
+    import torch
+
+    from discdiff.tasks import runs
+
+    if json_out is not None:
+        check_output(json_out, (".json",), "--json")
+    task, model = runs.load_run(run_dir, device=device)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    ev = task.evaluate(
+        model, split, batch_size=batch_size, samples=samples, limit=limit, generator=gen
+    )
+    typer.echo(f"{split}: {ev.format()}")
+    if json_out is not None:
+        from discdiff.training.checkpoint import write_json_atomic
+
+        doc = {"task": task.name, "split": split, "value": ev.value, "se": ev.se, "unit": ev.unit}
+        write_json_atomic(json_out, doc)
+
+
+@app.command()
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 8,
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
+    steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
+    temperature: Annotated[float, typer.Option(help="Temperature of the x0 prediction.")] = 1.0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write samples here (.txt lines), not stdout.")
+    ] = None,
+    imports: Imports = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
+) -> None:
+    """Draw N samples from a run with any registered sampler; print or write them."""
+    set_threads(threads)
+    _import(imports)
+    import torch
+
+    from discdiff.samplers import make_sampler
+    from discdiff.tasks import runs
+
+    if n < 1:
+        raise ValueError(f"-n must be >= 1, got {n}")
+    if out is not None:
+        check_output(out, (".txt",), "--out")
+    task, model = runs.load_run(run_dir, device=device)
+    s = make_sampler(sampler, steps=steps, temperature=temperature)
+    try:
+        s.check_processes(task.processes)
+    except TypeError as err:
+        raise ValueError(str(err)) from err
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    result = task.sample(model, n, s, generator=gen)
+    items = result[0] if isinstance(result, tuple) else result
+    lines = [
+        x if isinstance(x, str) else " ".join(map(str, torch.as_tensor(x).flatten().tolist()))
+        for x in items
+    ]
+    body = "".join(f"{line}\n" for line in lines)
+    if out is None:
+        typer.echo(body, nl=False)
+        return
+    from discdiff.training.checkpoint import write_text_atomic
+
+    write_text_atomic(out, body)
+    typer.echo(f"wrote {len(lines)} samples to {out}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    out: Annotated[Path, typer.Option("--out", help="Weights file (NAME.safetensors).")],
+    raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
+    imports: Imports = None,
+) -> None:
+    """Write a run's weights (EMA by default) and its model entry: one file pair any task's
+    `from_pretrained` reads."""
+    _import(imports)
+    from discdiff.tasks import runs
+
+    check_output(out, (".safetensors",), "--out")
+    task, model = runs.load_run(run_dir, use_ema=False if raw else None)
+    weights, cfg = runs.export(task, model, out)
+    typer.echo(f"wrote {weights} and {cfg}")
