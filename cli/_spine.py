@@ -9,7 +9,29 @@ from typing import Any
 
 import typer
 
-__all__ = ["resolve_train_config", "check_new_run", "check_output"]
+__all__ = ["resolve_train_config", "check_new_run", "check_output", "train_flags"]
+
+#: shared training flag (the command's parameter name) -> TrainConfig field
+_FLAG_FIELDS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "warmup": "warmup_steps",
+    "ema": "ema_decay",
+    "weight_decay": "weight_decay",
+    "grad_clip": "grad_clip",
+    "precision": "precision",
+    "eval_every": "eval_every",
+    "eval_batches": "eval_batches",
+    "ckpt_every": "ckpt_every",
+    "log_every": "log_every",
+}
+
+
+def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared training flags among a command's parameters (its ``locals()``), as
+    TrainConfig fields; None means not given."""
+    return {field: values[flag] for flag, field in _FLAG_FIELDS.items() if flag in values}
 
 
 def check_new_run(out: Path, resume: bool) -> bool:

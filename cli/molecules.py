@@ -35,7 +35,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, resolve_train_config
+from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
 
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
@@ -305,18 +305,7 @@ def train(
     model = task.build_model(model_entry)
     n_params = sum(p.numel() for p in model.parameters())
     typer.echo(f"denoiser: {n_params:,} parameters; process {task.config.process}")
-    given = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup_steps": warmup,
-        "ema_decay": ema,
-        "eval_every": eval_every,
-        "eval_batches": eval_batches,
-        "ckpt_every": ckpt_every,
-        "log_every": log_every,
-        "seed": seed if saved_train is None else None,
-    }
+    given = {**train_flags(locals()), "seed": seed if saved_train is None else None}
     defaults = dict(TRAIN_DEFAULTS, seed=seed)
     n_train = len(task.dataset("train"))
     if saved_train is None:

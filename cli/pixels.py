@@ -32,7 +32,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import resolve_train_config
+from discdiff.cli._spine import resolve_train_config, train_flags
 
 app = typer.Typer(
     name="pixels",
@@ -153,18 +153,7 @@ def train(
         _MODEL_DEFAULTS,
     )
     train_config = resolve_train_config(
-        {
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "warmup_steps": warmup,
-            "ema_decay": ema,
-            "eval_every": eval_every,
-            "eval_batches": eval_batches,
-            "ckpt_every": ckpt_every,
-            "log_every": log_every,
-            "seed": seed,
-        },
+        {**train_flags(locals()), "seed": seed},
         {**TrainConfig().to_dict(), **_TRAIN_DEFAULTS},
         saved_train or None,
     )

@@ -34,7 +34,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, check_output, resolve_train_config
+from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
 
 app = typer.Typer(
     help="Any registered task (built-in or a plug-in's): list, train, eval, sample, export.",
@@ -154,18 +154,7 @@ def train(
         entry = task.model_entry(task.build_denoiser(**_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)
     model = task.build_model(entry)
-    given = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup_steps": warmup,
-        "ema_decay": ema,
-        "eval_every": eval_every,
-        "eval_batches": eval_batches,
-        "ckpt_every": ckpt_every,
-        "log_every": log_every,
-        "seed": seed if saved is None else None,
-    }
+    given = {**train_flags(locals()), "seed": seed if saved is None else None}
     defaults = {"steps": 1000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100}
     cfg = resolve_train_config(given, {**defaults, **type(task).train_defaults}, saved)
     metrics = runs.train(task, model, cfg, out, resume=resume, device=device, progress=progress)

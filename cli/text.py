@@ -39,7 +39,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, resolve_train_config
+from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
 
 #: training defaults of the text task (flags override; --resume keeps the run's)
 TRAIN_DEFAULTS = {
@@ -162,20 +162,9 @@ def train(
     total = steps if steps is not None else (saved_train or TRAIN_DEFAULTS)["steps"]
     defaults = dict(TRAIN_DEFAULTS, warmup_steps=min(1000, max(total, 0) // 10), seed=seed)
     given = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup_steps": warmup,
-        "weight_decay": weight_decay,
-        "grad_clip": grad_clip,
-        "ema_decay": ema,
-        "precision": precision,
-        "compile": compile or None,
-        "eval_every": eval_every,
-        "eval_batches": eval_batches,
-        "ckpt_every": ckpt_every,
-        "log_every": log_every,
+        **train_flags(locals()),
         "seed": seed if saved_train is None else None,
+        "compile": compile or None,
     }
     train_config = resolve_train_config(given, defaults, saved_train)
     metrics = runs.train(

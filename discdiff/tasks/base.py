@@ -28,7 +28,7 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -291,6 +291,48 @@ class Task(ABC):
             yield collate([data[i] for i in range(start, min(start + batch_size, n))])
 
     @torch.no_grad()
+    def score(
+        self,
+        model: nn.Module,
+        split: str,
+        *,
+        batch_size: int = 32,
+        limit: int | None = None,
+        samples: int = 1,
+        fn: Callable[[Any], Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, list[Any]]:
+        """Per-example nats (N,) float64 of ``fn(batch)`` (default: :meth:`nll`) over the first
+        ``limit`` examples of a split, averaged over ``samples`` draws, and the batches (CPU)
+        they came from (for the denominators of a unit). The model is in eval mode meanwhile."""
+        from discdiff.training import move_to_device
+
+        check_int(batch_size, "batch_size")
+        check_int(samples, "samples")
+        if limit is not None:
+            check_int(limit, "limit")
+        if split not in self.splits:
+            raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, self.splits))}")
+        device = next(model.parameters()).device
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(0)
+        if fn is None:
+            fn = lambda b: self.nll(model, b, generator)  # noqa: E731
+        was = model.training
+        model.eval()
+        nats, seen = [], []
+        try:
+            for batch in self.batches(split, batch_size, limit):
+                b = move_to_device(batch, device)
+                total = sum(fn(b).double() for _ in range(samples))
+                nats.append((total / samples).cpu())
+                seen.append(batch)
+        finally:
+            model.train(was)
+        if not nats:
+            raise ValueError(f"split {split!r} holds no examples")
+        return torch.cat(nats), seen
+
     def evaluate(
         self,
         model: nn.Module,
@@ -303,39 +345,18 @@ class Task(ABC):
     ) -> Evaluation:
         """:meth:`nll` over a split in :attr:`unit`, averaged over ``samples`` Monte-Carlo
         draws per example, with its standard error (ratio estimator over examples)."""
-        from discdiff.training import move_to_device
-
-        check_int(batch_size, "batch_size")
-        check_int(samples, "samples")
-        if limit is not None:
-            check_int(limit, "limit")
-        if split not in self.splits:
-            raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, self.splits))}")
-        device = next(model.parameters()).device
-        if generator is None:
-            generator = torch.Generator(device=device).manual_seed(0)
-        was = model.training
-        model.eval()
-        nats, units = [], []
-        try:
-            for batch in self.batches(split, batch_size, limit):
-                b = move_to_device(batch, device)
-                total = sum(self.nll(model, b, generator).double() for _ in range(samples))
-                nats.append((total / samples).cpu())
-                units.append(self.units(batch).double().cpu())
-        finally:
-            model.train(was)
-        if not nats:
-            raise ValueError(f"split {split!r} holds no examples")
-        nats_t, units_t = torch.cat(nats), torch.cat(units)
-        if not float(units_t.sum()) > 0:
+        nats, seen = self.score(
+            model, split, batch_size=batch_size, limit=limit, samples=samples, generator=generator
+        )
+        units = torch.cat([self.units(b).double().cpu() for b in seen])
+        if not float(units.sum()) > 0:
             raise ValueError(f"split {split!r} holds nothing to score")
         scale = 1 / _LN2 if self.unit.startswith("bits") else 1.0
         return Evaluation(
-            value=float(nats_t.sum() / units_t.sum()) * scale,
-            se=ratio_se(nats_t, units_t) * scale,
+            value=float(nats.sum() / units.sum()) * scale,
+            se=ratio_se(nats, units) * scale,
             unit=self.unit,
-            count=int(nats_t.numel()),
+            count=int(nats.numel()),
             samples=samples,
         )
 

@@ -286,7 +286,6 @@ class TextTask(AutoregressiveYardstick, Task):
             generator=generator,
         )
 
-    @torch.no_grad()
     def evaluate(
         self,
         model: nn.Module,
@@ -299,57 +298,47 @@ class TextTask(AutoregressiveYardstick, Task):
         limit: int | None = None,
     ) -> TextEval:
         """Negative ELBO (boundary terms on) over the split's chunks, averaged over ``samples``
-        Monte-Carlo draws per chunk, as bits per character with its standard error."""
+        Monte-Carlo draws per chunk, as bits per character with its standard error (a causal
+        model: its exact NLL, :meth:`evaluate_ar`)."""
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples={samples!r}: expected an int >= 1")
+        limit = max_chunks if max_chunks is not None else limit
         if getattr(getattr(model, "config", None), "causal", False):
-            return self.evaluate_ar(
-                model, split, batch_size=batch_size, max_chunks=max_chunks or limit
-            )
-        max_chunks = max_chunks if max_chunks is not None else limit
-        device = next(model.parameters()).device
-        if generator is None:
-            generator = torch.Generator(device=device).manual_seed(0)
-        was = model.training
-        model.eval()
-        try:
-            return self._score(
-                split,
-                batch_size,
-                max_chunks,
-                samples,
-                exact=False,
-                fn=lambda b: self.elbo_fn(model, b, generator),
-                device=device,
-            )
-        finally:
-            model.train(was)
+            return self.evaluate_ar(model, split, batch_size=batch_size, max_chunks=limit)
+        return self._score(
+            model, split, batch_size, limit, samples, exact=False, generator=generator
+        )
 
     def _score(
         self,
+        model: nn.Module,
         split: str,
         batch_size: int,
         max_chunks: int | None,
         samples: int,
         exact: bool,
-        fn: Callable[[dict[str, Tensor]], Tensor],
-        device: torch.device,
+        fn: Callable[[dict[str, Tensor]], Tensor] | None = None,
+        generator: torch.Generator | None = None,
     ) -> TextEval:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: expected an int >= 1")
         if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
             raise ValueError(f"max_chunks={max_chunks!r}: expected None or an int >= 1")
-        data = self.chunks(split)
-        if len(data) == 0:
+        if len(self.chunks(split)) == 0:
             raise ValueError(f"split {split!r} of {self.config.corpus!r} holds no tokens")
-        nats, tokens, chars = [], [], []
-        for batch in data.batches(batch_size, max_chunks):
-            b = {k: v.to(device) for k, v in batch.items()}
-            total = sum(fn(b).double() for _ in range(samples)) / samples  # (B,)
-            nats.append(total.cpu())
-            tokens.append(batch["mask"].sum(1))
-            chars.append(batch["chars"])
-        return summarise(torch.cat(nats), torch.cat(tokens), torch.cat(chars), samples, exact)
+        if fn is None:
+            fn = lambda b: self.elbo_fn(model, b, gen)  # noqa: E731
+            gen = generator or torch.Generator(device=next(model.parameters()).device).manual_seed(
+                0
+            )
+        nats, seen = self.score(
+            model, split, batch_size=batch_size, limit=max_chunks, samples=samples, fn=fn
+        )
+        tokens = torch.cat([b["mask"].sum(1) for b in seen])
+        chars = torch.cat([b["chars"] for b in seen])
+        return summarise(nats, tokens, chars, samples, exact)
+
+    def batches(self, split: str, batch_size: int, limit: int | None = None) -> Any:
+        """The split's chunks in order (:meth:`TextChunks.batches`)."""
+        return self.chunks(split).batches(batch_size, limit)
 
     # -- sampling -------------------------------------------------------------------------
     def sample(

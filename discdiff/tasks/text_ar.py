@@ -55,19 +55,13 @@ class AutoregressiveYardstick:
         max_chunks: int | None = None,
     ) -> TextEval:
         """Exact teacher-forced NLL of a causal model over the split, as bits per character."""
-        device = next(model.parameters()).device
         bos = self.tokenizer.vocab_size
-        was = model.training
-        model.eval()
-        try:
-            return self._score(
-                split,
-                batch_size,
-                max_chunks,
-                1,
-                exact=True,
-                fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),
-                device=device,
-            )
-        finally:
-            model.train(was)
+        return self._score(
+            model,
+            split,
+            batch_size,
+            max_chunks,
+            1,
+            exact=True,
+            fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),
+        )
