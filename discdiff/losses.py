@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 Fields = Tensor | Mapping[str, Tensor]
+_BELOW_ONE = 1.0 - 2.0**-24
 
 
 # ---- shared pieces ---------------------------------------------------------------------------
@@ -159,10 +160,12 @@ def _vlb_terms(
     B, dev = _batch_size(x0d)
     T = _common_steps(procs, num_steps)
     k = _sample_steps(B, T, generator, dev)
-    t = (k.double() / T).float()
-    s = ((k - 1).double() / T).float()
+    # float64 times on the grid k / T for the processes (float32 rounds k / T off the grid
+    # of a long schedule); the denoiser gets float32
+    t = k.double() / T
+    s = (k - 1).double() / T
     x_t = corrupt(procs, x0d, t, masks, generator)
-    logits = call_denoiser(denoiser, x_t, t, cond, single, procs)
+    logits = call_denoiser(denoiser, x_t, t.float(), cond, single, procs)
     vlb = torch.zeros(B, dtype=torch.float32, device=dev)
     ce = torch.zeros(B, dtype=torch.float32, device=dev)
     for name, proc in procs.items():
@@ -286,7 +289,9 @@ def continuous_elbo(
                 f"absorbing, marginal or your own) on a continuous schedule{field}, got {proc!r}; "
                 "use vlb_loss for discrete time"
             )
+    # the largest float32 below 1: a time that rounds to 1.0 has alpha = 0 and an infinite rate
     t = (t_min + (1.0 - t_min) * sample_times(B, generator, dev, stratified)).float()
+    t = t.clamp(max=_BELOW_ONE)
     x_t = corrupt(procs, x0d, t, masks, generator)
     logits = call_denoiser(denoiser, x_t, t, cond, single, procs)
     total = torch.zeros(B, dtype=torch.float32, device=dev)
@@ -338,10 +343,11 @@ def sundae_loss(
     B, dev = _batch_size(x0d)
     if any(p.num_steps is not None for p in procs.values()):  # discrete time: a grid point
         T = _common_steps(procs, None)
-        t = (_sample_steps(B, T, generator, dev).double() / T).float()
+        t = _sample_steps(B, T, generator, dev).double() / T  # on the grid, in float64
     else:
-        t = sample_times(B, generator, dev).float()
+        t = sample_times(B, generator, dev)
     x_t = corrupt(procs, x0d, t, masks, generator)
+    t = t.float()  # what the denoiser sees
     total = torch.zeros(B, dtype=torch.float32, device=dev)
     for _ in range(unroll_steps):
         logits = call_denoiser(denoiser, x_t, t, cond, single, procs)

@@ -29,11 +29,6 @@ __all__ = ["MixingProcess", "PARAMETERIZATIONS"]
 PARAMETERIZATIONS = ("mean", "d3pm")
 
 
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate at both ends."""
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
     """torch.logaddexp whose gradient stays finite where both inputs are -inf (result -inf)."""
     both = torch.isneginf(a) & torch.isneginf(b)
@@ -223,7 +218,10 @@ class MixingProcess(Process):
         log_c0 = torch.log(torch.where(only_z, torch.ones_like(c0), c0)).float().unsqueeze(-1)
         log_c1 = torch.log(c0 + at).float().unsqueeze(-1)
         lp_z = lp.gather(-1, z)
-        log_W = _logaddexp(_log1mexp(lp_z) - log_c0, lp_z - log_c1)  # (..., 1)
+        # log(1 - p(z)) as the log-sum of the other classes: exact and with finite gradients
+        # where p(z) rounds to 1 in float32 (log1mexp(0) = -inf would make them NaN)
+        log1m_pz = torch.logsumexp(lp.scatter(-1, z, -torch.inf), dim=-1, keepdim=True)
+        log_W = _logaddexp(log1m_pz - log_c0, lp_z - log_c1)  # (..., 1)
         as_ = expand_time(a_s, x_t).unsqueeze(-1)
         log_w = (lp - log_c0).scatter(-1, z, lp_z - log_c1)
         mix = _logaddexp(

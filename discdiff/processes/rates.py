@@ -44,7 +44,8 @@ def rate_kl_d3pm(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
         beta m(z) sum_y u_q(y) phi(u_p(y) / u_q(y)),   u(y) = marg(y) / marg(z),  phi(r) = r - 1 - log r.
     r - 1 is formed from a cancellation-free numerator so the result stays accurate as alpha -> 0.
     """
-    a = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).float().unsqueeze(-1)  # (B, 1.., 1)
+    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
+    a, oma = a64.float(), (1.0 - a64).float()  # 1 - alpha from float64: no cancellation near t = 0
     beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
     m = proc.limit.to(x_t.device).float()  # (S,)
     S = proc.num_states
@@ -57,12 +58,12 @@ def rate_kl_d3pm(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
     m_z = m[x_t].unsqueeze(-1)
     q0_z = (x_t == x0.long()).float().unsqueeze(-1)
     p_z = p.gather(-1, z)
-    marg_q = a * onehot_x0 + (1 - a) * m
-    marg_p = a * p + (1 - a) * m
-    mq_z = a * q0_z + (1 - a) * m_z
-    mp_z = a * p_z + (1 - a) * m_z
-    # D(y) = marg_p(y) marg_q(z) - marg_q(y) marg_p(z), with the (1 - a)^2 m(y) m(z) terms cancelled.
-    D = a * (p * mq_z - (1 - a) * (p_z - q0_z) * m) - a * onehot_x0 * mp_z
+    marg_q = a * onehot_x0 + oma * m
+    marg_p = a * p + oma * m
+    mq_z = a * q0_z + oma * m_z
+    mp_z = a * p_z + oma * m_z
+    # D(y) = marg_p(y) marg_q(z) - marg_q(y) marg_p(z), with the oma^2 m(y) m(z) terms cancelled.
+    D = a * (p * mq_z - oma * (p_z - q0_z) * m) - a * onehot_x0 * mp_z
     pos = marg_q > 0
     safe_q = torch.where(pos, marg_q, torch.ones_like(D))
     d = D / (safe_q * mp_z)
@@ -79,7 +80,8 @@ def rate_kl_mean(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
     u_p(y) - u_q(y) = alpha [(p(y) - [y = x0]) / c(y) + (1 - alpha) m(y) ([z = x0] - p(z)) / (c0 c1)],
     which has no cancellation as alpha -> 0.
     """
-    a = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).float().unsqueeze(-1)  # (B, 1.., 1)
+    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
+    a, oma = a64.float(), (1.0 - a64).float()  # 1 - alpha from float64: no cancellation near t = 0
     beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
     m = proc.limit.to(x_t.device).float()  # (S,)
     S = proc.num_states
@@ -91,15 +93,15 @@ def rate_kl_mean(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
     m_z = m[x_t].unsqueeze(-1)
     q0_z = (x_t == x0.long()).float().unsqueeze(-1)
     p_z = p.gather(-1, z)
-    c0 = (1 - a) * m_z
+    c0 = oma * m_z
     c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # m(z) = 0 rows are zeroed by beta m(z) below
     c1 = c0 + a
     c_y = c0.expand_as(p).scatter(-1, z, c1.expand_as(p_z))
     mq_z = torch.where(q0_z > 0, c1, c0)
-    u_q = (a * onehot_x0 + (1 - a) * m) / mq_z
-    diff = a * ((p - onehot_x0) / c_y + (1 - a) * m * (q0_z - p_z) / (c0 * c1))
+    u_q = (a * onehot_x0 + oma * m) / mq_z
+    diff = a * ((p - onehot_x0) / c_y + oma * m * (q0_z - p_z) / (c0 * c1))
     W = (1 - p_z) / c0 + p_z / c1  # sum_x0 p(x0) / c(x0)
-    u_p = a * p / c_y + (1 - a) * m * W  # direct: accurate where u_p << u_q
+    u_p = a * p / c_y + oma * m * W  # direct: accurate where u_p << u_q
     pos = u_q > 0
     safe_q = torch.where(pos, u_q, torch.ones_like(u_q))
     term = torch.where(pos, u_q * phi(diff / safe_q, u_p / safe_q), diff)
