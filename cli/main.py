@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from discdiff import __version__
+from discdiff.training.errors import TrainingInterrupted
 
 app = typer.Typer(
     name="discdiff",
@@ -60,6 +61,31 @@ def _register_subapps() -> None:
 _register_subapps()
 
 
+def torch_oom() -> type:
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
+
+
+def _user_errors() -> tuple[type, ...]:
+    """What a user can cause (bad values, files, disks, memory): one line and exit 2."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,  # FileNotFoundError, PermissionError, disk full, read-only, ...
+        FloatingPointError,
+        MemoryError,
+        torch_oom(),
+        pickle.UnpicklingError,
+        SafetensorError,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors (ValueError/TypeError/FileNotFoundError) become one line and exit 2."""
     try:
@@ -69,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except TrainingInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        return 130
+    except _user_errors() as exc:
+        text = str(exc).strip()
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        if isinstance(exc, MemoryError | torch_oom()):
+            msg = f"out of memory: {msg or 'allocation failed'}"
         typer.echo(f"error: {msg}", err=True)
         return 2
     except Exception as exc:  # click's usage errors (Typer may vendor click) carry their exit code

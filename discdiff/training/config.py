@@ -27,6 +27,8 @@ class TrainConfig:
     eval_every / ckpt_every / log_every: periods in steps (0 = never; a checkpoint and a log row
     are always written at the last step). eval_batches: global batches per evaluation
     (None = the whole eval set). keep_checkpoints: how many newest checkpoints to keep.
+    skip_nonfinite: skip up to this many batches whose loss or gradient is not finite (0 = stop
+    at the first, naming its step); skipping reads the loss back every step.
     """
 
     steps: int = 10_000
@@ -48,6 +50,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
+    skip_nonfinite: int = 0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_zero: bool = False) -> None:
@@ -58,7 +61,7 @@ class TrainConfig:
 
         for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
             positive_int(name)
-        for name in ("warmup_steps", "eval_every", "ckpt_every", "seed"):
+        for name in ("warmup_steps", "eval_every", "ckpt_every", "seed", "skip_nonfinite"):
             positive_int(name, allow_zero=True)
         if self.eval_batches is not None:
             positive_int("eval_batches")
@@ -70,14 +73,17 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.min_lr must lie in [0, lr={self.lr}], got {self.min_lr!r}"
             )
-        if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0 <= wd < math.inf:
+            raise ValueError(f"TrainConfig.weight_decay must be a finite number >= 0, got {wd!r}")
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
             raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {self.betas!r}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.grad_clip is not None and not 0 < self.grad_clip < math.inf:
+            raise ValueError(
+                f"TrainConfig.grad_clip must be a finite number > 0 or None, got {self.grad_clip!r}"
+            )
         if self.ema_decay is not None and not (0 <= self.ema_decay < 1):
             raise ValueError(
                 f"TrainConfig.ema_decay must lie in [0, 1) or be None, got {self.ema_decay!r}"

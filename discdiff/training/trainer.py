@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ from discdiff.training.device import (
     resolve_precision,
 )
 from discdiff.training.ema import EMA
+from discdiff.training.errors import TrainingInterrupted
+from discdiff.training.lock import RunLock
 from discdiff.training.logging import MetricsLogger, logger, plot_loss_curve
 
 __all__ = ["TrainConfig", "Trainer", "lr_at", "LossFn", "StepResult", "split_loss"]
@@ -200,6 +203,9 @@ class Trainer:
         )
         self._elapsed = 0.0
         self._stream_iter: Iterator[Any] | None = None
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.skipped_steps = 0
+        self._signal: int | None = None
         self.metrics = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=tensorboard)
         self.last_metrics: dict[str, float] = {}
 
@@ -311,7 +317,17 @@ class Trainer:
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
 
     def save(self) -> Path | None:
-        """Checkpoint the current step (every rank must call it; rank 0 writes). Returns the dir."""
+        """Checkpoint the current step (every rank must call it; rank 0 writes). Returns the dir.
+
+        Refuses (``FloatingPointError``) to write weights that are not finite, or after a step
+        whose loss was not: a checkpoint is never non-finite, so none worth keeping is pruned.
+        """
+        self.check_finite()
+        if not self._weights_finite():
+            raise FloatingPointError(
+                f"weights are non-finite at step {self.step}; not saving them (lower the "
+                "learning rate)"
+            )
         rng_states = dist_utils.all_gather_objects(self._rng_state())
         path = None
         if self.is_main:
@@ -435,11 +451,49 @@ class Trainer:
         grad_norm = None
         if cfg.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.module)
+        bad = ~torch.isfinite(loss_sum)
+        if grad_norm is not None:
+            bad = bad | ~torch.isfinite(grad_norm)
+        if cfg.skip_nonfinite and bool(bad):  # a host sync per step, only when asked for
+            self.skipped_steps += 1
+            if self.skipped_steps > cfg.skip_nonfinite:
+                raise FloatingPointError(
+                    f"training loss or gradient is non-finite at step {self.step + 1}, the "
+                    f"{self.skipped_steps}th such batch (skip_nonfinite={cfg.skip_nonfinite})"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            logger.warning("step %d: non-finite loss or gradient, batch skipped", self.step + 1)
+        else:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.module)
+            step_no = torch.full_like(self._first_bad, self.step + 1)
+            self._first_bad = torch.where(bad & (self._first_bad < 0), step_no, self._first_bad)
         self.step += 1
         return StepResult(loss_sum, grad_norm, items, tokens, named_sum)
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` naming the first step whose loss or gradient was not
+        finite (tracked on the device, read here: one sync, at logging and saving only)."""
+        first = int(self._first_bad)
+        if first < 0:
+            return
+        advice = "lower the learning rate"
+        if self.config.grad_clip is None:
+            advice += " or enable gradient clipping"
+        last = latest_checkpoint(self.run_dir) if self.is_main else None
+        kept = f"; the last finite checkpoint is {last.name}" if last is not None else ""
+        raise FloatingPointError(
+            f"training loss is non-finite at step {first}; {advice}, or skip such batches "
+            f"(skip_nonfinite){kept}"
+        )
+
+    def _weights_finite(self) -> bool:
+        tensors = list(self.module.parameters())
+        if self.ema is not None:
+            tensors += list(self.ema.state_dict().values())
+        flags = [torch.isfinite(t).all() for t in tensors if torch.is_floating_point(t)]
+        return bool(torch.stack(flags).all()) if flags else True
 
     def _train_step(self, stream: Iterator[Any]) -> tuple[Tensor, Tensor | None, int, int]:
         """Deprecated: :meth:`train_step`."""
@@ -455,9 +509,26 @@ class Trainer:
         The loss is read back from the device only at logging steps (every ``log_every``);
         a non-finite value there raises ``FloatingPointError``.
         """
+        with RunLock(self.run_dir) if self.is_main else contextlib.nullcontext():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, float]:
         cfg = self.config
         if resume:
             self._resume()
+            if self.step > cfg.steps:
+                raise ValueError(
+                    f"steps={cfg.steps} is below the step the run was saved at ({self.step}); "
+                    f"pass steps >= {self.step} to continue it"
+                )
+            if self.step == cfg.steps and self.step > 0:
+                logger.warning(
+                    "the run in %s is already at step %d = steps: nothing to train (pass a "
+                    "larger steps to continue it)",
+                    self.run_dir,
+                    self.step,
+                )
+                return self.last_metrics
         else:
             if latest_checkpoint(self.run_dir) is not None:
                 raise ValueError(
@@ -475,6 +546,7 @@ class Trainer:
         self.module.train()
         self._stream_iter = iter(self.stream)
         world = self.dist.world_size
+        previous = self._catch_signals()
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -507,12 +579,8 @@ class Trainer:
                     seconds = now - tick
                     self._elapsed += seconds
                     tick = now
+                    self.check_finite()
                     mean_loss = window[0].item() / (window_steps * world)
-                    if not math.isfinite(mean_loss):
-                        raise FloatingPointError(
-                            f"training loss is {mean_loss} at step {self.step}; lower lr or "
-                            "enable grad_clip"
-                        )
                     row = {"lr": lr, "train_loss": mean_loss}
                     if grad_norm is not None:
                         row["grad_norm"] = float(grad_norm)
@@ -542,13 +610,44 @@ class Trainer:
                     self.save()
                     saved_at = self.step
                     tick = time.perf_counter()
+                if self._signal is not None:
+                    if saved_at != self.step:
+                        self.save()
+                    name = signal.Signals(self._signal).name
+                    raise TrainingInterrupted(
+                        f"{name} at step {self.step}: checkpoint saved in {self.run_dir}; "
+                        "--resume continues the run",
+                        self.step,
+                        self._signal,
+                    )
         finally:
             bar.close()
+            self._restore_signals(previous)
         if saved_at != self.step:
             self.save()
         self._plot()
         self.metrics.close()
         return self.last_metrics
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """SIGINT / SIGTERM finish the current step, save and stop (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
