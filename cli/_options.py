@@ -53,6 +53,12 @@ EvalBatches = Annotated[int | None, typer.Option(help="Held-out batches per eval
 CkptEvery = Annotated[int | None, typer.Option(help="Checkpoint every N steps.")]
 LogEvery = Annotated[int | None, typer.Option(help="Log a metrics row every N steps.")]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+SkipNonfinite = Annotated[
+    int | None,
+    typer.Option(
+        help="Skip up to N batches with a non-finite loss (default 0: stop, naming the step)."
+    ),
+]
 WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay (default 0).")]
 GradClip = Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off; default 1.0).")]
 Precision = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default auto).")]

@@ -25,6 +25,7 @@ _FLAG_FIELDS = {
     "eval_batches": "eval_batches",
     "ckpt_every": "ckpt_every",
     "log_every": "log_every",
+    "skip_nonfinite": "skip_nonfinite",
 }
 
 

@@ -25,6 +25,7 @@ from discdiff.cli._options import (
     LogEvery,
     Seed,
     SeedOrSaved,
+    SkipNonfinite,
     Threads,
     Warmup,
     WarmupOld,
@@ -99,6 +100,7 @@ def train(
     eval_batches: EvalBatches = None,
     ckpt_every: CkptEvery = None,
     log_every: LogEvery = None,
+    skip_nonfinite: SkipNonfinite = None,
     seed: SeedOrSaved = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")

@@ -50,6 +50,7 @@ __all__ = [
     "TASK_FILE",
     "ratio_se",
     "check_int",
+    "check_model_size",
     "process_problem",
     "usable_processes",
     "continuous_schedules",
@@ -125,6 +126,35 @@ def continuous_schedules() -> list[str]:
         except (ValueError, TypeError):
             continue
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still allocate (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_model_size(denoiser_config: Any, limit: int | None = None) -> int:
+    """Parameters of a denoiser config, counted on the meta device (nothing allocated);
+    ValueError if its float32 weights alone would not fit in ``limit`` bytes (default: the
+    memory available), so a config with ``d_model = 2**20`` fails at once, not after minutes."""
+    with torch.device("meta"):
+        probe = denoiser_from_config(denoiser_config)
+    n = sum(p.numel() for p in probe.parameters())
+    need = 4 * n
+    cap = limit if limit is not None else available_memory()
+    if cap is not None and need > cap:
+        raise ValueError(
+            f"the denoiser config asks for {n:,} parameters ({need / 2**30:.1f} GiB in float32), "
+            f"more than the {cap / 2**30:.1f} GiB of memory available"
+        )
+    return n
 
 
 def check_int(value: Any, name: str, low: int = 1) -> int:
@@ -238,6 +268,7 @@ class Task(ABC):
     def build_model(self, model_config: dict[str, Any]) -> nn.Module:
         """Rebuild the architecture saved in a run's model entry (or a bare denoiser config)."""
         d = model_config.get("denoiser", model_config) if isinstance(model_config, dict) else None
+        check_model_size(d)
         model = denoiser_from_config(d)
         self.check_model(model)
         return model

@@ -111,8 +111,32 @@ def train(
         device=device,
         progress=progress,
         tensorboard=tensorboard,
+        run_files=task_files(folder),
     )
     return trainer.fit(resume=resume)
+
+
+#: what the Trainer writes in a run dir (everything else there is the task's)
+_TRAINER_OUTPUTS = {"config.json", "metrics.csv", "loss_curve.png", "checkpoints", ".lock"}
+
+
+def task_files(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The files of a run dir that rebuild its task (task.json and what ``save_files`` wrote),
+    relative to the run dir: every checkpoint's manifest covers them."""
+    root = Path(run_dir)
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if (
+            rel.parts[0] in _TRAINER_OUTPUTS
+            or rel.parts[0].startswith("events.")
+            or not path.is_file()
+        ):
+            continue
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        out.append(rel.as_posix())
+    return out
 
 
 def load_task(run_dir: str | os.PathLike[str]) -> Task:
@@ -137,8 +161,33 @@ def load_run(
     task = Task.load(folder)
     if latest_checkpoint(folder) is None:
         raise FileNotFoundError(f"run dir {str(folder)!r} has no checkpoints yet")
-    model = load_model(folder, task.build_model, use_ema=use_ema, device=device)
+
+    def build(entry: dict[str, Any]) -> nn.Module:
+        check_same_task(task, entry, folder)
+        return task.build_model(entry)
+
+    model = load_model(folder, build, use_ema=use_ema, device=device)
     return task, model
+
+
+def check_same_task(task: Task, entry: dict[str, Any], where: Path) -> None:
+    """task.json and the checkpoint's model entry must describe the same task (a process
+    swapped in task.json would otherwise sample silently with the wrong process)."""
+    saved = entry.get("task") if isinstance(entry, dict) else None
+    if not isinstance(saved, dict):
+        return  # an entry written before the spine: nothing to compare
+    try:
+        saved_cfg = type(task).config_class.from_dict(saved)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the checkpoint's task config in {where} is invalid: {err}") from err
+    if saved_cfg != task.config:
+        mine, theirs = task.config.to_dict(), saved_cfg.to_dict()
+        diff = [k for k in mine if mine.get(k) != theirs.get(k)]
+        shown = ", ".join(f"{k}: {mine.get(k)!r} != {theirs.get(k)!r}" for k in diff[:3])
+        raise ValueError(
+            f"task.json in {where} does not match the checkpoint's task ({shown}); "
+            "the run dir was edited or mixed with another run"
+        )
 
 
 def config_path(weights: Path) -> Path:

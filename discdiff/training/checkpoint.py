@@ -215,6 +215,7 @@ def save_checkpoint(
     train_state: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     keep: int = 2,
+    run_files: list[str] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` of a run atomically and point ``latest`` at it; returns its dir.
 
@@ -222,7 +223,9 @@ def save_checkpoint(
     ``ema``: EMA tensors, or None. ``train_state``: nested optimizer/RNG/progress state (see
     ``encode_tree`` for what it may contain). ``config``: JSON-able run configuration.
     ``keep``: how many newest checkpoints to keep (>= 1); older ones are deleted only after the
-    new one and ``latest`` are in place.
+    new one and ``latest`` are in place. ``run_files``: paths relative to ``run_dir`` that the
+    run is rebuilt from (task.json, a tokenizer, ...): their sizes and hashes join the manifest,
+    so loading finds a changed one.
     """
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be a non-negative int, got {step!r}")
@@ -247,10 +250,13 @@ def save_checkpoint(
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"step": step, "state": encoded}) + "\n")
         (tmp / "config.json").write_text(json.dumps(dict(config or {}), indent=2) + "\n")
-        manifest: dict[str, Any] = {"step": step, "files": {}}
+        manifest: dict[str, Any] = {"step": step, "files": {}, "run_files": {}}
         for path in sorted(tmp.iterdir()):
             _fsync_file(path)
             manifest["files"][path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for rel in sorted(run_files or []):
+            path = Path(run_dir) / rel
+            manifest["run_files"][rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _fsync_file(tmp / MANIFEST)
         _fsync_dir(tmp)
@@ -328,27 +334,43 @@ def _resolve(path: str | Path) -> Path:
     )
 
 
+#: what every checkpoint holds (ema.safetensors only with EMA)
+_REQUIRED = ("model.safetensors", "state.safetensors", "state.json", "config.json")
+
+
+def _check_entries(base: Path, entries: Mapping[str, Any], what: str) -> None:
+    for fname, meta in entries.items():
+        fpath = base / fname
+        if not fpath.is_file():
+            raise ValueError(f"{what} file {fpath} is missing")
+        size = fpath.stat().st_size
+        if size != meta["bytes"]:
+            raise ValueError(
+                f"{what} file {fpath} is truncated or corrupt: {size} bytes, expected {meta['bytes']}"
+            )
+        if _sha256(fpath) != meta["sha256"]:
+            raise ValueError(f"{what} file {fpath} is corrupt: sha256 does not match the manifest")
+
+
 def _verify(ckpt: Path) -> dict[str, Any]:
     manifest_path = ckpt / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
         step = int(manifest["step"])
+        run_files = manifest.get("run_files", {})
+        if not isinstance(files, dict) or not isinstance(run_files, dict):
+            raise TypeError("'files' and 'run_files' must be objects")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"checkpoint manifest {manifest_path} is corrupt: {err}") from err
-    for fname, meta in files.items():
-        fpath = ckpt / fname
-        if not fpath.is_file():
-            raise ValueError(f"checkpoint file {fpath} is missing")
-        size = fpath.stat().st_size
-        if size != meta["bytes"]:
-            raise ValueError(
-                f"checkpoint file {fpath} is truncated or corrupt: {size} bytes, expected {meta['bytes']}"
-            )
-        if _sha256(fpath) != meta["sha256"]:
-            raise ValueError(
-                f"checkpoint file {fpath} is corrupt: sha256 does not match the manifest"
-            )
+    present = {p.name for p in ckpt.iterdir() if p.is_file() and p.name != MANIFEST}
+    unlisted = sorted((present | set(_REQUIRED)) - set(files))
+    if unlisted:
+        raise ValueError(
+            f"checkpoint manifest {manifest_path} is incomplete: it does not cover {unlisted}"
+        )
+    _check_entries(ckpt, files, "checkpoint")
+    _check_entries(ckpt.parent.parent, run_files, "run")
     return {"step": step, "files": files}
 
 
@@ -415,6 +437,12 @@ def load_weights(module: nn.Module, tensors: Mapping[str, Tensor]) -> nn.Module:
             raise ValueError(
                 f"weight {name!r} has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}"
             )
+        if value.dtype != target.dtype:
+            raise ValueError(
+                f"weight {name!r} is stored as {value.dtype}, the model expects {target.dtype}"
+            )
+        if torch.is_floating_point(value) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"weight {name!r} holds non-finite values: refusing to load it")
         target.detach().copy_(value)
     return module
 

@@ -92,7 +92,9 @@ class Trainer:
     ``count_tokens(batch) -> int`` adds tokens/s to the logs and ``eval_nats_per_token``
     (it is called on the batch before the batch moves to the device, so it never syncs a GPU).
     ``device``: "auto", "cpu", "cuda", ... (see ``resolve_device``). ``num_workers``:
-    DataLoader workers in Dataset mode. ``progress``: show a tqdm bar on rank 0.
+    DataLoader workers in Dataset mode. ``progress``: show a tqdm bar on rank 0. ``run_files``:
+    files of the run dir (relative paths) the run is rebuilt from; every checkpoint's manifest
+    covers them.
 
     Under ``torchrun`` the trainer joins the process group itself (``init_distributed``) and
     wraps the model in ``DistributedDataParallel``; ``loss_fn`` then receives the wrapper, so it
@@ -116,6 +118,7 @@ class Trainer:
         num_workers: int = 0,
         progress: bool = True,
         tensorboard: bool = True,
+        run_files: list[str] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -150,6 +153,7 @@ class Trainer:
         self.count_tokens = count_tokens
         self.num_workers = num_workers
         self.progress = progress
+        self.run_files = list(run_files or [])
 
         self.dist = dist_utils.init_distributed()
         self.is_main = self.dist.is_main
@@ -348,6 +352,7 @@ class Trainer:
                 train_state=train_state,
                 config=self._run_config(),
                 keep=self.config.keep_checkpoints,
+                run_files=self.run_files,
             )
             self._plot()
         dist_utils.barrier()
