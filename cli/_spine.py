@@ -75,15 +75,11 @@ def resolve_train_config(
     return TrainConfig.from_dict(settings)
 
 
-def check_output(path: Path, suffixes: tuple[str, ...], flag: str) -> Path:
-    """Refuse a bad output path before any work: wrong suffix, or a parent that is a file."""
-    if path.suffix.lower() not in suffixes:
+def check_output(path: Path, suffixes: tuple[str, ...] | None, flag: str) -> Path:
+    """Refuse a bad output path before any work: a wrong suffix, a folder, a parent that is a
+    file or not writable (the file itself is later written atomically)."""
+    from discdiff.files import check_writable
+
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ValueError(f"{flag} {str(path)!r}: expected one of {', '.join(suffixes)}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a folder")
-            break
-    if path.is_dir():
-        raise ValueError(f"{flag} {str(path)!r} is a folder")
-    return path
+    return check_writable(path, flag)

@@ -36,7 +36,8 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
+from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
+from discdiff.files import atomic_path
 
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
@@ -57,10 +58,13 @@ def _positive(value: int, name: str) -> int:
 
 def _write_molecules(path: Path, mols: list, smiles: list[str | None]) -> None:
     """Write samples as .sdf (invalid ones as empty records), .smi or .csv (None = invalid)."""
+    with atomic_path(path) as tmp:
+        _write_to(tmp, path.suffix.lower(), mols, smiles)
+
+
+def _write_to(path: Path, suffix: str, mols: list, smiles: list[str | None]) -> None:
     from rdkit import Chem
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
     if suffix == ".sdf":
         with Chem.SDWriter(str(path)) as w:
             for i, (mol, smi) in enumerate(zip(mols, smiles, strict=True)):
@@ -86,11 +90,11 @@ def _write_grid(path: Path, mols: list, smiles: list[str | None], num: int) -> i
 
     shown = [m if m is not None else Chem.Mol() for m in mols[:num]]
     legends = [s if s is not None else "invalid" for s in smiles[:num]]
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Draw.MolsToGridImage(
         shown, molsPerRow=min(5, len(shown)), subImgSize=(200, 200), legends=legends
     )
-    img.save(str(path))
+    with atomic_path(path) as tmp:
+        img.save(str(tmp))
     return len(shown)
 
 
@@ -199,6 +203,9 @@ def sample(
         raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
     if grid is not None and grid.suffix.lower() != ".png":
         raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
+    check_output(out, OUT_FORMATS, "--out")
+    if grid is not None:
+        check_output(grid, (".png",), "--grid")
     set_threads(threads)
     model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
     mols, smiles, metrics, seconds = _sample_and_report(
@@ -279,16 +286,13 @@ def train(
         task = MoleculeTask.from_graphs(
             prep.graphs,
             prep.vocab,
-            max_nodes=max_nodes or None,
+            max_nodes=prep.max_nodes,
             process=process,
             schedule=schedule,
             edge_weight=edge_weight,
             dataset=prep.dataset,
         )
-        typer.echo(
-            f"{len(prep.graphs)} training graphs ({prep.skipped} skipped), "
-            f"max_nodes {task.config.max_nodes}"
-        )
+        typer.echo(f"{prep.report()}; max_nodes {task.config.max_nodes}")
         task.attach_data(
             task.graph_dataset(prep.graphs), task.graph_dataset(prep.val_graphs or prep.graphs[:1])
         )
@@ -343,6 +347,8 @@ def evaluate(
     _positive(steps, "--steps")
     if out is not None and out.suffix.lower() not in OUT_FORMATS:
         raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
+    if out is not None:
+        check_output(out, OUT_FORMATS, "--out")
     set_threads(threads)
     if run_dir.is_dir():
         model, task = load_run(run_dir, use_ema=False if raw else None)

@@ -33,7 +33,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import resolve_train_config, train_flags
+from discdiff.cli._spine import check_output, resolve_train_config, train_flags
 
 app = typer.Typer(
     name="pixels",
@@ -207,6 +207,7 @@ def sample(
         raise ValueError(f"-n must be >= 1, got {n}")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {str(out)!r}")
+    check_output(out, (".png",), "--out")
     task, model = _load(run_dir, device)
     k = task.config.num_labels
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
@@ -250,6 +251,8 @@ def evaluate(
     from discdiff.tasks import pixels as px
 
     set_threads(threads)
+    if json_out is not None:
+        check_output(json_out, None, "--json")
     task, model = _load(run_dir, device)
     data = px.load_data(task.config, split)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
@@ -291,4 +294,6 @@ def evaluate(
         report.update({k: v for k, v in q.items() if k not in ("samples", "labels")})
         report["guidance"] = guidance
     if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        from discdiff.files import write_json_atomic
+
+        write_json_atomic(json_out, report)

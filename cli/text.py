@@ -40,7 +40,7 @@ from discdiff.cli._options import (
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
+from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
 
 #: training defaults of the text task (flags override; --resume keeps the run's)
 TRAIN_DEFAULTS = {
@@ -229,6 +229,8 @@ def sample(
 
     from discdiff.tasks.text import load_text_run, make_sampler
 
+    if out is not None:
+        check_output(out, None, "--out")
     s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
     gen = torch.Generator().manual_seed(seed)
@@ -237,8 +239,9 @@ def sample(
     )
     body = _write_samples(texts)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(body, encoding="utf-8")
+        from discdiff.files import write_text_atomic
+
+        write_text_atomic(out, body)
         typer.echo(f"wrote {n} samples to {out} ({calls} denoiser calls)")
     else:
         typer.echo(body, nl=False)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 __all__ = [
     "sinusoidal_embedding",
     "TimestepEmbedder",
+    "check_unit_time",
     "LabelEmbedder",
     "rotary_tables_1d",
     "rotary_tables_2d",
@@ -38,6 +39,17 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Te
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
 
 
+def check_unit_time(t: Tensor) -> None:
+    """ValueError unless every t lies in [0, 1] (a denoiser given t = 1000 by mistake would
+    otherwise embed it silently). Checked on the CPU only: on an accelerator it would cost a
+    host sync per call."""
+    if t.device.type != "cpu" or not t.numel():
+        return
+    bad = (t < 0) | (t > 1) | t.isnan()
+    if bool(bad.any()):
+        raise ValueError(f"the denoiser was given t = {t[bad][0].item()}; times lie in [0, 1]")
+
+
 class TimestepEmbedder(nn.Module):
     """Time t in [0, 1] (B,) -> conditioning vector (B, out_dim): sinusoid(t * scale) then MLP."""
 
@@ -51,6 +63,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         """(B,) float -> (B, out_dim)."""
+        check_unit_time(t)
         freq = sinusoidal_embedding(t * self.time_scale, self.freq_dim)  # (B, freq_dim)
         return self.mlp(freq.to(self.mlp[0].weight.dtype))
 

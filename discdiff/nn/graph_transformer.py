@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discdiff.nn.embeddings import sinusoidal_embedding
+from discdiff.nn.embeddings import check_unit_time, sinusoidal_embedding
 
 __all__ = ["GraphTransformerConfig", "GraphTransformerDenoiser", "dense_bonds", "triu_bonds"]
 
@@ -363,6 +363,7 @@ class GraphTransformerDenoiser(nn.Module):
             t = t.expand(B)
         if t.shape != (B,):
             raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
+        check_unit_time(t)
 
         eye = torch.eye(N, dtype=torch.bool, device=atoms.device)  # (N, N)
         pair_mask = node_mask[:, :, None] & node_mask[:, None, :] & ~eye  # (B, N, N)

@@ -66,9 +66,15 @@ def default_device(denoiser: Any) -> torch.device:
     return torch.device("cpu")
 
 
+#: more reverse steps than this is a typo (1e12 steps would allocate terabytes for the grid)
+MAX_STEPS = 1_000_000
+
+
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if name == "steps" and value > MAX_STEPS:
+        raise ValueError(f"steps={value} is more than {MAX_STEPS:,} reverse steps")
     return value
 
 
@@ -118,6 +124,8 @@ def time_for_alpha(schedule: Schedule, target: Tensor) -> Tensor:
     if isinstance(schedule, DiscreteSchedule):
         alphas = schedule.alphas.to(target.device)  # (T + 1,) non-increasing
         k = (alphas.unsqueeze(0) >= target.unsqueeze(1) - 1e-12).sum(1) - 1  # (B,)
+        # alpha < 1 (some tokens still masked) needs t >= 1 / T: at t = 0 a mask is impossible
+        k = torch.where(target < 1, k.clamp_min(1), k)
         return k.clamp(0, schedule.num_steps).double() / schedule.num_steps
     lo = torch.zeros_like(target)
     hi = torch.ones_like(target)
@@ -205,6 +213,7 @@ class SamplingRun:
         self.fixed = self._fixed_dict(fixed)
         self.num_calls = 0
         self.rows_evaluated = 0
+        self.first_bad_call = torch.full((), -1, dtype=torch.long, device=self.device)
         self.trajectory: list[dict[str, Tensor]] | None = [] if return_trajectory else None
         self.progress = progress
         self._uncond = self._null_cond() if sampler.guidance != 1.0 else None
@@ -312,7 +321,22 @@ class SamplingRun:
         if isinstance(cond, Mapping) and "null_label" in cond:  # a sampler setting, not model input
             cond = {k: v for k, v in cond.items() if k != "null_label"}
         out = call_denoiser(self.denoiser, x, t.float(), cond, self.single, self.processes)
+        for v in out.values():  # tracked on the device; read once, at the end of sampling
+            bad = ~torch.isfinite(v).all()
+            call = torch.full_like(self.first_bad_call, self.num_calls)
+            self.first_bad_call = torch.where(
+                bad & (self.first_bad_call < 0), call, self.first_bad_call
+            )
         return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
+
+    def check_finite(self) -> None:
+        """Raise ValueError naming the first denoiser call whose logits were NaN or +inf."""
+        first = int(self.first_bad_call)
+        if first >= 0:
+            raise ValueError(
+                f"the denoiser returned NaN or +inf logits at call {first} of {self.num_calls} "
+                f"({type(self.sampler).__name__}); its weights or inputs are broken"
+            )
 
     @torch.no_grad()
     def log_probs(
@@ -339,7 +363,8 @@ class SamplingRun:
 class Sampler(ABC):
     """Base of all samplers: temperature, top-p and classifier-free guidance settings.
 
-    temperature: divides the x_0 logits (0 = greedy); top_p: nucleus filtering of the x_0
+    temperature: divides the x_0 logits (0 = argmax: the most likely class, deterministic);
+    top_p: nucleus filtering of the x_0
     logits; guidance: CFG scale w (1 = off; see the module docstring); null_label: the label
     id meaning "no label" for CFG (default: ``cond["null_label"]``).
     """
@@ -359,8 +384,11 @@ class Sampler(ABC):
             raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
         if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(
+                f"guidance must be a finite number >= 0 (0 = unconditional, 1 = off), "
+                f"got {guidance!r}"
+            )
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.guidance = float(guidance)
@@ -408,6 +436,7 @@ class Sampler(ABC):
         try:
             with torch.no_grad():
                 x = self._sample(run)
+            run.check_finite()
         finally:
             if was_training:
                 denoiser.train()

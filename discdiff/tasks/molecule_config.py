@@ -31,6 +31,8 @@ def _probs(values: Sequence[float] | None, name: str, size: int) -> tuple[float,
     if len(p) != size or any(not math.isfinite(v) or v < 0 for v in p) or not sum(p) > 0:
         raise ValueError(f"{name} must be {size} non-negative finite numbers with a positive sum")
     total = sum(p)
+    if abs(total - 1.0) < 1e-12:  # already normalised: keep the values (a reload is exact)
+        return p
     return tuple(v / total for v in p)
 
 

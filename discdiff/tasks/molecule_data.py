@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from discdiff.chem.graph import GraphVocab, encode_smiles, to_dense_fields
+from discdiff.chem.graph import GraphVocab, to_dense_fields
 
 __all__ = ["GraphDataset", "load_training_smiles", "PreparedData", "prepare_molecule_data"]
 
@@ -100,13 +100,61 @@ def load_training_smiles(source: str, split: str = "train", download: bool = Tru
 
 @dataclass
 class PreparedData:
-    """What :func:`prepare_molecule_data` returns: vocabulary, graphs of both splits, counts."""
+    """What :func:`prepare_molecule_data` returns: vocabulary, graphs of both splits, and what
+    was skipped (count, and the first few lines with the reason)."""
 
     vocab: GraphVocab
     graphs: list[Graph]
     val_graphs: list[Graph]
     skipped: int
     dataset: str
+    skipped_examples: list[str] = field(default_factory=list)
+    held_out_from_file: bool = False
+    #: the padded graph size: max_nodes if given, else the largest graph of either split
+    max_nodes: int = 0
+
+    def report(self) -> str:
+        """One line for the log: counts, the first skipped lines, a file's vocabulary."""
+        line = f"{len(self.graphs)} training graphs ({self.skipped} skipped"
+        if self.skipped_examples:
+            line += ": " + "; ".join(self.skipped_examples)
+            if self.skipped > len(self.skipped_examples):
+                line += "; ..."
+        line += f"), {len(self.val_graphs)} held out"
+        if self.held_out_from_file:
+            atoms = ", ".join(f"{e}{'+' * c if c > 0 else '-' * -c}" for e, c in self.vocab.atoms)
+            line += f"; vocabulary from the file: {atoms}"
+        return line
+
+
+def encode_with_reasons(
+    smiles: Sequence[str], vocab: GraphVocab, max_nodes: int | None = None, show: int = 3
+) -> tuple[list[Graph], int, list[str]]:
+    """Graphs of ``smiles`` that fit ``vocab`` (and ``max_nodes``); the number skipped and the
+    first ``show`` of them as "line N 'SMILES': reason"."""
+    from discdiff.chem.graph import canonical_smiles, graph_to_smiles, mol_to_graph
+
+    graphs: list[Graph] = []
+    skipped, shown = 0, []
+    for i, smi in enumerate(smiles, start=1):
+        reason = None
+        try:
+            atoms, bonds = mol_to_graph(smi, vocab)
+            if graph_to_smiles(atoms, bonds, vocab) != canonical_smiles(smi):
+                reason = "its graph does not decode to the same molecule"
+            elif max_nodes and atoms.shape[0] > max_nodes:
+                reason = f"{atoms.shape[0]} atoms > max_nodes {max_nodes}"
+            elif atoms.shape[0] == 0:
+                reason = "no atoms"
+        except (ValueError, TypeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else "does not parse"
+        if reason is None:
+            graphs.append((atoms, bonds))
+            continue
+        skipped += 1
+        if len(shown) < show:
+            shown.append(f"line {i} {smi!r}: {reason}")
+    return graphs, skipped, shown
 
 
 def _read(source: str, max_train: int | None, split: str) -> list[str]:
@@ -117,31 +165,36 @@ def _read(source: str, max_train: int | None, split: str) -> list[str]:
 
 
 def prepare_molecule_data(
-    source: str, *, max_train: int | None = None, max_nodes: int | None = None
+    source: str, *, max_train: int | None = None, max_nodes: int | None = None, seed: int = 0
 ) -> PreparedData:
     """Read ``source`` ("qm9", "moses" or a SMILES/CSV file), pick its vocabulary (QM9's,
-    MOSES's, or the file's own elements and charges) and encode both splits as graphs.
+    MOSES's, or the file's own elements and charges, stated in the report) and encode both
+    splits as graphs.
 
-    Graphs with more than ``max_nodes`` atoms or outside the vocabulary are skipped (counted).
-    The held-out graphs are the data set's validation split (qm9, moses); for a file, its first
-    500 molecules (at most a tenth).
+    Graphs with more than ``max_nodes`` atoms or outside the vocabulary are skipped (counted,
+    the first few named). The held-out graphs are the data set's validation split (qm9, moses);
+    for a file, a seeded tenth of its molecules (at most 500, at least 1) taken out of training.
     """
-    vocab = {"qm9": GraphVocab.qm9, "moses": GraphVocab.moses}.get(source)
+    fixed = {"qm9": GraphVocab.qm9, "moses": GraphVocab.moses}.get(source)
     smiles = _read(source, max_train, "train")
-    voc = vocab() if vocab is not None else GraphVocab.from_smiles(smiles)
-    graphs, skipped = encode_smiles(smiles, voc)
-    if max_nodes:
-        kept = [g for g in graphs if g[0].shape[0] <= max_nodes]
-        skipped += len(graphs) - len(kept)
-        graphs = kept
+    voc = fixed() if fixed is not None else GraphVocab.from_smiles(smiles)
+    graphs, skipped, shown = encode_with_reasons(smiles, voc, max_nodes)
     if not graphs:
         raise ValueError(f"no molecule of --data {source!r} fits the vocabulary and max_nodes")
-    if vocab is not None:
-        val_smiles = _read(source, 2000, "val")
-    else:
-        val_smiles = smiles[: max(1, min(500, len(smiles) // 10))]
-    val_graphs, _ = encode_smiles(val_smiles, voc)
     limit = max_nodes or max(int(a.shape[0]) for a, _ in graphs)
-    val_graphs = [g for g in val_graphs if 0 < g[0].shape[0] <= limit]
-    name = source if vocab is not None else str(Path(source).resolve())
-    return PreparedData(voc, graphs, val_graphs, skipped, name)
+    if fixed is not None:
+        val_graphs, _, _ = encode_with_reasons(_read(source, 2000, "val"), voc, limit)
+        name = source
+    else:
+        n_val = max(1, min(500, len(graphs) // 10)) if len(graphs) > 1 else 0
+        order = torch.randperm(len(graphs), generator=torch.Generator().manual_seed(seed))
+        held = set(order[:n_val].tolist())
+        val_graphs = [g for i, g in enumerate(graphs) if i in held]
+        graphs = [g for i, g in enumerate(graphs) if i not in held]
+        if not graphs:
+            graphs = val_graphs
+        name = str(Path(source).resolve())
+    top = max(int(a.shape[0]) for a, _ in graphs + val_graphs)
+    return PreparedData(
+        voc, graphs, val_graphs, skipped, name, shown, fixed is None, max_nodes or top
+    )

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.datasets.images import ImageDataset, dequantize
+from discdiff.files import atomic_path
 
 if TYPE_CHECKING:
     from discdiff.tasks.pixels import PixelTask
@@ -133,7 +134,9 @@ def save_grid(
         raise ValueError(f"grid path must end in .png, got {str(out)!r}")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"folder {str(out.parent)!r} does not exist")
-    Image.fromarray(image_grid(ids, levels, height, width, ncol), mode="L").save(out)
+    img = Image.fromarray(image_grid(ids, levels, height, width, ncol), mode="L")
+    with atomic_path(out) as tmp:
+        img.save(tmp)
     return out
 
 

@@ -119,54 +119,13 @@ def decode_tree(obj: Any, tensors: Mapping[str, Tensor]) -> Any:
     return obj
 
 
-# ---------------------------------------------------------------------------------------------
-# Atomic file operations
-# ---------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file and ``os.replace``: a reader
-    never sees a half-written file, a failed write leaves the old one (or none)."""
-    _write_bytes_atomic(Path(path), text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``."""
-    _write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+from discdiff.files import (  # noqa: E402  (re-exported: atomic writes live in discdiff.files)
+    _fsync_dir,
+    _fsync_file,
+    _write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def _sha256(path: Path) -> str:
