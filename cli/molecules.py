@@ -306,7 +306,7 @@ def train(
             edge_ff_dim=2 * edge_dim,
         )
         torch.manual_seed(seed)
-        model_entry = task.model_entry(task.build_denoiser(**sizes))
+        model_entry = task.model_entry(task.new_model(**sizes))
     torch.manual_seed(seed)
     model = task.build_model(model_entry)
     n_params = sum(p.numel() for p in model.parameters())

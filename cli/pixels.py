@@ -161,7 +161,7 @@ def train(
     )
     task = px.PixelTask(config)
     torch.manual_seed(train_config.seed)
-    model = px.make_denoiser(config, px.ModelOptions(**model_opts))
+    model = task.new_model(**model_opts)
     metrics = px.train_pixels(
         task, model, train_config, out, resume=resume, device=device, progress=progress
     )

@@ -148,12 +148,12 @@ def train(
     saved = None
     if check_new_run(out, resume):
         task, entry, saved = runs.saved_settings(out)
-        typer.echo(f"resuming {out} ({task.name})", err=True)
+        typer.echo(f"resuming {out} ({task.name})")
     else:
         cls = TASKS.get(name)
         task = cls(cls.config_class.from_dict(_json_arg(config, "--config")))
         torch.manual_seed(seed)
-        entry = task.model_entry(task.build_denoiser(**_json_arg(sizes, "--sizes")))
+        entry = task.model_entry(task.new_model(**_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)
     model = task.build_model(entry)
     given = {**train_flags(locals()), "seed": seed if saved is None else None}

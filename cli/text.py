@@ -138,7 +138,7 @@ def train(
             raise ValueError(f"{str(out)!r} is a {task.name} run, not a text run")
         torch.manual_seed(seed)
         model = task.build_model(model_entry)
-        typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})", err=True)
+        typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})")
     else:
         config = TextTaskConfig(
             corpus=corpus,
@@ -153,7 +153,7 @@ def train(
         )
         task = TextTask.create(config)
         torch.manual_seed(seed)
-        model = task.build_denoiser(
+        model = task.new_model(
             num_layers=layers,
             d_model=d_model,
             num_heads=heads,

@@ -147,6 +147,12 @@ def check_model_size(denoiser_config: Any, limit: int | None = None) -> int:
     with torch.device("meta"):
         probe = denoiser_from_config(denoiser_config)
     n = sum(p.numel() for p in probe.parameters())
+    check_parameter_bytes(n, limit)
+    return n
+
+
+def check_parameter_bytes(n: int, limit: int | None = None) -> None:
+    """ValueError if ``n`` float32 parameters exceed ``limit`` bytes (default: available)."""
     need = 4 * n
     cap = limit if limit is not None else available_memory()
     if cap is not None and need > cap:
@@ -154,7 +160,6 @@ def check_model_size(denoiser_config: Any, limit: int | None = None) -> int:
             f"the denoiser config asks for {n:,} parameters ({need / 2**30:.1f} GiB in float32), "
             f"more than the {cap / 2**30:.1f} GiB of memory available"
         )
-    return n
 
 
 def check_int(value: Any, name: str, low: int = 1) -> int:
@@ -261,6 +266,14 @@ class Task(ABC):
     @abstractmethod
     def build_denoiser(self, **sizes: Any) -> nn.Module:
         """A freshly initialised default denoiser for this task; ``sizes`` set its widths."""
+
+    def new_model(self, **sizes: Any) -> nn.Module:
+        """:meth:`build_denoiser` after counting its parameters on the meta device, so sizes
+        that cannot fit in memory fail at once with one line (not with an allocator error)."""
+        with torch.device("meta"):
+            probe = self.build_denoiser(**sizes)
+        check_parameter_bytes(sum(p.numel() for p in probe.parameters()))
+        return self.build_denoiser(**sizes)
 
     def check_model(self, model: nn.Module) -> None:  # noqa: B027  (optional hook)
         """Raise ValueError if ``model`` cannot serve this task's fields (override to check)."""
