@@ -34,6 +34,7 @@ from discdiff.cli._options import (
     SkipNonfinite,
     Steps,
     Threads,
+    UseEma,
     WarmupOld,
     WeightDecay,
     deprecated,
@@ -213,12 +214,7 @@ def sample(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here, not stdout.")
     ] = None,
-    ema: Annotated[
-        bool | None,
-        typer.Option(
-            "--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False
-        ),
-    ] = None,
+    ema: UseEma = None,
     device: Device = "auto",
     threads: Threads = 0,
     seed: Seed = 0,
@@ -255,12 +251,7 @@ def evaluate(
     samples: Annotated[int, typer.Option(help="Monte-Carlo ELBO draws per chunk.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Chunks per batch.")] = 32,
     max_chunks: Annotated[int | None, typer.Option(help="Score only the first N chunks.")] = None,
-    ema: Annotated[
-        bool | None,
-        typer.Option(
-            "--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False
-        ),
-    ] = None,
+    ema: UseEma = None,
     device: Device = "auto",
     threads: Threads = 0,
     seed: Seed = 0,
