@@ -1,7 +1,7 @@
 """Fault benchmark: kill -9 training at random moments, resume, compare with an uninterrupted run;
 then feed the CLI bad inputs and tabulate what it answers.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/faults.py --kills 6 --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/faults.py --kills 8 --steps 60 --seed 0
 
 Part 1, per task (text, pixels, molecules; tiny models on data made or shipped offline): an
 uninterrupted reference run; then the same run killed with SIGKILL ``--kills`` times (at random
@@ -153,11 +153,14 @@ def kill_run(cmd: list[str], run: Path, kills: int, steps: int, rng: random.Rand
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         if done < kills:
             at_write = done % 2 == 1
-            deadline = time.time() + rng.uniform(1.0, 6.0)
-            while proc.poll() is None and time.time() < deadline:
+            base = saved_step(run)
+            target = rng.randint(base + 1, max(base + 1, steps - 1))
+            while proc.poll() is None:
                 if at_write and any((run / "checkpoints").glob(".tmp-*")):
-                    break
-                time.sleep(0.005 if at_write else 0.05)
+                    break  # the instant a checkpoint is being written
+                if not at_write and progress(run) >= target:
+                    break  # a random step between checkpoints
+                time.sleep(0.002 if at_write else 0.01)
             if proc.poll() is None:
                 reached = progress(run)
                 proc.send_signal(signal.SIGKILL)
@@ -449,7 +452,7 @@ def part2() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=6, help="kills per task")
-    ap.add_argument("--steps", type=int, default=30, help="training steps per run")
+    ap.add_argument("--steps", type=int, default=60, help="training steps per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-kills", action="store_true", help="only the bad-input table")
     args = ap.parse_args()

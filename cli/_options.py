@@ -14,6 +14,10 @@ Seed = Annotated[int, typer.Option(help=_SEED_HELP)]
 SeedOrSaved = Annotated[int | None, typer.Option(help=_SEED_HELP)]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto = cuda if present).")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")]
+Temperature = Annotated[
+    float,
+    typer.Option(help="Temperature of the x0 prediction (0 = argmax: the most likely class)."),
+]
 UseEma = Annotated[
     bool | None,
     typer.Option("--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False),

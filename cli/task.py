@@ -30,6 +30,7 @@ from discdiff.cli._options import (
     Seed,
     SkipNonfinite,
     Steps,
+    Temperature,
     Threads,
     Warmup,
     sampler_help,
@@ -205,7 +206,7 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 8,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
-    temperature: Annotated[float, typer.Option(help="Temperature of the x0 prediction.")] = 1.0,
+    temperature: Temperature = 1.0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here (.txt lines), not stdout.")
     ] = None,

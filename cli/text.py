@@ -33,6 +33,7 @@ from discdiff.cli._options import (
     Seed,
     SkipNonfinite,
     Steps,
+    Temperature,
     Threads,
     UseEma,
     WarmupOld,
@@ -209,7 +210,7 @@ def sample(
             'char tokenizer), e.g. "The [MASK:20] of the"; the given text is kept exactly.'
         ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Temperature of the x0 prediction.")] = 1.0,
+    temperature: Temperature = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here, not stdout.")
