@@ -159,3 +159,11 @@ def test_cli_training_interrupted_by_sigint_exits_130_with_a_message(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted: SIGINT at step" in err and "Traceback" not in err
     assert latest_checkpoint(run) is not None
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, caplog):
+    make_trainer(tmp_path, TrainConfig(steps=3, batch_size=8)).fit()
+    with caplog.at_level("WARNING", logger="discdiff.training"):
+        again = make_trainer(tmp_path, TrainConfig(steps=3, batch_size=8))
+        assert again.fit(resume=True) == {}
+    assert "already at step 3 = steps: nothing to train" in caplog.text

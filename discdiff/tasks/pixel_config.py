@@ -1,17 +1,32 @@
-"""The pixel task's configuration: data set, quantisation, process and its loss settings."""
+"""The pixel task's configuration (data set, quantisation, process, loss settings) and the
+options and construction of its denoiser."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from discdiff.datasets.images import IMAGE_DATASETS, check_levels
+from discdiff.nn import TransformerConfig, TransformerDenoiser, denoiser_from_config
 from discdiff.processes import PROCESSES, Process
 from discdiff.processes import make_process as _registry_process
 from discdiff.schedules import make_schedule
 from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
 
-__all__ = ["IMAGE_SHAPES", "PROCESS_KINDS", "PixelConfig", "make_process", "pixel_processes"]
+__all__ = [
+    "IMAGE_SHAPES",
+    "PROCESS_KINDS",
+    "PixelConfig",
+    "make_process",
+    "pixel_processes",
+    "ModelOptions",
+    "make_denoiser",
+    "model_config",
+    "build_model",
+]
 
 
 def pixel_processes() -> tuple[str, ...]:
@@ -121,3 +136,55 @@ def make_process(config: PixelConfig) -> Process:
     else:
         sched = make_schedule("loglinear")
     return _registry_process(config.process, config.levels, schedule=sched)
+
+
+# ---------------------------------------------------------------------------------------------
+# The denoiser
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Size of the transformer denoiser (the same for every process)."""
+
+    num_layers: int = 4
+    d_model: int = 128
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    cond_dim: int = 128
+    patch: int = 1  # p x p pixels per transformer token (p = 2: ~4x cheaper, see TransformerConfig)
+
+
+def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> TransformerDenoiser:
+    """A transformer over the H x W grid (2-D rotary), with labels and a null class."""
+    if not isinstance(config, PixelConfig):
+        raise TypeError(f"config must be a PixelConfig, got {type(config).__name__}")
+    o = options or ModelOptions()
+    cfg = TransformerConfig(
+        num_states=config.levels + 1 if config.process == "absorbing" else config.levels,
+        num_classes=config.levels,
+        num_layers=o.num_layers,
+        d_model=o.d_model,
+        num_heads=o.num_heads,
+        mlp_ratio=o.mlp_ratio,
+        dropout=o.dropout,
+        max_len=config.num_pixels,
+        grid=(config.height, config.width),
+        num_labels=config.num_labels,
+        cond_dim=o.cond_dim,
+        patch=o.patch,
+    )
+    return TransformerDenoiser(cfg)
+
+
+def model_config(task: Any, model: nn.Module) -> dict[str, Any]:
+    """The JSON the run dir keeps under "model" (the spine's model entry)."""
+    return task.model_entry(model)
+
+
+def build_model(saved: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the denoiser from a run's "model" entry (for :func:`discdiff.training.load_model`)."""
+    if not isinstance(saved, Mapping) or "denoiser" not in saved or "task" not in saved:
+        raise ValueError("this run dir was not written by the pixels task (no 'task'/'denoiser')")
+    return denoiser_from_config(dict(saved["denoiser"]))

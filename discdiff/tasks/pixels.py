@@ -21,15 +21,16 @@ samples; the fraction that agree with the asked label is reported); nearest-neig
 distance to the training set, for samples beside a held-out real baseline (samples that were
 copies of training images would sit at distance 0, far below the real baseline).
 
-This module holds no loop of its own: training is :class:`~discdiff.training.Trainer`,
-sampling is :class:`~discdiff.samplers.AncestralSampler`.
+This module holds no loop of its own: training is :class:`~discdiff.training.Trainer` through
+the spine (:mod:`discdiff.tasks.runs`), sampling any registered sampler (ancestral by default).
+The config and the denoiser's options live in :mod:`discdiff.tasks.pixel_config`, the
+metrics in :mod:`discdiff.tasks.pixel_metrics`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,18 @@ from discdiff.datasets.images import (
     load_images,
 )
 from discdiff.losses import continuous_elbo, hybrid_loss, vlb_loss
-from discdiff.nn import TransformerConfig, TransformerDenoiser, denoiser_from_config
+from discdiff.nn import TransformerDenoiser
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task
 from discdiff.tasks.pixel_config import (
     IMAGE_SHAPES,
     PROCESS_KINDS,
+    ModelOptions,
     PixelConfig,
+    build_model,
+    make_denoiser,
     make_process,
+    model_config,
     pixel_processes,
 )
 from discdiff.tasks.pixel_metrics import (
@@ -273,58 +278,6 @@ class PixelTask(Task):
         return make_sampler(
             name, steps=steps, guidance=guidance, null_label=self.null_label, **options
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# The denoiser
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """Size of the transformer denoiser (the same for every process)."""
-
-    num_layers: int = 4
-    d_model: int = 128
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    cond_dim: int = 128
-    patch: int = 1  # p x p pixels per transformer token (p = 2: ~4x cheaper, see TransformerConfig)
-
-
-def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> TransformerDenoiser:
-    """A transformer over the H x W grid (2-D rotary), with labels and a null class."""
-    if not isinstance(config, PixelConfig):
-        raise TypeError(f"config must be a PixelConfig, got {type(config).__name__}")
-    o = options or ModelOptions()
-    cfg = TransformerConfig(
-        num_states=config.levels + 1 if config.process == "absorbing" else config.levels,
-        num_classes=config.levels,
-        num_layers=o.num_layers,
-        d_model=o.d_model,
-        num_heads=o.num_heads,
-        mlp_ratio=o.mlp_ratio,
-        dropout=o.dropout,
-        max_len=config.num_pixels,
-        grid=(config.height, config.width),
-        num_labels=config.num_labels,
-        cond_dim=o.cond_dim,
-        patch=o.patch,
-    )
-    return TransformerDenoiser(cfg)
-
-
-def model_config(task: PixelTask, model: nn.Module) -> dict[str, Any]:
-    """The JSON the run dir keeps under "model" (the spine's model entry)."""
-    return task.model_entry(model)
-
-
-def build_model(saved: Mapping[str, Any]) -> nn.Module:
-    """Rebuild the denoiser from a run's "model" entry (for :func:`discdiff.training.load_model`)."""
-    if not isinstance(saved, Mapping) or "denoiser" not in saved or "task" not in saved:
-        raise ValueError("this run dir was not written by the pixels task (no 'task'/'denoiser')")
-    return denoiser_from_config(dict(saved["denoiser"]))
 
 
 # ---------------------------------------------------------------------------------------------

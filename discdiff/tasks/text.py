@@ -60,7 +60,6 @@ from discdiff.losses import continuous_elbo, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
-from discdiff.samplers import make_sampler as _make_sampler
 from discdiff.tasks.base import Task, register_task
 from discdiff.tasks.text_ar import AutoregressiveYardstick
 from discdiff.tasks.text_config import (
@@ -75,7 +74,6 @@ from discdiff.tasks.text_data import CORPORA, TextChunks, encode_text, is_text8_
 from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
 from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
 from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from discdiff.training import TrainConfig
 from discdiff.training.timing import seconds_per_step
 
 __all__ = [
@@ -401,49 +399,5 @@ class TextTask(AutoregressiveYardstick, Task):
         return [self.tokenizer.decode(row) for row in ids_out], ids_out, res.num_calls
 
 
-# ---- the spine, for callers of the text-only names -----------------------------------------
-def make_sampler(name: str, steps: int = 256, temperature: float = 1.0, **options: Any) -> Sampler:
-    """A registered sampler by name (:func:`discdiff.samplers.make_sampler`), ``steps`` and
-    ``temperature`` first; first-hitting ignores ``steps`` (one call per masked token)."""
-    return _make_sampler(name, steps=steps, temperature=temperature, **options)
-
-
-def train_text(
-    task: TextTask,
-    model: nn.Module,
-    train_config: TrainConfig,
-    run_dir: Any,
-    *,
-    loss_fn: Callable[[nn.Module, Any, torch.Generator], Tensor] | None = None,
-    eval_fn: Callable[[nn.Module, Any, torch.Generator], Tensor] | None = None,
-    resume: bool = False,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, float]:
-    """:func:`discdiff.tasks.runs.train` for a text task (eval on "val")."""
-    from discdiff.tasks import runs
-
-    return runs.train(
-        task,
-        model,
-        train_config,
-        run_dir,
-        resume=resume,
-        loss_fn=loss_fn,
-        eval_fn=eval_fn,
-        device=device,
-        progress=progress,
-        tensorboard=True,
-    )
-
-
-def load_text_run(
-    run_dir: Any, device: str = "cpu", use_ema: bool | None = None
-) -> tuple[TextTask, nn.Module]:
-    """(task, model in eval mode) of a text run dir (:func:`discdiff.tasks.runs.load_run`)."""
-    from discdiff.tasks import runs
-
-    task, model = runs.load_run(run_dir, device=device, use_ema=use_ema)
-    if not isinstance(task, TextTask):
-        raise ValueError(f"{str(run_dir)!r} is a {task.name} run, not a text run")
-    return task, model
+# the text-only names of the spine's functions (kept for their callers)
+from discdiff.tasks.text_runs import load_text_run, make_sampler, train_text  # noqa: E402

@@ -1,0 +1,105 @@
+"""What a task asks of the registries before it uses a name: which processes and schedules
+fit it (a probe build, no class tests), and whether a denoiser's size fits in memory (counted
+on the meta device, nothing allocated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from discdiff.nn import denoiser_from_config
+
+__all__ = [
+    "process_problem",
+    "usable_processes",
+    "continuous_schedules",
+    "available_memory",
+    "check_model_size",
+    "check_parameter_bytes",
+]
+
+
+def process_problem(name: str, *, continuous_elbo: bool, options_ok: bool = False) -> str | None:
+    """Why the registered process ``name`` cannot serve a task (None if it can).
+
+    The probe builds it over 4 classes: on the log-linear schedule, or on a 2-step discrete
+    one for a factory marked ``discrete_time``; with its ``example_options`` only if the task
+    supplies such options itself (``options_ok``: molecules give the data's priors).
+    ``continuous_elbo``: the task trains with the continuous-time ELBO (needs ``rate_kl``).
+    """
+    from discdiff.processes import PROCESSES, make_process
+
+    try:
+        factory = PROCESSES.get(name)
+        discrete = bool(getattr(factory, "discrete_time", False))
+        sched: Any = {"type": "d3pm-linear", "num_steps": 2} if discrete else "loglinear"
+        opts = getattr(factory, "example_options", lambda k: {})(4) if options_ok else {}
+        opts.pop("schedule", None)
+        probe = make_process(name, 4, schedule=sched, **opts)
+    except (ValueError, TypeError) as err:
+        return str(err)
+    if continuous_elbo and (
+        not callable(getattr(probe, "rate_kl", None)) or probe.num_steps is not None
+    ):
+        return "it has no continuous-time ELBO"
+    return None
+
+
+def usable_processes(*, continuous_elbo: bool, options_ok: bool = False) -> list[str]:
+    """The registered processes a task can use (see :func:`process_problem`)."""
+    from discdiff.processes import PROCESSES
+
+    return [
+        n
+        for n in PROCESSES.names()
+        if process_problem(n, continuous_elbo=continuous_elbo, options_ok=options_ok) is None
+    ]
+
+
+def continuous_schedules() -> list[str]:
+    """Registered schedules that build with default options and are continuous in time."""
+    from discdiff.schedules import SCHEDULES, make_schedule
+
+    out = []
+    for n in SCHEDULES.names():
+        try:
+            if make_schedule(n).num_steps is None:
+                out.append(n)
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still allocate (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_model_size(denoiser_config: Any, limit: int | None = None) -> int:
+    """Parameters of a denoiser config, counted on the meta device (nothing allocated);
+    ValueError if its float32 weights alone would not fit in ``limit`` bytes (default: the
+    memory available), so a config with ``d_model = 2**20`` fails at once, not after minutes."""
+    with torch.device("meta"):
+        probe = denoiser_from_config(denoiser_config)
+    n = sum(p.numel() for p in probe.parameters())
+    check_parameter_bytes(n, limit)
+    return n
+
+
+def check_parameter_bytes(n: int, limit: int | None = None) -> None:
+    """ValueError if ``n`` float32 parameters exceed ``limit`` bytes (default: available)."""
+    need = 4 * n
+    cap = limit if limit is not None else available_memory()
+    if cap is not None and need > cap:
+        raise ValueError(
+            f"the denoiser config asks for {n:,} parameters ({need / 2**30:.1f} GiB in float32), "
+            f"more than the {cap / 2**30:.1f} GiB of memory available"
+        )
