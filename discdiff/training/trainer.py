@@ -365,6 +365,11 @@ class Trainer:
             self._seed_globals()
             return
         ckpt = load_checkpoint(path)
+        if ckpt.step > self.config.steps:
+            raise ValueError(
+                f"steps={self.config.steps} is below the step the run was saved at ({ckpt.step}); "
+                f"pass steps >= {ckpt.step} to continue it"
+            )
         saved_model = ckpt.config.get("model")
         if saved_model != self.model_config:
             raise ValueError(
@@ -521,11 +526,6 @@ class Trainer:
         cfg = self.config
         if resume:
             self._resume()
-            if self.step > cfg.steps:
-                raise ValueError(
-                    f"steps={cfg.steps} is below the step the run was saved at ({self.step}); "
-                    f"pass steps >= {self.step} to continue it"
-                )
             if self.step == cfg.steps and self.step > 0:
                 logger.warning(
                     "the run in %s is already at step %d = steps: nothing to train (pass a "
