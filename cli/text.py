@@ -69,11 +69,44 @@ app = typer.Typer(
 
 
 @app.command()
+def prepare(
+    corpus: Annotated[
+        str,
+        typer.Argument(
+            help="shakespeare | shakespeare-text8 | text8[:PATH] | a text file, a folder of "
+            "*.txt / *.jsonl (JSON lines with a 'text' field)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The data dir to write (token files).")],
+    tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
+    progress: Progress = True,
+    threads: Threads = 0,
+) -> None:
+    """Tokenize CORPUS once into flat token files (train/val/test.bin + meta.json) that
+    `text train DATA_DIR` reads through memory maps."""
+    set_threads(threads)
+    from discdiff.datasets.token_files import prepare_corpus
+
+    check_output(out / "meta.json", None, "--out")
+    meta = prepare_corpus(
+        corpus, out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress
+    )
+    sp = meta["splits"]
+    typer.echo(
+        f"prepared {corpus} -> {out}: {meta['tokenizer']} tokenizer, {meta['vocab_size']} ids "
+        f"({meta['dtype']}); tokens train {sp['train']['tokens']:,} / val {sp['val']['tokens']:,}"
+        f" / test {sp['test']['tokens']:,}"
+    )
+
+
+@app.command()
 def train(
     corpus: Annotated[
         str,
         typer.Argument(
-            help="shakespeare | shakespeare-text8 | text8[:PATH] | a text file or folder of *.txt"
+            help="shakespeare | shakespeare-text8 | text8[:PATH] | a text file or folder of *.txt "
+            "| a data dir written by `text prepare` (read through memory maps)"
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics).")],

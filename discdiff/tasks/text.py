@@ -48,6 +48,7 @@ task; its run directory adds ``tokenizer/`` beside ``task.json``. Data live in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,14 @@ from discdiff.tasks.text_config import (
     _padding_cond,
     text_processes,
 )
-from discdiff.tasks.text_data import CORPORA, TextChunks, encode_text, is_text8_style, load_corpus
+from discdiff.tasks.text_data import (
+    CORPORA,
+    PreparedWindows,
+    TextChunks,
+    encode_text,
+    is_text8_style,
+    load_corpus,
+)
 from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
 from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
 from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -140,7 +148,23 @@ class TextTask(AutoregressiveYardstick, Task):
 
     @classmethod
     def create(cls, config: TextTaskConfig) -> TextTask:
-        """Build the tokenizer from the corpus (characters of all splits, or BPE on train)."""
+        """Build the tokenizer from the corpus (characters of all splits, or BPE on train).
+
+        A prepared data dir (``discdiff text prepare``) brings its own tokenizer: the config's
+        tokenizer and vocab_size are set from it."""
+        from discdiff.datasets.token_files import TokenFiles, is_prepared
+
+        if is_prepared(config.corpus):
+            files = TokenFiles(config.corpus)
+            tok_kind = files.meta["tokenizer"]
+            config = dataclasses.replace(
+                config,
+                tokenizer=tok_kind,
+                vocab_size=max(256, files.meta["vocab_size"])
+                if tok_kind == "bpe"
+                else config.vocab_size,
+            )
+            return cls(config, files.tokenizer())
         if config.tokenizer == "bpe":
             tok: Tokenizer = BPETokenizer.train(
                 [load_corpus(config.corpus, "train")], config.vocab_size
@@ -170,7 +194,15 @@ class TextTask(AutoregressiveYardstick, Task):
         return self.chunks(split)
 
     def chunks(self, split: str) -> TextChunks:
-        """The split's chunks (cached); the training split keeps full chunks only."""
+        """The split's chunks (cached); the training split keeps full chunks only. A prepared
+        data dir is read through memory maps (:class:`PreparedWindows`), not into memory."""
+        from discdiff.datasets.token_files import TokenFiles, is_prepared
+
+        if split not in self._chunks and is_prepared(self.config.corpus):
+            files = TokenFiles(self.config.corpus)
+            self._chunks[split] = PreparedWindows(
+                files, split, self.config.seq_len, drop_partial=split == "train"
+            )
         if split not in self._chunks:
             text = load_corpus(self.config.corpus, split)
             self._chunks[split] = TextChunks.from_text(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,14 @@ from discdiff.datasets.text8 import load_text8
 from discdiff.datasets.text_files import load_text_files
 from discdiff.tokenizers import CharTokenizer, Tokenizer, chunk_ids
 
-__all__ = ["CORPORA", "load_corpus", "is_text8_style", "encode_text", "TextChunks"]
+__all__ = [
+    "CORPORA",
+    "load_corpus",
+    "is_text8_style",
+    "encode_text",
+    "TextChunks",
+    "PreparedWindows",
+]
 
 CORPORA = ("shakespeare", "shakespeare-text8", "text8[:PATH]", "PATH (file or folder of *.txt)")
 
@@ -132,3 +140,57 @@ class TextChunks(Dataset):
                 "mask": self.mask[start:stop],
                 "chars": self.chars[start:stop],
             }
+
+
+class PreparedWindows(Dataset):
+    """Consecutive windows of ``seq_len`` tokens of one split of a prepared data dir, read
+    through ``numpy.memmap`` (memory flat in the corpus size); items like :class:`TextChunks`.
+
+    The last partial window is padded (mask False) unless ``drop_partial``. ``chars`` of a
+    window: its tokens' character lengths (EOD counts none); the split's exact total is in
+    meta.json.
+    """
+
+    def __init__(self, files: Any, split: str, seq_len: int, drop_partial: bool = False) -> None:
+        self.files = files
+        self.data = files.tokens(split)  # (n,) memmap
+        self.seq_len = seq_len
+        n = int(self.data.shape[0])
+        self.count = n // seq_len if drop_partial else -(-n // seq_len)
+        self.total_chars = files.chars(split)
+        self._char_len = _char_lengths(files)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        L = self.seq_len
+        chunk = np.asarray(self.data[i * L : (i + 1) * L], dtype=np.int64)
+        ids = torch.zeros(L, dtype=torch.long)
+        ids[: chunk.size] = torch.from_numpy(chunk)
+        mask = torch.arange(L) < chunk.size
+        chars = torch.tensor(int(self._char_len[chunk].sum()), dtype=torch.long)
+        return {"ids": ids, "mask": mask, "chars": chars}
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterable[dict[str, Tensor]]:
+        """The windows in order as batches (the first ``limit`` windows only)."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, batch_size):
+            items = [self[i] for i in range(start, min(start + batch_size, n))]
+            yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+_CHAR_LENGTHS: dict[str, np.ndarray] = {}
+
+
+def _char_lengths(files: Any) -> np.ndarray:
+    """Characters each token id decodes to, (V,) int64 (EOD: 0), cached per data dir."""
+    key = str(files.path)
+    if key not in _CHAR_LENGTHS:
+        tok = files.tokenizer()
+        lengths = np.array([len(tok.decode([i])) for i in range(tok.vocab_size)], dtype=np.int64)
+        lengths[files.eod_id] = 0
+        _CHAR_LENGTHS[key] = lengths
+    return _CHAR_LENGTHS[key]

@@ -1,0 +1,377 @@
+"""Prepared text: a corpus read as a stream, tokenized once, kept as flat token files.
+
+    DATA_DIR/
+      meta.json        format, tokenizer kind, vocabulary size, dtype, end-of-document id,
+                       tokens / characters / documents per split, a hash of the source
+      tokenizer/       the tokenizer (discdiff.tokenizers format)
+      train.bin val.bin test.bin    token ids, flat, the smallest unsigned dtype that holds
+                       the vocabulary (uint8 / uint16 / uint32; nanoGPT's train.bin convention)
+
+Reading: ``numpy.memmap``, so memory does not grow with the corpus. Sources: a text file, a
+folder of ``*.txt`` (one document per file), JSON lines with a ``text`` field (one document a
+line), or the built-in corpora (``shakespeare``, ``shakespeare-text8``, ``text8[:PATH]``). The
+splits are cut by character position, 90/5/5 (text8: its standard 90M/5M/5M). Each document
+ends with the end-of-document character ``EOD`` (U+001E, one token), not counted as a character.
+
+Preparing reads the source a few times as a stream (count, tokenizer training, encoding) in
+blocks of ``block`` characters; the files are written into ``DATA_DIR.tmp-*`` and renamed into
+place only when complete, so an interrupted prepare never leaves a folder that looks finished
+(the next one removes the leftovers and starts again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EOD",
+    "META",
+    "FORMAT",
+    "is_prepared",
+    "prepare_corpus",
+    "TokenFiles",
+    "iter_documents",
+]
+
+EOD = "\x1e"
+META = "meta.json"
+FORMAT = "discdiff-tokens-1"
+SPLITS = ("train", "val", "test")
+_FRACTIONS = (0.9, 0.05, 0.05)
+_BLOCK = 1 << 22  # characters per block read
+
+
+def is_prepared(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a finished prepared data dir."""
+    meta = Path(path) / META
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+# ---- sources ---------------------------------------------------------------------------------
+def _builtin(spec: str) -> dict[str, str] | None:
+    """The three splits of a built-in corpus (bounded in size, so read whole), or None."""
+    if spec == "shakespeare":
+        from discdiff.datasets.shakespeare import load_shakespeare
+
+        return {s: load_shakespeare("raw", s) for s in SPLITS}
+    if spec == "shakespeare-text8":
+        from discdiff.datasets.shakespeare import load_shakespeare
+
+        return {s: load_shakespeare("text8", s) for s in SPLITS}
+    if spec == "text8" or spec.startswith("text8:"):
+        from discdiff.datasets.text8 import load_text8
+
+        path = spec.partition(":")[2] or None
+        return {s: load_text8(path, s) for s in SPLITS}
+    return None
+
+
+def _files(spec: str) -> list[Path]:
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(
+            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
+            "text8[:PATH]) nor an existing file or folder"
+        )
+    if root.is_file():
+        return [root]
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl")),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise ValueError(f"no *.txt or *.jsonl files under folder {str(root)!r}")
+    return files
+
+
+def _read_blocks(path: Path, block: int) -> Iterator[str]:
+    with open(path, encoding="utf-8", errors="strict", newline="") as fh:
+        while True:
+            try:
+                chunk = fh.read(block)
+            except UnicodeDecodeError as err:
+                raise ValueError(f"cannot decode {str(path)!r} as utf-8: {err.reason}") from None
+            if not chunk:
+                return
+            yield chunk
+
+
+def iter_documents(spec: str, block: int = _BLOCK) -> Iterator[tuple[str, bool]]:
+    """(piece, document ends here) pairs of a file / folder / JSON-lines source, in order."""
+    for path in _files(spec):
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as fh:
+                for i, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        text = json.loads(line)["text"]
+                    except (ValueError, KeyError, TypeError) as err:
+                        raise ValueError(
+                            f"{path}:{i}: expected a JSON object with a 'text' field ({err})"
+                        ) from None
+                    if not isinstance(text, str):
+                        raise ValueError(f"{path}:{i}: 'text' must be a string")
+                    yield text, True
+            continue
+        carry = ""  # blocks end at a line end, so no word is cut in two (BPE merges stay whole)
+        for chunk in _read_blocks(path, block):
+            text = carry + chunk
+            cut = text.rfind("\n") + 1
+            if cut == 0:
+                carry = text
+                continue
+            yield text[:cut], False
+            carry = text[cut:]
+        yield carry, True
+
+
+def _source_hash(spec: str) -> str:
+    digest = hashlib.sha256(f"{FORMAT}|".encode())
+    if _builtin_name(spec):
+        digest.update(spec.encode())
+        return digest.hexdigest()
+    root = Path(spec).expanduser()
+    for path in _files(spec):
+        rel = path.name if root.is_file() else path.relative_to(root).as_posix()
+        digest.update(rel.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for buf in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(buf)
+    return digest.hexdigest()
+
+
+def _builtin_name(spec: str) -> bool:
+    return spec in ("shakespeare", "shakespeare-text8", "text8") or spec.startswith("text8:")
+
+
+# ---- the streams of one split ------------------------------------------------------------------
+def _split_pieces(spec: str, block: int) -> Callable[[], Iterator[tuple[str, str, bool]]]:
+    """A re-startable stream of (split, piece, document ends) over the whole source."""
+    splits = _builtin(spec)
+    if splits is not None:
+
+        def builtin() -> Iterator[tuple[str, str, bool]]:
+            for s in SPLITS:
+                text = splits[s]
+                for i in range(0, len(text), block):
+                    yield s, text[i : i + block], i + block >= len(text)
+
+        return builtin
+    total = sum(len(p) for p, _ in iter_documents(spec, block))
+    if total == 0:
+        raise ValueError(f"corpus {spec!r} is empty (0 characters)")
+    a = round(total * _FRACTIONS[0])
+    b = round(total * (_FRACTIONS[0] + _FRACTIONS[1]))
+    cuts = ((0, a, "train"), (a, b, "val"), (b, total, "test"))
+
+    def cut() -> Iterator[tuple[str, str, bool]]:
+        pos = 0
+        for piece, ends in iter_documents(spec, block):
+            start, stop = pos, pos + len(piece)
+            for lo, hi, name in cuts:
+                x, y = max(lo, start), min(hi, stop)
+                if x < y:
+                    yield name, piece[x - start : y - start], ends and y == stop
+            pos = stop
+
+    return cut
+
+
+def _dtype(vocab: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if vocab - 1 <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise ValueError(f"a vocabulary of {vocab} ids does not fit in uint32")
+
+
+@dataclass
+class _SplitStats:
+    tokens: int = 0
+    chars: int = 0
+    documents: int = 0
+
+
+def prepare_corpus(
+    spec: str,
+    out: str | os.PathLike[str],
+    *,
+    tokenizer: str = "char",
+    vocab_size: int = 1024,
+    block: int = _BLOCK,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Prepare ``spec`` into ``out`` (see the module docstring); returns the meta dict.
+
+    tokenizer: "char" (the characters of the whole corpus, plus EOD) or "bpe" (byte-level,
+    trained on the training split with the ``tokenizers`` library, ``vocab_size`` ids).
+    A finished ``out`` of the same source and settings is reused as it is.
+    """
+    from discdiff.tokenizers import BPETokenizer, CharTokenizer
+
+    if tokenizer not in ("char", "bpe"):
+        raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
+    dest = Path(out)
+    source = _source_hash(spec)
+    settings = {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
+    if is_prepared(dest):
+        meta = json.loads((dest / META).read_text())
+        if meta["source"]["sha256"] == source and meta["settings"] == settings:
+            return meta
+        raise ValueError(
+            f"{str(dest)!r} holds another prepared corpus ({meta['source']['spec']!r}); "
+            "choose another --out"
+        )
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"--out {str(dest)!r} exists and is not a prepared data dir")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):  # an interrupted prepare's leftovers
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        stream = _split_pieces(spec, block)
+        if tokenizer == "char":
+            chars: set[str] = set()
+            for _, piece, _ in stream():
+                chars.update(piece)
+            chars.discard(EOD)
+            tok: Any = CharTokenizer(sorted(chars) + [EOD])
+        else:
+            train_text = (p for s, p, _ in stream() if s == "train")
+            tok = BPETokenizer.train(_with_eod(train_text), vocab_size)
+        eod_ids = tok.encode(EOD)
+        if len(eod_ids) != 1:
+            raise ValueError(f"the tokenizer splits the end-of-document mark into {eod_ids}")
+        eod = eod_ids[0]
+        dtype = _dtype(tok.vocab_size)
+        tok.save(tmp / "tokenizer")
+        stats = {s: _SplitStats() for s in SPLITS}
+        handles = {s: open(tmp / f"{s}.bin", "wb") for s in SPLITS}
+        bar = _bar(progress, spec)
+        try:
+            for split, piece, ends in stream():
+                ids = _encode(tok, piece)
+                st = stats[split]
+                st.chars += len(piece)
+                if ends:
+                    ids = np.append(ids, eod)
+                    st.documents += 1
+                st.tokens += int(ids.size)
+                handles[split].write(ids.astype(dtype, copy=False).tobytes())
+                if bar is not None:
+                    bar.update(len(piece.encode("utf-8", errors="surrogatepass")))
+        finally:
+            for h in handles.values():
+                h.flush()
+                os.fsync(h.fileno())
+                h.close()
+            if bar is not None:
+                bar.close()
+        empty = [s for s in SPLITS if stats[s].tokens == 0]
+        if empty:
+            raise ValueError(f"corpus {spec!r} is too small: split(s) {empty} would be empty")
+        meta = {
+            "format": FORMAT,
+            "source": {"spec": spec, "sha256": source},
+            "settings": settings,
+            "tokenizer": tok.kind,
+            "vocab_size": tok.vocab_size,
+            "dtype": dtype.name,
+            "eod_id": int(eod),
+            "splits": {s: vars(stats[s]) for s in SPLITS},
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        if dest.exists():
+            dest.rmdir()  # empty (checked above)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _with_eod(pieces: Iterator[str]) -> Iterator[str]:
+    yield EOD
+    yield from pieces
+
+
+def _encode(tok: Any, text: str) -> np.ndarray:
+    from discdiff.tokenizers import CharTokenizer
+
+    if not text:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(tok, CharTokenizer):
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = getattr(tok, "_np_table", None)
+        if table is None:
+            top = max(ord(c) for c in tok.alphabet) + 1
+            table = np.full(max(top, 0x110000), -1, dtype=np.int64)
+            table[[ord(c) for c in tok.alphabet]] = np.arange(len(tok.alphabet))
+            tok._np_table = table
+        ids = table[codes]
+        if (ids < 0).any():
+            bad = chr(int(codes[np.argmax(ids < 0)]))
+            raise ValueError(f"character {bad!r} is not in the tokenizer's alphabet")
+        return ids
+    lines = text.splitlines(keepends=True)
+    batch = tok._tok.encode_batch(lines, add_special_tokens=False)  # parallel (Rust threads)
+    return np.fromiter((i for enc in batch for i in enc.ids), dtype=np.int64)
+
+
+def _bar(progress: bool, spec: str) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=f"prepare {spec}", unit="B", unit_scale=True, unit_divisor=1 << 20)
+
+
+# ---- reading -----------------------------------------------------------------------------------
+class TokenFiles:
+    """A prepared data dir: its meta, tokenizer and memory-mapped splits."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not is_prepared(self.path):
+            raise FileNotFoundError(f"{str(self.path)!r} is not a prepared data dir (no {META})")
+        self.meta = json.loads((self.path / META).read_text())
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.eod_id = int(self.meta["eod_id"])
+        for s in SPLITS:
+            want = self.meta["splits"][s]["tokens"] * self.dtype.itemsize
+            got = (self.path / f"{s}.bin").stat().st_size
+            if got != want:
+                raise ValueError(
+                    f"{self.path / (s + '.bin')} has {got} bytes, meta.json says {want}"
+                )
+
+    def tokenizer(self) -> Any:
+        from discdiff.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.path / "tokenizer")
+
+    def tokens(self, split: str) -> np.memmap:
+        """The split's token ids, memory-mapped (read-only), (n,)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, SPLITS))}")
+        return np.memmap(self.path / f"{split}.bin", dtype=self.dtype, mode="r")
+
+    def chars(self, split: str) -> int:
+        """Characters of the split (the denominator of bits per character)."""
+        return int(self.meta["splits"][split]["chars"])

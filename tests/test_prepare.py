@@ -1,0 +1,166 @@
+"""`text prepare`: a corpus streamed once into flat token files, read back through memory maps;
+lossless, document ends marked, never a half-finished data dir, and training from it resumes
+bit for bit."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import discdiff.datasets.token_files as tf
+from discdiff.cli.main import main
+from discdiff.tasks import runs
+from discdiff.tasks.text import TextTask, TextTaskConfig
+from discdiff.tasks.text_data import PreparedWindows
+from discdiff.training import TrainConfig
+
+WORDS = "the king and queen of england went to war with france in spring".split()
+
+
+def text(lines: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return "\n".join(" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(lines))
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(text(400))
+    return path
+
+
+def decode_all(out):
+    files = tf.TokenFiles(out)
+    tok = files.tokenizer()
+    return "".join(tok.decode([int(i) for i in files.tokens(s)]) for s in ("train", "val", "test"))
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_prepare_is_lossless_and_typed(corpus, tmp_path, kind):
+    out = tmp_path / "data"
+    meta = tf.prepare_corpus(str(corpus), out, tokenizer=kind, vocab_size=300, block=1000)
+    files = tf.TokenFiles(out)
+    assert files.dtype == (np.uint8 if kind == "char" else np.uint16)
+    assert isinstance(files.tokens("train"), np.memmap)
+    assert decode_all(out) == corpus.read_text() + tf.EOD  # one document: one end mark
+    total = sum(meta["splits"][s]["chars"] for s in ("train", "val", "test"))
+    assert total == len(corpus.read_text())
+    assert abs(meta["splits"]["train"]["chars"] / total - 0.9) < 1e-3
+
+
+def test_folders_and_json_lines_mark_document_ends(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.txt").write_text(text(60, seed=i))
+    (folder / "more.jsonl").write_text(
+        "\n".join(json.dumps({"text": text(30, seed=10 + i)}) for i in range(3))
+    )
+    meta = tf.prepare_corpus(str(folder), tmp_path / "data")
+    assert sum(meta["splits"][s]["documents"] for s in ("train", "val", "test")) == 7
+    eods = sum(
+        int((tf.TokenFiles(tmp_path / "data").tokens(s) == meta["eod_id"]).sum())
+        for s in ("train", "val", "test")
+    )
+    assert eods == 7
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jsonl").write_text('{"txt": 1}\n')
+    with pytest.raises(ValueError, match="x.jsonl:1: expected a JSON object with a 'text' field"):
+        tf.prepare_corpus(str(bad), tmp_path / "bad_out")
+
+
+def test_an_interrupted_prepare_leaves_nothing_that_looks_finished(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    calls = {"n": 0}
+    real = tf._encode
+
+    def dies(tok, piece):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(tok, piece)
+
+    monkeypatch.setattr(tf, "_encode", dies)
+    with pytest.raises(KeyboardInterrupt):
+        tf.prepare_corpus(str(corpus), out, block=500)
+    assert not out.exists() and not tf.is_prepared(out)
+    assert not list(tmp_path.glob(".data.tmp-*"))
+    stale = tmp_path / ".data.tmp-deadbeef"  # what a kill -9 leaves
+    stale.mkdir()
+    monkeypatch.setattr(tf, "_encode", real)
+    tf.prepare_corpus(str(corpus), out, block=500)
+    assert tf.is_prepared(out) and not stale.exists()
+    # the same source and settings again: reused; another source into it: refused
+    assert tf.prepare_corpus(str(corpus), out, block=500)["source"]["spec"] == str(corpus)
+    other = tmp_path / "other.txt"
+    other.write_text(text(50, seed=5))
+    with pytest.raises(ValueError, match="holds another prepared corpus"):
+        tf.prepare_corpus(str(other), out)
+
+
+def test_training_from_a_data_dir_resumes_bit_for_bit(corpus, tmp_path):
+    data = tmp_path / "data"
+    tf.prepare_corpus(str(corpus), data)
+    task = TextTask.create(TextTaskConfig(corpus=str(data), seq_len=16))
+    assert isinstance(task.chunks("train"), PreparedWindows)
+    sizes = {"num_layers": 1, "d_model": 32, "num_heads": 2, "cond_dim": 16}
+
+    def run(folder, resume=False):
+        torch.manual_seed(0)
+        model = task.new_model(**sizes)
+        cfg = TrainConfig(
+            steps=5, batch_size=8, ckpt_every=2, log_every=1, seed=1, keep_checkpoints=5
+        )
+        runs.train(task, model, cfg, folder, resume=resume, progress=False)
+        return runs.load_run(folder, use_ema=False)[1]
+
+    import shutil
+
+    run(tmp_path / "a")
+    ckpts = tmp_path / "a" / "checkpoints"
+    for later in ("step_00000004", "step_00000005"):  # back to step 2, as after a kill there
+        shutil.rmtree(ckpts / later)
+    (ckpts / "latest").write_text("step_00000002\n")
+    a = run(tmp_path / "a", resume=True)
+    b = run(tmp_path / "b")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    ev = task.evaluate(b, "test", batch_size=16)
+    assert ev.num_chars == tf.TokenFiles(data).chars("test")  # every character of the split
+
+
+def test_cli_prepare_then_train(corpus, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["text", "prepare", str(corpus), "--out", str(data), "--no-progress"]) == 0
+    assert "prepared" in capsys.readouterr().out
+    args = [
+        "text",
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--seq-len",
+        "16",
+    ]
+    args += [
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--cond-dim",
+        "8",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert main(["text", "prepare", str(tmp_path / "none.txt"), "--out", str(tmp_path / "d2")]) == 2
+    assert "nor an existing file or folder" in capsys.readouterr().err
