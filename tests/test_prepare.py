@@ -164,3 +164,33 @@ def test_cli_prepare_then_train(corpus, tmp_path, capsys):
     assert main(args) == 0
     assert main(["text", "prepare", str(tmp_path / "none.txt"), "--out", str(tmp_path / "d2")]) == 2
     assert "nor an existing file or folder" in capsys.readouterr().err
+
+
+def test_random_windows_stream_resumes_without_an_index_list(corpus, tmp_path):
+    from torch.utils.data import default_collate
+
+    from discdiff.training.data import BatchStream
+
+    tf.prepare_corpus(str(corpus), tmp_path / "data")
+    files = tf.TokenFiles(tmp_path / "data")
+    windows = PreparedWindows(files, "train", 16, drop_partial=True, random_windows=True)
+    n = int(files.tokens("train").shape[0])
+    assert len(windows) == n - 15 and windows.epoch_items == n // 16
+    assert torch.equal(
+        windows[5]["ids"], torch.from_numpy(np.asarray(files.tokens("train")[5:21], dtype=np.int64))
+    )
+
+    def stream(rank=0, world=1):
+        return BatchStream(windows, 4, seed=0, world=world, rank=rank, collate_fn=default_collate)
+
+    s = stream()
+    it = iter(s)
+    first = [next(it)["ids"] for _ in range(5)]
+    state = s.state()
+    after = [next(it)["ids"] for _ in range(3)]
+    again = stream()
+    again.load_state(state)  # resume at batch 5: the same next batches
+    it2 = iter(again)
+    assert all(torch.equal(a, next(it2)["ids"]) for a in after)
+    other = next(iter(stream(rank=1, world=2)))["ids"]
+    assert not torch.equal(other, first[0])  # each rank draws its own windows

@@ -200,8 +200,9 @@ class TextTask(AutoregressiveYardstick, Task):
 
         if split not in self._chunks and is_prepared(self.config.corpus):
             files = TokenFiles(self.config.corpus)
+            train = split == "train"
             self._chunks[split] = PreparedWindows(
-                files, split, self.config.seq_len, drop_partial=split == "train"
+                files, split, self.config.seq_len, drop_partial=train, random_windows=train
             )
         if split not in self._chunks:
             text = load_corpus(self.config.corpus, split)

@@ -146,17 +146,31 @@ class PreparedWindows(Dataset):
     """Consecutive windows of ``seq_len`` tokens of one split of a prepared data dir, read
     through ``numpy.memmap`` (memory flat in the corpus size); items like :class:`TextChunks`.
 
-    The last partial window is padded (mask False) unless ``drop_partial``. ``chars`` of a
+    The last partial window is padded (mask False) unless ``drop_partial``; with
+    ``random_windows`` (training) a window may start at any token. ``chars`` of a
     window: its tokens' character lengths (EOD counts none); the split's exact total is in
     meta.json.
     """
 
-    def __init__(self, files: Any, split: str, seq_len: int, drop_partial: bool = False) -> None:
+    def __init__(
+        self,
+        files: Any,
+        split: str,
+        seq_len: int,
+        drop_partial: bool = False,
+        random_windows: bool = False,
+    ) -> None:
         self.files = files
         self.data = files.tokens(split)  # (n,) memmap
         self.seq_len = seq_len
         n = int(self.data.shape[0])
+        self.random = bool(random_windows)
         self.count = n // seq_len if drop_partial else -(-n // seq_len)
+        #: random windows: item i starts at token i (any start); an epoch is n / seq_len windows,
+        #: drawn by the Trainer with replacement (no index list: memory flat in the corpus)
+        self.epoch_items = n // seq_len if self.random else None
+        if self.random:
+            self.count = max(n - seq_len + 1, 0)
         self.total_chars = files.chars(split)
         self._char_len = _char_lengths(files)
 
@@ -167,7 +181,8 @@ class PreparedWindows(Dataset):
         if not 0 <= i < self.count:
             raise IndexError(i)
         L = self.seq_len
-        chunk = np.asarray(self.data[i * L : (i + 1) * L], dtype=np.int64)
+        start = i if self.random else i * L
+        chunk = np.asarray(self.data[start : start + L], dtype=np.int64)
         ids = torch.zeros(L, dtype=torch.long)
         ids[: chunk.size] = torch.from_numpy(chunk)
         mask = torch.arange(L) < chunk.size

@@ -10,6 +10,7 @@ resumed run sees exactly the batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -65,7 +66,7 @@ def round_robin(stream: Iterable[Any], world: int, rank: int, start: int) -> Ite
 
 def _loader(
     dataset: Dataset,
-    batches: list[list[int]],
+    batches: Iterable[list[int]],
     collate_fn: Callable[[list[Any]], Any],
     num_workers: int,
     pin_memory: bool,
@@ -80,6 +81,11 @@ def _loader(
         # A private generator, so creating the loader never consumes the global RNG.
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def _batch_seed(seed: int, epoch: int, k: int, rank: int) -> int:
+    text = f"{seed}/windows/{epoch}/{k}/{rank}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 class BatchStream:
@@ -114,6 +120,9 @@ class BatchStream:
 
     def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
         """This rank's batches of ``epoch`` from its ``start``-th on."""
+        if is_map_dataset(self.data) and getattr(self.data, "epoch_items", None) is not None:
+            yield from self._random_batches(epoch, start)
+            return
         if is_map_dataset(self.data):
             sampler = DistributedSampler(
                 self.data,
@@ -144,6 +153,29 @@ class BatchStream:
                 )
             return
         yield from round_robin(self.data, self.world, self.rank, start)
+
+    def _random_batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """Random-access data (a dataset with ``epoch_items``: e.g. every window start of a
+        token file): batch k of an epoch draws its items uniformly, with replacement, from a
+        generator seeded by (seed, epoch, k, rank), so no index list is ever built (memory
+        flat in the data size) and resuming at batch k costs nothing."""
+        size = self.micro_batch_size
+        count = int(self.data.epoch_items) // (size * self.world)
+        if count == 0:
+            raise ValueError(
+                f"train_data has {self.data.epoch_items} items an epoch, fewer than one global "
+                f"micro-batch of {size * self.world}"
+            )
+        n = len(self.data)
+
+        def draws() -> Iterator[list[int]]:
+            for k in range(start, count):
+                g = torch.Generator().manual_seed(_batch_seed(self.seed, epoch, k, self.rank))
+                yield torch.randint(n, (size,), generator=g).tolist()
+
+        yield from _loader(
+            self.data, draws(), self.collate_fn, self.num_workers, self.pin_memory, self.seed
+        )
 
     def __iter__(self) -> Iterator[Any]:
         """Batches forever, advancing (epoch, position) so that a checkpoint can resume here."""
