@@ -159,6 +159,8 @@ def train(
 ) -> None:
     """Train a text diffusion model on CORPUS into --out."""
     set_threads(threads)
+    import dataclasses
+
     import torch
 
     from discdiff.tasks import runs
@@ -175,7 +177,7 @@ def train(
         model = task.build_model(model_entry)
         typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})")
     else:
-        config = TextTaskConfig(
+        config = TextTaskConfig(  # validated before any corpus is read
             corpus=corpus,
             process=process,
             schedule=schedule,
@@ -186,6 +188,14 @@ def train(
             vocab_size=vocab_size,
             time_conditioning=time_conditioning,
         )
+        from discdiff.datasets.token_files import prepared_cache
+
+        data_dir, made = prepared_cache(
+            corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress
+        )
+        if made:
+            typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
+        config = dataclasses.replace(config, corpus=str(data_dir))
         task = TextTask.create(config)
         torch.manual_seed(seed)
         model = task.new_model(

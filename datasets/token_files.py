@@ -39,6 +39,7 @@ __all__ = [
     "FORMAT",
     "is_prepared",
     "prepare_corpus",
+    "prepared_cache",
     "TokenFiles",
     "iter_documents",
 ]
@@ -357,7 +358,41 @@ def _bar(progress: bool, spec: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc=f"prepare {spec}", unit="B", unit_scale=True, unit_divisor=1 << 20)
+    # disable=None: shown on a terminal only (no bar characters in logs and pipes)
+    return tqdm(
+        desc=f"prepare {spec}", unit="B", unit_scale=True, unit_divisor=1 << 20, disable=None
+    )
+
+
+def prepared_cache(
+    spec: str, *, tokenizer: str = "char", vocab_size: int = 1024, progress: bool = False
+) -> tuple[Path, bool]:
+    """The prepared data dir of a raw corpus in the cache (``$DISCDIFF_CACHE/prepared``),
+    made on the first call and reused after: (path, made now).
+
+    The key is the source's paths, sizes and modification times with the tokenizer settings,
+    so a second run starts without reading the corpus; meta.json keeps the full content hash.
+    """
+    from discdiff.datasets._fetch import cache_dir
+
+    if is_prepared(spec):
+        return Path(spec), False
+    if tokenizer not in ("char", "bpe"):
+        raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
+    key = hashlib.sha256(
+        f"{FORMAT}|{tokenizer}|{vocab_size if tokenizer == 'bpe' else ''}|".encode()
+    )
+    if _builtin_name(spec):
+        key.update(spec.encode())
+    else:
+        for path in _files(spec):
+            st = path.stat()
+            key.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    dest = cache_dir() / "prepared" / key.hexdigest()[:20]
+    if is_prepared(dest):
+        return dest, False
+    prepare_corpus(spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+    return dest, True
 
 
 # ---- reading -----------------------------------------------------------------------------------

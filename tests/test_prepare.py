@@ -194,3 +194,48 @@ def test_random_windows_stream_resumes_without_an_index_list(corpus, tmp_path):
     assert all(torch.equal(a, next(it2)["ids"]) for a in after)
     other = next(iter(stream(rank=1, world=2)))["ids"]
     assert not torch.equal(other, first[0])  # each rank draws its own windows
+
+
+def test_a_raw_corpus_is_prepared_once_into_the_cache(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISCDIFF_CACHE", str(tmp_path / "cache"))
+    first, made = tf.prepared_cache(str(corpus))
+    assert made and tf.is_prepared(first) and first.parent == tmp_path / "cache" / "prepared"
+    calls = {"n": 0}
+    monkeypatch.setattr(tf, "prepare_corpus", lambda *a, **k: calls.__setitem__("n", 1))
+    again, made = tf.prepared_cache(str(corpus))
+    assert (again, made, calls["n"]) == (first, False, 0)  # reused without reading the corpus
+    assert tf.prepared_cache(str(corpus), tokenizer="bpe")[0] != first  # settings are in the key
+    corpus.write_text(corpus.read_text() + "\nthe end")
+    os_stat = corpus.stat()
+    assert os_stat.st_size > 0
+    assert tf.prepared_cache(str(corpus))[0] != first  # a changed corpus is prepared anew
+    monkeypatch.undo()
+    monkeypatch.setenv("DISCDIFF_CACHE", str(tmp_path / "cache2"))
+    args = [
+        "text",
+        "train",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        "--seq-len",
+        "16",
+    ]
+    args += [
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--cond-dim",
+        "8",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert "prepared" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "task.json").read_text())["corpus"]
+    assert saved.startswith(str(tmp_path / "cache2" / "prepared"))
