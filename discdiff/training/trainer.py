@@ -22,18 +22,13 @@ On the CPU a run that is killed and resumed ends with bit-identical weights.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -58,9 +53,15 @@ from discdiff.training.device import (
     resolve_precision,
 )
 from discdiff.training.ema import EMA
-from discdiff.training.errors import TrainingInterrupted
+from discdiff.training.errors import (
+    TrainingInterrupted,
+    catch_stop_signals,
+    restore_signals,
+)
 from discdiff.training.lock import RunLock
 from discdiff.training.logging import MetricsLogger, logger, plot_loss_curve
+from discdiff.training.outputs import StepResult, split_loss
+from discdiff.training.rng import derive_seed, rng_state, seed_globals, set_rng_state
 
 __all__ = ["TrainConfig", "Trainer", "lr_at", "LossFn", "StepResult", "split_loss"]
 
@@ -70,12 +71,6 @@ LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
 _is_map_dataset = is_map_dataset
 _round_robin = round_robin
 _batch_len = batch_len
-
-
-def _derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from a base seed and labels, stable across runs and platforms."""
-    text = "/".join([str(seed), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +189,7 @@ class Trainer:
 
         self.step = 0
         self.noise_generator = torch.Generator(device=self.device)
-        self.noise_generator.manual_seed(_derive_seed(config.seed, "noise", self.dist.rank))
+        self.noise_generator.manual_seed(derive_seed(config.seed, "noise", self.dist.rank))
         self.stream = BatchStream(
             train_data,
             self.micro_batch_size,
@@ -244,7 +239,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(_derive_seed(self.config.seed, "eval", self.dist.rank))
+        generator.manual_seed(derive_seed(self.config.seed, "eval", self.dist.rank))
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # nats, examples, tokens
         extra: dict[str, Tensor] = {}
         try:
@@ -300,25 +295,10 @@ class Trainer:
         return {"model": self.model_config, "train": self.config.to_dict()}
 
     def _rng_state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        return {
-            "torch_cpu": torch.get_rng_state(),
-            "torch_cuda": (
-                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-            ),
-            "noise": self.noise_generator.get_state(),
-            "python": random.getstate(),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        }
+        return rng_state(self.device, self.noise_generator)
 
     def _set_rng_state(self, state: Mapping[str, Any]) -> None:
-        torch.set_rng_state(state["torch_cpu"])
-        if state.get("torch_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["torch_cuda"], self.device)
-        self.noise_generator.set_state(state["noise"])
-        random.setstate(state["python"])
-        name, keys, *rest = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        set_rng_state(state, self.device, self.noise_generator)
 
     def save(self) -> Path | None:
         """Checkpoint the current step (every rank must call it; rank 0 writes). Returns the dir.
@@ -406,12 +386,7 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _seed_globals(self, salt: int = 0) -> None:
-        rank = self.dist.rank
-        torch.manual_seed(_derive_seed(self.config.seed, "torch", rank, salt))
-        random.seed(_derive_seed(self.config.seed, "python", rank, salt))
-        np.random.seed(_derive_seed(self.config.seed, "numpy", rank, salt) % 2**32)
-        if salt:
-            self.noise_generator.manual_seed(_derive_seed(self.config.seed, "noise", rank, salt))
+        seed_globals(self.config.seed, self.dist.rank, salt, self.noise_generator)
 
     def _plot(self) -> None:
         if self.is_main and self.metrics.csv_path.is_file():
@@ -636,64 +611,14 @@ class Trainer:
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGINT / SIGTERM finish the current step, save and stop (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
 
-        def handler(signum: int, frame: Any) -> None:
+        def note(signum: int) -> None:
             if self._signal is not None:  # a second signal: stop now
                 raise KeyboardInterrupt
             self._signal = signum
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
+        return catch_stop_signals(note)
 
     @staticmethod
     def _restore_signals(previous: dict[int, Any]) -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@dataclass
-class StepResult:
-    """One optimizer step: mean loss (device scalar), gradient norm before clipping (or None),
-    examples and tokens seen, and the mean of each named metric (device scalars)."""
-
-    loss: Tensor
-    grad_norm: Tensor | None
-    items: int
-    tokens: int
-    metrics: dict[str, Tensor]
-
-
-def split_loss(values: object, name: str) -> tuple[Tensor, dict[str, Tensor]]:
-    """A loss function's output as (per-example loss (B,), named per-example metrics).
-
-    A loss may return the (B,) tensor alone, or a dict with ``"loss"`` (B,) and other (B,)
-    tensors, which the Trainer averages and logs as ``train_<name>`` / ``eval_<name>``.
-    """
-    if isinstance(values, Mapping):
-        if "loss" not in values:
-            raise ValueError(f"{name} returned a dict without 'loss': {sorted(values)}")
-        named = {}
-        for key, v in values.items():
-            if key == "loss":
-                continue
-            if not isinstance(v, Tensor) or v.dim() != 1:
-                raise ValueError(f"{name}'s metric {key!r} must be a (B,) tensor")
-            named[key] = v
-        return _check_per_example(values["loss"], name), named
-    return _check_per_example(values, name), {}
-
-
-def _check_per_example(values: object, name: str) -> Tensor:
-    if not isinstance(values, Tensor):
-        raise TypeError(
-            f"{name} must return a tensor of per-example losses, got {type(values).__name__}"
-        )
-    if values.dim() != 1:
-        raise ValueError(
-            f"{name} must return per-example losses of shape (B,), got shape {tuple(values.shape)}"
-        )
-    return values
+        restore_signals(previous)
