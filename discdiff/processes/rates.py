@@ -36,6 +36,26 @@ def phi(d: Tensor, r: Tensor) -> Tensor:
     return torch.where(small, series, (rl - 1) - torch.log(rl))
 
 
+def _terms(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> tuple[Tensor, ...]:
+    """What both rate forms start from, float32: alpha and 1 - alpha (B, 1.., 1) (the latter
+    taken in float64: no cancellation near t = 0), beta (B, 1..), the limit m (S,), p =
+    softmax(logits) padded to S states (B, .., S), z = x_t (B, .., 1), one-hot(x0), m(z),
+    [z = x0] and p(z) (B, .., 1)."""
+    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
+    a, oma = a64.float(), (1.0 - a64).float()
+    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
+    m = proc.limit.to(x_t.device).float()  # (S,)
+    S = proc.num_states
+    p = torch.softmax(logits.float(), -1)
+    if S > proc.num_classes:
+        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
+    z = x_t.unsqueeze(-1)
+    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0.long().unsqueeze(-1), 1.0)
+    m_z = m[x_t].unsqueeze(-1)
+    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
+    return a, oma, beta, m, p, z, onehot_x0, m_z, q0_z, p.gather(-1, z)
+
+
 def rate_kl_d3pm(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
     """Rate KL for D3PM's parameterisation, per position (B, ...).
 
@@ -44,20 +64,7 @@ def rate_kl_d3pm(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
         beta m(z) sum_y u_q(y) phi(u_p(y) / u_q(y)),   u(y) = marg(y) / marg(z),  phi(r) = r - 1 - log r.
     r - 1 is formed from a cancellation-free numerator so the result stays accurate as alpha -> 0.
     """
-    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
-    a, oma = a64.float(), (1.0 - a64).float()  # 1 - alpha from float64: no cancellation near t = 0
-    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
-    m = proc.limit.to(x_t.device).float()  # (S,)
-    S = proc.num_states
-    p = torch.softmax(logits.float(), -1)
-    if S > proc.num_classes:
-        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
-    z = x_t.unsqueeze(-1)
-    x0_ = x0.long().unsqueeze(-1)
-    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0_, 1.0)
-    m_z = m[x_t].unsqueeze(-1)
-    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
-    p_z = p.gather(-1, z)
+    a, oma, beta, m, p, z, onehot_x0, m_z, q0_z, p_z = _terms(proc, x_t, x0, logits, t)
     marg_q = a * onehot_x0 + oma * m
     marg_p = a * p + oma * m
     mq_z = a * q0_z + oma * m_z
@@ -80,19 +87,7 @@ def rate_kl_mean(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Te
     u_p(y) - u_q(y) = alpha [(p(y) - [y = x0]) / c(y) + (1 - alpha) m(y) ([z = x0] - p(z)) / (c0 c1)],
     which has no cancellation as alpha -> 0.
     """
-    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
-    a, oma = a64.float(), (1.0 - a64).float()  # 1 - alpha from float64: no cancellation near t = 0
-    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
-    m = proc.limit.to(x_t.device).float()  # (S,)
-    S = proc.num_states
-    p = torch.softmax(logits.float(), -1)
-    if S > proc.num_classes:
-        p = torch.nn.functional.pad(p, (0, S - proc.num_classes))
-    z = x_t.unsqueeze(-1)
-    onehot_x0 = torch.zeros_like(p).scatter_(-1, x0.long().unsqueeze(-1), 1.0)
-    m_z = m[x_t].unsqueeze(-1)
-    q0_z = (x_t == x0.long()).float().unsqueeze(-1)
-    p_z = p.gather(-1, z)
+    a, oma, beta, m, p, z, onehot_x0, m_z, q0_z, p_z = _terms(proc, x_t, x0, logits, t)
     c0 = oma * m_z
     c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # m(z) = 0 rows are zeroed by beta m(z) below
     c1 = c0 + a
