@@ -71,6 +71,14 @@ WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay (def
 GradClip = Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off; default 1.0).")]
 Precision = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default auto).")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+GradCheckpointing = Annotated[
+    bool,
+    typer.Option(
+        "--grad-checkpointing",
+        help="Recompute each transformer block in the backward pass: activation memory of one "
+        "block instead of all, for about a third more compute.",
+    ),
+]
 Resume = Annotated[
     bool,
     typer.Option(

@@ -22,6 +22,7 @@ from discdiff.cli._options import (
     Ema,
     EmaOld,
     EvalBatches,
+    GradCheckpointing,
     LogEvery,
     Seed,
     SeedOrSaved,
@@ -102,6 +103,7 @@ def train(
     ckpt_every: CkptEvery = None,
     log_every: LogEvery = None,
     skip_nonfinite: SkipNonfinite = None,
+    grad_checkpointing: GradCheckpointing = False,
     seed: SeedOrSaved = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
@@ -163,6 +165,8 @@ def train(
     task = px.PixelTask(config)
     torch.manual_seed(train_config.seed)
     model = task.new_model(**model_opts)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
     metrics = px.train_pixels(
         task, model, train_config, out, resume=resume, device=device, progress=progress
     )

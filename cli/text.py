@@ -24,6 +24,7 @@ from discdiff.cli._options import (
     EmaOld,
     EvalBatches,
     EvalEvery,
+    GradCheckpointing,
     GradClip,
     LogEvery,
     Lr,
@@ -151,6 +152,7 @@ def train(
     skip_nonfinite: SkipNonfinite = None,
     precision: Precision = None,
     compile: Compile = False,
+    grad_checkpointing: GradCheckpointing = False,
     device: Device = "auto",
     threads: Threads = 0,
     seed: Seed = 0,
@@ -159,7 +161,6 @@ def train(
 ) -> None:
     """Train a text diffusion model on CORPUS into --out."""
     set_threads(threads)
-    import dataclasses
 
     import torch
 
@@ -195,8 +196,7 @@ def train(
         )
         if made:
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
-        config = dataclasses.replace(config, corpus=str(data_dir))
-        task = TextTask.create(config)
+        task = TextTask.create(config)  # from the prepared files (the run names the corpus)
         torch.manual_seed(seed)
         model = task.new_model(
             num_layers=layers,
@@ -206,6 +206,8 @@ def train(
             cond_dim=cond_dim,
             dropout=dropout,
         )
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
     total = steps if steps is not None else (saved_train or TRAIN_DEFAULTS)["steps"]
     defaults = dict(TRAIN_DEFAULTS, warmup_steps=min(1000, max(total, 0) // 10), seed=seed)
     given = {
@@ -295,6 +297,10 @@ def evaluate(
     samples: Annotated[int, typer.Option(help="Monte-Carlo ELBO draws per chunk.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Chunks per batch.")] = 32,
     max_chunks: Annotated[int | None, typer.Option(help="Score only the first N chunks.")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help="Score only the first N tokens (whole chunks; streams from disk)."),
+    ] = None,
     ema: UseEma = None,
     device: Device = "auto",
     threads: Threads = 0,
@@ -310,7 +316,9 @@ def evaluate(
         raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test'")
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
     if getattr(getattr(model, "config", None), "causal", False):
-        result = task.evaluate_ar(model, split, batch_size=batch_size, max_chunks=max_chunks)
+        result = task.evaluate_ar(
+            model, split, batch_size=batch_size, max_chunks=max_chunks, max_tokens=max_tokens
+        )
     else:
         dev = next(model.parameters()).device
         gen = torch.Generator(device=dev).manual_seed(seed)
@@ -320,6 +328,7 @@ def evaluate(
             batch_size=batch_size,
             samples=samples,
             max_chunks=max_chunks,
+            max_tokens=max_tokens,
             generator=gen,
         )
     typer.echo(f"{split}: {result.format(per_token=task.config.tokenizer == 'bpe')}")

@@ -391,8 +391,22 @@ def prepared_cache(
     dest = cache_dir() / "prepared" / key.hexdigest()[:20]
     if is_prepared(dest):
         return dest, False
+    _prune(dest.parent)
     prepare_corpus(spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
     return dest, True
+
+
+def _prune(folder: Path) -> None:
+    """Remove cached corpora whose source files are gone (no lookup can reach them again)."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        try:
+            spec = json.loads((entry / META).read_text())["source"]["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _builtin_name(spec) and not Path(spec).expanduser().exists():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # ---- reading -----------------------------------------------------------------------------------

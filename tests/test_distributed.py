@@ -78,3 +78,41 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         for column in ("train_loss", "grad_norm", "eval_loss", "eval_loss_ema"):
             if column in a:
                 assert b[column] == pytest.approx(a[column], abs=1e-6), (a["step"], column)
+
+
+def test_two_gloo_ranks_share_one_prepared_data_dir(tmp_path):
+    """2 ranks on one memory-mapped data dir see disjoint windows that together are what one
+    process sees at the global batch, so the trained weights agree (to float rounding)."""
+    import random
+
+    from discdiff.datasets.token_files import prepare_corpus
+
+    rng = random.Random(0)  # random letters: every 16-token window is distinct
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz \n") for _ in range(40_000))
+    (tmp_path / "c.txt").write_text(text)
+    data = tmp_path / "data"
+    prepare_corpus(str(tmp_path / "c.txt"), data)
+    worker = WORKER.with_name("_ddp_text_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    for cmd in (
+        launch + ["2", str(worker), str(data), str(tmp_path / "ddp")],
+        [sys.executable, str(worker), str(data), str(tmp_path / "single")],
+    ):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    single = torch.load(tmp_path / "single" / "seen-0.pt")
+    ranks = [torch.load(tmp_path / "ddp" / f"seen-{r}.pt") for r in (0, 1)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 4
+    for step, want in enumerate(single):
+        a, b = ranks[0][step], ranks[1][step]
+        assert a.shape == b.shape == (4, 16) and want.shape == (8, 16)
+        assert not {tuple(r) for r in a.tolist()} & {tuple(r) for r in b.tolist()}  # disjoint
+        assert torch.equal(torch.cat([a, b]), want)  # together: one process's batch
+    one, two = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "ddp")
+    assert two.train_state["world_size"] == 2
+    moved = max((one.model[k] - two.model[k]).abs().max().item() for k in one.model)
+    assert moved < 1e-5

@@ -180,20 +180,66 @@ def test_random_windows_stream_resumes_without_an_index_list(corpus, tmp_path):
         windows[5]["ids"], torch.from_numpy(np.asarray(files.tokens("train")[5:21], dtype=np.int64))
     )
 
-    def stream(rank=0, world=1):
-        return BatchStream(windows, 4, seed=0, world=world, rank=rank, collate_fn=default_collate)
+    def stream(rank=0, world=1, size=4):
+        return BatchStream(
+            windows, size, seed=0, world=world, rank=rank, collate_fn=default_collate
+        )
 
     s = stream()
     it = iter(s)
-    first = [next(it)["ids"] for _ in range(5)]
+    for _ in range(5):
+        next(it)
     state = s.state()
     after = [next(it)["ids"] for _ in range(3)]
     again = stream()
     again.load_state(state)  # resume at batch 5: the same next batches
     it2 = iter(again)
     assert all(torch.equal(a, next(it2)["ids"]) for a in after)
-    other = next(iter(stream(rank=1, world=2)))["ids"]
-    assert not torch.equal(other, first[0])  # each rank draws its own windows
+    # two ranks at micro-batch 2 see disjoint windows that together are one process's batch of 4
+    single = [b["ids"] for b, _ in zip(stream(), range(6), strict=False)]
+    ranks = [
+        [b["ids"] for b, _ in zip(stream(rank=r, world=2, size=2), range(6), strict=False)]
+        for r in (0, 1)
+    ]
+    for k in range(6):
+        assert torch.equal(torch.cat([ranks[0][k], ranks[1][k]]), single[k])
+
+
+def test_an_epoch_of_windows_is_a_permutation_of_a_grid():
+    from discdiff.training.data import BatchStream, permute
+
+    for n in (1, 2, 3, 7, 64, 1000, 4097):
+        for key in (0, 1, 12345):
+            got = permute(np.arange(n), n, key)
+            assert sorted(got.tolist()) == list(range(n)), (n, key)
+    assert permute(np.arange(50), 50, 0).tolist() != permute(np.arange(50), 50, 1).tolist()
+    assert permute(np.arange(50), 50, 0).tolist() != list(range(50))
+
+    class Starts(torch.utils.data.Dataset):  # item i = the window starting at token i
+        epoch_items, stride = 1, 16
+
+        def __len__(self):
+            return 1000 - 16 + 1
+
+        def __getitem__(self, i):
+            return i
+
+    n = len(Starts())
+    for seed in (0, 5):
+        s = BatchStream(Starts(), 3, seed=seed, collate_fn=list)
+        it = iter(s)
+        epochs: dict[int, list[int]] = {0: [], 1: []}
+        while True:
+            batch = next(it)  # the stream's epoch is the yielded batch's
+            if s.epoch == 2:
+                break
+            epochs[s.epoch].extend(batch)
+        for starts in epochs.values():
+            offset = starts[0] % 16
+            assert all(st % 16 == offset for st in starts)  # one grid: windows never overlap
+            assert len(set(starts)) == len(starts)  # each window once
+            assert len(starts) == ((n - 1 - offset) // 16 + 1) // 3 * 3  # whole batches
+        assert epochs[0] != epochs[1]  # reshuffled (and re-offset) each epoch
 
 
 def test_a_raw_corpus_is_prepared_once_into_the_cache(corpus, tmp_path, monkeypatch, capsys):
@@ -238,4 +284,35 @@ def test_a_raw_corpus_is_prepared_once_into_the_cache(corpus, tmp_path, monkeypa
     assert main(args) == 0
     assert "prepared" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "task.json").read_text())["corpus"]
-    assert saved.startswith(str(tmp_path / "cache2" / "prepared"))
+    assert saved == str(corpus)  # the run names the user's corpus, not a cache folder
+    assert len(list((tmp_path / "cache2" / "prepared").iterdir())) == 1
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache2")  # a cleared cache: eval prepares the corpus again
+    assert main(["text", "eval", str(tmp_path / "run"), "--max-chunks", "2"]) == 0
+    two = capsys.readouterr().out
+    assert "bits/char" in two
+    assert main(["text", "eval", str(tmp_path / "run"), "--max-tokens", "17"]) == 0
+    assert capsys.readouterr().out == two  # 17 tokens = two windows of 16
+    args = ["text", "eval", str(tmp_path / "run"), "--max-tokens", "1", "--max-chunks", "1"]
+    assert main(args) == 2
+    assert "not both" in capsys.readouterr().err
+    corpus.write_text("different characters: XYZ%&\n" * 200)  # a changed corpus is refused
+    assert main(["text", "eval", str(tmp_path / "run")]) == 2
+    assert "changed since training" in capsys.readouterr().err
+
+
+def test_bits_per_character_counts_are_exact_for_multibyte_bpe(tmp_path):
+    """Window character counts of byte-level BPE add up to the split's characters even where
+    a token ends inside a multi-byte character."""
+    text = "".join(f"héllo wörld ☃ 漢字 line {i} ünïcödé\n" for i in range(600))
+    (tmp_path / "c.txt").write_text(text)
+    tf.prepare_corpus(str(tmp_path / "c.txt"), tmp_path / "data", tokenizer="bpe", vocab_size=300)
+    files = tf.TokenFiles(tmp_path / "data")
+    total = 0
+    for split in ("train", "val", "test"):
+        windows = PreparedWindows(files, split, 7)
+        counted = sum(int(windows[i]["chars"]) for i in range(len(windows)))
+        assert counted == files.chars(split)
+        total += counted
+    assert total == len(text)

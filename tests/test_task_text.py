@@ -106,10 +106,10 @@ def test_bpe_chunks_count_characters():
 def test_task_splits_tokenizer_and_roundtrip(corpus, tmp_path):
     task = new_task(corpus)
     whole = load_corpus(str(corpus), "all")
-    assert task.tokenizer.vocab_size == len(set(whole))
+    assert task.tokenizer.vocab_size == len(set(whole)) + 1  # + the end-of-document mark
     train, test = task.chunks("train"), task.chunks("test")
-    assert train.mask.all()  # training keeps full chunks only
-    assert int(test.chars.sum()) == len(load_corpus(str(corpus), "test"))
+    assert train.rows(0)["mask"].all()  # training keeps full windows only
+    assert int(test.rows(0)["chars"].sum()) == len(load_corpus(str(corpus), "test"))
     task.save(tmp_path)
     back = TextTask.load(tmp_path)
     assert back.config == task.config
@@ -137,7 +137,7 @@ def test_padding_is_never_scored(corpus, process, objective):
     model = new_model(task)
     torch.nn.init.normal_(model.head.weight, std=0.5)  # a non-uniform prediction
     data = task.chunks("test")
-    batch = {"ids": data.ids[-2:], "mask": data.mask[-2:]}
+    batch = data.rows(-2)
     assert not batch["mask"].all()
     other = dict(batch, ids=torch.where(batch["mask"], batch["ids"], 3))
     for fn in (task.loss_fn, task.elbo_fn):
@@ -162,7 +162,7 @@ def test_sundae_from_parts_equals_sundae_loss(corpus):
     torch.nn.init.normal_(model.head.weight, std=0.5)
     den = TextDenoiser(model, time_conditioned=True)
     data = task.chunks("test")
-    x0, mask = data.ids[-4:], data.mask[-4:]
+    x0, mask = data.rows(-4)["ids"], data.rows(-4)["mask"]
     B, K, k = x0.shape[0], task.process.num_classes, 3
 
     g = torch.Generator().manual_seed(7)
@@ -193,7 +193,7 @@ def test_ar_nll_is_teacher_forcing(corpus):
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.1)
     data = task.chunks("test")
-    ids, mask = data.ids[-2:], data.mask[-2:]
+    ids, mask = data.rows(-2)["ids"], data.rows(-2)["mask"]
     bos = task.tokenizer.vocab_size
     got = task.ar_nll(model, ids, mask, bos)
     inp = torch.cat([torch.full_like(ids[:, :1], bos), ids], 1)
@@ -211,7 +211,7 @@ def test_evaluate_bpc_and_standard_error(trained):
         model, "test", batch_size=8, samples=2, generator=torch.Generator().manual_seed(0)
     )
     assert math.isfinite(res.bpc) and math.isfinite(res.bpc_se) and res.bpc_se > 0
-    assert res.num_chars == int(task.chunks("test").chars.sum()) and res.samples == 2
+    assert res.num_chars == int(task.chunks("test").rows(0)["chars"].sum()) and res.samples == 2
     # the aggregation by hand: same noise, nats summed over chunks / characters / ln 2
     g = torch.Generator().manual_seed(0)
     nats = []
@@ -226,8 +226,14 @@ def test_evaluate_bpc_and_standard_error(trained):
 def test_untrained_ar_scores_log_k_exactly(corpus):
     task = new_task(corpus)
     res = task.evaluate_ar(new_model(task, ar=True), "test")  # zero head: uniform over K
-    assert res.exact and res.bpc == pytest.approx(math.log2(task.tokenizer.vocab_size), rel=1e-6)
-    assert res.bpc_se == pytest.approx(0.0, abs=1e-9)
+    test = task.chunks("test").rows(0)
+    per_char = int(test["mask"].sum()) / int(test["chars"].sum())  # the end mark is no character
+    assert per_char > 1
+    log_k = math.log2(task.tokenizer.vocab_size)
+    assert res.exact and res.bpc == pytest.approx(log_k * per_char, rel=1e-6)
+    nats = test["mask"].sum(1).double() * math.log(task.tokenizer.vocab_size)  # (N,)
+    se = _ratio_se(nats, test["chars"].double()) / math.log(2)
+    assert res.bpc_se == pytest.approx(se, rel=1e-6)  # the spread is the end mark's window only
 
 
 def test_ratio_standard_error_matches_formula():
@@ -296,7 +302,7 @@ def test_infill_keeps_given_text(trained):
 def test_time_free_denoiser_and_caching(corpus, trained):
     task, model = trained
     den = task.denoiser(model)
-    x = task.chunks("test").ids[:2]
+    x = task.chunks("test").rows(0, 2)["ids"]
     torch.testing.assert_close(den(x, torch.tensor([0.1, 0.2])), den(x, torch.tensor([0.9, 0.5])))
     timed = new_task(corpus, time_conditioning=True)
     with pytest.raises(ValueError, match="time_conditioned"):

@@ -267,10 +267,13 @@ class Task(ABC):
         samples: int = 1,
         fn: Callable[[Any], Tensor] | None = None,
         generator: torch.Generator | None = None,
+        keep: Callable[[Any], Any] | None = None,
     ) -> tuple[Tensor, list[Any]]:
         """Per-example nats (N,) float64 of ``fn(batch)`` (default: :meth:`nll`) over the first
-        ``limit`` examples of a split, averaged over ``samples`` draws, and the batches (CPU)
-        they came from (for the denominators of a unit). The model is in eval mode meanwhile."""
+        ``limit`` examples of a split, averaged over ``samples`` draws, and what ``keep`` takes
+        of each batch (CPU; default the batch itself) for the denominators of a unit: a large
+        split keeps only its counts, so memory stays bounded. The model is in eval mode
+        meanwhile."""
         from discdiff.training import move_to_device
 
         check_int(batch_size, "batch_size")
@@ -292,7 +295,7 @@ class Task(ABC):
                 b = move_to_device(batch, device)
                 total = sum(fn(b).double() for _ in range(samples))
                 nats.append((total / samples).cpu())
-                seen.append(batch)
+                seen.append(batch if keep is None else keep(batch))
         finally:
             model.train(was)
         if not nats:

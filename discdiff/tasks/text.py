@@ -2,9 +2,11 @@
 
 This module owns no training or sampling loop; it supplies what the shared ones need:
 
-- data: a corpus (:func:`load_corpus`: Shakespeare raw or text8-style, text8, or any file /
-  folder of ``*.txt``) -> a tokenizer (characters, or byte-level BPE) -> fixed-length chunks
-  (:func:`discdiff.tokenizers.chunk_ids`); the padding mask of the last partial chunk is the
+- data: a corpus (Shakespeare raw or text8-style, text8, a file / folder of ``*.txt`` or JSON
+  lines, or a data dir of ``discdiff text prepare``) is prepared once into flat token files
+  (:mod:`discdiff.datasets.token_files`; a raw corpus into the cache) with its tokenizer
+  (characters, or byte-level BPE), and read through memory maps as windows of ``seq_len``
+  tokens (:class:`PreparedWindows`); the padding mask of the last partial window is the
   loss's ``mask`` (padding is never noised nor scored) and the denoiser's ``padding_mask``.
 - process: :class:`~discdiff.processes.Absorbing` or :class:`~discdiff.processes.Uniform` over
   the tokenizer's vocabulary with a continuous schedule (``loglinear`` or ``cosine``).
@@ -56,7 +58,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from discdiff.datasets.text8 import TEXT8_ALPHABET
 from discdiff.losses import continuous_elbo, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
@@ -76,12 +77,11 @@ from discdiff.tasks.text_data import (
     PreparedWindows,
     TextChunks,
     encode_text,
-    is_text8_style,
     load_corpus,
 )
 from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
 from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
-from discdiff.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from discdiff.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from discdiff.training.timing import seconds_per_step
 
 __all__ = [
@@ -128,7 +128,8 @@ class TextTask(AutoregressiveYardstick, Task):
         K = tokenizer.vocab_size
         self.process: Process = make_process(config.process, K, schedule=config.schedule)
         self.processes = {"tokens": self.process}
-        self._chunks: dict[str, TextChunks] = {}
+        self._chunks: dict[str, PreparedWindows] = {}
+        self._files: Any = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -147,33 +148,26 @@ class TextTask(AutoregressiveYardstick, Task):
         return task, {"num_layers": 1, "d_model": 32, "num_heads": 2, "cond_dim": 16}
 
     @classmethod
-    def create(cls, config: TextTaskConfig) -> TextTask:
-        """Build the tokenizer from the corpus (characters of all splits, or BPE on train).
+    def create(cls, config: TextTaskConfig, *, progress: bool = False) -> TextTask:
+        """The task of a corpus: a prepared data dir (``discdiff text prepare``) as it is, any
+        other corpus prepared into the cache first (:func:`prepared_cache`; once, reused after).
 
-        A prepared data dir (``discdiff text prepare``) brings its own tokenizer: the config's
-        tokenizer and vocab_size are set from it."""
-        from discdiff.datasets.token_files import TokenFiles, is_prepared
-
-        if is_prepared(config.corpus):
-            files = TokenFiles(config.corpus)
-            tok_kind = files.meta["tokenizer"]
-            config = dataclasses.replace(
-                config,
-                tokenizer=tok_kind,
-                vocab_size=max(256, files.meta["vocab_size"])
-                if tok_kind == "bpe"
-                else config.vocab_size,
-            )
-            return cls(config, files.tokenizer())
-        if config.tokenizer == "bpe":
-            tok: Tokenizer = BPETokenizer.train(
-                [load_corpus(config.corpus, "train")], config.vocab_size
-            )
-        elif is_text8_style(config.corpus):
-            tok = CharTokenizer(TEXT8_ALPHABET)
-        else:
-            tok = CharTokenizer.from_text(load_corpus(config.corpus, "all"))
-        return cls(config, tok)
+        The tokenizer is the prepared one (characters of the whole corpus plus the
+        end-of-document mark, or BPE trained on the training split): the config's tokenizer and
+        vocab_size are set from it; its ``corpus`` stays what the user named.
+        """
+        files = _prepared(config, progress)
+        tok_kind = files.meta["tokenizer"]
+        config = dataclasses.replace(
+            config,
+            tokenizer=tok_kind,
+            vocab_size=max(256, files.meta["vocab_size"])
+            if tok_kind == "bpe"
+            else config.vocab_size,
+        )
+        task = cls(config, files.tokenizer())
+        task._files = files
+        return task
 
     def save_files(self, folder: Path) -> None:
         """The tokenizer, in ``tokenizer/`` (task.json is the spine's)."""
@@ -189,27 +183,33 @@ class TextTask(AutoregressiveYardstick, Task):
         return cls(TextTaskConfig.from_dict(config), load_tokenizer(Path(folder) / TOKENIZER_DIR))
 
     # -- data -----------------------------------------------------------------------------
-    def dataset(self, split: str) -> TextChunks:
+    def dataset(self, split: str) -> PreparedWindows:
         """The split's chunks (the spine's data)."""
         return self.chunks(split)
 
-    def chunks(self, split: str) -> TextChunks:
-        """The split's chunks (cached); the training split keeps full chunks only. A prepared
-        data dir is read through memory maps (:class:`PreparedWindows`), not into memory."""
-        from discdiff.datasets.token_files import TokenFiles, is_prepared
-
-        if split not in self._chunks and is_prepared(self.config.corpus):
-            files = TokenFiles(self.config.corpus)
+    def chunks(self, split: str) -> PreparedWindows:
+        """The split's windows of seq_len tokens (cached), read from the prepared token files
+        through memory maps: memory flat in the corpus. Training draws windows at any start
+        (full windows only); evaluation reads consecutive ones, the last padded."""
+        if split not in self._chunks:
             train = split == "train"
             self._chunks[split] = PreparedWindows(
-                files, split, self.config.seq_len, drop_partial=train, random_windows=train
-            )
-        if split not in self._chunks:
-            text = load_corpus(self.config.corpus, split)
-            self._chunks[split] = TextChunks.from_text(
-                text, self.tokenizer, self.config.seq_len, drop_partial=split == "train"
+                self.files(), split, self.config.seq_len, drop_partial=train, random_windows=train
             )
         return self._chunks[split]
+
+    def files(self) -> Any:
+        """The corpus's prepared token files (:class:`TokenFiles`), prepared into the cache
+        if need be; their tokenizer must be this task's (else the corpus changed)."""
+        if self._files is None:
+            files = _prepared(self.config, False)
+            if not _same_tokenizer(files.tokenizer(), self.tokenizer):
+                raise ValueError(
+                    f"the corpus {self.config.corpus!r} now gives another tokenizer than the "
+                    f"run's ({files.path}); it changed since training"
+                )
+            self._files = files
+        return self._files
 
     @staticmethod
     def count_tokens(batch: dict[str, Tensor]) -> int:
@@ -327,18 +327,32 @@ class TextTask(AutoregressiveYardstick, Task):
         max_chunks: int | None = None,
         generator: torch.Generator | None = None,
         limit: int | None = None,
+        max_tokens: int | None = None,
     ) -> TextEval:
         """Negative ELBO (boundary terms on) over the split's chunks, averaged over ``samples``
         Monte-Carlo draws per chunk, as bits per character with its standard error (a causal
-        model: its exact NLL, :meth:`evaluate_ar`)."""
+        model: its exact NLL, :meth:`evaluate_ar`). The split streams from its token file;
+        ``max_chunks`` / ``max_tokens`` score only its start (whole windows)."""
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples={samples!r}: expected an int >= 1")
         limit = max_chunks if max_chunks is not None else limit
+        limit = self.window_limit(limit, max_tokens)
         if getattr(getattr(model, "config", None), "causal", False):
             return self.evaluate_ar(model, split, batch_size=batch_size, max_chunks=limit)
         return self._score(
             model, split, batch_size, limit, samples, exact=False, generator=generator
         )
+
+    def window_limit(self, max_chunks: int | None, max_tokens: int | None) -> int | None:
+        """The windows to score for at most ``max_tokens`` tokens (whole windows), or
+        ``max_chunks``; at most one of the two."""
+        if max_tokens is None:
+            return max_chunks
+        if max_chunks is not None:
+            raise ValueError("give max_chunks or max_tokens, not both")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens={max_tokens!r}: expected None or an int >= 1")
+        return -(-max_tokens // self.config.seq_len)
 
     def _score(
         self,
@@ -361,10 +375,16 @@ class TextTask(AutoregressiveYardstick, Task):
                 0
             )
         nats, seen = self.score(
-            model, split, batch_size=batch_size, limit=max_chunks, samples=samples, fn=fn
+            model,
+            split,
+            batch_size=batch_size,
+            limit=max_chunks,
+            samples=samples,
+            fn=fn,
+            keep=lambda b: (b["mask"].sum(1), b["chars"]),  # counts only: memory bounded
         )
-        tokens = torch.cat([b["mask"].sum(1) for b in seen])
-        chars = torch.cat([b["chars"] for b in seen])
+        tokens = torch.cat([t for t, _ in seen])
+        chars = torch.cat([c for _, c in seen])
         return summarise(nats, tokens, chars, samples, exact)
 
     def batches(self, split: str, batch_size: int, limit: int | None = None) -> Any:
@@ -430,6 +450,23 @@ class TextTask(AutoregressiveYardstick, Task):
         if bool((ids_out >= self.tokenizer.vocab_size).any()):
             raise ValueError("the sampler left masked positions; use more steps")
         return [self.tokenizer.decode(row) for row in ids_out], ids_out, res.num_calls
+
+
+def _prepared(config: TextTaskConfig, progress: bool) -> Any:
+    from discdiff.datasets.token_files import TokenFiles, prepared_cache
+
+    path, _ = prepared_cache(
+        config.corpus, tokenizer=config.tokenizer, vocab_size=config.vocab_size, progress=progress
+    )
+    return TokenFiles(path)
+
+
+def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+    if type(a) is not type(b) or a.vocab_size != b.vocab_size:
+        return False
+    if isinstance(a, CharTokenizer):
+        return a.alphabet == b.alphabet
+    return a._tok.to_str() == b._tok.to_str()
 
 
 # the text-only names of the spine's functions (kept for their callers)

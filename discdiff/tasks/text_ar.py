@@ -53,6 +53,7 @@ class AutoregressiveYardstick:
         *,
         batch_size: int = 32,
         max_chunks: int | None = None,
+        max_tokens: int | None = None,
     ) -> TextEval:
         """Exact teacher-forced NLL of a causal model over the split, as bits per character."""
         bos = self.tokenizer.vocab_size
@@ -60,7 +61,7 @@ class AutoregressiveYardstick:
             model,
             split,
             batch_size,
-            max_chunks,
+            self.window_limit(max_chunks, max_tokens),
             1,
             exact=True,
             fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),

@@ -166,9 +166,11 @@ class PreparedWindows(Dataset):
         n = int(self.data.shape[0])
         self.random = bool(random_windows)
         self.count = n // seq_len if drop_partial else -(-n // seq_len)
-        #: random windows: item i starts at token i (any start); an epoch is n / seq_len windows,
-        #: drawn by the Trainer with replacement (no index list: memory flat in the corpus)
+        #: random windows: item i starts at token i (any start); the Trainer visits an epoch's
+        #: non-overlapping grid of windows ``stride`` apart, shuffled, from a random offset
+        #: (no index list: memory flat in the corpus)
         self.epoch_items = n // seq_len if self.random else None
+        self.stride = seq_len
         if self.random:
             self.count = max(n - seq_len + 1, 0)
         self.total_chars = files.chars(split)
@@ -189,23 +191,54 @@ class PreparedWindows(Dataset):
         chars = torch.tensor(int(self._char_len[chunk].sum()), dtype=torch.long)
         return {"ids": ids, "mask": mask, "chars": chars}
 
+    def rows(self, start: int, stop: int | None = None) -> dict[str, Tensor]:
+        """Windows ``start:stop`` (slice rules, negative from the end) as one batch:
+        ``ids`` (B, L), ``mask`` (B, L), ``chars`` (B,)."""
+        items = [self[i] for i in range(*slice(start, stop).indices(len(self)))]
+        if not items:
+            raise IndexError(f"rows({start}, {stop}) of {len(self)} windows is empty")
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
     def batches(self, batch_size: int, limit: int | None = None) -> Iterable[dict[str, Tensor]]:
         """The windows in order as batches (the first ``limit`` windows only)."""
         n = len(self) if limit is None else min(limit, len(self))
         for start in range(0, n, batch_size):
-            items = [self[i] for i in range(start, min(start + batch_size, n))]
-            yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
+            yield self.rows(start, min(start + batch_size, n))
 
 
 _CHAR_LENGTHS: dict[str, np.ndarray] = {}
 
 
 def _char_lengths(files: Any) -> np.ndarray:
-    """Characters each token id decodes to, (V,) int64 (EOD: 0), cached per data dir."""
+    """Characters each token id stands for, (V,) int64 (EOD: 0), cached per data dir.
+
+    Byte-level BPE: the token's bytes that start a UTF-8 character (not 10xxxxxx), so a
+    character cut across two tokens counts once and window counts add up to the split's."""
     key = str(files.path)
     if key not in _CHAR_LENGTHS:
         tok = files.tokenizer()
-        lengths = np.array([len(tok.decode([i])) for i in range(tok.vocab_size)], dtype=np.int64)
+        if isinstance(tok, CharTokenizer):
+            lengths = np.ones(tok.vocab_size, dtype=np.int64)
+        else:
+            decode = _byte_decoder()
+            lengths = np.zeros(tok.vocab_size, dtype=np.int64)
+            for i in range(tok._tok.get_vocab_size()):
+                piece = tok._tok.id_to_token(i) or ""
+                lengths[i] = sum((decode[c] & 0xC0) != 0x80 for c in piece)
         lengths[files.eod_id] = 0
         _CHAR_LENGTHS[key] = lengths
     return _CHAR_LENGTHS[key]
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in character -> the byte it stands for (GPT-2's map:
+    printable Latin-1 bytes stand for themselves, the other 68 are moved to 256 + n)."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(keep, chars, strict=True)}

@@ -14,11 +14,19 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-__all__ = ["BatchStream", "eval_batches", "is_map_dataset", "batch_len", "round_robin"]
+__all__ = [
+    "BatchStream",
+    "eval_batches",
+    "is_map_dataset",
+    "batch_len",
+    "round_robin",
+    "permute",
+]
 
 
 def is_map_dataset(data: object) -> bool:
@@ -83,9 +91,48 @@ def _loader(
     )
 
 
-def _batch_seed(seed: int, epoch: int, k: int, rank: int) -> int:
-    text = f"{seed}/windows/{epoch}/{k}/{rank}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+def _key(seed: int, *parts: object) -> int:
+    text = "/".join(map(str, (seed, *parts)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def permute(positions: np.ndarray, n: int, key: int) -> np.ndarray:
+    """pi(positions) for a pseudo-random permutation pi of [0, n) chosen by ``key``.
+
+    A 4-round Feistel network on the smallest even number of bits that covers n, walked
+    until it lands inside [0, n) (a bijection of [0, n) because the network is one of a
+    power-of-two domain at most 4n): O(1) memory, any position computed on its own, so an
+    epoch's shuffle never needs an index list.
+    """
+    if n <= 1:
+        return np.zeros_like(np.asarray(positions, dtype=np.int64))
+    half = max(1, ((n - 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [np.uint64(_key(key, "round", r) & _M64) for r in range(4)]
+    with np.errstate(over="ignore"):
+
+        def once(x: np.ndarray) -> np.ndarray:
+            left, right = x >> np.uint64(half), x & mask
+            for k in keys:
+                left, right = right, left ^ (_mix(right ^ k) & mask)
+            return (left << np.uint64(half)) | right
+
+        y = once(np.asarray(positions, dtype=np.uint64))
+        out = y >= np.uint64(n)
+        while out.any():
+            y[out] = once(y[out])
+            out = y >= np.uint64(n)
+    return y.astype(np.int64)
 
 
 class BatchStream:
@@ -155,23 +202,33 @@ class BatchStream:
         yield from round_robin(self.data, self.world, self.rank, start)
 
     def _random_batches(self, epoch: int, start: int) -> Iterator[Any]:
-        """Random-access data (a dataset with ``epoch_items``: e.g. every window start of a
-        token file): batch k of an epoch draws its items uniformly, with replacement, from a
-        generator seeded by (seed, epoch, k, rank), so no index list is ever built (memory
-        flat in the data size) and resuming at batch k costs nothing."""
-        size = self.micro_batch_size
-        count = int(self.data.epoch_items) // (size * self.world)
+        """Random-access windows (a dataset with ``epoch_items`` and ``stride``: every window
+        start of a token file, windows ``stride`` apart do not overlap).
+
+        Epoch e starts its grid at a seeded offset o < stride and visits the windows
+        o, o + stride, ... in the order of a seeded permutation (:func:`permute`); global
+        micro-batch k holds permuted positions [k W m, (k + 1) W m) and rank r takes its m of
+        them. So each token is seen once an epoch, ranks see disjoint windows, W ranks at
+        micro-batch m see what one process sees at W m, and no index list is built (memory
+        flat in the data size; resuming at batch k costs nothing).
+        """
+        size, world = self.micro_batch_size, self.world
+        stride, n = int(self.data.stride), len(self.data)
+        offset = _key(self.seed, "offset", epoch) % min(stride, max(n, 1))
+        items = (n - 1 - offset) // stride + 1 if n > offset else 0
+        count = items // (size * world)
         if count == 0:
             raise ValueError(
-                f"train_data has {self.data.epoch_items} items an epoch, fewer than one global "
-                f"micro-batch of {size * self.world}"
+                f"train_data has {items} windows an epoch, fewer than one global "
+                f"micro-batch of {size * world}"
             )
-        n = len(self.data)
+        key = _key(self.seed, "order", epoch)
 
         def draws() -> Iterator[list[int]]:
             for k in range(start, count):
-                g = torch.Generator().manual_seed(_batch_seed(self.seed, epoch, k, self.rank))
-                yield torch.randint(n, (size,), generator=g).tolist()
+                first = (k * world + self.rank) * size
+                pos = permute(np.arange(first, first + size), items, key)
+                yield (offset + pos * stride).tolist()
 
         yield from _loader(
             self.data, draws(), self.collate_fn, self.num_workers, self.pin_memory, self.seed
