@@ -4,7 +4,9 @@
 
 Makes synthetic corpora (random words, MB = 2^20 bytes of ASCII) of each size, then for the
 char and BPE tokenizers: `discdiff text prepare` (seconds, MB/s, peak RSS), and
-`discdiff text train DATA_DIR` for a few steps (peak RSS, seconds to the first step). Each
+`discdiff text train DATA_DIR` for a few steps (peak RSS, start-up: seconds from launch to the
+first step, and the whole command); then `text train` twice on the raw corpus (the first
+prepares it into the cache, the second reuses it). Each
 command runs in its own process; peak RSS is that process's ru_maxrss. The last column gives
 each figure as a ratio to the smallest corpus's, so the growth is visible.
 """
@@ -12,12 +14,17 @@ each figure as a ratio to the smallest corpus's, so the growth is visible.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 CLI = [sys.executable, "-m", "discdiff.cli.main"]
 WORDS = [
@@ -30,13 +37,16 @@ WORDS = [
 
 
 def make_corpus(path: Path, megabytes: int) -> None:
-    rng = random.Random(0)
+    """``megabytes`` MB of lines of 12 random words (a fixed 5,000-word vocabulary), seed 0."""
+    rng = np.random.default_rng(0)
+    words = np.array(WORDS, dtype=object)
     target = megabytes << 20
     with open(path, "w") as fh:
         written = 0
         while written < target:
-            line = " ".join(rng.choice(WORDS) for _ in range(12)) + "\n"
-            block = line * 1  # keep it simple: one line at a time, buffered by the file
+            rows = words[rng.integers(len(WORDS), size=(20_000, 12))]  # (lines, 12)
+            block = "".join(" ".join(row) + "\n" for row in rows)
+            block = block[: target - written]
             fh.write(block)
             written += len(block)
 
@@ -58,14 +68,22 @@ def measured(cmd: list[str]) -> tuple[float, float, str]:
     return seconds, rss, rest
 
 
+def _startup(run: Path, t0: float) -> float:
+    """Seconds from launching a train command to its trainer starting the first step (the
+    moment the run's config.json is written)."""
+    return (run / "config.json").stat().st_mtime - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100], help="corpus sizes, MB")
-    ap.add_argument("--big", action="store_true", help="add 1024 MB")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=[10, 100, 1024], help="corpus sizes, MB"
+    )
+    ap.add_argument("--big", action="store_true", help="add 5120 MB")
     ap.add_argument("--tokenizers", nargs="+", default=["char", "bpe"])
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
-    sizes = sorted(set(args.sizes + ([1024] if args.big else [])))
+    sizes = sorted(set(args.sizes + ([5120] if args.big else [])))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -107,13 +125,36 @@ def main() -> None:
                     "--threads",
                     "2",
                 ]
+                t0 = time.time()
                 t_s, t_rss, _ = measured(train)
-                rows.append((mb, kind, p_s, mb / p_s, p_rss, t_rss, t_s))
+                up = _startup(folder / f"r{mb}_{kind}", t0)
+                rows.append((mb, kind, p_s, mb / p_s, p_rss, t_rss, t_s, up))
                 print(
-                    f"{mb:>5} MB {kind:<4} prepare {p_s:7.1f} s {mb / p_s:6.1f} MB/s peak {p_rss:7.0f} MB | "
-                    f"train peak {t_rss:6.0f} MB, {args.steps} steps in {t_s:5.1f} s",
+                    f"{mb:>5} MB {kind:<4} prepare {p_s:7.1f} s {mb / p_s:6.1f} MB/s peak "
+                    f"{p_rss:7.0f} MB | train peak {t_rss:6.0f} MB, start-up {up:4.1f} s, "
+                    f"{args.steps} steps in {t_s:5.1f} s",
                     flush=True,
                 )
+                shutil.rmtree(data)
+            # a raw corpus: the first train prepares it into the cache, the second reuses it
+            os.environ["DISCDIFF_CACHE"] = str(folder / "cache")
+            raw = [*CLI, "text", "train", str(corpus), *train[6:]]
+            raw[raw.index("--out") + 1] = str(folder / f"raw{mb}")
+            t0 = time.time()
+            first, _, _ = measured(raw)
+            up1 = _startup(folder / f"raw{mb}", t0)
+            shutil.rmtree(folder / f"raw{mb}")
+            t0 = time.time()
+            second, _, _ = measured(raw)
+            up2 = _startup(folder / f"raw{mb}", t0)
+            print(
+                f"{mb:>5} MB char train on the raw corpus: first start-up {up1:5.1f} s "
+                f"(prepares; command {first:5.1f} s), second start-up {up2:4.1f} s (cache hit; "
+                f"command {second:5.1f} s)",
+                flush=True,
+            )
+            shutil.rmtree(folder / "cache")
+            corpus.unlink()
     print("\nratios to the smallest corpus (same tokenizer):")
     for kind in args.tokenizers:
         mine = [r for r in rows if r[1] == kind]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -93,6 +93,32 @@ def deprecated(new: object, old: object, new_flag: str, old_flag: str) -> object
         return new
     typer.echo(f"warning: {old_flag} is deprecated; use {new_flag}", err=True)
     return old if new is None else new
+
+
+SamplerOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sampler-opt",
+        help="A setting of the chosen sampler as NAME=VALUE (repeatable; VALUE read as JSON, "
+        "else as text), e.g. --sampler-opt strategy=loop --sampler-opt eta=0.02 for remdm.",
+    ),
+]
+
+
+def sampler_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``--sampler-opt NAME=VALUE`` pairs as keyword settings (JSON values where they parse)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"--sampler-opt {pair!r}: expected NAME=VALUE")
+        try:
+            out[name.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[name.strip().replace("-", "_")] = value
+    return out
 
 
 def sampler_help(extra: str = "") -> str:

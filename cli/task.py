@@ -27,6 +27,7 @@ from discdiff.cli._options import (
     Lr,
     Progress,
     Resume,
+    SamplerOpt,
     Seed,
     SkipNonfinite,
     Steps,
@@ -34,6 +35,7 @@ from discdiff.cli._options import (
     Threads,
     Warmup,
     sampler_help,
+    sampler_options,
     set_threads,
 )
 from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
@@ -207,6 +209,7 @@ def sample(
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
     temperature: Temperature = 1.0,
+    sampler_opt: SamplerOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here (.txt lines), not stdout.")
     ] = None,
@@ -228,7 +231,7 @@ def sample(
     if out is not None:
         check_output(out, (".txt",), "--out")
     task, model = runs.load_run(run_dir, device=device)
-    s = make_sampler(sampler, steps=steps, temperature=temperature)
+    s = make_sampler(sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt))
     try:
         s.check_processes(task.processes)
     except TypeError as err:

@@ -31,6 +31,7 @@ from discdiff.cli._options import (
     Precision,
     Progress,
     Resume,
+    SamplerOpt,
     Seed,
     SkipNonfinite,
     Steps,
@@ -41,6 +42,7 @@ from discdiff.cli._options import (
     WeightDecay,
     deprecated,
     sampler_help,
+    sampler_options,
     set_threads,
 )
 from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
@@ -257,6 +259,29 @@ def sample(
     ] = None,
     temperature: Temperature = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,
+    proportion: Annotated[
+        str | None,
+        typer.Option(
+            help="sundae: share of positions updated per step, or START,END annealed linearly "
+            "(default 0.8)."
+        ),
+    ] = None,
+    argmax: Annotated[
+        bool,
+        typer.Option("--argmax", help="sundae: argmax-unrolled decoding (deterministic)."),
+    ] = False,
+    starts: Annotated[
+        int | None,
+        typer.Option(help="sundae --argmax: chains per sample, the model's best-scored kept."),
+    ] = None,
+    early_stop: Annotated[
+        bool | None,
+        typer.Option(
+            "--early-stop/--no-early-stop",
+            help="sundae: stop a sample once a step leaves it unchanged (default on).",
+        ),
+    ] = None,
+    sampler_opt: SamplerOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here, not stdout.")
     ] = None,
@@ -273,7 +298,14 @@ def sample(
 
     if out is not None:
         check_output(out, None, "--out")
-    s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p)
+    options = sampler_options(sampler_opt)
+    if proportion is not None:
+        parts = [float(p) for p in proportion.split(",")]
+        options["proportion"] = parts[0] if len(parts) == 1 else tuple(parts)
+    for name, value in (("argmax", argmax or None), ("starts", starts), ("early_stop", early_stop)):
+        if value is not None:
+            options[name] = value
+    s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p, **options)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
     gen = torch.Generator().manual_seed(seed)
     texts, _, calls = task.sample(

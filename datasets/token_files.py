@@ -21,6 +21,7 @@ place only when complete, so an interrupted prepare never leaves a folder that l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ FORMAT = "discdiff-tokens-1"
 SPLITS = ("train", "val", "test")
 _FRACTIONS = (0.9, 0.05, 0.05)
 _BLOCK = 1 << 22  # characters per block read
+_PIECE = 1 << 12  # characters per piece of a BPE encoding batch (smaller balances the threads)
 
 
 def is_prepared(path: str | os.PathLike[str]) -> bool:
@@ -226,24 +228,67 @@ def prepare_corpus(
     the tokenizer's memory and time stay bounded).
     A finished ``out`` of the same source and settings is reused as it is.
     """
-    from discdiff.tokenizers import BPETokenizer, CharTokenizer
-
     if tokenizer not in ("char", "bpe"):
         raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
     dest = Path(out)
     source = _source_hash(spec)
     settings = {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
     if is_prepared(dest):
-        meta = json.loads((dest / META).read_text())
-        if meta["source"]["sha256"] == source and meta["settings"] == settings:
-            return meta
-        raise ValueError(
-            f"{str(dest)!r} holds another prepared corpus ({meta['source']['spec']!r}); "
-            "choose another --out"
-        )
+        return _reuse(dest, source, settings)
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"--out {str(dest)!r} exists and is not a prepared data dir")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest):  # one preparer per data dir (torchrun ranks, parallel runs)
+        if is_prepared(dest):  # another process finished it while this one waited
+            return _reuse(dest, source, settings)
+        return _prepare_locked(
+            spec, dest, source, settings, tokenizer, vocab_size, block, progress, bpe_sample
+        )
+
+
+def _reuse(dest: Path, source: str, settings: dict[str, Any]) -> dict[str, Any]:
+    meta = json.loads((dest / META).read_text())
+    if meta["source"]["sha256"] == source and meta["settings"] == settings:
+        return meta
+    raise ValueError(
+        f"{str(dest)!r} holds another prepared corpus ({meta['source']['spec']!r}); "
+        "choose another --out"
+    )
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """A blocking ``flock`` on ``.NAME.lock`` beside ``dest`` (released however the holder
+    dies), so concurrent preparers of one data dir take turns: the first prepares, the rest
+    find it finished; leftovers found while holding it are a dead preparer's."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(dest.parent / f".{dest.name}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _prepare_locked(
+    spec: str,
+    dest: Path,
+    source: str,
+    settings: dict[str, Any],
+    tokenizer: str,
+    vocab_size: int,
+    block: int,
+    progress: bool,
+    bpe_sample: int,
+) -> dict[str, Any]:
+    from discdiff.tokenizers import BPETokenizer, CharTokenizer
+
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"--out {str(dest)!r} exists and is not a prepared data dir")
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):  # an interrupted prepare's leftovers
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -343,13 +388,14 @@ def _encode(tok: Any, text: str) -> np.ndarray:
             bad = chr(int(codes[np.argmax(ids < 0)]))
             raise ValueError(f"character {bad!r} is not in the tokenizer's alphabet")
         return ids
-    pieces, start = [], 0  # ~64 KB pieces cut at line ends, encoded in parallel (Rust threads)
+    pieces, start = [], 0  # ~4 KB pieces cut at line ends, encoded in parallel (Rust threads)
     while start < len(text):
-        stop = text.find("\n", start + (1 << 16))
+        stop = text.find("\n", start + _PIECE)
         stop = len(text) if stop < 0 else stop + 1
         pieces.append(text[start:stop])
         start = stop
-    batch = tok._tok.encode_batch(pieces, add_special_tokens=False)
+    # no offsets wanted: the fast batch skips them (about 2x over encode_batch at 4 KB pieces)
+    batch = tok._tok.encode_batch_fast(pieces, add_special_tokens=False)
     return np.concatenate([np.asarray(enc.ids, dtype=np.int64) for enc in batch])
 
 

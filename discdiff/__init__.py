@@ -48,6 +48,7 @@ from discdiff.samplers import (
     CachingSampler,
     ConfidenceSampler,
     FirstHittingSampler,
+    ReMDMSampler,
     Sampler,
     SampleResult,
     SundaeSampler,
@@ -170,4 +171,5 @@ __all__ = [
     "FirstHittingSampler",
     "ConfidenceSampler",
     "SundaeSampler",
+    "ReMDMSampler",
 ]

@@ -82,8 +82,14 @@ class Schedule(ABC):
         )
 
     def rate(self, t: Tensor) -> Tensor:
-        """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64)."""
-        raise TypeError(f"{type(self).__name__} is a discrete-time schedule and has no rate")
+        """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64);
+        alpha' by autograd unless the schedule gives :meth:`alpha_prime` in closed form, so a
+        continuous schedule needs only ``_alpha``. Infinite where alpha(t) = 0."""
+        if self.num_steps is not None:
+            raise TypeError(f"{type(self).__name__} is a discrete-time schedule and has no rate")
+        a = self.alpha(t)
+        da = self.alpha_prime(t)
+        return torch.where(a > 0, -da / a.clamp_min(1e-300), torch.full_like(a, math.inf))
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         """d alpha / dt (float64). Subclasses give a closed form; the default differentiates."""
@@ -99,14 +105,11 @@ class Schedule(ABC):
 
 
 class ContinuousSchedule(Schedule):
-    """Base for schedules defined at every t in [0, 1]."""
+    """Base for schedules defined at every t in [0, 1]: subclass it with ``_alpha(t)`` (float64
+    times in, alpha out, decreasing from 1 at t = 0); ``alpha_prime`` and ``rate`` come by
+    autograd unless overridden with a closed form. Works with every loss and sampler."""
 
     num_steps = None
-
-    def rate(self, t: Tensor) -> Tensor:
-        a = self.alpha(t)
-        da = self.alpha_prime(t)
-        return torch.where(a > 0, -da / a.clamp_min(1e-300), torch.full_like(a, math.inf))
 
 
 class LogLinear(ContinuousSchedule):

@@ -51,6 +51,14 @@ def test_train_resume_sample_eval(corpus, tmp_path, capsys):
     assert out.count("=== sample") == 3
     assert all(block.startswith("the king") for block in out.split("===\n")[1:])
 
+    remdm = ["text", "sample", str(run), "-n", "2", "--sampler", "remdm", "--steps", "8"]
+    assert main([*remdm, "--sampler-opt", "strategy=loop", "--sampler-opt", "eta=0.05"]) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+    assert main([*remdm, "--sampler-opt", "eta"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert main([*remdm, "--sampler-opt", "colour=red"]) == 2
+    assert "no option(s) ['colour']" in capsys.readouterr().err
+
     target = tmp_path / "samples.txt"
     args = ["text", "sample", str(run), "-n", "2", "--sampler", "caching", "--steps", "8"]
     assert main([*args, "--infill", "the [MASK:5] and", "--out", str(target), "--seed", "3"]) == 0
@@ -63,7 +71,7 @@ def test_train_resume_sample_eval(corpus, tmp_path, capsys):
     assert line.startswith("test: ELBO") and "bits/char" in line and "+-" in line
 
 
-def test_uniform_sundae_and_bpe(corpus, tmp_path):
+def test_uniform_sundae_and_bpe(corpus, tmp_path, capsys):
     runner = CliRunner()
     run = tmp_path / "sundae"
     res = runner.invoke(
@@ -89,6 +97,20 @@ def test_uniform_sundae_and_bpe(corpus, tmp_path):
         app, ["text", "sample", str(run), "-n", "2", "--sampler", "sundae", "--steps", "4"]
     )
     assert res.exit_code == 0 and res.stdout.count("=== sample") == 2
+    assert json.loads((run / "task.json").read_text())["time_conditioning"] is None
+    from discdiff.tasks.text import TextTaskConfig
+
+    assert not TextTaskConfig(process="uniform", objective="sundae").time_conditioned  # paper
+    sundae = ["text", "sample", str(run), "-n", "2", "--sampler", "sundae", "--steps", "6"]
+    for extra in (
+        ["--proportion", "0.9,0.3", "--no-early-stop"],
+        ["--argmax", "--starts", "3"],
+        ["--sampler-opt", "proportion=0.5", "--temperature", "0.8"],
+    ):
+        res = runner.invoke(app, [*sundae, *extra])
+        assert res.exit_code == 0 and res.stdout.count("=== sample") == 2, (extra, res.output)
+    assert main([*sundae, "--starts", "3"]) == 2  # starts ranks argmax chains only
+    assert "needs argmax=True" in capsys.readouterr().err
     bpe = tmp_path / "bpe"
     res = runner.invoke(
         app,

@@ -116,3 +116,24 @@ def test_two_gloo_ranks_share_one_prepared_data_dir(tmp_path):
     assert two.train_state["world_size"] == 2
     moved = max((one.model[k] - two.model[k]).abs().max().item() for k in one.model)
     assert moved < 1e-5
+
+
+def test_torchrun_cli_on_a_raw_corpus_prepares_it_once(tmp_path):
+    """`torchrun -m discdiff.cli.main text train RAW`: both ranks ask the cache for the corpus
+    at once; one prepares it (the other waits on its lock) and both train from the same files."""
+    (tmp_path / "c.txt").write_text("the king and the queen went to war\n" * 400)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env["DISCDIFF_CACHE"] = str(tmp_path / "cache")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "discdiff.cli.main", "text", "train", str(tmp_path / "c.txt")]
+    cmd += ["--out", str(tmp_path / "run"), "--steps", "2", "--seq-len", "16", "--layers", "1"]
+    cmd += ["--d-model", "16", "--heads", "2", "--cond-dim", "8", "--batch-size", "4"]
+    cmd += ["--eval-every", "0", "--no-progress", "--threads", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = [p for p in (tmp_path / "cache" / "prepared").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1  # prepared once, no leftovers of a second preparer
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 2 and ckpt.train_state["world_size"] == 2

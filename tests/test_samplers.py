@@ -266,7 +266,10 @@ def _sampler_cases():
             lambda: Absorbing(V, LogLinear()),
         ),
         (SundaeSampler(6), lambda: Uniform(V, LogLinear())),
-        (SundaeSampler(6, proportion=(0.9, 0.3), argmax=True), lambda: Uniform(V, d3pm_cosine(10))),
+        (
+            SundaeSampler(6, proportion=(0.9, 0.3), temperature=0.5),
+            lambda: Uniform(V, d3pm_cosine(10)),
+        ),
     ]
 
 
@@ -517,3 +520,38 @@ def test_runs_on_the_denoiser_device_and_progress_bar(joint, sampler):
 
     res = sampler.sample(Net(), proc, (4, L), generator=gen(21), progress=True)
     assert res.samples.device == next(net.parameters()).device
+
+
+def test_sundae_early_stop_is_an_unchanged_update_and_fires_when_sampling(joint):
+    """A row stops after the first step that leaves it unchanged, and stays frozen; with
+    stochastic proposals at temperature 0.8 this happens (the old proposal == state rule
+    needed every position's draw to agree and so almost never fired)."""
+    proc = Uniform(V, LogLinear())
+    oracle = ExactOracle(joint, proc)
+    sampler = SundaeSampler(200, proportion=0.3, temperature=0.8)
+    res = sampler.sample(oracle, proc, (32, L), generator=gen(21), return_trajectory=True)
+    assert res.num_calls < 200
+    traj = torch.stack(res.trajectory)  # (steps + 1, B, L)
+    for row in range(32):
+        still = (traj[1:, row] == traj[:-1, row]).all(-1)  # (steps,)
+        assert bool(still.any())
+        first = int(still.nonzero()[0])
+        assert bool(still[first:].all())  # frozen from its first unchanged step on
+
+
+def test_sundae_argmax_with_starts_returns_the_best_scored_chain(joint):
+    proc = Uniform(V, LogLinear())
+    oracle = ExactOracle(joint, proc)
+    B, n = 5, 4
+    best = SundaeSampler(30, argmax=True, starts=n).sample(oracle, proc, (B, L), generator=gen(3))
+    chains = SundaeSampler(30, argmax=True).sample(oracle, proc, (B * n, L), generator=gen(3))
+    assert best.num_calls == chains.num_calls + 1  # one more call scores the finals
+    x = chains.samples  # the same uniform starts, in the same order
+    lp = torch.log_softmax(oracle(x, torch.zeros(B * n)), -1)
+    score = lp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(1).reshape(B, n)
+    want = x.reshape(B, n, L)[torch.arange(B), score.argmax(1)]
+    assert torch.equal(best.samples, want)
+    again = SundaeSampler(30, argmax=True, starts=n).sample(oracle, proc, (B, L), generator=gen(3))
+    assert torch.equal(again.samples, best.samples)  # deterministic given the starts
+    with pytest.raises(ValueError, match="argmax"):
+        SundaeSampler(5, starts=2)

@@ -78,3 +78,40 @@ def test_schedule_errors() -> None:
         dd.DiscreteSchedule([0.5, 1.5])
     with pytest.raises(TypeError, match="discrete"):
         dd.absorbing_schedule(4).rate(torch.tensor([0.25]))
+
+
+@pytest.mark.parametrize("base", [dd.schedules.ContinuousSchedule, dd.Schedule])
+@pytest.mark.parametrize("process", ["uniform", "absorbing"])
+def test_a_schedule_with_only_alpha_works_with_every_loss(base, process) -> None:
+    """LogLinear written as _alpha alone (a subclass of Schedule or ContinuousSchedule): its
+    rate comes by autograd, and the continuous ELBO equals the built-in LogLinear's draw for
+    draw (the same generator), on a uniform process too (which needs the rate)."""
+
+    class MyLinear(base):
+        num_steps = None
+
+        def _alpha(self, t: torch.Tensor) -> torch.Tensor:
+            return 1 - t
+
+    t = torch.tensor([0.0, 0.3, 0.999], dtype=torch.float64)
+    torch.testing.assert_close(MyLinear().rate(t), dd.LogLinear().rate(t))
+    K, B, L = 5, 6, 7
+    x0 = torch.randint(K, (B, L), generator=torch.Generator().manual_seed(0))
+    den = dd.nn.TransformerDenoiser(
+        dd.TransformerConfig(
+            num_states=K + (process == "absorbing"), num_classes=K, num_layers=1, d_model=16,
+            num_heads=2, cond_dim=8, max_len=L,
+        )
+    )  # fmt: skip
+    torch.manual_seed(0)
+    for p in den.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    got, want = (
+        dd.continuous_elbo(
+            dd.make_process(process, K, schedule=sched), den, x0,
+            generator=torch.Generator().manual_seed(1),
+        )
+        for sched in (MyLinear(), dd.LogLinear())
+    )  # fmt: skip
+    torch.testing.assert_close(got, want)
+    assert torch.isfinite(got).all()

@@ -6,6 +6,8 @@
 - :class:`FirstHittingSampler`: exact one-token-per-call sampler for absorbing processes.
 - :class:`ConfidenceSampler`: MaskGIT confidence decoding for absorbing processes.
 - :class:`SundaeSampler`: SUNDAE unrolled denoising for uniform processes.
+- :class:`ReMDMSampler`: ancestral sampling of absorbing models with ReMDM remasking
+  (``cap``, ``rescale`` and ``loop`` strategies; eta = 0 is ancestral).
 
 Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`` /
 ``Sampler.from_config()`` round-trip a sampler's settings through JSON.
@@ -21,6 +23,7 @@ from discdiff.samplers.registry import (
     register_sampler,
     sampler_options,
 )
+from discdiff.samplers.remdm import ReMDMSampler
 from discdiff.samplers.sundae import SundaeSampler
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "FirstHittingSampler",
     "ConfidenceSampler",
     "SundaeSampler",
+    "ReMDMSampler",
     "SAMPLERS",
     "register_sampler",
     "make_sampler",

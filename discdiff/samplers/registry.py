@@ -14,6 +14,7 @@ from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.remdm import ReMDMSampler
 from discdiff.samplers.sundae import SundaeSampler
 
 __all__ = ["SAMPLERS", "register_sampler", "make_sampler", "sampler_options", "COMMON_OPTIONS"]
@@ -69,3 +70,4 @@ register_sampler("caching", CachingSampler)
 register_sampler("first-hitting", FirstHittingSampler)
 register_sampler("confidence", ConfidenceSampler)
 register_sampler("sundae", SundaeSampler)
+register_sampler("remdm", ReMDMSampler)

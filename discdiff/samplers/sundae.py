@@ -1,13 +1,19 @@
 """SUNDAE sampling (Savinov et al. 2022, "Step-unrolled denoising autoencoders") for uniform noise.
 
 Start from uniform noise. Each step the denoiser predicts every position; a proposal is drawn
-from the prediction at the sampler's temperature (or taken as its argmax: argmax-unrolled
-decoding), and a random proportion of the positions is replaced by the proposal. The proportion
-is a fixed fraction, or annealed linearly from ``proportion[0]`` to ``proportion[1]``. With
-``early_stop`` a row stops when its proposal equals its current state (a fixed point of the
-update); sampling ends when every row has stopped, saving denoiser calls.
+from the prediction at the sampler's temperature, and a random proportion of the positions is
+replaced by the proposal. The proportion is a fixed fraction, or annealed linearly from
+``proportion[0]`` to ``proportion[1]``. With ``early_stop`` a row stops once a step leaves it
+unchanged (the updated sequence equals the previous one); sampling ends when every row has
+stopped, saving denoiser calls.
+
+Argmax-unrolled decoding (``argmax=True``, the paper's deterministic decoder): every step
+replaces all positions by the prediction's argmax, so the chain is a deterministic map of its
+start; ``starts`` chains from independent uniform starts run per sample, and the one the model
+scores best, sum_i log p(x_i | x) at its final state (one more call), is returned.
+
 The denoiser is given the times of the even grid from 1 towards 0 (one per step), so a model
-trained with a time input sees decreasing noise levels.
+trained with a time input sees decreasing noise levels; a SUNDAE network is told none.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class SundaeSampler(Sampler):
         top_p: float = 1.0,
         argmax: bool = False,
         early_stop: bool = True,
+        starts: int = 1,
         guidance: float = 1.0,
         null_label: int | None = None,
     ) -> None:
@@ -56,6 +63,9 @@ class SundaeSampler(Sampler):
         self.proportion = (float(pair[0]), float(pair[1]))
         self.argmax = bool(argmax)
         self.early_stop = bool(early_stop)
+        self.starts = _check_positive_int(starts, "starts")
+        if self.starts > 1 and not self.argmax:
+            raise ValueError("starts > 1 ranks argmax-unrolled chains: it needs argmax=True")
 
     def check_processes(self, processes: dict[str, Process]) -> None:
         for k, p in processes.items():
@@ -72,6 +82,11 @@ class SundaeSampler(Sampler):
         return a if self.steps == 1 else a + (b - a) * j / (self.steps - 1)
 
     def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
+        if self.starts == 1:
+            return self._chains(run)
+        return self._best_of(run)
+
+    def _chains(self, run: SamplingRun) -> dict[str, Tensor]:
         B, dev, gen = run.batch, run.device, run.generator
         grid = time_grid(run.processes, self.steps)  # (steps + 1,)
         x = run.prior()
@@ -79,24 +94,66 @@ class SundaeSampler(Sampler):
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         for j in run.progress_bar(range(self.steps), total=self.steps):
             logp = run.log_probs(x, run.full_time(grid[j]))
-            proposal = {}
-            for k, lp in logp.items():
-                draw = sample_categorical(lp, gen)  # (B, ...)
-                proposal[k] = lp.argmax(-1) if self.argmax else draw
+            if self.argmax:
+                proposal = {k: lp.argmax(-1) for k, lp in logp.items()}
+            else:
+                proposal = {k: sample_categorical(lp, gen) for k, lp in logp.items()}
             proposal = run.apply_fixed(proposal)
+            rho = 1.0 if self.argmax else self.proportion_at(j)
+            new = {}
             same = torch.ones(B, dtype=torch.bool, device=dev)
             for k in x:
-                same &= (proposal[k] == x[k]).reshape(B, -1).all(1)
-            if self.early_stop:
-                done |= same
-            rho = self.proportion_at(j)
-            new = {}
-            for k in x:
-                update = uniform(x[k].shape, gen, dev) < rho  # (B, ...)
-                update &= ~done.reshape(B, *([1] * (x[k].dim() - 1)))
+                keep = done.reshape(B, *([1] * (x[k].dim() - 1)))
+                if rho < 1.0:
+                    update = (uniform(x[k].shape, gen, dev) < rho) & ~keep  # (B, ...)
+                else:
+                    update = ~keep.expand_as(x[k])
                 new[k] = torch.where(update, proposal[k], x[k])
+                same &= (new[k] == x[k]).reshape(B, -1).all(1)
             x = new
             run.record(x)
-            if self.early_stop and bool(done.all()):
-                break
+            if self.early_stop:
+                done |= same
+                if bool(done.all()):
+                    break
         return x
+
+    def _best_of(self, run: SamplingRun) -> dict[str, Tensor]:
+        """``starts`` argmax chains per sample, the best by the model's own final score."""
+        B, n = run.batch, self.starts
+        wide = SamplingRun(
+            self,
+            run.denoiser,
+            run.processes,
+            {k: (B * n, *shape[1:]) for k, shape in run.shapes.items()},
+            _repeat(run.cond, B, n),
+            {k: (v.repeat_interleave(n, 0), m.repeat_interleave(n, 0)) for k, (v, m) in run.fixed.items()},
+            run.generator,
+            run.device,
+            False,
+            run.progress,
+        )  # fmt: skip
+        wide.single = run.single  # call the denoiser in the caller's form
+        x = self._chains(wide)
+        logp = wide.log_probs(x, wide.full_time(0.0))
+        score = sum(
+            lp.gather(-1, x[k].unsqueeze(-1)).squeeze(-1).reshape(B * n, -1).sum(1)
+            for k, lp in logp.items()
+        )  # (B n,) sum_i log p(x_i | x)
+        best = score.reshape(B, n).argmax(1)  # (B,)
+        rows = torch.arange(B, device=best.device) * n + best
+        run.num_calls += wide.num_calls
+        run.rows_evaluated += wide.rows_evaluated
+        run.first_bad_call = torch.maximum(run.first_bad_call, wide.first_bad_call)
+        out = {k: v[rows] for k, v in x.items()}
+        run.record(out)
+        return out
+
+
+def _repeat(cond: object, batch: int, n: int) -> object:
+    """``cond`` with every batch-sized tensor's rows repeated ``n`` times (dicts recursed)."""
+    if isinstance(cond, Tensor):
+        return cond.repeat_interleave(n, 0) if cond.dim() and cond.shape[0] == batch else cond
+    if isinstance(cond, dict):
+        return {k: _repeat(v, batch, n) for k, v in cond.items()}
+    return cond

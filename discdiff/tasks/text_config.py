@@ -30,7 +30,8 @@ class TextTaskConfig(TaskConfig):
     ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO) or "sundae"
     (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only).
     seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
-    time_conditioning: tell the denoiser t (None: off for absorbing, on for uniform).
+    time_conditioning: tell the denoiser t (None: off for absorbing and for SUNDAE, whose
+    network is told no noise level, as in the paper; on for a uniform ELBO).
     t_min: lower end of the time integral of the ELBO.
     """
 
@@ -85,7 +86,7 @@ class TextTaskConfig(TaskConfig):
     def time_conditioned(self) -> bool:
         """Whether the denoiser sees t (the resolved ``time_conditioning``)."""
         if self.time_conditioning is None:
-            return self.process != "absorbing"
+            return self.process != "absorbing" and self.objective != "sundae"
         return self.time_conditioning
 
 
