@@ -25,7 +25,8 @@ layers, width, ckpt = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 torch.set_num_threads(2)
 K, L, B = 8192, 256, 4
 cfg = TransformerConfig(num_states=K + 1, num_classes=K, num_layers=layers, d_model=width,
-                        num_heads=width // 64, max_len=L, grad_checkpointing=ckpt)
+                        num_heads=width // 64, max_len=L, grad_checkpointing=ckpt,
+                        time_conditioning=False)
 torch.manual_seed(0)
 model = TransformerDenoiser(cfg)
 n = sum(p.numel() for p in model.parameters())

@@ -117,7 +117,13 @@ def train(
         str, typer.Option(help="A registered process with a continuous ELBO: absorbing | uniform.")
     ] = "absorbing",
     steps: Steps = None,
-    objective: Annotated[str, typer.Option(help="elbo | sundae (uniform only)")] = "elbo",
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="elbo | sundae (uniform only) | score_entropy (SEDD: the output read as log "
+            "concrete scores; its loss is an ELBO too)"
+        ),
+    ] = "elbo",
     unroll_steps: Annotated[int, typer.Option(help="SUNDAE unrolled steps.")] = 2,
     schedule: Annotated[str, typer.Option(help="loglinear | cosine")] = "loglinear",
     tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
@@ -364,3 +370,8 @@ def evaluate(
             generator=gen,
         )
     typer.echo(f"{split}: {result.format(per_token=task.config.tokenizer == 'bpe')}")
+    if task.config.objective == "sundae":
+        typer.echo(
+            "note: SUNDAE is not trained on a likelihood bound; this is the ELBO of its denoiser "
+            "read as an x0 predictor (an upper bound on that model's NLL, usually loose)"
+        )

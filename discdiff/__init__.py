@@ -14,6 +14,7 @@ from discdiff.losses import (
     elbo_kernel,
     hybrid_loss,
     masked_ce_kernel,
+    score_entropy_loss,
     sundae_loss,
     vlb_loss,
 )
@@ -48,10 +49,13 @@ from discdiff.samplers import (
     CachingSampler,
     ConfidenceSampler,
     FirstHittingSampler,
+    PlannedSampler,
     ReMDMSampler,
     Sampler,
     SampleResult,
     SundaeSampler,
+    TauLeapingSampler,
+    TweedieSampler,
     make_sampler,
     register_sampler,
 )
@@ -147,6 +151,7 @@ __all__ = [
     "vlb_loss",
     "hybrid_loss",
     "continuous_elbo",
+    "score_entropy_loss",
     "sundae_loss",
     "elbo_kernel",
     "masked_ce_kernel",
@@ -172,4 +177,7 @@ __all__ = [
     "ConfidenceSampler",
     "SundaeSampler",
     "ReMDMSampler",
+    "PlannedSampler",
+    "TauLeapingSampler",
+    "TweedieSampler",
 ]

@@ -172,3 +172,20 @@ def test_existing_run_needs_resume_and_sampler_must_fit(corpus, tmp_path, capsys
     assert "Uniform" in capsys.readouterr().err
     assert main(["text", "sample", str(run), "--sampler", "beam"]) == 2
     assert main(["text", "sample", str(run), "--infill", "[MASK:99]"]) == 2
+
+
+@pytest.mark.parametrize("process", ["absorbing", "uniform"])
+def test_score_entropy_runs_train_eval_and_every_score_sampler(corpus, tmp_path, capsys, process):
+    run = tmp_path / "sedd"
+    args = ["text", "train", str(corpus), "--out", str(run), "--process", process]
+    assert main([*args, "--objective", "score_entropy", "--steps", "2", *TINY, *FAST]) == 0
+    saved = json.loads((run / "task.json").read_text())
+    assert saved["objective"] == "score_entropy"
+    capsys.readouterr()
+    assert main(["text", "eval", str(run), "--max-chunks", "2"]) == 0
+    assert "bits/char" in capsys.readouterr().out
+    for sampler in ("tweedie", "tau-leaping", "ancestral"):
+        assert (
+            main(["text", "sample", str(run), "-n", "2", "--sampler", sampler, "--steps", "6"]) == 0
+        )
+        assert capsys.readouterr().out.count("=== sample") == 2, sampler

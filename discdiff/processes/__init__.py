@@ -12,9 +12,13 @@ from discdiff.processes.registry import (
     process_from_config,
     register_process,
 )
+from discdiff.processes.scores import score_entropy, scores_from_x0, x0_from_scores
 from discdiff.processes.uniform import Uniform
 
 __all__ = [
+    "score_entropy",
+    "scores_from_x0",
+    "x0_from_scores",
     "Process",
     "MixingProcess",
     "Uniform",

@@ -6,6 +6,10 @@
 - :class:`FirstHittingSampler`: exact one-token-per-call sampler for absorbing processes.
 - :class:`ConfidenceSampler`: MaskGIT confidence decoding for absorbing processes.
 - :class:`SundaeSampler`: SUNDAE unrolled denoising for uniform processes.
+- :class:`PlannedSampler`: planned unmasking (confidence, margin, entropy or random order)
+  with P2 self-planning (``eta > 0`` remasks decoded tokens the model doubts).
+- :class:`TauLeapingSampler`, :class:`TweedieSampler`: score models (SEDD) or any mixing-process
+  model (``output="x0"``): Euler tau-leaping of the reverse CTMC, and the Tweedie step.
 - :class:`ReMDMSampler`: ancestral sampling of absorbing models with ReMDM remasking
   (``cap``, ``rescale`` and ``loop`` strategies; eta = 0 is ancestral).
 
@@ -17,6 +21,7 @@ from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SampleResult, time_grid
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.planned import PlannedSampler
 from discdiff.samplers.registry import (
     SAMPLERS,
     make_sampler,
@@ -24,6 +29,7 @@ from discdiff.samplers.registry import (
     sampler_options,
 )
 from discdiff.samplers.remdm import ReMDMSampler
+from discdiff.samplers.scores import ScoresAsX0, TauLeapingSampler, TweedieSampler
 from discdiff.samplers.sundae import SundaeSampler
 
 __all__ = [
@@ -36,6 +42,10 @@ __all__ = [
     "ConfidenceSampler",
     "SundaeSampler",
     "ReMDMSampler",
+    "PlannedSampler",
+    "TauLeapingSampler",
+    "TweedieSampler",
+    "ScoresAsX0",
     "SAMPLERS",
     "register_sampler",
     "make_sampler",

@@ -14,7 +14,9 @@ from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.planned import PlannedSampler
 from discdiff.samplers.remdm import ReMDMSampler
+from discdiff.samplers.scores import TauLeapingSampler, TweedieSampler
 from discdiff.samplers.sundae import SundaeSampler
 
 __all__ = ["SAMPLERS", "register_sampler", "make_sampler", "sampler_options", "COMMON_OPTIONS"]
@@ -71,3 +73,6 @@ register_sampler("first-hitting", FirstHittingSampler)
 register_sampler("confidence", ConfidenceSampler)
 register_sampler("sundae", SundaeSampler)
 register_sampler("remdm", ReMDMSampler)
+register_sampler("planned", PlannedSampler)
+register_sampler("tau-leaping", TauLeapingSampler)
+register_sampler("tweedie", TweedieSampler)

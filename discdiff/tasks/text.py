@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from discdiff.losses import continuous_elbo, sundae_loss
+from discdiff.losses import continuous_elbo, score_entropy_loss, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
@@ -128,6 +128,14 @@ class TextTask(AutoregressiveYardstick, Task):
         K = tokenizer.vocab_size
         self.process: Process = make_process(config.process, K, schedule=config.schedule)
         self.processes = {"tokens": self.process}
+        if config.objective == "score_entropy":
+            from discdiff.processes.scores import has_scores
+
+            if not has_scores(self.process):
+                raise ValueError(
+                    f"objective='score_entropy' needs a mixing process (uniform, absorbing, "
+                    f"marginal), got process={config.process!r}"
+                )
         self._chunks: dict[str, PreparedWindows] = {}
         self._files: Any = None
 
@@ -276,7 +284,8 @@ class TextTask(AutoregressiveYardstick, Task):
                 cond=cond,
                 generator=generator,
             )
-        return continuous_elbo(
+        bound = score_entropy_loss if self.config.objective == "score_entropy" else continuous_elbo
+        return bound(
             self.process,
             den,
             ids,
@@ -304,9 +313,12 @@ class TextTask(AutoregressiveYardstick, Task):
     def elbo_fn(
         self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
     ) -> Tensor:
-        """Negative ELBO with boundary terms (a true bound), (B,) nats, whatever the objective."""
+        """Negative ELBO with boundary terms (a true bound), (B,) nats: the score-entropy bound
+        of a score model, the continuous ELBO of the denoiser read as an x_0 predictor
+        otherwise (for SUNDAE: a bound, though not the objective it was trained on)."""
         ids, mask = batch["ids"], batch["mask"]
-        return continuous_elbo(
+        bound = score_entropy_loss if self.config.objective == "score_entropy" else continuous_elbo
+        return bound(
             self.process,
             self.denoiser(model),
             ids,
@@ -436,8 +448,13 @@ class TextTask(AutoregressiveYardstick, Task):
         was = model.training
         model.eval()
         try:
+            den: Any = self.denoiser(model)
+            if self.config.objective == "score_entropy":  # every sampler reads x_0 logits
+                from discdiff.samplers.scores import ScoresAsX0
+
+                den = ScoresAsX0(den, self.process)
             res = sampler.sample(
-                self.denoiser(model),
+                den,
                 self.process,
                 (n, L),
                 fixed=fixed,

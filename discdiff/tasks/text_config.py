@@ -11,7 +11,7 @@ from discdiff.tasks.base import TaskConfig, continuous_schedules, process_proble
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
-OBJECTIVES = ("elbo", "sundae")
+OBJECTIVES = ("elbo", "sundae", "score_entropy")
 TOKENIZERS = ("char", "bpe")
 
 
@@ -27,11 +27,14 @@ class TextTaskConfig(TaskConfig):
 
     corpus: see :func:`load_corpus`. process: a registered process with a continuous-time ELBO
     ("absorbing", "uniform", or a plug-in's). schedule: a registered continuous schedule
-    ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO) or "sundae"
-    (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only).
+    ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO), "sundae"
+    (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only) or
+    "score_entropy" (SEDD: the output read as log concrete scores, trained on the
+    diffusion-weighted score entropy, itself an ELBO; mixing processes).
     seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
-    time_conditioning: tell the denoiser t (None: off for absorbing and for SUNDAE, whose
-    network is told no noise level, as in the paper; on for a uniform ELBO).
+    time_conditioning: tell the denoiser t (None: off for an absorbing ELBO and for SUNDAE,
+    whose network is told no noise level, as in the paper; on for a uniform ELBO and for
+    score entropy, whose scores depend on t).
     t_min: lower end of the time integral of the ELBO.
     """
 
@@ -86,6 +89,8 @@ class TextTaskConfig(TaskConfig):
     def time_conditioned(self) -> bool:
         """Whether the denoiser sees t (the resolved ``time_conditioning``)."""
         if self.time_conditioning is None:
+            if self.objective == "score_entropy":
+                return True  # scores depend on t, even for a masking process
             return self.process != "absorbing" and self.objective != "sundae"
         return self.time_conditioning
 
