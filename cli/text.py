@@ -121,11 +121,18 @@ def train(
         str,
         typer.Option(
             help="elbo | sundae (uniform only) | score_entropy (SEDD: the output read as log "
-            "concrete scores; its loss is an ELBO too)"
+            "concrete scores; its loss is an ELBO too) | dfm (discrete flow matching's "
+            "generalized KL; with --schedule kappa-poly or kappa-cosine)"
         ),
     ] = "elbo",
     unroll_steps: Annotated[int, typer.Option(help="SUNDAE unrolled steps.")] = 2,
-    schedule: Annotated[str, typer.Option(help="loglinear | cosine")] = "loglinear",
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="A registered continuous schedule: loglinear | cosine | kappa-poly | "
+            "kappa-cosine | a plug-in's."
+        ),
+    ] = "loglinear",
     tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
     seq_len: Annotated[int, typer.Option(help="Tokens per training chunk.")] = 256,
@@ -133,10 +140,27 @@ def train(
         bool | None,
         typer.Option(
             "--time-conditioning/--no-time-conditioning",
-            help="Give the denoiser t (default: off for absorbing, on for uniform).",
+            help="Give the denoiser t (default: off for absorbing and SUNDAE, on for uniform "
+            "and score entropy).",
             show_default=False,
         ),
     ] = None,
+    autoregressive: Annotated[
+        bool,
+        typer.Option(
+            "--autoregressive",
+            help="Train the autoregressive yardstick instead (the same transformer, causal; "
+            "exact NLL): the judge of `text sample --judge`.",
+        ),
+    ] = False,
+    self_conditioning: Annotated[
+        bool,
+        typer.Option(
+            "--self-conditioning",
+            help="The denoiser also sees its previous x0 estimate (trained with it half the "
+            "time; used in eval and by every sampler).",
+        ),
+    ] = False,
     layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 6,
     d_model: Annotated[int, typer.Option(help="Model width.")] = 384,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 6,
@@ -196,6 +220,7 @@ def train(
             tokenizer=tokenizer,
             vocab_size=vocab_size,
             time_conditioning=time_conditioning,
+            self_conditioning=self_conditioning,
         )
         from discdiff.datasets.token_files import prepared_cache
 
@@ -206,7 +231,7 @@ def train(
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
         task = TextTask.create(config)  # from the prepared files (the run names the corpus)
         torch.manual_seed(seed)
-        model = task.new_model(
+        sizes = dict(
             num_layers=layers,
             d_model=d_model,
             num_heads=heads,
@@ -214,6 +239,11 @@ def train(
             cond_dim=cond_dim,
             dropout=dropout,
         )
+        if autoregressive:
+            ar = task.ar_model_config(**sizes)
+            model = task.build_model({"type": "transformer", "config": ar.to_dict()})
+        else:
+            model = task.new_model(**sizes)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     total = steps if steps is not None else (saved_train or TRAIN_DEFAULTS)["steps"]
@@ -224,12 +254,14 @@ def train(
         "compile": compile or None,
     }
     train_config = resolve_train_config(given, defaults, saved_train)
+    causal = getattr(getattr(model, "config", None), "causal", False)
     metrics = runs.train(
         task,
         model,
         train_config,
         out,
         resume=resume,
+        loss_fn=task.ar_loss_fn if causal else None,
         device=device,
         progress=progress,
         tensorboard=True,
@@ -253,8 +285,20 @@ def sample(
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 256,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     length: Annotated[
-        int | None, typer.Option(help="Tokens per sample (default: seq_len).")
+        int | None,
+        typer.Option(
+            help="Tokens per sample (default: seq_len); longer is generated block by block "
+            "(semi-autoregressive)."
+        ),
     ] = None,
+    block: Annotated[
+        int | None,
+        typer.Option(help="New tokens per window past the first (default: seq_len // 2)."),
+    ] = None,
+    stop_at_eod: Annotated[
+        bool,
+        typer.Option("--stop-at-eod", help="End each sample at its first end-of-document token."),
+    ] = False,
     prefix: Annotated[str | None, typer.Option(help="Text every sample starts with.")] = None,
     infill: Annotated[
         str | None,
@@ -288,6 +332,13 @@ def sample(
         ),
     ] = None,
     sampler_opt: SamplerOpt = None,
+    judge: Annotated[
+        Path | None,
+        typer.Option(
+            help="An autoregressive run (`text train --autoregressive`) of the same tokenizer: "
+            "print the samples' generative perplexity under it and their unigram entropy."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here, not stdout.")
     ] = None,
@@ -313,10 +364,39 @@ def sample(
             options[name] = value
     s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p, **options)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    judge_run = None
+    if judge is not None:
+        judge_run = load_text_run(judge, device=device)
+        from discdiff.tasks.text import _same_tokenizer
+
+        if not _same_tokenizer(judge_run[0].tokenizer, task.tokenizer):
+            raise ValueError(f"--judge {judge}: its tokenizer is not the sampled run's")
+        if not getattr(judge_run[1].config, "causal", False):
+            raise ValueError(f"--judge {judge} is not an autoregressive run (--autoregressive)")
     gen = torch.Generator().manual_seed(seed)
-    texts, _, calls = task.sample(
-        model, n, s, length=length, prefix=prefix, infill=infill, generator=gen
-    )
+    if getattr(getattr(model, "config", None), "causal", False):
+        if infill is not None:
+            raise ValueError("an autoregressive run samples left to right: no --infill")
+        ids = task.sample_ar(
+            model, n, length or task.config.seq_len, temperature=temperature, top_p=top_p,
+            prefix=task.tokenizer.encode(prefix) if prefix else None, generator=gen,
+        )  # fmt: skip
+        texts, calls = [task.tokenizer.decode(row) for row in ids], ids.shape[1]
+        sampler = "autoregressive"
+    else:
+        texts, ids, calls = task.sample(
+            model, n, s, length=length, prefix=prefix, infill=infill, generator=gen,
+            block=block, stop_at_eod=stop_at_eod,
+        )  # fmt: skip
+    if judge_run is not None:
+        from discdiff.tasks.text_metrics import unigram_entropy
+
+        ppl, count = judge_run[0].generative_perplexity(judge_run[1], ids)
+        typer.echo(
+            f"generative perplexity under {judge}: {ppl:.3f} ({count} tokens); unigram "
+            f"entropy {unigram_entropy(ids.tolist()):.3f} nats",
+            err=True,
+        )
     body = _write_samples(texts)
     if out is not None:
         from discdiff.files import write_text_atomic
@@ -339,6 +419,14 @@ def evaluate(
         int | None,
         typer.Option(help="Score only the first N tokens (whole chunks; streams from disk)."),
     ] = None,
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            help="Score this corpus instead (a text file, folder or built-in name), encoded "
+            "with the run's tokenizer: out-of-domain bits per character.",
+        ),
+    ] = None,
     ema: UseEma = None,
     device: Device = "auto",
     threads: Threads = 0,
@@ -353,6 +441,8 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test'")
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    if file is not None:
+        split = task.outside_split(str(file))
     if getattr(getattr(model, "config", None), "causal", False):
         result = task.evaluate_ar(
             model, split, batch_size=batch_size, max_chunks=max_chunks, max_tokens=max_tokens
@@ -369,7 +459,8 @@ def evaluate(
             max_tokens=max_tokens,
             generator=gen,
         )
-    typer.echo(f"{split}: {result.format(per_token=task.config.tokenizer == 'bpe')}")
+    shown = split if file is None else str(file)
+    typer.echo(f"{shown}: {result.format(per_token=task.config.tokenizer == 'bpe')}")
     if task.config.objective == "sundae":
         typer.echo(
             "note: SUNDAE is not trained on a likelihood bound; this is the ELBO of its denoiser "

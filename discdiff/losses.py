@@ -8,6 +8,13 @@
   bound sum_{y != z} [r_p - r_q + r_q log(r_q / r_p)] between the true and the model's reverse
   jump rates (the uniform-state ELBO of UDLM), in closed form in O(K) per position.
 - :func:`sundae_loss`: SUNDAE's unrolled denoising cross-entropy (not an ELBO).
+- :func:`score_entropy_loss`: SEDD's denoising score entropy (an ELBO of a score model).
+- :func:`dfm_loss`: discrete flow matching's generalized KL on a mixture path.
+
+Scale: every loss is the SUM over an example's positions (nats per example, not per token),
+so its size grows with the sequence length; the Trainer averages over examples and divides
+by nothing else, and clips the global gradient norm at ``TrainConfig.grad_clip`` = 1.0 by
+default. Divide by the token count (:func:`bits_per_token`) to compare across lengths.
 
 Every loss takes ``(process, denoiser, x0, mask=None, ...)``: one process and a tensor for one
 field, or dicts of field name -> process / tensor for several fields (added with ``weights``).
@@ -39,6 +46,7 @@ __all__ = [
     "elbo_kernel",
     "masked_ce_kernel",
     "score_entropy_loss",
+    "dfm_loss",
     "sample_times",
     "corrupt",
     "kl_categorical",
@@ -330,6 +338,77 @@ def score_entropy_loss(
     )  # fmt: skip
 
 
+DFM_LOSSES = ("generalized_kl", "cross_entropy")
+
+
+def dfm_loss(
+    process: Process | Mapping[str, Process],
+    denoiser: Denoiser,
+    x1: Fields,
+    mask: Fields | None = None,
+    *,
+    kind: str = "generalized_kl",
+    cond: Any = None,
+    weights: Mapping[str, float] | None = None,
+    t_min: float = 1e-3,
+    stratified: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Discrete flow matching's training loss on a mixture path (Gat et al. 2024), (B,) nats.
+
+    The path p_tau(x | x1) = kappa_tau [x = x1] + (1 - kappa_tau) p_source(x) is a mixing
+    process: its limit is the source (Absorbing: the mask, Uniform, Marginal: any prior) and
+    alpha(t) = kappa(1 - t) its schedule (:class:`~discdiff.schedules.PolynomialKappa`, ...).
+    ``kind="generalized_kl"``: per position
+    kappa' / (1 - kappa) [[x_t = x1] - p(x_t) - [x_t != x1] log p(x1)], with p the denoiser's
+    x1 prediction, whose mass on a decoded token of a mask path is carried over to it (the
+    logits processing the peers apply); on a mask path this is the masked ELBO example by
+    example. ``"cross_entropy"``: -log p(x1) at every scored position (not a bound). Time is
+    sampled as in :func:`continuous_elbo` (diffusion time t = 1 - tau in [t_min, 1]).
+    """
+    if kind not in DFM_LOSSES:
+        raise ValueError(f"kind must be one of {DFM_LOSSES}, got {kind!r}")
+    from discdiff.processes.scores import has_scores
+
+    procs, x0d, single = as_field_dict(process, x1)
+    for name, proc in procs.items():
+        if not has_scores(proc):
+            field = "" if single else f" (field {name!r})"
+            raise TypeError(
+                f"dfm_loss needs a mixture path: a mixing process (absorbing, uniform, marginal) "
+                f"on a continuous schedule{field}, got {proc!r}"
+            )
+    integrand = _dfm_generalized_kl if kind == "generalized_kl" else _dfm_cross_entropy
+    return _continuous_bound(
+        procs, denoiser, x0d, mask, single, cond, weights, t_min, False, stratified,
+        generator, integrand, None,
+    )  # fmt: skip
+
+
+def _dfm_generalized_kl(
+    proc: Process, x_t: Tensor, x1: Tensor, logits: Tensor, t: Tensor
+) -> Tensor:
+    from discdiff.processes.base import expand_time
+
+    a = proc.schedule.alpha(t)
+    coef = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
+    logp = torch.log_softmax(logits.float(), -1)
+    K = logits.shape[-1]
+    mask_id = getattr(proc, "mask_id", None)
+    same = x_t == x1.long()
+    lp_x1 = logp.gather(-1, x1.long().unsqueeze(-1)).squeeze(-1)
+    p_xt = logp.gather(-1, x_t.long().clamp_max(K - 1).unsqueeze(-1)).squeeze(-1).exp()
+    p_xt = torch.where(x_t < K, p_xt, torch.zeros_like(p_xt))  # no mass on the mask state
+    if mask_id is not None:  # carry-over: a decoded token of a mask path is known
+        p_xt = torch.where(x_t != mask_id, torch.ones_like(p_xt), p_xt)
+    per = same.float() - p_xt - torch.where(same, torch.zeros_like(lp_x1), lp_x1)
+    return coef * per
+
+
+def _dfm_cross_entropy(proc: Process, x_t: Tensor, x1: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+    return _x0_nll(logits, x1)
+
+
 def _continuous_bound(
     procs: dict[str, Process],
     denoiser: Denoiser,
@@ -404,7 +483,16 @@ def sundae_loss(
     """
     if not isinstance(unroll_steps, int) or unroll_steps < 1:
         raise ValueError(f"unroll_steps must be a positive integer, got {unroll_steps!r}")
+    from discdiff.samplers.sundae import has_uniform_noise
+
     procs, x0d, single = as_field_dict(process, x0)
+    for name, proc in procs.items():  # the same check as SundaeSampler's
+        if not has_uniform_noise(proc):
+            field = "" if single else f" (field {name!r})"
+            raise TypeError(
+                f"sundae_loss needs a Uniform process (uniform noise, no mask state), "
+                f"got {type(proc).__name__}{field}"
+            )
     masks = as_mask_dict(mask, x0d, single)
     w = _weights(weights, list(procs))
     B, dev = _batch_size(x0d)

@@ -29,6 +29,8 @@ __all__ = [
     "DiscreteSchedule",
     "LogLinear",
     "CosineAlpha",
+    "PolynomialKappa",
+    "CosineKappa",
     "d3pm_cosine",
     "d3pm_linear",
     "absorbing_schedule",
@@ -148,6 +150,44 @@ class CosineAlpha(ContinuousSchedule):
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
         return -(1.0 - self.alpha_min) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
+
+
+class PolynomialKappa(ContinuousSchedule):
+    """Discrete flow matching's kappa_tau = tau^n (Gat et al. 2024) as a schedule: flow time
+    tau = 1 - t runs from the source (tau = 0) to the data (tau = 1), and alpha(t) =
+    kappa(1 - t) = (1 - t)^n. n = 1 is the linear path (the same as :class:`LogLinear`)."""
+
+    def __init__(self, exponent: float = 1.0) -> None:
+        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent <= 0:
+            raise ValueError(f"exponent must be a number > 0, got {exponent!r}")
+        self.exponent = float(exponent)
+
+    def kappa(self, tau: Tensor) -> Tensor:
+        """kappa at flow times tau in [0, 1] (float64)."""
+        return self._alpha(1.0 - _check_time(tau))
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return (1.0 - t) ** self.exponent
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        t = _check_time(t)
+        return -self.exponent * (1.0 - t) ** (self.exponent - 1.0)
+
+
+class CosineKappa(ContinuousSchedule):
+    """Discrete flow matching's kappa_tau = sin^2(pi tau / 2) as a schedule, alpha(t) =
+    kappa(1 - t) = cos^2(pi t / 2): slow at both ends of the path."""
+
+    def kappa(self, tau: Tensor) -> Tensor:
+        """kappa at flow times tau in [0, 1] (float64)."""
+        return self._alpha(1.0 - _check_time(tau))
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return torch.sin(0.5 * math.pi * (1.0 - t)) ** 2  # exactly 0 at t = 1, 1 at t = 0
+
+    def alpha_prime(self, t: Tensor) -> Tensor:
+        t = _check_time(t)
+        return -0.5 * math.pi * torch.sin(math.pi * t)
 
 
 class DiscreteSchedule(Schedule):
@@ -305,3 +345,5 @@ register_schedule("cosine", CosineAlpha)
 register_schedule("d3pm-cosine", d3pm_cosine)
 register_schedule("d3pm-linear", d3pm_linear)
 register_schedule("d3pm-absorbing", absorbing_schedule)
+register_schedule("kappa-poly", PolynomialKappa)
+register_schedule("kappa-cosine", CosineKappa)

@@ -189,3 +189,79 @@ def test_score_entropy_runs_train_eval_and_every_score_sampler(corpus, tmp_path,
             main(["text", "sample", str(run), "-n", "2", "--sampler", sampler, "--steps", "6"]) == 0
         )
         assert capsys.readouterr().out.count("=== sample") == 2, sampler
+
+
+def test_dfm_objective_trains_and_samples_with_the_euler_solver(corpus, tmp_path, capsys):
+    run = tmp_path / "dfm"
+    args = ["text", "train", str(corpus), "--out", str(run), "--objective", "dfm"]
+    assert main([*args, "--schedule", "kappa-cosine", "--steps", "2", *TINY, *FAST]) == 0
+    assert json.loads((run / "task.json").read_text())["schedule"] == "kappa-cosine"
+    capsys.readouterr()
+    sample = ["text", "sample", str(run), "-n", "2", "--sampler", "dfm-euler", "--steps", "6"]
+    assert main([*sample, "--sampler-opt", "div_free=1.0"]) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+
+
+def test_self_conditioning_trains_evaluates_and_samples(corpus, tmp_path, capsys):
+    run = tmp_path / "sc"
+    args = ["text", "train", str(corpus), "--out", str(run), "--self-conditioning"]
+    assert main([*args, "--steps", "2", *TINY, *FAST]) == 0
+    assert json.loads((run / "task.json").read_text())["self_conditioning"] is True
+    capsys.readouterr()
+    assert main(["text", "eval", str(run), "--max-chunks", "2"]) == 0
+    assert "bits/char" in capsys.readouterr().out
+    for sampler in ("ancestral", "first-hitting", "remdm"):
+        assert (
+            main(["text", "sample", str(run), "-n", "2", "--sampler", sampler, "--steps", "6"]) == 0
+        )
+        assert capsys.readouterr().out.count("=== sample") == 2, sampler
+    assert main(["text", "sample", str(run), "--sampler", "caching", "--steps", "6"]) == 2
+    assert "keeps state" in capsys.readouterr().err
+
+
+def test_semi_autoregressive_samples_past_the_context_and_stop_at_eod(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "2", *TINY, *FAST]) == 0
+    )
+    capsys.readouterr()
+    args = ["text", "sample", str(run), "-n", "2", "--steps", "8", "--length", "60"]
+    assert main([*args, "--block", "10", "--prefix", "the king"]) == 0
+    blocks = capsys.readouterr().out.split("=== sample")[1:]
+    assert len(blocks) == 2 and all(b.split("\n", 1)[1].startswith("the king") for b in blocks)
+    assert all(len(b.split("\n", 1)[1].rstrip("\n")) == 60 for b in blocks)  # chars = tokens
+    assert main([*args, "--stop-at-eod", "--sampler", "first-hitting"]) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+    assert main([*args, "--infill", "the [MASK:5] and"]) == 2
+    assert "one window" in capsys.readouterr().err
+
+
+def test_autoregressive_judge_eval_file_and_generative_perplexity(corpus, tmp_path, capsys):
+    ar = tmp_path / "ar"
+    args = ["text", "train", str(corpus), "--out", str(ar), "--autoregressive"]
+    assert main([*args, "--steps", "3", *TINY, *FAST]) == 0
+    capsys.readouterr()
+    assert main(["text", "eval", str(ar)]) == 0
+    assert capsys.readouterr().out.startswith("test: NLL: ")  # exact, not an ELBO
+    assert main(["text", "sample", str(ar), "-n", "2", "--length", "10", "--prefix", "the"]) == 0
+    out = capsys.readouterr().out
+    texts = [b.split("\n", 1)[1] for b in out.split("=== sample")[1:]]
+    assert len(texts) == 2 and all(t.startswith("the") for t in texts)
+    run = tmp_path / "mdm"
+    assert (
+        main(["text", "train", str(corpus), "--out", str(run), "--steps", "2", *TINY, *FAST]) == 0
+    )
+    capsys.readouterr()
+    assert main(["text", "sample", str(run), "-n", "3", "--steps", "8", "--judge", str(ar)]) == 0
+    err = capsys.readouterr().err
+    assert "generative perplexity under" in err and "unigram entropy" in err
+    assert main(["text", "sample", str(run), "-n", "2", "--judge", str(run)]) == 2  # not causal
+    assert "not an autoregressive run" in capsys.readouterr().err
+    other = tmp_path / "other.txt"
+    other.write_text("the queen and the king went to war in spring\n" * 20)
+    assert main(["text", "eval", str(run), "--file", str(other)]) == 0
+    assert capsys.readouterr().out.startswith(f"{other}: ")
+    strange = tmp_path / "strange.txt"
+    strange.write_text("zebra quartz!" * 10)
+    assert main(["text", "eval", str(run), "--file", str(strange)]) == 2
+    assert "does not know" in capsys.readouterr().err

@@ -353,3 +353,16 @@ def test_rate_kl_matches_definition_even_for_confident_wrong_models(gap: float, 
     want = _rate_kl_brute(proc, z, x0, logits, t)
     assert math.isfinite(got)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_sundae_loss_and_sampler_accept_and_refuse_the_same_processes() -> None:
+    x0 = torch.randint(V, (2, L))
+    den = lambda x, t: torch.zeros(2, L, V)  # noqa: E731
+    for proc in (dd.Absorbing(V, dd.LogLinear()), dd.Marginal([0.2, 0.3, 0.5], dd.LogLinear())):
+        with pytest.raises(TypeError, match="Uniform"):
+            sundae_loss(proc, den, x0)
+        with pytest.raises(TypeError, match="Uniform"):
+            dd.SundaeSampler(3).sample(den, proc, (2, L))
+    uni = dd.Uniform(V, dd.LogLinear())
+    assert sundae_loss(uni, den, x0).shape == (2,)
+    assert dd.SundaeSampler(3).sample(den, uni, (2, L)).samples.shape == (2, L)

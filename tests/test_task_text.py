@@ -352,3 +352,23 @@ def test_benchmark_and_example_run_on_a_tiny_budget(corpus, tmp_path, capsys):
     assert example([*args, "--out", str(tmp_path / "ex")]) == 0
     out = capsys.readouterr().out
     assert "3-gram bits/char" in out and "sundae" in out and "test text" in out
+
+
+def test_generative_perplexity_and_unigram_entropy_exactly(corpus):
+    from discdiff.tasks.text_metrics import unigram_entropy
+
+    task = new_task(corpus)
+    judge = new_model(task, ar=True)  # zero head: uniform over K, so perplexity K exactly
+    ids = torch.randint(
+        task.tokenizer.vocab_size, (3, 50), generator=torch.Generator().manual_seed(0)
+    )
+    ppl, count = task.generative_perplexity(judge, ids)
+    assert count == 150 and ppl == pytest.approx(task.tokenizer.vocab_size, rel=1e-5)
+    assert unigram_entropy([[1, 1, 1, 1]]) == 0.0
+    assert unigram_entropy([[0, 1, 2, 3], [5, 5, 6, 6]]) == pytest.approx(
+        (math.log(4) + math.log(2)) / 2
+    )
+    with pytest.raises(ValueError, match="causal"):
+        task.generative_perplexity(new_model(task), ids)
+    samples = task.sample_ar(judge, 2, 12, prefix=task.tokenizer.encode("the"))
+    assert samples.shape == (2, 12) and task.tokenizer.decode(samples[0]).startswith("the")

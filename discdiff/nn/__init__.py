@@ -25,10 +25,12 @@ from discdiff.nn.graph_transformer import (
     dense_bonds,
     triu_bonds,
 )
+from discdiff.nn.self_conditioning import SelfConditioned
 from discdiff.nn.transformer import TransformerConfig, TransformerDenoiser, flops_per_token
 from discdiff.registry import Registry, import_object, import_path
 
 __all__ = [
+    "SelfConditioned",
     "TransformerConfig",
     "TransformerDenoiser",
     "GraphTransformerConfig",

@@ -62,6 +62,9 @@ class TransformerConfig:
     time_conditioning: feed t through adaLN. MDLM shows absorbing models need no time input
     (the mask count carries it); without it the output depends on x_t alone, which makes the
     caching sampler exact.
+    self_conditioning: the model also takes its previous x_0 estimate, ``cond["self_cond"]``
+    (B, L, num_classes) probabilities (zeros: none), added to the token embeddings through a
+    zero-initialised linear map (Chen et al. 2022); see :class:`discdiff.nn.SelfConditioned`.
     grad_checkpointing: in training, keep only each block's input and recompute its
     activations in the backward pass (``torch.utils.checkpoint``): activation memory falls
     from about num_layers blocks' worth to one, for about a third more compute. Same
@@ -85,6 +88,7 @@ class TransformerConfig:
     rope_base: float = 10000.0
     patch: int = 1
     grad_checkpointing: bool = False
+    self_conditioning: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -123,6 +127,10 @@ class TransformerConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if not isinstance(self.num_labels, int) or self.num_labels < 0:
             raise ValueError(f"num_labels must be an int >= 0, got {self.num_labels!r}")
+        if not isinstance(self.self_conditioning, bool):
+            raise ValueError(f"self_conditioning must be a bool, got {self.self_conditioning!r}")
+        if self.self_conditioning and self.patch > 1:
+            raise ValueError("self_conditioning works on per-token inputs: it needs patch = 1")
         if not isinstance(self.grad_checkpointing, bool):
             raise ValueError(f"grad_checkpointing must be a bool, got {self.grad_checkpointing!r}")
         if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 1:
@@ -253,6 +261,9 @@ class TransformerDenoiser(nn.Module):
         #: whether the output depends on t (samplers that reuse outputs check this)
         self.time_conditioned = timed
         self.label = LabelEmbedder(cfg.num_labels, cfg.cond_dim) if cfg.num_labels else None
+        self.self_cond = (
+            nn.Linear(cfg.num_classes, cfg.d_model, bias=False) if cfg.self_conditioning else None
+        )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm_out = nn.LayerNorm(cfg.d_model, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(cfg.cond_dim, 2 * cfg.d_model))
@@ -275,9 +286,12 @@ class TransformerDenoiser(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
+        if self.self_cond is not None:
+            nn.init.zeros_(self.self_cond.weight)  # starts as the model without it
         for blk in self.blocks:
             nn.init.zeros_(blk.ada[1].weight)
             nn.init.zeros_(blk.ada[1].bias)
@@ -328,13 +342,16 @@ class TransformerDenoiser(nn.Module):
         if cond is not None:
             if not isinstance(cond, dict):
                 raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
-            unknown = set(cond) - {"padding_mask", "label"}
+            unknown = set(cond) - {"padding_mask", "label", "self_cond"}
             if unknown:
                 raise ValueError(
-                    f"unknown cond keys {sorted(unknown)}; expected padding_mask, label"
+                    f"unknown cond keys {sorted(unknown)}; expected padding_mask, label, self_cond"
                 )
             padding_mask = padding_mask if padding_mask is not None else cond.get("padding_mask")
             label = label if label is not None else cond.get("label")
+        self_cond = cond.get("self_cond") if cond is not None else None
+        if self_cond is not None and self.self_cond is None:
+            raise ValueError("got cond['self_cond'] but the model has self_conditioning = False")
 
         # conditioning vector c (B, cond_dim): time (if time-conditioned) + label
         c = torch.zeros(B, cfg.cond_dim, device=x_t.device)
@@ -375,6 +392,11 @@ class TransformerDenoiser(nn.Module):
             h = self.embed(self._to_patches(x_t) + self.patch_offsets).sum(2)  # (B, Lp, D)
         else:
             h = self.embed(x_t)  # (B, L, D)
+        if self_cond is not None:
+            want = (B, L, cfg.num_classes)
+            if tuple(self_cond.shape) != want:
+                raise ValueError(f"self_cond must have shape {want}, got {tuple(self_cond.shape)}")
+            h = h + self.self_cond(self_cond.to(h.dtype))
         Lt = h.shape[1]
         cos, sin = self.rope_cos[:Lt], self.rope_sin[:Lt]  # (Lt, hd)
         recompute = cfg.grad_checkpointing and self.training and torch.is_grad_enabled()

@@ -10,8 +10,13 @@
   with P2 self-planning (``eta > 0`` remasks decoded tokens the model doubts).
 - :class:`TauLeapingSampler`, :class:`TweedieSampler`: score models (SEDD) or any mixing-process
   model (``output="x0"``): Euler tau-leaping of the reverse CTMC, and the Tweedie step.
+- :class:`DFMEulerSampler`: discrete flow matching's Euler solver on a mixture path, with
+  the divergence-free corrector term (``div_free``).
 - :class:`ReMDMSampler`: ancestral sampling of absorbing models with ReMDM remasking
   (``cap``, ``rescale`` and ``loop`` strategies; eta = 0 is ancestral).
+
+- :func:`sample_blocks`: semi-autoregressive generation past the model's context (MDLM's
+  semi-AR), with an end-of-sequence token for variable-length output.
 
 Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`` /
 ``Sampler.from_config()`` round-trip a sampler's settings through JSON.
@@ -19,8 +24,10 @@ Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`
 
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SampleResult, time_grid
+from discdiff.samplers.blocks import sample_blocks
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.dfm import DFMEulerSampler
 from discdiff.samplers.planned import PlannedSampler
 from discdiff.samplers.registry import (
     SAMPLERS,
@@ -43,9 +50,11 @@ __all__ = [
     "SundaeSampler",
     "ReMDMSampler",
     "PlannedSampler",
+    "DFMEulerSampler",
     "TauLeapingSampler",
     "TweedieSampler",
     "ScoresAsX0",
+    "sample_blocks",
     "SAMPLERS",
     "register_sampler",
     "make_sampler",

@@ -433,11 +433,16 @@ class Sampler(ABC):
         was_training = getattr(denoiser, "training", None)
         if was_training:
             denoiser.eval()
+        stateful = _stateful(denoiser)  # e.g. self-conditioning: feeds back the last estimate
+        if stateful is not None:
+            stateful.begin_sampling()
         try:
             with torch.no_grad():
                 x = self._sample(run)
             run.check_finite()
         finally:
+            if stateful is not None:
+                stateful.end_sampling()
             if was_training:
                 denoiser.train()
         return SampleResult(
@@ -486,6 +491,18 @@ class Sampler(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._settings()})"
+
+
+def _stateful(denoiser: Any) -> Any:
+    """The first object down a chain of wrappers (``.denoiser``) that keeps state across the
+    calls of one sampling run (it has ``begin_sampling`` / ``end_sampling``), or None."""
+    for _ in range(8):
+        if denoiser is None:
+            return None
+        if callable(getattr(denoiser, "begin_sampling", None)):
+            return denoiser
+        denoiser = getattr(denoiser, "denoiser", None)
+    return None
 
 
 def flatten_fields(x: dict[str, Tensor]) -> Tensor:

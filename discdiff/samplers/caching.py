@@ -89,6 +89,14 @@ class CachingSampler(AncestralSampler):
                 "CachingSampler reuses outputs across times, so the denoiser must ignore t; this one "
                 "declares time_conditioned=True (pass allow_time_conditioned=True to accept the approximation)"
             )
+        from discdiff.samplers.base import _stateful
+
+        if _stateful(run.denoiser) is not None and not self.allow_time_conditioned:
+            raise ValueError(
+                "CachingSampler reuses an output while x_t is unchanged, but this denoiser keeps "
+                "state across calls (self-conditioning: its output moves with its previous "
+                "estimate); pass allow_time_conditioned=True to accept the approximation"
+            )
         if cache.x is None:
             cache.x = {k: v.clone() for k, v in x.items()}
             cache.logp = run.log_probs(x, t)

@@ -14,6 +14,7 @@ from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
+from discdiff.samplers.dfm import DFMEulerSampler
 from discdiff.samplers.planned import PlannedSampler
 from discdiff.samplers.remdm import ReMDMSampler
 from discdiff.samplers.scores import TauLeapingSampler, TweedieSampler
@@ -76,3 +77,4 @@ register_sampler("remdm", ReMDMSampler)
 register_sampler("planned", PlannedSampler)
 register_sampler("tau-leaping", TauLeapingSampler)
 register_sampler("tweedie", TweedieSampler)
+register_sampler("dfm-euler", DFMEulerSampler)

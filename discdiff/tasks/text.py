@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from discdiff.losses import continuous_elbo, score_entropy_loss, sundae_loss
+from discdiff.losses import continuous_elbo, dfm_loss, score_entropy_loss, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
@@ -128,12 +128,12 @@ class TextTask(AutoregressiveYardstick, Task):
         K = tokenizer.vocab_size
         self.process: Process = make_process(config.process, K, schedule=config.schedule)
         self.processes = {"tokens": self.process}
-        if config.objective == "score_entropy":
+        if config.objective in ("score_entropy", "dfm"):
             from discdiff.processes.scores import has_scores
 
             if not has_scores(self.process):
                 raise ValueError(
-                    f"objective='score_entropy' needs a mixing process (uniform, absorbing, "
+                    f"objective={config.objective!r} needs a mixing process (uniform, absorbing, "
                     f"marginal), got process={config.process!r}"
                 )
         self._chunks: dict[str, PreparedWindows] = {}
@@ -199,12 +199,39 @@ class TextTask(AutoregressiveYardstick, Task):
         """The split's windows of seq_len tokens (cached), read from the prepared token files
         through memory maps: memory flat in the corpus. Training draws windows at any start
         (full windows only); evaluation reads consecutive ones, the last padded."""
+        if split not in self._chunks and split.startswith("file:"):
+            self._chunks[split] = self._outside(split.partition(":")[2])
         if split not in self._chunks:
             train = split == "train"
             self._chunks[split] = PreparedWindows(
                 self.files(), split, self.config.seq_len, drop_partial=train, random_windows=train
             )
         return self._chunks[split]
+
+    def outside_split(self, spec: str) -> str:
+        """Register a corpus other than the training one (a file, folder or built-in name)
+        for evaluation; returns its split name ``"file:SPEC"`` for :meth:`evaluate`. It is
+        encoded with this task's tokenizer (read whole: for held-out files, not corpora)."""
+        name = f"file:{spec}"
+        self._chunks.pop(name, None)
+        self.chunks(name)
+        if name not in self.splits:
+            self.splits = (*type(self).splits, name)
+        return name
+
+    def _outside(self, spec: str) -> TextChunks:
+        text = load_corpus(spec, "all")
+        if not text:
+            raise ValueError(f"corpus {spec!r} is empty")
+        if isinstance(self.tokenizer, CharTokenizer):
+            unknown = sorted(set(text) - set(self.tokenizer.alphabet))
+            if unknown and self.tokenizer.unk is None:
+                shown = ", ".join(repr(c) for c in unknown[:5])
+                raise ValueError(
+                    f"{spec!r} has {len(unknown)} character(s) the run's tokenizer does not "
+                    f"know ({shown}); bits per character are undefined for them"
+                )
+        return TextChunks.from_text(text, self.tokenizer, self.config.seq_len)
 
     def files(self) -> Any:
         """The corpus's prepared token files (:class:`TokenFiles`), prepared into the cache
@@ -232,6 +259,7 @@ class TextTask(AutoregressiveYardstick, Task):
     def model_config(self, **options: Any) -> TransformerConfig:
         """The diffusion denoiser's TransformerConfig; ``options`` set its sizes
         (num_layers, d_model, num_heads, mlp_ratio, dropout, cond_dim, ...)."""
+        options.setdefault("self_conditioning", self.config.self_conditioning)
         return TransformerConfig(
             num_states=self.process.num_states,
             num_classes=self.process.num_classes,
@@ -256,9 +284,15 @@ class TextTask(AutoregressiveYardstick, Task):
                 f"the denoiser predicts {cfg.num_classes} classes; the tokenizer has {K} tokens"
             )
 
-    def denoiser(self, model: nn.Module) -> TextDenoiser:
-        """``model`` as the losses' / samplers' denoiser (drops t unless time-conditioned)."""
-        return TextDenoiser(model, self.config.time_conditioned)
+    def denoiser(self, model: nn.Module) -> nn.Module:
+        """``model`` as the losses' / samplers' denoiser (drops t unless time-conditioned;
+        wrapped in :class:`SelfConditioned` when the model takes its previous estimate)."""
+        den = TextDenoiser(model, self.config.time_conditioned)
+        if getattr(getattr(model, "config", None), "self_conditioning", False):
+            from discdiff.nn import SelfConditioned
+
+            return SelfConditioned(den)
+        return den
 
     # -- losses ---------------------------------------------------------------------------
     def loss(
@@ -284,6 +318,11 @@ class TextTask(AutoregressiveYardstick, Task):
                 cond=cond,
                 generator=generator,
             )
+        if self.config.objective == "dfm":
+            return dfm_loss(
+                self.process, den, ids, mask, cond=cond, t_min=self.config.t_min,
+                generator=generator,
+            )  # fmt: skip
         bound = score_entropy_loss if self.config.objective == "score_entropy" else continuous_elbo
         return bound(
             self.process,
@@ -415,36 +454,47 @@ class TextTask(AutoregressiveYardstick, Task):
         infill: str | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        block: int | None = None,
+        stop_at_eod: bool = False,
         **conditioning: Any,
     ) -> tuple[list[str], Tensor, int]:
         """Draw ``n`` texts of ``length`` tokens (default seq_len).
 
         prefix: literal text the samples start with; infill: a template with ``[MASK:n]``
-        blanks (see :func:`parse_infill`); at most one of the two. Returns (texts, ids (n, L),
-        denoiser calls).
+        blanks (see :func:`parse_infill`); at most one of the two. A ``length`` past seq_len
+        is generated semi-autoregressively (:func:`~discdiff.samplers.sample_blocks`, ``block``
+        new tokens per window, default seq_len // 2). ``stop_at_eod``: each text ends at its
+        first end-of-document token (variable length). Returns (texts, ids (n, L), calls).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r}: expected an int >= 1")
         if conditioning:
             raise ValueError(f"text samples take no conditioning {sorted(conditioning)}")
-        L = self.config.seq_len if length is None else length
-        if isinstance(L, bool) or not isinstance(L, int) or not 1 <= L <= self.config.seq_len:
-            raise ValueError(f"length={length!r}: expected an int in [1, {self.config.seq_len}]")
+        W = self.config.seq_len
+        L = W if length is None else length
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"length={length!r}: expected an int >= 1")
+        if L > W and infill is not None:
+            raise ValueError(f"an infill template must fit in one window of {W} tokens")
+        eod = self._eod_id() if stop_at_eod else None
+        if stop_at_eod and eod is None:
+            raise ValueError("this tokenizer has no end-of-document token to stop at")
         if prefix is not None and infill is not None:
             raise ValueError("give either prefix or infill, not both")
         fixed = None
         if prefix is not None or infill is not None:
+            first = min(L, W)
             if prefix is not None:
                 ids = self.tokenizer.encode(prefix)
-                if len(ids) > L:
+                if len(ids) > first:
                     raise ValueError(
-                        f"the prefix takes {len(ids)} tokens, more than the length {L}"
+                        f"the prefix takes {len(ids)} tokens, more than the length {first}"
                     )
-                values = torch.tensor(ids + [0] * (L - len(ids)), dtype=torch.long)
-                given = torch.arange(L) < len(ids)
+                values = torch.tensor(ids + [0] * (first - len(ids)), dtype=torch.long)
+                given = torch.arange(first) < len(ids)
             else:
-                values, given = parse_infill(infill, self.tokenizer, L)
-            fixed = (values.expand(n, L).clone(), given.expand(n, L).clone())  # (n, L) each
+                values, given = parse_infill(infill, self.tokenizer, first)
+            fixed = (values.expand(n, first).clone(), given.expand(n, first).clone())
         was = model.training
         model.eval()
         try:
@@ -453,20 +503,39 @@ class TextTask(AutoregressiveYardstick, Task):
                 from discdiff.samplers.scores import ScoresAsX0
 
                 den = ScoresAsX0(den, self.process)
-            res = sampler.sample(
-                den,
-                self.process,
-                (n, L),
-                fixed=fixed,
-                generator=generator,
-                progress=progress,
-            )
+            if L > W or eod is not None:
+                from discdiff.samplers.blocks import sample_blocks
+
+                res = sample_blocks(
+                    sampler, den, self.process, n, L, W, block, fixed=fixed, eos_id=eod,
+                    generator=generator, progress=progress,
+                )  # fmt: skip
+            else:
+                res = sampler.sample(
+                    den, self.process, (n, L), fixed=fixed, generator=generator,
+                    progress=progress,
+                )  # fmt: skip
         finally:
             model.train(was)
         ids_out = res.samples.cpu()  # (n, L)
         if bool((ids_out >= self.tokenizer.vocab_size).any()):
             raise ValueError("the sampler left masked positions; use more steps")
-        return [self.tokenizer.decode(row) for row in ids_out], ids_out, res.num_calls
+        texts = []
+        for row in ids_out:
+            if eod is not None and bool((row == eod).any()):
+                row = row[: int((row == eod).nonzero()[0])]
+            texts.append(self.tokenizer.decode(row))
+        return texts, ids_out, res.num_calls
+
+    def _eod_id(self) -> int | None:
+        """The end-of-document token id (prepared corpora end each document with it)."""
+        from discdiff.datasets.token_files import EOD
+
+        try:
+            ids = self.tokenizer.encode(EOD)
+        except (ValueError, KeyError):
+            return None
+        return ids[0] if len(ids) == 1 else None
 
 
 def _prepared(config: TextTaskConfig, progress: bool) -> Any:

@@ -66,3 +66,58 @@ class AutoregressiveYardstick:
             exact=True,
             fn=lambda b: self.ar_nll(model, b["ids"], b["mask"], bos),
         )
+
+    @torch.no_grad()
+    def sample_ar(
+        self,
+        model: nn.Module,
+        n: int,
+        length: int,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        prefix: list[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Left-to-right samples of a causal model, (n, length) ids (``length`` forward passes
+        at most: one per token after the prefix)."""
+        from discdiff.categorical import process_logits, sample_categorical
+
+        if not 1 <= length <= self.config.seq_len:
+            raise ValueError(f"length={length}: a causal run samples at most {self.config.seq_len}")
+        dev = next(model.parameters()).device
+        bos = self.tokenizer.vocab_size
+        given = list(prefix or [])
+        ids = torch.full((n, length), 0, dtype=torch.long, device=dev)
+        if given:
+            ids[:, : len(given)] = torch.tensor(given[:length], device=dev)
+        was = model.training
+        model.eval()
+        try:
+            for i in range(min(len(given), length), length):
+                inp = torch.cat([torch.full((n, 1), bos, device=dev), ids[:, :i]], 1)  # (n, i + 1)
+                logits = model(inp, None)[:, -1]  # (n, K)
+                lp = process_logits(torch.log_softmax(logits.float(), -1), temperature, top_p)
+                ids[:, i] = sample_categorical(lp, generator)
+        finally:
+            model.train(was)
+        return ids
+
+    @torch.no_grad()
+    def generative_perplexity(self, model: nn.Module, ids: Tensor) -> tuple[float, int]:
+        """(perplexity, tokens scored) of samples ``ids`` (n, L) under this causal run: the
+        exp of its mean exact NLL per token (the MDLM / ReMDM yardstick of sample quality);
+        windows of at most seq_len tokens."""
+        if not getattr(getattr(model, "config", None), "causal", False):
+            raise ValueError("generative perplexity needs an autoregressive (causal) judge run")
+        if bool((ids >= self.tokenizer.vocab_size).any()):
+            raise ValueError("the samples hold ids outside the judge's vocabulary")
+        dev = next(model.parameters()).device
+        W = self.config.seq_len
+        nats, count = 0.0, 0
+        for start in range(0, ids.shape[1], W):
+            piece = ids[:, start : start + W].to(dev)
+            mask = torch.ones_like(piece, dtype=torch.bool)
+            nats += float(self.ar_nll(model, piece, mask, self.tokenizer.vocab_size).sum())
+            count += piece.numel()
+        return float(torch.exp(torch.tensor(nats / count))), count

@@ -11,7 +11,7 @@ from discdiff.tasks.base import TaskConfig, continuous_schedules, process_proble
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
-OBJECTIVES = ("elbo", "sundae", "score_entropy")
+OBJECTIVES = ("elbo", "sundae", "score_entropy", "dfm")
 TOKENIZERS = ("char", "bpe")
 
 
@@ -30,11 +30,15 @@ class TextTaskConfig(TaskConfig):
     ("loglinear", "cosine", ...). objective: "elbo" (continuous-time ELBO), "sundae"
     (SUNDAE's unrolled denoising loss with ``unroll_steps``; uniform process only) or
     "score_entropy" (SEDD: the output read as log concrete scores, trained on the
-    diffusion-weighted score entropy, itself an ELBO; mixing processes).
+    diffusion-weighted score entropy, itself an ELBO; mixing processes) or "dfm" (discrete
+    flow matching's generalized KL on the mixture path the process and schedule define, e.g.
+    schedule "kappa-poly" / "kappa-cosine"; on a mask path it is the masked ELBO).
     seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
     time_conditioning: tell the denoiser t (None: off for an absorbing ELBO and for SUNDAE,
     whose network is told no noise level, as in the paper; on for a uniform ELBO and for
     score entropy, whose scores depend on t).
+    self_conditioning: the denoiser also sees its previous x_0 estimate (trained with it
+    half the time; :class:`discdiff.nn.SelfConditioned`), in training, evaluation and sampling.
     t_min: lower end of the time integral of the ELBO.
     """
 
@@ -47,6 +51,7 @@ class TextTaskConfig(TaskConfig):
     tokenizer: str = "char"
     vocab_size: int = 1024
     time_conditioning: bool | None = None
+    self_conditioning: bool = False
     t_min: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -78,6 +83,8 @@ class TextTaskConfig(TaskConfig):
                 f"objective='sundae' needs process='uniform' (SUNDAE corrupts uniformly), "
                 f"got process={self.process!r}"
             )
+        if not isinstance(self.self_conditioning, bool):
+            raise ValueError(f"self_conditioning={self.self_conditioning!r}: expected a bool")
         if self.time_conditioning is not None and not isinstance(self.time_conditioning, bool):
             raise ValueError(
                 f"time_conditioning={self.time_conditioning!r}: expected a bool or None"

@@ -126,23 +126,6 @@ def _fmt(value: float) -> str:
 # Loss curve
 # ---------------------------------------------------------------------------------------------
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi <= lo:
-        return [lo]
-    raw = (hi - lo) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    value = first
-    while value <= hi + 1e-12 * abs(hi) and len(ticks) < 50:
-        ticks.append(value)
-        value += step
-    return ticks
-
 
 def plot_loss_curve(
     csv_path: str | Path,
@@ -157,7 +140,7 @@ def plot_loss_curve(
     of 20 (early losses would otherwise flatten the rest of the curve). Columns that are
     absent are skipped; with no data at all the axes are drawn with a "no data" note.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from discdiff.plots import line_plot
 
     rows = read_metrics(csv_path)
     series: list[tuple[str, list[tuple[float, float]]]] = []
@@ -169,71 +152,8 @@ def plot_loss_curve(
         ]
         if points:
             series.append((name, points))
-
-    width, height = size
-    left, right, top, bottom = 80, 20, 30, 50
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    plot_w, plot_h = width - left - right, height - top - bottom
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    draw.text((left + plot_w // 2 - 12, height - 20), "step", fill="black", font=font)
-
     values = [y for _, pts in series for _, y in pts]
-    steps = [x for _, pts in series for x, _ in pts]
-    if not values:
-        draw.text((left + plot_w // 2 - 20, top + plot_h // 2), "no data", fill="black", font=font)
-        image.save(png_path)
-        return Path(png_path)
-
-    log_y = min(values) > 0 and max(values) / min(values) > 20
-    transform = math.log10 if log_y else (lambda v: v)
-    ys = [transform(v) for v in values]
-    y_lo, y_hi = min(ys), max(ys)
-    if y_hi - y_lo < 1e-12:
-        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-    pad = 0.05 * (y_hi - y_lo)
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    x_lo, x_hi = min(steps), max(steps)
-    if x_hi - x_lo < 1e-12:
-        x_lo, x_hi = x_lo - 1, x_hi + 1
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x_lo) / (x_hi - x_lo) * plot_w
-        py = top + (1 - (transform(y) - y_lo) / (y_hi - y_lo)) * plot_h
-        return px, py
-
-    for tick in _nice_ticks(x_lo, x_hi):
-        px = left + (tick - x_lo) / (x_hi - x_lo) * plot_w
-        draw.line([px, top + plot_h, px, top + plot_h + 5], fill="black")
-        draw.text((px - 10, top + plot_h + 8), f"{tick:g}", fill="black", font=font)
-    for tick in _nice_ticks(y_lo, y_hi):
-        py = top + (1 - (tick - y_lo) / (y_hi - y_lo)) * plot_h
-        draw.line([left - 5, py, left, py], fill="black")
-        draw.line([left, py, left + plot_w, py], fill=(225, 225, 225))
-        label = f"{10**tick:.3g}" if log_y else f"{tick:.4g}"
-        draw.text((4, py - 6), label, fill="black", font=font)
-
-    for i, (_, points) in enumerate(series):
-        colour = _COLOURS[i % len(_COLOURS)]
-        pixels = [to_px(x, y) for x, y in points]
-        if len(pixels) == 1:
-            px, py = pixels[0]
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        else:
-            draw.line(pixels, fill=colour, width=2)
-    # Legend in the top-right corner, on white so that curves never hide it.
-    legend_x = left + plot_w - 150
-    draw.rectangle(
-        [legend_x, top + 4, left + plot_w - 4, top + 10 + 14 * len(series)],
-        fill="white",
-        outline=(200, 200, 200),
+    log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    return line_plot(
+        series, png_path, x_label="step", y_label="loss (nats)", log_y=log_y, size=size
     )
-    for i, (name, _) in enumerate(series):
-        colour = _COLOURS[i % len(_COLOURS)]
-        y = top + 12 + 14 * i
-        draw.line([legend_x + 6, y, legend_x + 26, y], fill=colour, width=2)
-        draw.text((legend_x + 31, y - 6), name, fill=colour, font=font)
-    draw.text((left, 8), "loss (nats)" + (", log scale" if log_y else ""), fill="black", font=font)
-    image.save(png_path)
-    return Path(png_path)
