@@ -1,6 +1,6 @@
 """Sample quality against cost: every sampler on one model per objective, judged by an AR model.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sampler_frontier.py --out frontier.png
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sampler_frontier.py --out frontier.png  # ~20 min
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sampler_frontier.py --quick   # a smoke run
 
 Trains on Shakespeare (characters, seq_len 128, the same small transformer for all): an
@@ -83,9 +83,9 @@ def train(task: TextTask, model: torch.nn.Module, steps: int, folder: Path, ar: 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1500, help="training steps per model")
-    ap.add_argument("--calls", type=int, nargs="+", default=[8, 32, 128, 512])
-    ap.add_argument("-n", type=int, default=32, help="samples per point")
+    ap.add_argument("--steps", type=int, default=800, help="training steps per model")
+    ap.add_argument("--calls", type=int, nargs="+", default=[8, 32, 128, 256])
+    ap.add_argument("-n", type=int, default=16, help="samples per point")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--out", type=Path, default=Path("sampler_frontier.png"))
     ap.add_argument("--quick", action="store_true", help="a smoke run: 20 steps, calls 4 and 8")

@@ -26,6 +26,7 @@ from discdiff.cli._options import (
     Lr,
     Progress,
     Resume,
+    SamplerOpt,
     Seed,
     SkipNonfinite,
     Steps,
@@ -34,6 +35,7 @@ from discdiff.cli._options import (
     WarmupOld,
     deprecated,
     sampler_help,
+    sampler_options,
     set_threads,
 )
 from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
@@ -114,6 +116,7 @@ def _sample_and_report(
     batch_size: int,
     novelty: bool,
     time_power: float,
+    options: dict | None = None,
 ) -> tuple[list, list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (mols, smiles, metrics, s)."""
     from discdiff.chem.graph import canonical_smiles
@@ -126,7 +129,7 @@ def _sample_and_report(
         model,
         n,
         steps=steps,
-        sampler=sampler,
+        sampler=task.make_sampler(steps, sampler, time_power, **(options or {})),
         batch_size=batch_size,
         grid_power=time_power,
         generator=gen,
@@ -180,6 +183,7 @@ def sample(
     grid_size: Annotated[int, typer.Option(help="Molecules in the grid.")] = 20,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
+    sampler_opt: SamplerOpt = None,
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
@@ -209,8 +213,9 @@ def sample(
     set_threads(threads)
     model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
     mols, smiles, metrics, seconds = _sample_and_report(
-        model, task, num, steps, sampler, seed, batch_size, novelty, time_power
-    )
+        model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
+        sampler_options(sampler_opt),
+    )  # fmt: skip
     _write_molecules(out, mols, smiles)
     typer.echo(f"wrote {num} molecules to {out} ({seconds:.1f} s sampling, {steps} steps)")
     if grid is not None:

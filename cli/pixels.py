@@ -24,6 +24,7 @@ from discdiff.cli._options import (
     EvalBatches,
     GradCheckpointing,
     LogEvery,
+    SamplerOpt,
     Seed,
     SeedOrSaved,
     SkipNonfinite,
@@ -33,6 +34,7 @@ from discdiff.cli._options import (
     WarmupOld,
     deprecated,
     sampler_help,
+    sampler_options,
     set_threads,
 )
 from discdiff.cli._spine import check_output, resolve_train_config, train_flags
@@ -197,6 +199,7 @@ def sample(
     steps: Annotated[int | None, typer.Option(help="Reverse steps (default min(T, 100)).")] = None,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     temperature: Temperature = 1.0,
+    sampler_opt: SamplerOpt = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
@@ -218,7 +221,9 @@ def sample(
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    s = task.sampler(steps, guidance, sampler, temperature=temperature)
+    s = task.sampler(
+        steps, guidance, sampler, temperature=temperature, **sampler_options(sampler_opt)
+    )
     try:
         s.check_processes(task.processes)
     except TypeError as err:

@@ -129,6 +129,11 @@ class LogLinear(ContinuousSchedule):
     def _alpha(self, t: Tensor) -> Tensor:
         return self.alpha_min + (1.0 - self.alpha_min) * (1.0 - t)  # exact at both ends
 
+    def inverse_alpha(self, alpha: Tensor) -> Tensor:
+        """The time t with alpha(t) = ``alpha`` in closed form, float64 in [0, 1]."""
+        a = alpha.double()
+        return (1.0 - (a - self.alpha_min) / (1.0 - self.alpha_min)).clamp(0.0, 1.0)
+
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
         return torch.full_like(t, -(1.0 - self.alpha_min))
@@ -146,6 +151,11 @@ class CosineAlpha(ContinuousSchedule):
         return self.alpha_min + (1.0 - self.alpha_min) * torch.sin(
             0.5 * math.pi * (1.0 - t)
         )  # exact 0 at t=1
+
+    def inverse_alpha(self, alpha: Tensor) -> Tensor:
+        """The time t with alpha(t) = ``alpha`` in closed form, float64 in [0, 1]."""
+        u = ((alpha.double() - self.alpha_min) / (1.0 - self.alpha_min)).clamp(0.0, 1.0)
+        return (1.0 - torch.asin(u) * (2.0 / math.pi)).clamp(0.0, 1.0)
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
@@ -169,6 +179,10 @@ class PolynomialKappa(ContinuousSchedule):
     def _alpha(self, t: Tensor) -> Tensor:
         return (1.0 - t) ** self.exponent
 
+    def inverse_alpha(self, alpha: Tensor) -> Tensor:
+        """The time t with alpha(t) = ``alpha`` in closed form, float64 in [0, 1]."""
+        return (1.0 - alpha.double().clamp(0.0, 1.0) ** (1.0 / self.exponent)).clamp(0.0, 1.0)
+
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
         return -self.exponent * (1.0 - t) ** (self.exponent - 1.0)
@@ -184,6 +198,11 @@ class CosineKappa(ContinuousSchedule):
 
     def _alpha(self, t: Tensor) -> Tensor:
         return torch.sin(0.5 * math.pi * (1.0 - t)) ** 2  # exactly 0 at t = 1, 1 at t = 0
+
+    def inverse_alpha(self, alpha: Tensor) -> Tensor:
+        """The time t with alpha(t) = ``alpha`` in closed form, float64 in [0, 1]."""
+        root = alpha.double().clamp(0.0, 1.0).sqrt()
+        return (1.0 - torch.asin(root) * (2.0 / math.pi)).clamp(0.0, 1.0)
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)

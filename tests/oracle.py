@@ -26,6 +26,11 @@ def random_joint(
     return p.reshape((vocab,) * length)
 
 
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
 def all_sequences(vocab: int, length: int) -> Tensor:
     """Every sequence of the joint's support in row-major order, (vocab^length, length)."""
     return torch.tensor(list(itertools.product(range(vocab), repeat=length)), dtype=torch.long)

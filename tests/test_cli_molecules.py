@@ -48,6 +48,10 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     # same seed -> same molecules, whatever the output format
     smiles_sdf = [m.GetProp("valid") for m in Chem.SDMolSupplier(str(sdf), sanitize=False)]
     assert smiles_sdf == [r["valid"] for r in rows]
+    # a sampler's own settings reach it (the DFM Euler solver's corrector on the mixing paths)
+    euler = [*args, "--sampler", "dfm-euler", "--sampler-opt", "div_free=0.5"]
+    run_ok([*euler, "--out", str(smi)])
+    assert len(smi.read_text().splitlines()) == n
 
 
 @pytest.mark.parametrize(

@@ -10,19 +10,10 @@ import torch
 
 import discdiff as dd
 from discdiff.samplers.base import time_grid
-from tests.oracle import all_sequences, random_joint
+from tests.oracle import all_sequences, gen
 from tests.test_samplers import assert_matches, oracle_for, tv
 
 V, L = 3, 3
-
-
-@pytest.fixture(scope="module")
-def joint() -> torch.Tensor:
-    return random_joint(V, L, torch.Generator().manual_seed(0))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_kappa_schedules_are_paths_from_source_to_data():

@@ -8,19 +8,10 @@ import torch
 
 from discdiff import Absorbing, LogLinear, PlannedSampler, make_sampler
 from discdiff.samplers import ConfidenceSampler
-from tests.oracle import random_joint
+from tests.oracle import gen
 from tests.test_samplers import TimeAgnostic, assert_matches
 
 V, L = 3, 3
-
-
-@pytest.fixture(scope="module")
-def joint() -> torch.Tensor:
-    return random_joint(V, L, torch.Generator().manual_seed(0))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def test_random_order_one_token_a_step_samples_the_joint(joint):

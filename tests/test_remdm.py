@@ -9,7 +9,7 @@ import torch
 from discdiff import Absorbing, LogLinear, ReMDMSampler, make_sampler
 from discdiff.samplers import AncestralSampler
 from discdiff.samplers.base import time_for_alpha, time_grid
-from tests.oracle import all_sequences, random_joint
+from tests.oracle import all_sequences, gen
 from tests.test_samplers import (
     TimeAgnostic,
     assert_matches,
@@ -20,15 +20,6 @@ from tests.test_samplers import (
 )
 
 V, L = 3, 3
-
-
-@pytest.fixture(scope="module")
-def joint() -> torch.Tensor:
-    return random_joint(V, L, torch.Generator().manual_seed(0))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def loop_alpha(t: torch.Tensor, t_on: float, t_off: float, a_on: float) -> torch.Tensor:

@@ -115,3 +115,28 @@ def test_a_schedule_with_only_alpha_works_with_every_loss(base, process) -> None
     )  # fmt: skip
     torch.testing.assert_close(got, want)
     assert torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize(
+    "sched",
+    [dd.LogLinear(), dd.LogLinear(0.05), dd.CosineAlpha(), dd.CosineAlpha(0.1),
+     dd.PolynomialKappa(2.5), dd.CosineKappa()],
+)  # fmt: skip
+def test_closed_form_inverse_alpha_is_the_bisection(sched) -> None:
+    """time_for_alpha takes the closed form where a schedule has one; it agrees with the
+    bisection it replaces, ends included."""
+    from discdiff.samplers.base import time_for_alpha
+
+    target = torch.cat([torch.linspace(0, 1, 101, dtype=torch.float64), torch.tensor([1e-9])])
+    got = time_for_alpha(sched, target)
+
+    class Bisect(dd.schedules.ContinuousSchedule):
+        def _alpha(self, t):
+            return sched._alpha(t)
+
+    want = time_for_alpha(Bisect(), target)
+    floor = getattr(sched, "alpha_min", 0.0)
+    keep = target >= floor  # below alpha_min every t = 1 qualifies
+    # where alpha is flat (cosine at t = 0) bisection resolves t only to ~sqrt(eps)
+    torch.testing.assert_close(got[keep], want[keep], atol=1e-7, rtol=0)
+    torch.testing.assert_close(sched.alpha(got[keep]), target[keep], atol=1e-12, rtol=0)

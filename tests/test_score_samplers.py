@@ -7,7 +7,7 @@ import torch
 
 import discdiff as dd
 from discdiff.samplers.base import time_grid
-from tests.oracle import all_sequences, random_joint
+from tests.oracle import all_sequences, gen
 from tests.test_samplers import (
     TimeAgnostic,
     assert_matches,
@@ -18,15 +18,6 @@ from tests.test_samplers import (
 from tests.test_score_entropy import ExactScores
 
 V, L = 3, 3
-
-
-@pytest.fixture(scope="module")
-def joint() -> torch.Tensor:
-    return random_joint(V, L, torch.Generator().manual_seed(0))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def exact_tau_leaping_law(scores, proc, steps: int) -> torch.Tensor:

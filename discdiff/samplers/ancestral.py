@@ -24,6 +24,7 @@ from discdiff.samplers.base import (
     Sampler,
     SamplingRun,
     _check_positive_int,
+    check_grid_power,
     time_grid,
 )
 
@@ -47,11 +48,7 @@ class AncestralSampler(Sampler):
     ) -> None:
         super().__init__(temperature, top_p, guidance, null_label)
         self.steps = _check_positive_int(steps, "steps")
-        if isinstance(grid_power, bool) or not isinstance(grid_power, (int, float)):
-            raise TypeError(f"grid_power must be a number, got {grid_power!r}")
-        if not grid_power > 0:
-            raise ValueError(f"grid_power must be > 0, got {grid_power}")
-        self.grid_power = float(grid_power)
+        self.grid_power = check_grid_power(grid_power)
         if final not in _FINALS:
             raise ValueError(f"final must be one of {_FINALS}, got {final!r}")
         self.final = final

@@ -78,6 +78,15 @@ def _check_positive_int(value: Any, name: str) -> int:
     return value
 
 
+def check_grid_power(value: Any) -> float:
+    """A time-grid power (see :func:`time_grid`): a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"grid_power must be a number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"grid_power must be > 0, got {value}")
+    return float(value)
+
+
 def common_num_steps(processes: Mapping[str, Process]) -> int | None:
     """The shared T of the discrete-time fields (None if all are continuous)."""
     steps = {p.num_steps for p in processes.values() if p.num_steps is not None}
@@ -117,7 +126,8 @@ def time_grid(processes: Process | Mapping[str, Process], steps: int, power: flo
 def time_for_alpha(schedule: Schedule, target: Tensor) -> Tensor:
     """The time t with alpha(t) = target, (B,) float64 -> (B,) float64 in [0, 1].
 
-    Continuous schedules: bisection (alpha is non-increasing). Discrete schedules: the latest
+    Continuous schedules: the schedule's closed-form ``inverse_alpha`` where it has one, else
+    bisection (alpha is non-increasing). Discrete schedules: the latest
     grid time k / T whose alpha is still >= target, so the result lies on the grid.
     """
     target = target.double().clamp(0.0, 1.0)
@@ -127,6 +137,9 @@ def time_for_alpha(schedule: Schedule, target: Tensor) -> Tensor:
         # alpha < 1 (some tokens still masked) needs t >= 1 / T: at t = 0 a mask is impossible
         k = torch.where(target < 1, k.clamp_min(1), k)
         return k.clamp(0, schedule.num_steps).double() / schedule.num_steps
+    inverse = getattr(schedule, "inverse_alpha", None)
+    if callable(inverse):  # closed form (log-linear, cosine, kappa paths): one pass, no bisection
+        return inverse(target)
     lo = torch.zeros_like(target)
     hi = torch.ones_like(target)
     for _ in range(50):  # 2^-50: float64 resolution on [0, 1]

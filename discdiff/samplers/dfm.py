@@ -21,7 +21,13 @@ from torch import Tensor
 
 from discdiff.categorical import sample_categorical, uniform
 from discdiff.processes.base import Process, expand_time
-from discdiff.samplers.base import Sampler, SamplingRun, _check_positive_int, time_grid
+from discdiff.samplers.base import (
+    Sampler,
+    SamplingRun,
+    _check_positive_int,
+    check_grid_power,
+    time_grid,
+)
 from discdiff.samplers.scores import _check_mixing
 
 __all__ = ["DFMEulerSampler"]
@@ -44,12 +50,8 @@ class DFMEulerSampler(Sampler):
         self.steps = _check_positive_int(steps, "steps")
         if isinstance(div_free, bool) or not isinstance(div_free, (int, float)) or div_free < 0:
             raise ValueError(f"div_free must be a number >= 0, got {div_free!r}")
-        if isinstance(grid_power, bool) or not isinstance(grid_power, (int, float)):
-            raise TypeError(f"grid_power must be a number, got {grid_power!r}")
-        if not grid_power > 0:
-            raise ValueError(f"grid_power must be > 0, got {grid_power}")
         self.div_free = float(div_free)
-        self.grid_power = float(grid_power)
+        self.grid_power = check_grid_power(grid_power)
 
     def check_processes(self, processes: dict[str, Process]) -> None:
         _check_mixing(self, processes)

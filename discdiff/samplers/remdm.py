@@ -35,6 +35,7 @@ from discdiff.samplers.base import (
     Sampler,
     SamplingRun,
     _check_positive_int,
+    check_grid_power,
     time_for_alpha,
     time_grid,
 )
@@ -73,14 +74,10 @@ class ReMDMSampler(Sampler):
                 raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
         if not t_off < t_on:
             raise ValueError(f"t_off ({t_off}) must be below t_on ({t_on})")
-        if isinstance(grid_power, bool) or not isinstance(grid_power, (int, float)):
-            raise TypeError(f"grid_power must be a number, got {grid_power!r}")
-        if not grid_power > 0:
-            raise ValueError(f"grid_power must be > 0, got {grid_power}")
         self.strategy = strategy
         self.eta = float(eta)
         self.t_on, self.t_off, self.alpha_on = float(t_on), float(t_off), float(alpha_on)
-        self.grid_power = float(grid_power)
+        self.grid_power = check_grid_power(grid_power)
 
     def check_processes(self, processes: dict[str, Process]) -> None:
         check_absorbing(self, processes)

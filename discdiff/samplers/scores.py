@@ -33,6 +33,7 @@ from discdiff.samplers.base import (
     SampleResult,
     SamplingRun,
     _check_positive_int,
+    check_grid_power,
     time_grid,
 )
 
@@ -153,11 +154,7 @@ class TauLeapingSampler(Sampler):
         super().__init__(temperature, top_p, guidance, null_label)
         self.steps = _check_positive_int(steps, "steps")
         self.output = _check_output(output)
-        if isinstance(grid_power, bool) or not isinstance(grid_power, (int, float)):
-            raise TypeError(f"grid_power must be a number, got {grid_power!r}")
-        if not grid_power > 0:
-            raise ValueError(f"grid_power must be > 0, got {grid_power}")
-        self.grid_power = float(grid_power)
+        self.grid_power = check_grid_power(grid_power)
 
     def check_processes(self, processes: dict[str, Process]) -> None:
         _check_mixing(self, processes)
