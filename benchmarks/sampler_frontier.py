@@ -81,6 +81,25 @@ def train(task: TextTask, model: torch.nn.Module, steps: int, folder: Path, ar: 
     runs.train(task, model, cfg, folder, loss_fn=loss, device="cpu", progress=False)
 
 
+def plot(rows: list[dict], out: Path) -> None:
+    """Perplexity against calls per (model, sampler), points labelled with their entropy."""
+    from discdiff.plots import line_plot
+
+    data = [r for r in rows if math.isfinite(r["ppl"])]
+    series, labels = [], {}
+    for name, (_, samplers) in PLAN.items():
+        for label, _, _ in samplers:
+            key = f"{name}/{label}"
+            pts = sorted((r["calls"], r["ppl"], r["entropy"]) for r in data
+                         if r["model"] == name and r["sampler"] == label)  # fmt: skip
+            if pts:
+                series.append((key, [(c, p) for c, p, _ in pts]))
+                labels[key] = [f"{e:.2f}" for _, _, e in pts]
+    line_plot(series, out, x_label="denoiser calls", y_label="generative perplexity",
+              log_x=True, log_y=True, labels=labels, size=(1000, 640),
+              title="perplexity under the AR judge; labels: unigram entropy")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=800, help="training steps per model")
@@ -131,21 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                  "entropy": ent, "seconds": seconds})  # fmt: skip
                     print(f"{name:<8} {label:<16} {used:>6} {ppl:>9.2f} {ent:>8.3f} {seconds:>7.1f}",
                           flush=True)  # fmt: skip
-    data = [r for r in rows if math.isfinite(r["ppl"])]
-    from discdiff.plots import line_plot
-
-    series, labels = [], {}
-    for name, (_, samplers) in PLAN.items():
-        for label, _, _ in samplers:
-            key = f"{name}/{label}"
-            pts = sorted((r["calls"], r["ppl"], r["entropy"]) for r in data
-                         if r["model"] == name and r["sampler"] == label)  # fmt: skip
-            if pts:
-                series.append((key, [(c, p) for c, p, _ in pts]))
-                labels[key] = [f"{e:.2f}" for _, _, e in pts]
-    line_plot(series, args.out, x_label="denoiser calls", y_label="generative perplexity",
-              log_x=True, log_y=True, labels=labels, size=(1000, 640),
-              title="perplexity under the AR judge; labels: unigram entropy")  # fmt: skip
+    plot(rows, args.out)
     print(f"wrote {args.out}")
     return rows
 

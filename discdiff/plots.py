@@ -72,9 +72,14 @@ def line_plot(
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    names = [n for n, pts in series if pts]
+    legend_w = 8 + 7 * max((len(n) for n in names), default=0) + 30
+    outside = len(names) > 5  # many series: the legend gets its own column, off the data
     width, height = size
-    left, right, top, bottom = 80, 20, 30, 50
-    image = Image.new("RGB", size, "white")
+    if outside:
+        width += legend_w + 10
+    left, right, top, bottom = 80, 20 + (legend_w + 10 if outside else 0), 30, 50
+    image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -133,10 +138,9 @@ def line_plot(
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
         for (px, py), text in zip(pixels, (labels or {}).get(name, ()), strict=False):
             draw.text((px + 4, py - 12), text, fill=colour, font=font)
-    legend_w = 8 + 7 * max(len(n) for n, _ in kept) + 30
-    legend_x = left + plot_w - legend_w - 4
+    legend_x = left + plot_w + 10 if outside else left + plot_w - legend_w - 4
     draw.rectangle(
-        [legend_x, top + 4, left + plot_w - 4, top + 10 + 14 * len(kept)],
+        [legend_x, top + 4, legend_x + legend_w, top + 10 + 14 * len(kept)],
         fill="white",
         outline=(200, 200, 200),
     )

@@ -499,6 +499,11 @@ class TextTask(AutoregressiveYardstick, Task):
         model.eval()
         try:
             den: Any = self.denoiser(model)
+            if getattr(sampler, "output", "x0") == "scores":
+                raise ValueError(
+                    "the task hands samplers x0 logits (a score model is converted exactly): "
+                    "use output='x0' (the default)"
+                )
             if self.config.objective == "score_entropy":  # every sampler reads x_0 logits
                 from discdiff.samplers.scores import ScoresAsX0
 
