@@ -59,7 +59,8 @@ def _positive(value: int, name: str) -> int:
 
 
 def _write_molecules(path: Path, mols: list, smiles: list[str | None]) -> None:
-    """Write samples as .sdf (invalid ones as empty records), .smi or .csv (None = invalid)."""
+    """Write samples as .sdf (invalid ones as empty records, valid=0), .smi ("SMILES<TAB>
+    sample_i", invalid ones left out) or .csv (valid column)."""
     with atomic_path(path) as tmp:
         _write_to(tmp, path.suffix.lower(), mols, smiles)
 
@@ -75,8 +76,9 @@ def _write_to(path: Path, suffix: str, mols: list, smiles: list[str | None]) -> 
                 m.SetProp("_Name", f"sample_{i}")
                 m.SetProp("valid", "1" if smi is not None else "0")
                 w.write(m)
-    elif suffix == ".smi":
-        path.write_text("".join(f"{s}\n" for s in smiles), encoding="utf-8")
+    elif suffix == ".smi":  # "SMILES<TAB>name", invalid samples left out (counted by the caller)
+        lines = [f"{s}\tsample_{i}\n" for i, s in enumerate(smiles) if s is not None]
+        path.write_text("".join(lines), encoding="utf-8")
     else:
         with path.open("w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
@@ -117,6 +119,7 @@ def _sample_and_report(
     novelty: bool,
     time_power: float,
     options: dict | None = None,
+    valence_guard: bool = True,
 ) -> tuple[list, list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (mols, smiles, metrics, s)."""
     from discdiff.chem.graph import canonical_smiles
@@ -129,7 +132,7 @@ def _sample_and_report(
         model,
         n,
         steps=steps,
-        sampler=task.make_sampler(steps, sampler, time_power, **(options or {})),
+        sampler=task.make_sampler(steps, sampler, time_power, valence_guard, **(options or {})),
         batch_size=batch_size,
         grid_power=time_power,
         generator=gen,
@@ -184,6 +187,14 @@ def sample(
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
+    valence_guard: Annotated[
+        bool,
+        typer.Option(
+            "--valence-guard/--no-valence-guard",
+            help="Ancestral sampling that never gives an atom more bonds than its element and "
+            "charge allow (valid by construction; off: plain ancestral, for research).",
+        ),
+    ] = True,
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
@@ -214,10 +225,15 @@ def sample(
     model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
     mols, smiles, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt),
+        sampler_options(sampler_opt), valence_guard,
     )  # fmt: skip
     _write_molecules(out, mols, smiles)
     typer.echo(f"wrote {num} molecules to {out} ({seconds:.1f} s sampling, {steps} steps)")
+    invalid = sum(s is None for s in smiles)
+    if invalid and out.suffix.lower() == ".smi":
+        typer.echo(
+            f"left {invalid} invalid sample(s) out of {out} (.sdf and .csv keep them, flagged)"
+        )
     if grid is not None:
         shown = _write_grid(grid, mols, smiles, grid_size)
         typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")

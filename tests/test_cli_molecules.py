@@ -49,9 +49,15 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     smiles_sdf = [m.GetProp("valid") for m in Chem.SDMolSupplier(str(sdf), sanitize=False)]
     assert smiles_sdf == [r["valid"] for r in rows]
     # a sampler's own settings reach it (the DFM Euler solver's corrector on the mixing paths)
+    out = run_ok([*args, "--out", str(smi), "--no-valence-guard"])  # plain ancestral
+    lines = smi.read_text().splitlines()
+    assert len(lines) <= n and not any("None" in line for line in lines)  # invalid: left out
+    assert all(line.split("\t")[1].startswith("sample_") for line in lines)
+    if len(lines) < n:
+        assert f"left {n - len(lines)} invalid sample(s) out" in out
     euler = [*args, "--sampler", "dfm-euler", "--sampler-opt", "div_free=0.5"]
-    run_ok([*euler, "--out", str(smi)])
-    assert len(smi.read_text().splitlines()) == n
+    run_ok([*euler, "--out", str(csv_path := tmp_path / "e.csv")])
+    assert len(list(csv.DictReader(csv_path.open()))) == n
 
 
 @pytest.mark.parametrize(

@@ -28,15 +28,27 @@ class GraphSampling:
 
     # ---- sampling ---------------------------------------------------------------------------
     def make_sampler(
-        self, steps: int, sampler: str = "ancestral", grid_power: float = GRID_POWER, **options: Any
+        self,
+        steps: int,
+        sampler: str = "ancestral",
+        grid_power: float = GRID_POWER,
+        valence_guard: bool = True,
+        **options: Any,
     ) -> Sampler:
         """A registered sampler that fits this task's processes (checked now, one line).
 
         ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
         :func:`discdiff.samplers.time_grid`); samplers without a grid ignore it.
+        ``valence_guard`` (ancestral): every reverse step draws x_0 under the valence
+        constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`), so no sampled atom
+        has more bonds than its element and charge allow; False is plain ancestral sampling.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS.names()}")
+        if sampler == "ancestral" and valence_guard:
+            from discdiff.chem.valence import ValenceGuardedSampler
+
+            return ValenceGuardedSampler(steps, self.vocab, grid_power=grid_power, **options)
         s = make_sampler(sampler, steps=steps, grid_power=grid_power, **options)
         try:
             s.check_processes(self.processes)
@@ -106,6 +118,7 @@ class GraphSampling:
         grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
         progress: Callable[[int], None] | None = None,
+        valence_guard: bool = True,
     ) -> list[Graph]:
         """``num_samples`` graphs (atoms (n,), bonds (n, n)) with n from the node histogram.
 
@@ -118,7 +131,7 @@ class GraphSampling:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power)
+            sampler = self.make_sampler(steps, sampler, grid_power, valence_guard)
         hist = torch.tensor(self.config.node_hist, dtype=torch.float64)
         counts = sample_node_counts(hist, num_samples, generator=generator)  # (num_samples,)
         order = torch.argsort(counts, stable=True)

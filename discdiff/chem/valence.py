@@ -1,0 +1,155 @@
+"""Valence-aware sampling of molecule graphs: valid by construction, not by repair.
+
+Each atom class (element, formal charge) may carry at most ``capacity`` bond orders: the
+largest valence RDKit's periodic table allows its isoelectronic neutral element (N+ as C: 4,
+O- as F: 1, C- as N: 3, N- as O: 2; S: 6), the rest being implicit hydrogens. Bond classes
+carry orders 0 (none), 1, 2, 3 (and 1.5 for an aromatic class).
+
+:class:`ValenceGuardedSampler` is ancestral sampling of the ``atoms`` / ``bonds`` fields in
+which every reverse step draws x_0 explicitly and under the constraint: atoms from the
+denoiser's prediction, then the bonds one edge at a time, most confident first, each from the
+prediction restricted to the classes whose order both atoms still have room for; then
+x_s ~ q(x_s | x_t, x_0). The last step (s = 0) returns that x_0, so no atom of a sample has
+more bonds than its element and charge allow. Without the guard the same loop is exactly
+ancestral sampling in law (x_0 drawn per position from the factorised prediction).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from rdkit import Chem
+from torch import Tensor
+
+from discdiff.categorical import sample_categorical
+from discdiff.chem.graph import BOND_TYPES, GraphVocab
+from discdiff.samplers.ancestral import AncestralSampler
+from discdiff.samplers.base import SamplingRun
+
+__all__ = ["atom_capacities", "bond_orders", "guarded_bonds", "ValenceGuardedSampler"]
+
+_PERIODIC = Chem.GetPeriodicTable()
+
+
+def atom_capacities(vocab: GraphVocab) -> Tensor:
+    """Most bond orders each atom class may carry, (Ka,) float32."""
+    caps = []
+    for sym, charge in vocab.atoms:
+        z = _PERIODIC.GetAtomicNumber(sym) - charge  # the isoelectronic neutral element
+        if z < 1:
+            caps.append(0.0)
+            continue
+        valences = [v for v in _PERIODIC.GetValenceList(z) if v >= 0]
+        caps.append(float(max(valences, default=0)))
+    return torch.tensor(caps, dtype=torch.float32)
+
+
+def bond_orders(vocab: GraphVocab) -> Tensor:
+    """Bond order of each bond class, (Kb,) float32: 0, 1, 2, 3 (aromatic 1.5)."""
+    orders = {None: 0.0, Chem.BondType.SINGLE: 1.0, Chem.BondType.DOUBLE: 2.0,
+              Chem.BondType.TRIPLE: 3.0, Chem.BondType.AROMATIC: 1.5}  # fmt: skip
+    return torch.tensor([orders[b] for b in BOND_TYPES[: vocab.num_bond_classes]])
+
+
+def guarded_bonds(
+    atoms: Tensor,
+    bond_logp: Tensor,
+    edge_mask: Tensor,
+    capacities: Tensor,
+    orders: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Bonds (B, E) drawn edge by edge under the valence constraint.
+
+    atoms (B, N) classes; bond_logp (B, E, Kb) log-probabilities over the upper-triangle
+    edges (row-major i < j); edge_mask (B, E) True where both ends are real atoms. Edges go
+    most confident first (the largest probability of any bond); each draws from its
+    prediction restricted to the classes whose order fits both atoms' remaining room.
+    """
+    B, N = atoms.shape
+    E = bond_logp.shape[1]
+    dev = atoms.device
+    ii, jj = torch.triu_indices(N, N, 1, device=dev)  # (E,)
+    room = capacities.to(dev)[atoms].clone()  # (B, N)
+    orders = orders.to(dev)
+    conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
+    order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
+    bonds = torch.zeros(B, E, dtype=torch.long, device=dev)
+    rows = torch.arange(B, device=dev)
+    for k in range(E):
+        e = order[:, k]  # (B,) this step's edge of each row
+        i, j = ii[e], jj[e]
+        fits = orders[None, :] <= torch.minimum(room[rows, i], room[rows, j])[:, None] + 1e-6
+        fits &= edge_mask[rows, e][:, None] | (orders[None, :] == 0)
+        fits[:, 0] = True  # "no bond" always fits
+        lp = bond_logp[rows, e].masked_fill(~fits, -torch.inf)  # (B, Kb)
+        c = sample_categorical(lp, generator)  # (B,)
+        c = torch.where(edge_mask[rows, e], c, torch.zeros_like(c))
+        bonds[rows, e] = c
+        used = orders[c]
+        room[rows, i] -= used
+        room[rows, j] -= used
+    return bonds
+
+
+class ValenceGuardedSampler(AncestralSampler):
+    """Ancestral sampling of a molecule graph whose every x_0 draw respects valence."""
+
+    def __init__(
+        self,
+        steps: int,
+        vocab: GraphVocab | dict[str, Any],
+        guard: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        guidance: float = 1.0,
+        null_label: int | None = None,
+        grid_power: float = 1.0,
+    ) -> None:
+        super().__init__(steps, temperature, top_p, guidance, null_label, "sample", grid_power)
+        self.vocab = vocab if isinstance(vocab, GraphVocab) else GraphVocab.from_dict(vocab)
+        self.guard = bool(guard)
+        self._caps = atom_capacities(self.vocab)
+        self._orders = bond_orders(self.vocab)
+
+    def config(self) -> dict[str, Any]:
+        out = super().config()
+        out["vocab"] = self.vocab.to_dict()
+        return out
+
+    def check_processes(self, processes: dict[str, Any]) -> None:
+        if set(processes) != {"atoms", "bonds"}:
+            raise TypeError(f"{type(self).__name__} samples the fields atoms and bonds")
+
+    def _reverse_step(
+        self,
+        run: SamplingRun,
+        x: dict[str, Tensor],
+        logp: dict[str, Tensor],
+        s: Tensor,
+        t: Tensor,
+        last: bool,
+    ) -> dict[str, Tensor]:
+        gen = run.generator
+        fixed = run.fixed
+        atoms0 = sample_categorical(logp["atoms"], gen)  # (B, N)
+        if "atoms" in fixed:
+            atoms0 = torch.where(fixed["atoms"][1], fixed["atoms"][0], atoms0)
+        edge_mask = (
+            ~fixed["bonds"][1]
+            if "bonds" in fixed
+            else torch.ones_like(x["bonds"], dtype=torch.bool)
+        )
+        if self.guard:
+            bonds0 = guarded_bonds(atoms0, logp["bonds"], edge_mask, self._caps, self._orders, gen)
+        else:
+            bonds0 = sample_categorical(logp["bonds"], gen)
+        x0 = {"atoms": atoms0, "bonds": bonds0}
+        out = {}
+        for k, proc in run.processes.items():
+            K = proc.num_classes
+            sure = torch.nn.functional.one_hot(x0[k], K).float() * 1e4  # q(x_s | x_t, x_0)
+            post = proc.posterior_log(x[k], sure, s, t)
+            out[k] = x0[k] if last else sample_categorical(post, gen)
+        return run.apply_fixed(out)

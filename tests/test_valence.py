@@ -1,0 +1,106 @@
+"""Valence-aware molecule sampling: capacities from RDKit, every guarded sample within them,
+the unguarded loop equal to ancestral sampling in law, the CLI switch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from discdiff.chem.graph import GraphVocab, num_edges
+from discdiff.chem.valence import ValenceGuardedSampler, atom_capacities, bond_orders
+from discdiff.processes import Marginal
+from discdiff.samplers import AncestralSampler
+from discdiff.schedules import LogLinear
+
+VOCAB = GraphVocab.qm9()  # C N O F N+ O- C- N-
+
+
+def test_capacities_follow_the_isoelectronic_element():
+    caps = dict(zip(VOCAB.atoms, atom_capacities(VOCAB).tolist(), strict=True))
+    assert caps == {("C", 0): 4, ("N", 0): 3, ("O", 0): 2, ("F", 0): 1, ("N", 1): 4,
+                    ("O", -1): 1, ("C", -1): 3, ("N", -1): 2}  # fmt: skip
+    assert bond_orders(VOCAB).tolist() == [0, 1, 2, 3]
+    assert atom_capacities(GraphVocab.moses())[3] == 6  # sulfur: up to six (sulfones)
+
+
+def _processes(ka: int, kb: int) -> dict:
+    return {
+        "atoms": Marginal(torch.full((ka,), 1.0 / ka), LogLinear()),
+        "bonds": Marginal(torch.tensor([0.7] + [0.3 / (kb - 1)] * (kb - 1)), LogLinear()),
+    }
+
+
+def _valences(atoms: torch.Tensor, bonds: torch.Tensor, n: int) -> torch.Tensor:
+    orders = bond_orders(VOCAB)[bonds]  # (B, E)
+    ii, jj = torch.triu_indices(n, n, 1)
+    val = torch.zeros(atoms.shape[0], n)
+    val.index_add_(1, ii, orders)
+    val.index_add_(1, jj, orders)
+    return val
+
+
+def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model():
+    n, B = 6, 64
+    ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
+
+    def greedy(x, t, cond=None):  # wants fluorine atoms joined by triple bonds everywhere
+        atoms = torch.full((*x["atoms"].shape, ka), -3.0)
+        atoms[..., 3] = 3.0
+        bonds = torch.full((*x["bonds"].shape, kb), -3.0)
+        bonds[..., 3] = 3.0
+        return {"atoms": atoms, "bonds": bonds}
+
+    procs = _processes(ka, kb)
+    shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
+    res = ValenceGuardedSampler(20, VOCAB).sample(
+        greedy, procs, shape, generator=torch.Generator().manual_seed(0)
+    )
+    atoms, bonds = res.samples["atoms"], res.samples["bonds"]
+    caps = atom_capacities(VOCAB)[atoms]
+    assert bool((_valences(atoms, bonds, n) <= caps + 1e-6).all())
+    assert bool((bonds > 0).any())  # it still makes the bonds that fit
+    plain = AncestralSampler(20).sample(
+        greedy, procs, shape, generator=torch.Generator().manual_seed(0)
+    )
+    over = (
+        _valences(plain.samples["atoms"], plain.samples["bonds"], n)
+        > atom_capacities(VOCAB)[plain.samples["atoms"]]
+    )
+    assert bool(over.any())  # without the guard this model breaks valence: the test has power
+
+
+def test_unguarded_loop_is_ancestral_sampling_in_law():
+    n, B = 2, 6000
+    ka, kb = 2, 4
+    vocab = GraphVocab(atoms=(("C", 0), ("O", 0)))
+    table_a = torch.tensor([[0.4, -0.2], [0.1, 0.3]])
+    table_b = torch.tensor([0.2, 0.5, -0.3, -1.0])
+
+    def model(x, t, cond=None):
+        a = table_a.expand(x["atoms"].shape[0], n, ka) + 0.5 * (x["atoms"][..., None] == 1)
+        b = table_b.expand(x["bonds"].shape[0], 1, kb) + 0.4 * (x["atoms"][:, :1, None] == 0)
+        return {"atoms": a.clone(), "bonds": b.clone()}
+
+    procs = _processes(ka, kb)
+    shape = {"atoms": (B, n), "bonds": (B, 1)}
+
+    def law(res):
+        idx = (
+            res.samples["atoms"][:, 0] * 8
+            + res.samples["atoms"][:, 1] * 4
+            + res.samples["bonds"][:, 0]
+        )
+        return torch.bincount(idx, minlength=16).double() / B
+
+    a = law(
+        ValenceGuardedSampler(6, vocab, guard=False).sample(
+            model, procs, shape, generator=torch.Generator().manual_seed(1)
+        )
+    )
+    b = law(
+        AncestralSampler(6).sample(model, procs, shape, generator=torch.Generator().manual_seed(2))
+    )
+    tv = 0.5 * float((a - b).abs().sum())
+    bound = float((b * (1 - b) / B).sqrt().sum()) * 2 + math.sqrt(math.log(1e6) / B)
+    assert tv < bound, (tv, bound)
