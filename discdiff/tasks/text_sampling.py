@@ -1,0 +1,117 @@
+"""Sampling of the text task (mixed into :class:`~discdiff.tasks.text.TextTask`): any core
+sampler with a fixed prefix or an infill template, semi-autoregressive generation past the
+context, variable length at the end-of-document token. Uses the task's ``config``,
+``tokenizer``, ``process`` and ``denoiser``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from discdiff.samplers import Sampler
+from discdiff.tasks.text_eval import parse_infill
+
+__all__ = ["TextSampling"]
+
+
+class TextSampling:
+    def sample(
+        self,
+        model: nn.Module,
+        n: int,
+        sampler: Sampler,
+        *,
+        length: int | None = None,
+        prefix: str | None = None,
+        infill: str | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        block: int | None = None,
+        stop_at_eod: bool = False,
+        **conditioning: Any,
+    ) -> tuple[list[str], Tensor, int]:
+        """Draw ``n`` texts of ``length`` tokens (default seq_len).
+
+        prefix: literal text the samples start with; infill: a template with ``[MASK:n]``
+        blanks (see :func:`parse_infill`); at most one of the two. A ``length`` past seq_len
+        is generated semi-autoregressively (:func:`~discdiff.samplers.sample_blocks`, ``block``
+        new tokens per window, default seq_len // 2). ``stop_at_eod``: each text ends at its
+        first end-of-document token (variable length). Returns (texts, ids (n, L), calls).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r}: expected an int >= 1")
+        if conditioning:
+            raise ValueError(f"text samples take no conditioning {sorted(conditioning)}")
+        W = self.config.seq_len
+        L = W if length is None else length
+        if isinstance(L, bool) or not isinstance(L, int) or L < 1:
+            raise ValueError(f"length={length!r}: expected an int >= 1")
+        if L > W and infill is not None:
+            raise ValueError(f"an infill template must fit in one window of {W} tokens")
+        eod = self._eod_id() if stop_at_eod else None
+        if stop_at_eod and eod is None:
+            raise ValueError("this tokenizer has no end-of-document token to stop at")
+        if prefix is not None and infill is not None:
+            raise ValueError("give either prefix or infill, not both")
+        fixed = None
+        if prefix is not None or infill is not None:
+            first = min(L, W)
+            if prefix is not None:
+                ids = self.tokenizer.encode(prefix)
+                if len(ids) > first:
+                    raise ValueError(
+                        f"the prefix takes {len(ids)} tokens, more than the length {first}"
+                    )
+                values = torch.tensor(ids + [0] * (first - len(ids)), dtype=torch.long)
+                given = torch.arange(first) < len(ids)
+            else:
+                values, given = parse_infill(infill, self.tokenizer, first)
+            fixed = (values.expand(n, first).clone(), given.expand(n, first).clone())
+        was = model.training
+        model.eval()
+        try:
+            den: Any = self.denoiser(model)
+            if getattr(sampler, "output", "x0") == "scores":
+                raise ValueError(
+                    "the task hands samplers x0 logits (a score model is converted exactly): "
+                    "use output='x0' (the default)"
+                )
+            if self.config.objective == "score_entropy":  # every sampler reads x_0 logits
+                from discdiff.samplers.scores import ScoresAsX0
+
+                den = ScoresAsX0(den, self.process)
+            if L > W or eod is not None:
+                from discdiff.samplers.blocks import sample_blocks
+
+                res = sample_blocks(
+                    sampler, den, self.process, n, L, W, block, fixed=fixed, eos_id=eod,
+                    generator=generator, progress=progress,
+                )  # fmt: skip
+            else:
+                res = sampler.sample(
+                    den, self.process, (n, L), fixed=fixed, generator=generator,
+                    progress=progress,
+                )  # fmt: skip
+        finally:
+            model.train(was)
+        ids_out = res.samples.cpu()  # (n, L)
+        if bool((ids_out >= self.tokenizer.vocab_size).any()):
+            raise ValueError("the sampler left masked positions; use more steps")
+        texts = []
+        for row in ids_out:
+            if eod is not None and bool((row == eod).any()):
+                row = row[: int((row == eod).nonzero()[0])]
+            texts.append(self.tokenizer.decode(row))
+        return texts, ids_out, res.num_calls
+
+    def _eod_id(self) -> int | None:
+        """The end-of-document token id (prepared corpora end each document with it)."""
+        from discdiff.datasets.token_files import EOD
+
+        try:
+            ids = self.tokenizer.encode(EOD)
+        except (ValueError, KeyError):
+            return None
+        return ids[0] if len(ids) == 1 else None
