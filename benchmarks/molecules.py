@@ -1,15 +1,23 @@
 """Our molecule samples next to DiGress's, in one table, and the time to sample them.
 
     python benchmarks/molecules.py [-n 10000] [--steps 50] [--threads 2] [--checkpoint PATH]
-                                   [--no-valence-guard]
+                                   [--guard both|on|off] [--target qed=0.6 --guidance 1 2]
 
-Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``), times the
-sampling of the first 1,000 (the figure the issue targets: <= 60 s on 2 CPU cores), and prints
-one metrics table: our samples, then DiGress's own sample files with the figures DiGress
-published. Our row is computed from the raw sampled graphs (strict validity = sanitises as
-generated; repaired = after DiGress's one-step repair). Novelty is against the QM9 train split,
-distribution distances against the QM9 test split, as for the DiGress rows (the reference
-sets, anchor files and published figures come from ``benchmarks/molecule_metrics.py``).
+Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``) with and/or
+without the valence guard, times the first 1,000, and prints two tables beside DiGress's own
+sample files (and the figures DiGress published):
+
+1. validity (strict = sanitises as generated; repaired = after DiGress's one-step repair;
+   connected), uniqueness, novelty against the QM9 train split and against all of QM9
+   (train + val + test), atom/bond/ring total-variation distances to the QM9 test split;
+2. the chemistry profile: aromatic molecules, the filter rates of :mod:`discdiff.chem.filters`
+   (PAINS, net charge, unstable motifs) and the Wasserstein-1 distances of the QED, SA and MW
+   distributions to the QM9 test split, whose own profile is the first row.
+
+With ``--target`` (a property-conditioned checkpoint, ``molecules train --properties``), it
+also samples towards the target at each ``--guidance`` scale and prints the property's mean
+against the unconditional samples of the same model and the fraction of the distance to the
+target that was covered.
 """
 
 from __future__ import annotations
@@ -24,14 +32,40 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import molecule_metrics as mm  # noqa: E402  (benchmarks/molecule_metrics.py, run as a script)
 
-from discdiff.chem.metrics import format_metrics_table, molecule_metrics  # noqa: E402
+from discdiff.chem.export import decode_samples  # noqa: E402
+from discdiff.chem.filters import FILTERS  # noqa: E402
+from discdiff.chem.metrics import (  # noqa: E402
+    format_metrics_table,
+    molecule_metrics,
+    reference_stats,  # noqa: E402
+)
+from discdiff.chem.properties import mol_properties, parse_targets  # noqa: E402
+from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
+from discdiff.tasks.molecule_data import novelty_sets  # noqa: E402
 from discdiff.tasks.molecules import (  # noqa: E402
     GRID_POWER,
     SAMPLE_STEPS,
     load_pretrained,
     shipped_checkpoint,
 )
+
+MAIN = ["num_samples", "validity", "validity_repaired", "validity_connected", "uniqueness",
+        "novelty", "novelty_whole", "atom_tv", "bond_tv", "ring_tv", "seconds"]  # fmt: skip
+PROFILE = ["aromatic", *(f"rate_{k}" for k in FILTERS), "qed_w1", "sa_w1", "mw_w1"]
+
+
+def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, float]:
+    """(graphs, seconds for all, seconds for the first 1,000)."""
+    first = min(1000, n)
+    kw = dict(steps=args.steps, batch_size=args.batch_size, grid_power=args.time_power,
+              generator=gen, valence_guard=guard, **cond)  # fmt: skip
+    start = time.perf_counter()
+    graphs = task.sample_graphs(model, first, **kw)
+    t_first = time.perf_counter() - start
+    if n > first:
+        graphs += task.sample_graphs(model, n - first, **kw)
+    return graphs, time.perf_counter() - start, t_first
 
 
 def main() -> None:
@@ -46,66 +80,87 @@ def main() -> None:
         "--time-power", type=float, default=GRID_POWER, help="steps at t_k = (1 - k/n)^P"
     )
     ap.add_argument("--no-digress", action="store_true", help="skip the DiGress rows")
-    ap.add_argument(
-        "--no-valence-guard", action="store_true", help="plain ancestral sampling (no guard)"
-    )
+    ap.add_argument("--guard", choices=("both", "on", "off"), default="both",
+                    help="rows with the valence guard, without it, or both")  # fmt: skip
+    ap.add_argument("--target", action="append", default=[], help="NAME=VALUE (conditioned)")
+    ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0])
     args = ap.parse_args()
     if args.n < 1 or args.steps < 1 or args.threads < 1:
         raise SystemExit("-n, --steps and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     model, task = load_pretrained(args.checkpoint or shipped_checkpoint())
-    gen = torch.Generator().manual_seed(args.seed)
+    goals = parse_targets(args.target, task.config.properties)
 
-    first = min(1000, args.n)
-    start = time.perf_counter()
-    graphs = task.sample_graphs(
-        model,
-        first,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grid_power=args.time_power,
-        generator=gen,
-        valence_guard=not args.no_valence_guard,
-    )
-    t_1000 = time.perf_counter() - start
-    if args.n > first:
-        graphs += task.sample_graphs(
-            model,
-            args.n - first,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            grid_power=args.time_power,
-            generator=gen,
-            valence_guard=not args.no_valence_guard,
-        )
-    t_all = time.perf_counter() - start
-    print(
-        f"sampled {args.n} molecules in {t_all:.1f} s ({args.steps} steps, {args.threads} "
-        f"threads); the first {first}: {t_1000:.1f} s"
-    )
+    t = time.perf_counter()
+    train, whole, why = novelty_sets("qm9")
+    if why:
+        raise SystemExit(f"cannot load QM9 for novelty: {why}")
+    reference = reference_stats(load_qm9("test"), profile=True)
+    print(f"QM9 train/whole canonical sets and the test profile: {time.perf_counter() - t:.1f} s")
 
-    train, reference = mm._references("qm9")
-    rows: dict[str, dict] = {}
-    ours = molecule_metrics(task.to_mols(graphs), train, reference)
-    ours["seconds"] = t_all
-    guard = "no guard" if args.no_valence_guard else "valence guard"
-    rows[f"discdiff QM9 noH ({args.steps} steps, power {args.time_power:g}, {guard})"] = ours
+    rows: dict[str, dict] = {"QM9 test split": reference.profile_metrics(reference)}
+    main_rows: dict[str, dict] = {}
+    name = "discdiff QM9 noH" if args.checkpoint is None else f"discdiff {args.checkpoint.name}"
+    guards = {"both": (True, False), "on": (True,), "off": (False,)}[args.guard]
+    timing = []
+    for guard in guards:
+        gen = torch.Generator().manual_seed(args.seed)
+        graphs, t_all, t_first = _sample(task, model, args.n, args, gen, guard)
+        m = molecule_metrics(task.to_mols(graphs), train, reference, profile=True, whole=whole)
+        m["seconds"] = t_all
+        label = f"{name} ({args.steps} steps, {'valence guard' if guard else 'no guard'})"
+        main_rows[label] = rows[label] = m
+        timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
     if not args.no_digress:
-        for name, file, dataset in mm.FILES:
+        for dname, file, dataset in mm.FILES:
             if dataset != "qm9":
                 continue
             t = time.perf_counter()
-            m = molecule_metrics(read_smiles_file(mm.ANCHORS / file), train, reference)
+            m = molecule_metrics(
+                read_smiles_file(mm.ANCHORS / file), train, reference, profile=True, whole=whole
+            )
             m["seconds"] = time.perf_counter() - t
-            rows[f"{name} (files)"] = m
-            for source, figures in mm.PUBLISHED.get(name, []):
-                rows[f"{name} ({source})"] = figures
-    for r in rows.values():
-        r.setdefault("fcd", None)
-    cols = [c for c in mm.COLUMNS if c != "unique@10k"]
+            main_rows[f"{dname} (files)"] = rows[f"{dname} (files)"] = m
+            for source, figures in mm.PUBLISHED.get(dname, []):
+                main_rows[f"{dname} ({source})"] = figures
     print()
-    print(format_metrics_table(rows, cols))
-    print(f"\nsampling time for {first} molecules: {t_1000:.1f} s on {args.threads} thread(s)")
+    print(format_metrics_table(main_rows, MAIN))
+    print()
+    print(format_metrics_table(rows, PROFILE))
+    print()
+    print("\n".join(timing) + f" ({args.threads} threads)")
+    if goals:
+        _conditioned(task, model, goals, args)
+
+
+def _property_mean(task, graphs, name: str) -> tuple[float, int]:
+    recs = [r for r in decode_samples(task.to_mols(graphs)) if r.valid]
+    vals = [v for v in (mol_properties(r.mol, [name])[0] for r in recs) if v == v]
+    return (sum(vals) / len(vals) if vals else float("nan")), len(vals)
+
+
+def _conditioned(task, model, goals: dict[str, float], args) -> None:
+    """The property's mean without a target and towards it at each guidance scale."""
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    base, _, _ = _sample(task, model, args.n, args, gen, True)
+    rows = {}
+    for prop, goal in goals.items():
+        mu0, n0 = _property_mean(task, base, prop)
+        rows[f"{prop}: no target"] = {"mean": mu0, "valid": float(n0)}
+        for w in args.guidance:
+            gen = torch.Generator().manual_seed(args.seed + 2)
+            graphs, secs, _ = _sample(task, model, args.n, args, gen, True,
+                                      target={prop: goal}, guidance=w)  # fmt: skip
+            mu, n = _property_mean(task, graphs, prop)
+            m = molecule_metrics(task.to_mols(graphs))
+            rows[f"{prop}: target {goal:g}, guidance {w:g}"] = {
+                "mean": mu, "valid": float(n), "moved": (mu - mu0) / (goal - mu0),
+                "validity": m["validity"], "uniqueness": m["uniqueness"], "seconds": secs,
+            }  # fmt: skip
+    print()
+    print(format_metrics_table(rows, ["valid", "mean", "moved", "validity", "uniqueness",
+                                      "seconds"], percent=["moved"]))  # fmt: skip
+    print("moved: (mean - mean without a target) / (target - mean without a target)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ prints; the work is done by the task, the core samplers and the shared trainer.
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Annotated
@@ -58,54 +57,64 @@ def _positive(value: int, name: str) -> int:
     return value
 
 
-def _write_molecules(path: Path, mols: list, smiles: list[str | None]) -> None:
-    """Write samples as .sdf (invalid ones as empty records, valid=0), .smi ("SMILES<TAB>
-    sample_i", invalid ones left out) or .csv (valid column)."""
-    with atomic_path(path) as tmp:
-        _write_to(tmp, path.suffix.lower(), mols, smiles)
-
-
-def _write_to(path: Path, suffix: str, mols: list, smiles: list[str | None]) -> None:
-    from rdkit import Chem
-
-    if suffix == ".sdf":
-        with Chem.SDWriter(str(path)) as w:
-            for i, (mol, smi) in enumerate(zip(mols, smiles, strict=True)):
-                m = mol if smi is not None else Chem.Mol()
-                m = Chem.Mol(m)
-                m.SetProp("_Name", f"sample_{i}")
-                m.SetProp("valid", "1" if smi is not None else "0")
-                w.write(m)
-    elif suffix == ".smi":  # "SMILES<TAB>name", invalid samples left out (counted by the caller)
-        lines = [f"{s}\tsample_{i}\n" for i, s in enumerate(smiles) if s is not None]
-        path.write_text("".join(lines), encoding="utf-8")
-    else:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            wr = csv.writer(f)
-            wr.writerow(["index", "smiles", "valid"])
-            for i, s in enumerate(smiles):
-                wr.writerow([i, "" if s is None else s, int(s is not None)])
-
-
-def _write_grid(path: Path, mols: list, smiles: list[str | None], num: int) -> int:
-    """PNG grid of the first ``num`` samples, SMILES as legends (an invalid one: empty cell)."""
-    from rdkit import Chem
-    from rdkit.Chem import Draw
-
-    shown = [m if m is not None else Chem.Mol() for m in mols[:num]]
-    legends = [s if s is not None else "invalid" for s in smiles[:num]]
-    img = Draw.MolsToGridImage(
-        shown, molsPerRow=min(5, len(shown)), subImgSize=(200, 200), legends=legends
-    )
-    with atomic_path(path) as tmp:
-        img.save(str(tmp))
-    return len(shown)
-
-
 TimePower = Annotated[
     float,
     typer.Option(help="Ancestral steps at t_k = (1 - k/n)^P; P > 1 puts more of them near t = 0."),
 ]
+Target = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Steer a property-conditioned model: NAME=VALUE (repeatable), e.g. qed=0.7.",
+    ),
+]
+Guidance = Annotated[
+    float,
+    typer.Option(help="Classifier-free guidance scale with --target (1 = conditional, 2 = more)."),
+]
+Scaffold = Annotated[
+    str | None,
+    typer.Option(help="SMILES kept fixed in every sample (its atoms and bonds); the rest grows."),
+]
+NumAtoms = Annotated[
+    int, typer.Option(help="Heavy atoms per molecule (0 = drawn from the training data).")
+]
+Repair = Annotated[
+    bool,
+    typer.Option(
+        "--repair/--no-repair",
+        help="Repair valences and keep the largest fragment (each record says so); "
+        "--no-repair writes only what the model made.",
+    ),
+]
+ValenceGuard = Annotated[
+    bool,
+    typer.Option(
+        "--valence-guard/--no-valence-guard",
+        help="Ancestral sampling that never gives an atom more bonds than its element and "
+        "charge allow (valid by construction; off: plain ancestral, for research).",
+    ),
+]
+
+
+def _conditioning(
+    task, target: list[str] | None, guidance: float, scaffold: str | None = None, atoms: int = 0
+) -> dict:
+    """The sampling keywords of --target / --guidance / --scaffold / --num-atoms, checked
+    against the model before any sampling (one line each)."""
+    from discdiff.chem.properties import parse_targets
+
+    goals = parse_targets(target or [], task.config.properties)
+    if guidance != 1.0 and not goals:
+        raise ValueError("--guidance needs --target (a property-conditioned model)")
+    if guidance < 0:
+        raise ValueError(f"--guidance must be >= 0, got {guidance}")
+    out = {"target": goals or None, "guidance": guidance, "num_atoms": atoms or None}
+    if atoms < 0:
+        raise ValueError(f"--num-atoms must be >= 0, got {atoms}")
+    graph = task.scaffold_graph(scaffold) if scaffold else None
+    task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]), atoms or None)
+    return out | {"scaffold": graph, "scaffold_smiles": scaffold}
 
 
 def _sample_and_report(
@@ -120,42 +129,65 @@ def _sample_and_report(
     time_power: float,
     options: dict | None = None,
     valence_guard: bool = True,
-) -> tuple[list, list, dict, float]:
-    """Sample ``n`` graphs, decode them, compute metrics; returns (mols, smiles, metrics, s)."""
-    from discdiff.chem.graph import canonical_smiles
-    from discdiff.chem.metrics import canonical_set, largest_fragment, repair_mol, sanitize_or_none
-    from discdiff.tasks.molecules import load_training_smiles
+    repair: bool = True,
+    progress: bool = True,
+    scaffold_smiles: str | None = None,
+    **conditioning,
+) -> tuple[list, dict, float]:
+    """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
+    from discdiff.chem.export import decode_samples
+    from discdiff.tasks.molecule_data import novelty_sets
 
-    gen = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sampler_obj = task.make_sampler(
+        steps, sampler, time_power, valence_guard, conditioning.get("guidance", 1.0),
+        **(options or {}),
+    )  # fmt: skip
     start = time.perf_counter()
-    graphs = task.sample_graphs(
-        model,
-        n,
-        steps=steps,
-        sampler=task.make_sampler(steps, sampler, time_power, valence_guard, **(options or {})),
-        batch_size=batch_size,
-        grid_power=time_power,
-        generator=gen,
-    )
+    with _bar(n, progress, "sampling") as bar:
+        graphs = task.sample_graphs(
+            model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
+            grid_power=time_power, generator=gen, progress=bar.update, **conditioning,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
-    raw = task.to_mols(graphs)
-    mols, smiles = [], []
-    for r in raw:
-        m = sanitize_or_none(r)
-        if m is None:
-            m = repair_mol(r)
-        mols.append(None if m is None else largest_fragment(m))
-        smiles.append(None if m is None else canonical_smiles(largest_fragment(m)))
-    train = None
-    if novelty and task.config.dataset is not None:
-        src = task.config.dataset
-        if src in ("qm9", "moses") or Path(src).is_file():
-            smi = load_training_smiles(src, "train", download=False)
-            train = canonical_set(smi) if smi else None
+    records = decode_samples(task.to_mols(graphs), repair=repair)
+    train = whole = None
+    if novelty:
+        train, whole, why = novelty_sets(task.config.dataset)
+        if why is not None:
+            typer.echo(f"novelty left out: {why}")
     metrics = task.metrics(graphs, train)
+    if whole is not None:
+        metrics["novelty_whole"] = _novel(records, whole)
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
-    return mols, smiles, metrics, seconds
+    return records, metrics, seconds
+
+
+def _novel(records: list, known: set[str]) -> float:
+    unique = {r.smiles for r in records if r.valid}
+    return len(unique - known) / len(unique) if unique else 0.0
+
+
+class _NoBar:
+    def update(self, k: int) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _bar(total: int, on: bool, what: str):
+    """A tqdm bar on stderr (or nothing) whose ``update(k)`` the sampler calls per batch."""
+    if not on:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=what, unit="mol", leave=False)
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -168,10 +200,77 @@ def _print_metrics(metrics: dict, title: str) -> None:
         "validity_connected",
         "uniqueness",
         "novelty",
+        "novelty_whole",
         "sampling_seconds",
     ]
     cols = [c for c in cols if c in metrics]
     typer.echo(format_metrics_table({title: metrics}, cols))
+    if "novelty" in metrics:
+        typer.echo("novelty: against the training split; novelty_whole: against every split")
+
+
+def _report_records(records: list, conditioning: dict, task) -> None:
+    """Counts a chemist wants: repairs, filters, the scaffold, the property against a target."""
+    from discdiff.chem.filters import filter_counts
+
+    valid = [r for r in records if r.valid]
+    repaired = sum(r.repaired for r in valid)
+    dropped = sum(r.fragments_dropped for r in valid)
+    typer.echo(
+        f"{len(valid)} of {len(records)} valid ({repaired} repaired, {dropped} with fragments "
+        "dropped; the files say which)"
+    )
+    counts = filter_counts([r.mol for r in valid])
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("any", "checked"))
+    typer.echo(f"filters (of {len(valid)} valid): {shown}; flagged by any: {counts['any']}")
+    scaffold = conditioning.get("scaffold_smiles")
+    if scaffold:
+        from rdkit import Chem
+
+        query = Chem.MolFromSmiles(scaffold)
+        hits = sum(r.mol.HasSubstructMatch(query) for r in valid)
+        typer.echo(f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples")
+    target = conditioning.get("target") or {}
+    if target:
+        from discdiff.chem.properties import mol_properties
+
+        for name, goal in target.items():
+            vals = [mol_properties(r.mol, [name])[0] for r in valid]
+            vals = [v for v in vals if v == v]
+            mean = sum(vals) / len(vals) if vals else float("nan")
+            typer.echo(f"{name}: target {goal:g}, samples' mean {mean:.4f} (n = {len(vals)})")
+
+
+def _write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):
+    from discdiff.chem.export import write_grid, write_molecules
+
+    with atomic_path(out) as tmp:
+        written = write_molecules(
+            tmp, records, keep_invalid=keep_invalid, hydrogens=hydrogens,
+            conformers=conformers, seed=seed,
+        )  # fmt: skip
+    typer.echo(f"wrote {written} molecules to {out}")
+    invalid = sum(not r.valid for r in records)
+    if invalid and out.suffix.lower() == ".smi" and not keep_invalid:
+        typer.echo(
+            f"left {invalid} invalid sample(s) out of {out} (--keep-invalid keeps them, flagged)"
+        )
+    if grid is not None:
+        with atomic_path(grid) as tmp:
+            shown = write_grid(tmp, records, grid_size)
+        typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")
+
+
+def _check_outputs(out, grid, conformers, hydrogens) -> None:
+    if out.suffix.lower() not in OUT_FORMATS:
+        raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
+    if (conformers or hydrogens) and out.suffix.lower() != ".sdf":
+        raise ValueError("--hydrogens and --conformers need an .sdf --out")
+    check_output(out, OUT_FORMATS, "--out")
+    if grid is not None:
+        if grid.suffix.lower() != ".png":
+            raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
+        check_output(grid, (".png",), "--grid")
 
 
 @app.command()
@@ -187,57 +286,60 @@ def sample(
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
-    valence_guard: Annotated[
-        bool,
-        typer.Option(
-            "--valence-guard/--no-valence-guard",
-            help="Ancestral sampling that never gives an atom more bonds than its element and "
-            "charge allow (valid by construction; off: plain ancestral, for research).",
-        ),
-    ] = True,
+    valence_guard: ValenceGuard = True,
+    target: Target = None,
+    guidance: Guidance = 1.0,
+    scaffold: Scaffold = None,
+    num_atoms: NumAtoms = 0,
+    repair: Repair = True,
+    keep_invalid: Annotated[
+        bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
+    ] = False,
+    hydrogens: Annotated[bool, typer.Option(help="Explicit hydrogens in the .sdf.")] = False,
+    conformers: Annotated[
+        bool, typer.Option(help="3-D coordinates in the .sdf (ETKDG + MMFF; adds hydrogens).")
+    ] = False,
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Weights (.safetensors, config JSON beside) or a training run dir."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
+    device: Device = "cpu",
     threads: Threads = 0,
-    novelty: Annotated[bool, typer.Option(help="Report novelty if the train set is cached.")] = (
-        True
-    ),
+    novelty: Annotated[
+        bool, typer.Option(help="Report novelty (fetches the training data if it must).")
+    ] = True,
+    progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
-    """Sample molecules, write them (and a PNG grid), print validity/uniqueness/novelty."""
+    """Sample molecules, write them (and a PNG grid), print validity, novelty and filters."""
     from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
 
     _positive(num, "-n")
     _positive(steps, "--steps")
     _positive(batch_size, "--batch-size")
     _positive(grid_size, "--grid-size")
-    if out.suffix.lower() not in OUT_FORMATS:
-        raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
-    if grid is not None and grid.suffix.lower() != ".png":
-        raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
-    check_output(out, OUT_FORMATS, "--out")
-    if grid is not None:
-        check_output(grid, (".png",), "--grid")
+    _check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
-    model, task = load_pretrained(checkpoint if checkpoint is not None else shipped_checkpoint())
-    mols, smiles, metrics, seconds = _sample_and_report(
+    dev = _device(device)
+    ckpt = checkpoint if checkpoint is not None else shipped_checkpoint()
+    model, task = load_pretrained(ckpt, device=dev)
+    cond = _conditioning(task, target, guidance, scaffold, num_atoms)
+    records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt), valence_guard,
+        sampler_options(sampler_opt), valence_guard, repair, progress, **cond,
     )  # fmt: skip
-    _write_molecules(out, mols, smiles)
-    typer.echo(f"wrote {num} molecules to {out} ({seconds:.1f} s sampling, {steps} steps)")
-    invalid = sum(s is None for s in smiles)
-    if invalid and out.suffix.lower() == ".smi":
-        typer.echo(
-            f"left {invalid} invalid sample(s) out of {out} (.sdf and .csv keep them, flagged)"
-        )
-    if grid is not None:
-        shown = _write_grid(grid, mols, smiles, grid_size)
-        typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")
+    typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
+    _write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
+    _report_records(records, cond, task)
     _print_metrics(metrics, "samples")
+
+
+def _device(spec: str) -> str:
+    from discdiff.training.device import resolve_device
+
+    return str(resolve_device(spec))
 
 
 #: training defaults of the molecule task (flags override; --resume keeps the run's)
@@ -278,6 +380,26 @@ def train(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     max_nodes: Annotated[int, typer.Option(help="Largest graph (0 = from the data).")] = 0,
     max_train: Annotated[int, typer.Option(help="Use only the first N SMILES (0 = all).")] = 0,
+    properties: Annotated[
+        str,
+        typer.Option(
+            help="Condition on these properties (comma-separated; registered: qed, logp, mw, "
+            "tpsa, sa), computed with RDKit, for sampling with --target and --guidance."
+        ),
+    ] = "",
+    property_bins: Annotated[
+        int, typer.Option(help="Equal-mass bins per property (the labels of the condition).")
+    ] = 16,
+    label_dropout: Annotated[
+        float, typer.Option(help="Probability of training a label as 'no target' (CFG).")
+    ] = 0.1,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune from these weights ('shipped' = the shipped QM9 model): their "
+            "processes, priors and sizes are kept; new label tables start at zero."
+        ),
+    ] = None,
     eval_every: EvalEvery = None,
     eval_batches: EvalBatches = None,
     ckpt_every: CkptEvery = None,
@@ -298,38 +420,54 @@ def train(
         if v is not None:
             _positive(v, name)
     set_threads(threads)
-    saved_train = None
+    saved_train, start = None, None
     if check_new_run(out, resume):
         task, model_entry, saved_train = runs.saved_settings(out)
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
     else:
-        prep = prepare_molecule_data(data, max_train=max_train or None, max_nodes=max_nodes or None)
-        task = MoleculeTask.from_graphs(
-            prep.graphs,
-            prep.vocab,
-            max_nodes=prep.max_nodes,
-            process=process,
-            schedule=schedule,
-            edge_weight=edge_weight,
-            dataset=prep.dataset,
-        )
+        names = [p.strip().lower() for p in properties.split(",") if p.strip()]
+        start = _initial_model(init) if init is not None else None
+        limit = start[1].config.max_nodes if start is not None else max_nodes or None
+        prep = prepare_molecule_data(data, max_train=max_train or None, max_nodes=limit)
+        if start is not None:
+            task = _init_task(start[1], prep)
+            sizes = _denoiser_sizes(start[0])
+        else:
+            task = MoleculeTask.from_graphs(
+                prep.graphs,
+                prep.vocab,
+                max_nodes=prep.max_nodes,
+                process=process,
+                schedule=schedule,
+                edge_weight=edge_weight,
+                dataset=prep.dataset,
+            )
+            sizes = dict(
+                _GLOBAL_SIZES,
+                num_layers=layers,
+                node_dim=node_dim,
+                edge_dim=edge_dim,
+                num_heads=heads,
+                node_ff_dim=2 * node_dim,
+                edge_ff_dim=2 * edge_dim,
+            )
         typer.echo(f"{prep.report()}; max_nodes {task.config.max_nodes}")
-        task.attach_data(
-            task.graph_dataset(prep.graphs), task.graph_dataset(prep.val_graphs or prep.graphs[:1])
-        )
-        sizes = dict(
-            _GLOBAL_SIZES,
-            num_layers=layers,
-            node_dim=node_dim,
-            edge_dim=edge_dim,
-            num_heads=heads,
-            node_ff_dim=2 * node_dim,
-            edge_ff_dim=2 * edge_dim,
-        )
+        train_set = task.graph_dataset(prep.graphs)
+        val_set = task.graph_dataset(prep.val_graphs or prep.graphs[:1])
+        if names:
+            task, train_set, val_set = _with_properties(
+                task, names, property_bins, label_dropout, train_set, val_set, prep
+            )
+        task.attach_data(train_set, val_set)
         torch.manual_seed(seed)
         model_entry = task.model_entry(task.new_model(**sizes))
     torch.manual_seed(seed)
     model = task.build_model(model_entry)
+    if start is not None:
+        from discdiff.tasks.runs import warm_start
+
+        fresh = warm_start(model, start[0], new=("labels.",))
+        typer.echo(f"initialised from {init}" + (f" ({len(fresh)} new tensors)" if fresh else ""))
     n_params = sum(p.numel() for p in model.parameters())
     typer.echo(f"denoiser: {n_params:,} parameters; process {task.config.process}")
     given = {**train_flags(locals()), "seed": seed if saved_train is None else None}
@@ -346,19 +484,69 @@ def train(
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
 
 
+def _initial_model(init: str) -> tuple:
+    """(denoiser, task) of ``--init`` ('shipped' = the shipped checkpoint)."""
+    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+
+    path = shipped_checkpoint() if init == "shipped" else Path(init)
+    return load_pretrained(path)
+
+
+def _init_task(start, prep):
+    """The --init model's task (processes, priors, node counts), on the new data's vocabulary."""
+    import dataclasses
+
+    from discdiff.tasks.molecules import MoleculeTask
+
+    if start.vocab != prep.vocab:
+        raise ValueError(
+            f"--init: the model's atoms {start.vocab.atoms} differ from the data's "
+            f"{prep.vocab.atoms}"
+        )
+    return MoleculeTask(dataclasses.replace(start.config, dataset=prep.dataset))
+
+
+def _denoiser_sizes(model) -> dict:
+    """The widths of a graph denoiser (what ``new_model`` takes), from its config."""
+    skip = {"atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes",
+            "max_nodes", "no_bond_id", "num_properties", "property_bins"}  # fmt: skip
+    return {k: v for k, v in model.config.to_dict().items() if k not in skip}
+
+
+def _with_properties(task, names, bins, dropout, train_set, val_set, prep):
+    """The task conditioned on ``names`` and both splits with their property values."""
+    from discdiff.tasks.molecules import graph_properties
+
+    n = len(prep.graphs) + len(prep.val_graphs)
+    typer.echo(f"computing {', '.join(names)} of {n} molecules (RDKit)")
+    values = graph_properties(prep.graphs, task.vocab, names)
+    val_values = graph_properties(prep.val_graphs or prep.graphs[:1], task.vocab, names)
+    task = task.conditioned(names, values, bins, dropout)
+    return task, train_set.with_properties(values), val_set.with_properties(val_values)
+
+
 @app.command("eval")
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
+    sampler_opt: SamplerOpt = None,
+    valence_guard: ValenceGuard = True,
+    target: Target = None,
+    guidance: Guidance = 1.0,
     seed: Seed = 0,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     out: Annotated[Path | None, typer.Option(help="Also write the samples (.sdf/.smi/.csv).")] = (
         None
     ),
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
+    novelty: Annotated[
+        bool, typer.Option(help="Report novelty (fetches the training data if it must).")
+    ] = True,
+    device: Device = "cpu",
     threads: Threads = 0,
+    progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
@@ -366,20 +554,23 @@ def evaluate(
 
     _positive(num, "-n")
     _positive(steps, "--steps")
-    if out is not None and out.suffix.lower() not in OUT_FORMATS:
-        raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
+    _positive(batch_size, "--batch-size")
     if out is not None:
-        check_output(out, OUT_FORMATS, "--out")
+        _check_outputs(out, None, False, False)
     set_threads(threads)
+    dev = _device(device)
     if run_dir.is_dir():
-        model, task = load_run(run_dir, use_ema=False if raw else None)
+        model, task = load_run(run_dir, device=dev, use_ema=False if raw else None)
     else:
-        model, task = load_pretrained(run_dir)
-    mols, smiles, metrics, seconds = _sample_and_report(
-        model, task, num, steps, sampler, seed, batch_size, True, time_power
-    )
+        model, task = load_pretrained(run_dir, device=dev)
+    cond = _conditioning(task, target, guidance)
+    records, metrics, _ = _sample_and_report(
+        model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
+        sampler_options(sampler_opt), valence_guard, True, progress, **cond,
+    )  # fmt: skip
     if out is not None:
-        _write_molecules(out, mols, smiles)
+        _write_outputs(out, None, 0, records, False, False, False, seed)
+    _report_records(records, cond, task)
     _print_metrics(metrics, run_dir.name or str(run_dir))
 
 

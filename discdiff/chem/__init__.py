@@ -1,5 +1,9 @@
-"""Chemistry: RDKit <-> categorical molecule graphs (``graph``) and sample metrics (``metrics``)."""
+"""Chemistry: RDKit <-> categorical molecule graphs (``graph``), sample metrics (``metrics``),
+properties for conditioning (``properties``), filters (``filters``), sample records and files
+(``export``), valence-aware sampling (``valence``) and PyTorch Geometric data (``pyg``)."""
 
+from discdiff.chem.export import SampleRecord, decode_samples, write_grid, write_molecules
+from discdiff.chem.filters import FILTERS, MOTIFS, filter_counts, flag_molecule
 from discdiff.chem.graph import (
     BOND_TYPES,
     GraphVocab,
@@ -29,6 +33,14 @@ from discdiff.chem.metrics import (
     repair_mol,
     sanitize_or_none,
     total_variation,
+    wasserstein_1,
+)
+from discdiff.chem.properties import (
+    PROPERTIES,
+    bin_labels,
+    property_values,
+    quantile_edges,
+    register_property,
 )
 
 __all__ = [
@@ -58,4 +70,18 @@ __all__ = [
     "repair_mol",
     "sanitize_or_none",
     "total_variation",
+    "wasserstein_1",
+    "SampleRecord",
+    "decode_samples",
+    "write_grid",
+    "write_molecules",
+    "FILTERS",
+    "MOTIFS",
+    "filter_counts",
+    "flag_molecule",
+    "PROPERTIES",
+    "bin_labels",
+    "property_values",
+    "quantile_edges",
+    "register_property",
 ]

@@ -434,34 +434,13 @@ def to_pyg(atoms: torch.Tensor, bonds: torch.Tensor) -> Any:
 
 
 def from_pyg_batch(batch: Any, max_nodes: int) -> dict[str, torch.Tensor]:
-    """Dense fields (as :func:`to_dense_fields`) of a PyG ``Batch`` (or a single ``Data``).
+    """Dense fields (as :func:`to_dense_fields`) of a PyG ``Batch`` (or a single ``Data``):
+    :func:`discdiff.chem.pyg.densify` (PyG's ``to_dense_batch`` / ``to_dense_adj``)."""
+    from discdiff.chem.pyg import densify
 
-    Only edges with source < target are read (the graphs are undirected).
-    """
-    x = batch.x
-    total = x.shape[0]
-    vec = getattr(batch, "batch", None)
-    if vec is None:
-        vec = torch.zeros(total, dtype=torch.long, device=x.device)
-    bsz = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
-    counts = torch.bincount(vec, minlength=bsz)  # (B,)
-    if int(counts.max()) > max_nodes:
-        raise ValueError(f"a graph has {int(counts.max())} nodes, more than max_nodes={max_nodes}")
-    start = torch.cumsum(counts, 0) - counts  # (B,)
-    pos = torch.arange(total, device=x.device) - start[vec]  # (total,) local node index
-    atoms = torch.zeros(bsz, max_nodes, dtype=torch.long, device=x.device)
-    atoms[vec, pos] = x.long().view(-1)
-    node_mask = torch.arange(max_nodes, device=x.device)[None, :] < counts[:, None]  # (B, N)
-    bonds = torch.zeros(bsz, num_edges(max_nodes), dtype=torch.long, device=x.device)
-    src, dst = batch.edge_index
-    keep = pos[src] < pos[dst]
-    src, dst = src[keep], dst[keep]
-    i, j, g = pos[src], pos[dst], vec[src]
-    flat = i * max_nodes - i * (i + 1) // 2 + (j - i - 1)  # row-major index into the triangle
-    bonds[g, flat] = batch.edge_attr.long().view(-1)[keep]
-    ii, jj = _triu(max_nodes, x.device)
-    edge_mask = node_mask[:, ii] & node_mask[:, jj]
-    return {"atoms": atoms, "bonds": bonds, "node_mask": node_mask, "edge_mask": edge_mask}
+    out = densify(batch, max_nodes)
+    out.pop("props", None)
+    return out
 
 
 # ----------------------------------------------------------------------------- node counts

@@ -22,10 +22,16 @@ that its published figures can be reproduced from its own sample files):
   generated and the reference distributions of heavy-atom types (element + charge), bond types
   (kekulized: single/double/triple) and ring sizes (over all SSSR rings).
 - ``fcd``: Frechet ChemNet Distance (optional ``fcd`` package) to the reference SMILES.
+- with ``profile=True``: ``aromatic`` (molecules with an aromatic ring), every filter of
+  :mod:`discdiff.chem.filters` as ``rate_<name>`` (PAINS, net charge, unstable motifs), the
+  means ``qed_mean``, ``sa_mean``, ``mw_mean`` and, with a profiled reference, the
+  Wasserstein-1 distances ``qed_w1``, ``sa_w1``, ``mw_w1`` between the two distributions.
+  All over the valid molecules (largest fragments).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +49,7 @@ __all__ = [
     "ReferenceStats",
     "reference_stats",
     "total_variation",
+    "wasserstein_1",
     "frechet_chemnet_distance",
     "molecule_metrics",
     "format_metrics_table",
@@ -99,9 +106,17 @@ def repair_mol(mol: Chem.Mol | None) -> Chem.Mol | None:
 
 
 def largest_fragment(mol: Chem.Mol) -> Chem.Mol:
-    """Largest connected fragment (by atom count; first one on ties) of a sanitised molecule."""
+    """Largest connected fragment (by atom count; first one on ties) of a sanitised molecule,
+    itself sanitised (ring information included)."""
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
-    return max(frags, key=lambda m: m.GetNumAtoms()) if len(frags) > 1 else mol
+    if len(frags) == 1:
+        return mol
+    frag = max(frags, key=lambda m: m.GetNumAtoms())
+    try:
+        Chem.SanitizeMol(frag)
+    except Exception:  # a fragment of a valid molecule sanitises; keep rings findable anyway
+        Chem.FastFindRings(frag)
+    return frag
 
 
 def canonical_set(smiles: Iterable[str], canonicalize: bool = True) -> set[str]:
@@ -132,9 +147,16 @@ class ReferenceStats:
     bonds: Counter[str] = field(default_factory=Counter)
     rings: Counter[int] = field(default_factory=Counter)
     smiles: list[str] = field(default_factory=list)
+    #: with ``profile``: molecules seen, aromatic ones, filter hits, property values
+    profiled: int = 0
+    aromatic: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+    props: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, mol: Chem.Mol) -> None:
-        """Add one sanitised molecule."""
+    def add(self, mol: Chem.Mol, profile: bool = False) -> None:
+        """Add one sanitised molecule (``profile``: also its aromaticity, filters, QED/SA/MW)."""
+        if profile:
+            self._profile(mol)
         m = Chem.RemoveHs(mol, sanitize=False)
         for a in m.GetAtoms():
             q = a.GetFormalCharge()
@@ -149,14 +171,60 @@ class ReferenceStats:
         for ring in Chem.GetSymmSSSR(m):  # computed here: RemoveHs/GetMolFrags drop ring info
             self.rings[len(ring)] += 1
 
+    def _profile(self, mol: Chem.Mol) -> None:
+        from discdiff.chem.filters import flag_molecule
+        from discdiff.chem.properties import mol_properties
 
-def reference_stats(smiles: Iterable[str]) -> ReferenceStats:
-    """Distribution counts of a reference set (e.g. the test split); invalid SMILES skipped."""
+        self.profiled += 1
+        self.aromatic += any(a.GetIsAromatic() for a in mol.GetAtoms())
+        self.flags.update(k for k, v in flag_molecule(mol).items() if v)
+        for name, v in zip(_PROFILE_PROPS, mol_properties(mol, _PROFILE_PROPS), strict=True):
+            self.props.setdefault(name, []).append(v)
+
+    def profile_metrics(self, reference: ReferenceStats | None = None) -> dict[str, float]:
+        """Aromatic share, filter rates, property means (and W1 distances to ``reference``)."""
+        from discdiff.chem.filters import FILTERS
+
+        n = max(self.profiled, 1)
+        out = {"aromatic": self.aromatic / n}
+        out.update({f"rate_{k}": self.flags[k] / n for k in FILTERS})
+        for name in _PROFILE_PROPS:
+            v = [x for x in self.props.get(name, []) if math.isfinite(x)]
+            out[f"{name}_mean"] = sum(v) / len(v) if v else math.nan
+            if reference is not None and reference.profiled:
+                r = [x for x in reference.props.get(name, []) if math.isfinite(x)]
+                out[f"{name}_w1"] = wasserstein_1(v, r)
+        return out
+
+
+_PROFILE_PROPS = ("qed", "sa", "mw")
+
+
+def wasserstein_1(a: Sequence[float], b: Sequence[float]) -> float:
+    """Wasserstein-1 distance between two empirical distributions (the area between CDFs)."""
+    if not a or not b:
+        return math.nan
+    xs, ys = sorted(a), sorted(b)
+    pts = sorted(set(xs) | set(ys))
+    i = j = 0
+    total = 0.0
+    for lo, hi in zip(pts, pts[1:], strict=False):
+        while i < len(xs) and xs[i] <= lo:
+            i += 1
+        while j < len(ys) and ys[j] <= lo:
+            j += 1
+        total += abs(i / len(xs) - j / len(ys)) * (hi - lo)
+    return total
+
+
+def reference_stats(smiles: Iterable[str], profile: bool = False) -> ReferenceStats:
+    """Distribution counts of a reference set (e.g. the test split); invalid SMILES skipped.
+    ``profile``: also aromaticity, filters and QED/SA/MW (for ``molecule_metrics(profile=)``)."""
     stats = ReferenceStats()
     for s in smiles:
         mol = sanitize_or_none(_raw_mol(s))
         if mol is not None:
-            stats.add(mol)
+            stats.add(mol, profile)
             stats.smiles.append(s)
     if not stats.smiles:
         raise ValueError("reference_stats needs at least one valid SMILES")
@@ -201,10 +269,13 @@ def molecule_metrics(
     train: set[str] | Iterable[str] | None = None,
     reference: ReferenceStats | Iterable[str] | None = None,
     fcd: bool = False,
+    profile: bool = False,
+    whole: set[str] | None = None,
 ) -> dict[str, float]:
     """All metrics of a list of generated molecules as a dict of floats (see module docstring).
 
     ``train``: training SMILES or an already built :func:`canonical_set` (needed for novelty).
+    ``whole``: the canonical set of the whole data set (all splits): ``novelty_whole``.
     ``reference``: SMILES or :func:`reference_stats` (needed for the TV distances and FCD).
     ``fcd=True`` adds FCD (optional ``fcd`` package). Keys whose inputs are missing are left out.
     """
@@ -230,7 +301,7 @@ def molecule_metrics(
         if smi is None:
             continue
         valid_smiles.append(smi)
-        gen.add(frag)
+        gen.add(frag, profile)
     unique = set(valid_smiles)
     out: dict[str, float] = {
         "num_samples": float(n),
@@ -243,6 +314,9 @@ def molecule_metrics(
     if train is not None:
         train_set = train if isinstance(train, set) else canonical_set(train)
         out["novelty"] = len(unique - train_set) / len(unique) if unique else 0.0
+    if whole is not None:
+        out["novelty_whole"] = len(unique - whole) / len(unique) if unique else 0.0
+    ref = None
     if reference is not None:
         ref = reference if isinstance(reference, ReferenceStats) else reference_stats(reference)
         out["atom_tv"] = total_variation(gen.atoms, ref.atoms)
@@ -252,6 +326,8 @@ def molecule_metrics(
             out["fcd"] = frechet_chemnet_distance(valid_smiles, ref.smiles)
     elif fcd:
         raise ValueError("fcd=True needs reference SMILES")
+    if profile:
+        out.update(gen.profile_metrics(ref))
     return out
 
 
@@ -262,6 +338,8 @@ _PERCENT = {
     "frac_connected",
     "uniqueness",
     "novelty",
+    "novelty_whole",
+    "aromatic",
 }
 
 
@@ -292,7 +370,7 @@ def format_metrics_table(
                 cells.append(v)
             elif c == "num_samples":
                 cells.append(f"{int(v)}")
-            elif c in pct:
+            elif c in pct or c.startswith("rate_"):
                 cells.append(f"{100 * v:.2f}")
             else:
                 cells.append(f"{v:.4f}")

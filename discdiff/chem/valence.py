@@ -59,13 +59,16 @@ def guarded_bonds(
     capacities: Tensor,
     orders: Tensor,
     generator: torch.Generator | None = None,
+    given: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Bonds (B, E) drawn edge by edge under the valence constraint.
 
     atoms (B, N) classes; bond_logp (B, E, Kb) log-probabilities over the upper-triangle
-    edges (row-major i < j); edge_mask (B, E) True where both ends are real atoms. Edges go
+    edges (row-major i < j); edge_mask (B, E) True where an edge is to be drawn. Edges go
     most confident first (the largest probability of any bond); each draws from its
     prediction restricted to the classes whose order fits both atoms' remaining room.
+    ``given`` = (values (B, E), mask (B, E)): bonds already fixed (a scaffold's); they use up
+    their atoms' room first and are returned as they are.
     """
     B, N = atoms.shape
     E = bond_logp.shape[1]
@@ -73,6 +76,10 @@ def guarded_bonds(
     ii, jj = torch.triu_indices(N, N, 1, device=dev)  # (E,)
     room = capacities.to(dev)[atoms].clone()  # (B, N)
     orders = orders.to(dev)
+    if given is not None:
+        used = orders[given[0]] * given[1]  # (B, E)
+        room.index_add_(1, ii, -used)
+        room.index_add_(1, jj, -used)
     conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
     order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
     bonds = torch.zeros(B, E, dtype=torch.long, device=dev)
@@ -90,6 +97,8 @@ def guarded_bonds(
         used = orders[c]
         room[rows, i] -= used
         room[rows, j] -= used
+    if given is not None:
+        bonds = torch.where(given[1], given[0], bonds)
     return bonds
 
 
@@ -136,13 +145,14 @@ class ValenceGuardedSampler(AncestralSampler):
         atoms0 = sample_categorical(logp["atoms"], gen)  # (B, N)
         if "atoms" in fixed:
             atoms0 = torch.where(fixed["atoms"][1], fixed["atoms"][0], atoms0)
+        given = fixed.get("bonds")
         edge_mask = (
-            ~fixed["bonds"][1]
-            if "bonds" in fixed
-            else torch.ones_like(x["bonds"], dtype=torch.bool)
+            ~given[1] if given is not None else torch.ones_like(x["bonds"], dtype=torch.bool)
         )
         if self.guard:
-            bonds0 = guarded_bonds(atoms0, logp["bonds"], edge_mask, self._caps, self._orders, gen)
+            bonds0 = guarded_bonds(
+                atoms0, logp["bonds"], edge_mask, self._caps, self._orders, gen, given
+            )
         else:
             bonds0 = sample_categorical(logp["bonds"], gen)
         x0 = {"atoms": atoms0, "bonds": bonds0}

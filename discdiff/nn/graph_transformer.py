@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discdiff.nn.embeddings import check_unit_time, sinusoidal_embedding
+from discdiff.nn.embeddings import LabelEmbedder, check_unit_time, sinusoidal_embedding
 
 __all__ = ["GraphTransformerConfig", "GraphTransformerDenoiser", "dense_bonds", "triu_bonds"]
 
@@ -56,6 +56,9 @@ class GraphTransformerConfig:
     max_nodes: largest N accepted (also normalises the node-count feature).
     no_bond_id: the bond class meaning "no edge" (for the structural features).
     node_dim, edge_dim, global_dim: widths dx, de, dy; *_ff_dim: feed-forward widths.
+    num_properties / property_bins: conditioning on P binned properties (0 = unconditional):
+    ``cond["label"]`` (B, P) long in [0, property_bins], ``property_bins`` being the null id
+    (classifier-free guidance); each property's embedding is added to the global vector y.
     """
 
     atom_num_states: int
@@ -76,6 +79,8 @@ class GraphTransformerConfig:
     no_bond_id: int = 0
     time_scale: float = 1000.0
     time_freq_dim: int = 128
+    num_properties: int = 0
+    property_bins: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -119,6 +124,12 @@ class GraphTransformerConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.time_freq_dim % 2:
             raise ValueError(f"time_freq_dim must be even, got {self.time_freq_dim}")
+        for name in ("num_properties", "property_bins"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"GraphTransformerConfig.{name} must be an int >= 0, got {v!r}")
+        if (self.num_properties > 0) != (self.property_bins > 0):
+            raise ValueError("num_properties and property_bins must both be 0 or both be > 0")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -283,8 +294,33 @@ class GraphTransformerDenoiser(nn.Module):
         self.layers = nn.ModuleList(
             GraphLayer(cfg, update_global=i < cfg.num_layers - 1) for i in range(cfg.num_layers)
         )
+        # zero-initialised, so that adding conditioning to a trained model starts from it exactly
+        self.labels = nn.ModuleList(
+            LabelEmbedder(cfg.property_bins, cfg.global_dim) for _ in range(cfg.num_properties)
+        )
+        for emb in self.labels:
+            nn.init.zeros_(emb.table.weight)
         self.x_head = _mlp(cfg.node_dim, cfg.node_dim, cfg.atom_num_classes)
         self.e_head = _mlp(cfg.edge_dim, cfg.edge_dim, cfg.bond_num_classes)
+
+    @property
+    def null_label(self) -> int:
+        """The property-bin id meaning "no target" (classifier-free guidance)."""
+        if not self.labels:
+            raise ValueError("this denoiser has num_properties = 0: it takes no labels")
+        return self.config.property_bins
+
+    def _label_embedding(self, label: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """(B, P) bins (None: all null) -> (B, dy), the sum of the properties' embeddings."""
+        P, bins = self.config.num_properties, self.config.property_bins
+        if label is None:
+            label = torch.full((batch, P), bins, dtype=torch.long, device=device)
+        if not isinstance(label, Tensor) or label.shape != (batch, P) or label.is_floating_point():
+            raise ValueError(
+                f"cond['label'] must be a ({batch}, {P}) integer tensor of property bins, got "
+                f"{getattr(label, 'shape', label)!r}"
+            )
+        return sum(emb(label[:, p].long(), batch, device) for p, emb in enumerate(self.labels))
 
     def _structure(
         self, bonds_dense: Tensor, node_mask: Tensor, pair_mask: Tensor
@@ -322,8 +358,10 @@ class GraphTransformerDenoiser(nn.Module):
         node_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """{"atoms": (B, N), "bonds": (B, E)} ids, t (B,) -> {"atoms": (B, N, Ka), "bonds":
-        (B, E, Kb)} float32 logits. ``node_mask`` (B, N) bool via cond or keyword."""
+        (B, E, Kb)} float32 logits. ``node_mask`` (B, N) bool via cond or keyword; ``label``
+        (B, P) property bins via cond (absent: unconditional)."""
         cfg = self.config
+        label = None
         if not isinstance(x_t, dict) or set(x_t) != {"atoms", "bonds"}:
             got = sorted(x_t) if isinstance(x_t, dict) else type(x_t).__name__
             raise ValueError(f"x_t must be a dict with keys 'atoms' and 'bonds', got {got}")
@@ -346,10 +384,11 @@ class GraphTransformerDenoiser(nn.Module):
         if cond is not None:
             if not isinstance(cond, dict):
                 raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
-            unknown = set(cond) - {"node_mask"}
+            unknown = set(cond) - {"node_mask", "label"}
             if unknown:
-                raise ValueError(f"unknown cond keys {sorted(unknown)}; expected node_mask")
+                raise ValueError(f"unknown cond keys {sorted(unknown)}; expected node_mask, label")
             node_mask = node_mask if node_mask is not None else cond.get("node_mask")
+            label = cond.get("label")
         if node_mask is None:
             node_mask = torch.ones(B, N, dtype=torch.bool, device=atoms.device)
         elif node_mask.shape != (B, N) or node_mask.dtype != torch.bool:
@@ -378,6 +417,10 @@ class GraphTransformerDenoiser(nn.Module):
             e = torch.cat([e, edge_f], dim=-1)
         time = sinusoidal_embedding(t * cfg.time_scale, cfg.time_freq_dim)  # (B, F)
         y = self.y_in(torch.cat([time, glob_f], dim=-1))  # (B, dy)
+        if self.labels:
+            y = y + self._label_embedding(label, B, atoms.device)
+        elif label is not None:
+            raise ValueError("this denoiser has num_properties = 0: it takes no label")
         xm = node_mask[..., None].float()  # (B, N, 1)
         pm = ((pair_mask | eye) & node_mask[:, :, None])[..., None].float()  # (B, N, N, 1)
         X = self.x_in(x) * xm  # (B, N, dx)

@@ -44,7 +44,10 @@ class MoleculeTaskConfig(TaskConfig):
     ``PROCESS_KINDS``; schedule: one of ``SCHEDULES``. atom_prior / bond_prior: class
     frequencies (needed by "marginal"). node_hist: (max_nodes + 1,) probabilities of graph
     sizes. edge_weight: loss weight of the bonds field. dataset: where the training SMILES
-    came from ("qm9", "moses" or a file path), used for novelty.
+    came from ("qm9", "moses" or a file path), used for novelty. properties: names of the
+    registered properties (:mod:`discdiff.chem.properties`) the denoiser is conditioned on;
+    property_edges: their bin edges (one tuple each, all of one length); label_dropout: the
+    probability of training with a property's label replaced by the null id (CFG).
     """
 
     vocab: dict[str, Any]
@@ -56,6 +59,9 @@ class MoleculeTaskConfig(TaskConfig):
     bond_prior: tuple[float, ...] | None = None
     edge_weight: float = 5.0
     dataset: str | None = None
+    properties: tuple[str, ...] = ()
+    property_edges: tuple[tuple[float, ...], ...] = ()
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         vocab = GraphVocab.from_dict(self.vocab)  # validates
@@ -82,6 +88,36 @@ class MoleculeTaskConfig(TaskConfig):
         if not (isinstance(self.edge_weight, int | float) and self.edge_weight > 0):
             raise ValueError(f"edge_weight must be a number > 0, got {self.edge_weight!r}")
         object.__setattr__(self, "edge_weight", float(self.edge_weight))
+        self._check_properties()
+
+    def _check_properties(self) -> None:
+        from discdiff.chem.properties import PROPERTIES
+
+        props = tuple(str(p) for p in self.properties)
+        for p in props:
+            PROPERTIES.get(p)
+        if len(set(props)) != len(props):
+            raise ValueError(f"properties name one twice: {props}")
+        edges = tuple(tuple(float(v) for v in e) for e in self.property_edges)
+        if len(edges) != len(props):
+            raise ValueError(f"{len(edges)} sets of property_edges for {len(props)} properties")
+        if edges and (len({len(e) for e in edges}) != 1 or not edges[0]):
+            raise ValueError("every property needs the same number (>= 1) of bin edges")
+        for p, e in zip(props, edges, strict=True):
+            if not all(math.isfinite(v) for v in e) or any(
+                b <= a for a, b in zip(e, e[1:], strict=False)
+            ):
+                raise ValueError(f"the bin edges of {p!r} must be finite and increasing")
+        if not (isinstance(self.label_dropout, int | float) and 0 <= self.label_dropout < 1):
+            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout!r}")
+        object.__setattr__(self, "properties", props)
+        object.__setattr__(self, "property_edges", edges)
+        object.__setattr__(self, "label_dropout", float(self.label_dropout))
+
+    @property
+    def property_bins(self) -> int:
+        """Bins per property (0 when unconditional); also the null label id."""
+        return len(self.property_edges[0]) + 1 if self.property_edges else 0
 
     @property
     def graph_vocab(self) -> GraphVocab:
@@ -93,4 +129,6 @@ class MoleculeTaskConfig(TaskConfig):
         d = dataclasses.asdict(self)
         for k in ("node_hist", "atom_prior", "bond_prior"):
             d[k] = None if d[k] is None else list(d[k])
+        d["properties"] = list(self.properties)
+        d["property_edges"] = [list(e) for e in self.property_edges]
         return d

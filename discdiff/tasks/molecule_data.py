@@ -19,7 +19,14 @@ from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, to_dense_fields
 
-__all__ = ["GraphDataset", "load_training_smiles", "PreparedData", "prepare_molecule_data"]
+__all__ = [
+    "GraphDataset",
+    "load_training_smiles",
+    "PreparedData",
+    "prepare_molecule_data",
+    "cached_canonical_set",
+    "novelty_sets",
+]
 
 Graph = tuple[Tensor, Tensor]
 
@@ -28,7 +35,8 @@ class GraphDataset(torch.utils.data.Dataset):
     """Map-style dataset of padded molecule graphs; items are dicts the default collate stacks.
 
     Holds atoms (M, N), bonds (M, E), node_mask (M, N), edge_mask (M, E) for M molecules
-    (stored once, padded to ``max_nodes``), so batching costs no Python work per graph.
+    (stored once, padded to ``max_nodes``), so batching costs no Python work per graph, and
+    optionally ``props`` (M, P) float property values (NaN: not computable) for conditioning.
     """
 
     def __init__(self, fields: dict[str, Tensor]) -> None:
@@ -45,6 +53,15 @@ class GraphDataset(torch.utils.data.Dataset):
             "node_mask": fields["node_mask"].bool(),
             "edge_mask": fields["edge_mask"].bool(),
         }
+        if "props" in fields:
+            props = fields["props"].float()
+            if props.dim() != 2 or props.shape[0] != len(self):
+                raise ValueError(f"props must be ({len(self)}, P), got {tuple(props.shape)}")
+            self.fields["props"] = props
+
+    def with_properties(self, props: Tensor) -> GraphDataset:
+        """The same graphs with property values (M, P) attached."""
+        return GraphDataset({**self.fields, "props": props})
 
     @classmethod
     def from_graphs(cls, graphs: Sequence[Graph], max_nodes: int) -> GraphDataset:
@@ -58,8 +75,11 @@ class GraphDataset(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.fields.items()}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fields as safetensors (uint8 ids, bool masks)."""
-        out = {k: v.to(torch.uint8).contiguous() for k, v in self.fields.items()}
+        """Write the fields as safetensors (uint8 ids and masks, float32 properties)."""
+        out = {
+            k: (v.float() if k == "props" else v.to(torch.uint8)).contiguous()
+            for k, v in self.fields.items()
+        }
         save_file(out, str(path))
 
     @classmethod
@@ -198,3 +218,71 @@ def prepare_molecule_data(
     return PreparedData(
         voc, graphs, val_graphs, skipped, name, shown, fixed is None, max_nodes or top
     )
+
+
+def cached_canonical_set(smiles: Sequence[str], cache: Path | None = None) -> set[str]:
+    """:func:`discdiff.chem.metrics.canonical_set` of ``smiles``, kept on disk under the data
+    cache (``canonical/<sha256>.txt``, keyed by the SMILES and the RDKit version) so that a
+    second call reads 100k lines instead of parsing 100k molecules."""
+    import hashlib
+
+    from rdkit import __version__ as rdkit_version
+
+    from discdiff.chem.metrics import canonical_set
+    from discdiff.datasets._fetch import cache_dir
+    from discdiff.files import atomic_path
+
+    h = hashlib.sha256(f"rdkit {rdkit_version}\n".encode())
+    for s in smiles:
+        h.update(s.encode())
+        h.update(b"\n")
+    folder = (cache if cache is not None else cache_dir()) / "canonical"
+    path = folder / f"{h.hexdigest()[:32]}.txt"
+    if path.is_file():
+        try:
+            return set(path.read_text(encoding="utf-8").split("\n")) - {""}
+        except (OSError, UnicodeDecodeError):
+            pass  # unreadable: rebuild it
+    out = canonical_set(smiles)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(sorted(out)) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only cache: the set is still right, only not kept
+    return out
+
+
+_SPLITS = {"qm9": ("train", "val", "test"), "moses": ("train", "test", "test_scaffolds")}
+
+
+def novelty_sets(dataset: str | None) -> tuple[set[str] | None, set[str] | None, str | None]:
+    """(canonical training set, canonical whole data set, why missing) for a task's dataset.
+
+    qm9 / moses are fetched when the cache lacks them (package registries only); a failure is
+    returned as one line, never raised. A SMILES file is both sets (it was the training data).
+    """
+    if dataset is None:
+        return None, None, "the model names no training data set"
+    try:
+        if dataset in _SPLITS:
+            if dataset == "qm9":
+                from discdiff.datasets.qm9 import load_qm9 as load
+            else:
+                from discdiff.datasets.moses import load_moses as load
+            parts = {split: load(split) for split in _SPLITS[dataset]}
+            train = cached_canonical_set(parts["train"])
+            whole = set(train)
+            for split, smi in parts.items():
+                if split != "train":
+                    whole |= cached_canonical_set(smi)
+            return train, whole, None
+        if Path(dataset).is_file():
+            from discdiff.datasets.smiles import read_smiles_file
+
+            train = cached_canonical_set(read_smiles_file(dataset))
+            return train, train, None
+        return None, None, f"the training file {dataset!r} is gone"
+    except (OSError, ValueError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return None, None, f"cannot load {dataset!r} ({first})"

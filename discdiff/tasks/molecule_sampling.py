@@ -33,6 +33,7 @@ class GraphSampling:
         sampler: str = "ancestral",
         grid_power: float = GRID_POWER,
         valence_guard: bool = True,
+        guidance: float = 1.0,
         **options: Any,
     ) -> Sampler:
         """A registered sampler that fits this task's processes (checked now, one line).
@@ -42,9 +43,13 @@ class GraphSampling:
         ``valence_guard`` (ancestral): every reverse step draws x_0 under the valence
         constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`), so no sampled atom
         has more bonds than its element and charge allow; False is plain ancestral sampling.
+        ``guidance``: the classifier-free guidance scale of a property-conditioned model
+        (1 = the conditional model; w > 1 pushes further towards the target).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS.names()}")
+        if guidance != 1.0:
+            options = {**options, "guidance": float(guidance), "null_label": self.null_label}
         if sampler == "ancestral" and valence_guard:
             from discdiff.chem.valence import ValenceGuardedSampler
 
@@ -67,11 +72,16 @@ class GraphSampling:
         sampler: str | Sampler = "ancestral",
         grid_power: float = GRID_POWER,
         generator: torch.Generator | None = None,
+        label: Tensor | None = None,
+        scaffold: Graph | None = None,
     ) -> dict[str, Tensor]:
         """One batch of graphs with the given node counts (B,) -> padded fields.
 
         Returns atoms (B, N), bonds (B, E), node_mask (B, N), edge_mask (B, E) with
         N = max(node_counts); padded positions hold class 0 and are never sampled.
+        ``label`` (B, P): property bins of a conditioned model (None: unconditional).
+        ``scaffold`` (atoms (k,), bonds (k, k)): the first k nodes of every graph are these
+        atoms with these bonds between them, held fixed (node counts must be >= k).
         """
         counts = torch.as_tensor(node_counts, dtype=torch.long).cpu()
         if counts.dim() != 1 or counts.numel() == 0:
@@ -85,16 +95,30 @@ class GraphSampling:
         node_mask = (torch.arange(N)[None, :] < counts[:, None]).to(dev)  # (B, N)
         ii, jj = torch.triu_indices(N, N, 1, device=dev)
         edge_mask = node_mask[:, ii] & node_mask[:, jj]  # (B, E)
-        zeros_a = torch.zeros(B, N, dtype=torch.long, device=dev)
-        zeros_b = torch.zeros(B, num_edges(N), dtype=torch.long, device=dev)
-        fixed = {"atoms": (zeros_a, ~node_mask), "bonds": (zeros_b, ~edge_mask)}
+        values_a = torch.zeros(B, N, dtype=torch.long, device=dev)
+        values_b = torch.zeros(B, num_edges(N), dtype=torch.long, device=dev)
+        fixed_a, fixed_b = ~node_mask, ~edge_mask
+        if scaffold is not None:
+            k = int(scaffold[0].shape[0])
+            if int(counts.min()) < k:
+                raise ValueError(f"node counts must be >= the scaffold's {k} atoms")
+            values_a[:, :k] = scaffold[0].to(dev)
+            fixed_a = fixed_a.clone()
+            fixed_a[:, :k] = True
+            inside = (ii < k) & (jj < k)  # (E,) pairs of scaffold atoms
+            values_b[:, inside] = scaffold[1].to(dev)[ii[inside], jj[inside]]
+            fixed_b = fixed_b | inside[None, :]
+        fixed = {"atoms": (values_a, fixed_a), "bonds": (values_b, fixed_b)}
         if isinstance(sampler, str):
             sampler = self.make_sampler(steps, sampler, grid_power)
+        cond: dict[str, Tensor] = {"node_mask": node_mask}
+        if label is not None:
+            cond["label"] = label.to(dev)
         result = sampler.sample(
             model,
             self.processes,
             {"atoms": (B, N), "bonds": (B, num_edges(N))},
-            cond={"node_mask": node_mask},
+            cond=cond,
             fixed=fixed,
             generator=generator,
             device=dev,
@@ -119,21 +143,37 @@ class GraphSampling:
         generator: torch.Generator | None = None,
         progress: Callable[[int], None] | None = None,
         valence_guard: bool = True,
+        target: dict[str, float] | None = None,
+        guidance: float = 1.0,
+        scaffold: Graph | None = None,
+        num_atoms: int | None = None,
     ) -> list[Graph]:
         """``num_samples`` graphs (atoms (n,), bonds (n, n)) with n from the node histogram.
 
         Node counts are drawn first (in order), then sampled in batches of similar sizes
         (sorted, so little padding); the graphs come back in the order of the drawn counts.
         ``progress(k)`` is called after each batch with the number of graphs it produced.
+        ``target`` ({"qed": 0.7}) samples a property-conditioned model towards the bins of
+        those values, with classifier-free ``guidance``. ``scaffold`` (a graph, or a SMILES in
+        the vocabulary) is kept fixed in every sample (:meth:`sample_fields`); node counts are
+        then drawn from the histogram above its size. ``num_atoms`` fixes every node count.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if target and not self.config.properties:
+            raise ValueError("this molecule model is not conditioned on properties (--target)")
+        if not target and guidance != 1.0:
+            raise ValueError("guidance needs a target (a property-conditioned model)")
         if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power, valence_guard)
-        hist = torch.tensor(self.config.node_hist, dtype=torch.float64)
-        counts = sample_node_counts(hist, num_samples, generator=generator)  # (num_samples,)
+            sampler = self.make_sampler(steps, sampler, grid_power, valence_guard, guidance)
+        if isinstance(scaffold, str):
+            scaffold = self.scaffold_graph(scaffold)
+        counts = self.node_counts(
+            num_samples, generator, 0 if scaffold is None else int(scaffold[0].shape[0]), num_atoms
+        )
+        label = self.target_labels(target, 1) if target else None
         order = torch.argsort(counts, stable=True)
         graphs: list[Graph | None] = [None] * num_samples
         for start in range(0, num_samples, batch_size):
@@ -145,6 +185,8 @@ class GraphSampling:
                 sampler=sampler,
                 grid_power=grid_power,
                 generator=generator,
+                label=None if label is None else label.expand(len(idx), -1),
+                scaffold=scaffold,
             )
             f = {k: v.cpu() for k, v in f.items()}
             for i, g in zip(
@@ -156,3 +198,42 @@ class GraphSampling:
             if progress is not None:
                 progress(len(idx))
         return [g for g in graphs if g is not None]
+
+    def node_counts(
+        self,
+        num: int,
+        generator: torch.Generator | None,
+        at_least: int = 0,
+        exactly: int | None = None,
+    ) -> Tensor:
+        """(num,) node counts: ``exactly``, else drawn from the histogram restricted to
+        counts >= ``at_least`` (renormalised; one line when the data has none that large)."""
+        top = self.config.max_nodes
+        if exactly is not None:
+            if not at_least <= exactly <= top:
+                raise ValueError(f"--num-atoms {exactly} must lie in [{max(at_least, 1)}, {top}]")
+            return torch.full((num,), int(exactly), dtype=torch.long)
+        hist = torch.tensor(self.config.node_hist, dtype=torch.float64)
+        hist[:at_least] = 0
+        if not hist.sum() > 0:
+            raise ValueError(
+                f"no training molecule has {at_least} or more atoms (max_nodes {top}): the "
+                "scaffold leaves nothing to generate; give --num-atoms"
+            )
+        dev = generator.device if generator is not None else torch.device("cpu")
+        return sample_node_counts((hist / hist.sum()).to(dev), num, generator=generator).cpu()
+
+    def scaffold_graph(self, smiles: str) -> Graph:
+        """The graph of a scaffold SMILES in this task's vocabulary (one line if it does not fit)."""
+        from discdiff.chem.graph import mol_to_graph
+
+        try:
+            atoms, bonds = mol_to_graph(smiles, self.vocab)
+        except ValueError as err:
+            raise ValueError(f"--scaffold {smiles!r}: {err}") from None
+        if atoms.shape[0] > self.config.max_nodes:
+            raise ValueError(
+                f"--scaffold {smiles!r} has {atoms.shape[0]} atoms, more than the model's "
+                f"max_nodes {self.config.max_nodes}"
+            )
+        return atoms, bonds

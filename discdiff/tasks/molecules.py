@@ -22,6 +22,7 @@ beside the denoiser's config; together with safetensors weights it is a complete
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from discdiff.chem.graph import (
     to_dense_fields,
 )
 from discdiff.chem.metrics import canonical_set, molecule_metrics
+from discdiff.chem.properties import quantile_edges
 from discdiff.losses import continuous_elbo
 from discdiff.nn import denoiser_from_config
 from discdiff.nn.graph_transformer import GraphTransformerConfig, GraphTransformerDenoiser
@@ -104,8 +106,14 @@ class MoleculeTask(GraphSampling, Task):
         schedule: str = "loglinear",
         edge_weight: float = 5.0,
         dataset: str | None = None,
+        properties: Sequence[str] = (),
+        property_values: Tensor | None = None,
+        property_bins: int = 16,
     ) -> MoleculeTask:
-        """Task whose priors and node histogram are the statistics of ``graphs``."""
+        """Task whose priors and node histogram are the statistics of ``graphs``.
+
+        With ``properties`` the denoiser is conditioned on them, binned at the quantiles of
+        ``property_values`` (M, P) (computed from the graphs when not given)."""
         if not graphs:
             raise ValueError("no training graphs: cannot estimate the node histogram")
         n_max = max(int(a.shape[0]) for a, _ in graphs)
@@ -123,7 +131,16 @@ class MoleculeTask(GraphSampling, Task):
         # one pseudo-count per class keeps every class reachable under the marginal prior
         atom_prior = (atom_counts + 1) / (atom_counts + 1).sum()
         bond_prior = (bond_counts + 1) / (bond_counts + 1).sum()
+        edges: tuple[tuple[float, ...], ...] = ()
+        if properties:
+            if property_values is None:
+                property_values = graph_properties(graphs, vocab, properties)
+            edges = tuple(
+                quantile_edges(property_values[:, p], property_bins) for p in range(len(properties))
+            )
         cfg = MoleculeTaskConfig(
+            properties=tuple(properties),
+            property_edges=edges,
             vocab=vocab.to_dict(),
             max_nodes=max_nodes,
             node_hist=tuple(hist.tolist()),
@@ -135,6 +152,29 @@ class MoleculeTask(GraphSampling, Task):
             dataset=dataset,
         )
         return cls(cfg)
+
+    def conditioned(
+        self,
+        properties: Sequence[str],
+        values: Tensor,
+        bins: int = 16,
+        label_dropout: float = 0.1,
+    ) -> MoleculeTask:
+        """This task conditioned on ``properties`` (their bins at the quantiles of the training
+        values (M, P)); processes, priors and node counts unchanged, so a denoiser trained for
+        this task can be fine-tuned into the conditioned one (:func:`runs.warm_start`)."""
+        import dataclasses
+
+        if not properties:
+            raise ValueError("conditioning needs at least one property")
+        edges = tuple(quantile_edges(values[:, p], bins) for p in range(len(properties)))
+        cfg = dataclasses.replace(
+            self.config,
+            properties=tuple(properties),
+            property_edges=edges,
+            label_dropout=label_dropout,
+        )
+        return type(self)(cfg)
 
     def _build_processes(self) -> dict[str, Process]:
         cfg = self.config
@@ -173,9 +213,17 @@ class MoleculeTask(GraphSampling, Task):
         """A fresh graph transformer of :meth:`denoiser_config`'s shape."""
         return GraphTransformerDenoiser(self.denoiser_config(**sizes))
 
-    def attach_data(self, train: GraphDataset, val: GraphDataset) -> None:
-        """The training and held-out graphs (saved with the run by :meth:`save_files`)."""
+    def attach_data(self, train: Any, val: Any) -> None:
+        """The training and held-out graphs: :class:`GraphDataset` s (padded) or PyG datasets
+        (:class:`discdiff.chem.pyg.MoleculeGraphDataset`, batched as PyG ``Batch`` es); saved
+        with the run by :meth:`save_files` as padded graph files either way."""
         self._data = {"train": train, "val": val}
+
+    def collate(self) -> Callable[[Sequence[Any]], Any]:
+        """PyG items -> a ``Batch``; padded items -> torch's default collate."""
+        from discdiff.chem.pyg import collate_graphs
+
+        return collate_graphs
 
     def dataset(self, split: str | Sequence[Graph]) -> GraphDataset:
         """A split's graphs: attached, or saved in the run dir ("test" is the held-out split).
@@ -196,7 +244,16 @@ class MoleculeTask(GraphSampling, Task):
     def save_files(self, folder: Path) -> None:
         """The attached graphs as ``train.safetensors`` / ``val.safetensors``."""
         for split, data in self._data.items():
+            if not isinstance(data, GraphDataset):  # PyG: the run dir keeps one format
+                data = self._padded(data)
             data.save(folder / _DATA_FILES[split])
+
+    def _padded(self, data: Any) -> GraphDataset:
+        """A PyG molecule dataset as a padded :class:`GraphDataset` (properties kept)."""
+        from discdiff.chem.pyg import densify
+
+        batch = self.collate()([data[i] for i in range(len(data))])
+        return GraphDataset(densify(batch, self.config.max_nodes))
 
     @classmethod
     def from_config(cls, config: dict[str, Any], folder: Path | None = None) -> MoleculeTask:
@@ -207,8 +264,16 @@ class MoleculeTask(GraphSampling, Task):
     def nll(self, model: Callable[..., Any], batch: dict, generator: Any) -> Tensor:
         return self.nll_fn(model, batch, generator)
 
-    def count_tokens(self, batch: dict[str, Tensor]) -> int:
+    def units(self, batch: Any) -> Tensor:
+        """(B,) ones: the unit is one molecule (a padded batch or a PyG ``Batch``)."""
+        size = batch["atoms"].shape[0] if isinstance(batch, dict) else int(batch.num_graphs)
+        return torch.ones(size, dtype=torch.float64)
+
+    def count_tokens(self, batch: Any) -> int:
         """Real atoms and atom pairs in a batch."""
+        if not isinstance(batch, dict):  # a PyG Batch: atoms, and pairs within each graph
+            counts = torch.bincount(batch.batch, minlength=int(batch.num_graphs))
+            return int(counts.sum()) + int((counts * (counts - 1) // 2).sum())
         return int(batch["node_mask"].sum()) + int(batch["edge_mask"].sum())
 
     def sample(
@@ -222,11 +287,13 @@ class MoleculeTask(GraphSampling, Task):
         batch_size: int = 250,
         **conditioning: Any,
     ) -> list[Graph]:
-        """``n`` graphs with any sampler (node counts from the histogram)."""
-        if conditioning:
-            raise ValueError(f"molecule samples take no conditioning {sorted(conditioning)}")
+        """``n`` graphs with any sampler (node counts from the histogram); ``conditioning``:
+        ``target``, ``guidance``, ``scaffold``, ``num_atoms`` of :meth:`sample_graphs`."""
+        unknown = set(conditioning) - {"target", "guidance", "scaffold", "num_atoms"}
+        if unknown:
+            raise ValueError(f"molecule samples take no conditioning {sorted(unknown)}")
         return self.sample_graphs(
-            model, n, sampler=sampler, batch_size=batch_size, generator=generator
+            model, n, sampler=sampler, batch_size=batch_size, generator=generator, **conditioning
         )
 
     def denoiser_config(self, **sizes: Any) -> GraphTransformerConfig:
@@ -239,6 +306,8 @@ class MoleculeTask(GraphSampling, Task):
             bond_num_classes=pb.num_classes,
             max_nodes=self.config.max_nodes,
             no_bond_id=0,
+            num_properties=len(self.config.properties),
+            property_bins=self.config.property_bins,
             **sizes,
         )
 
@@ -256,7 +325,8 @@ class MoleculeTask(GraphSampling, Task):
     def check_model(self, model: nn.Module) -> None:
         cfg = getattr(model, "config", None)
         want = self.denoiser_config()
-        for name in ("atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes"):
+        names = ("atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes")
+        for name in (*names, "num_properties", "property_bins"):
             if cfg is not None and getattr(cfg, name, getattr(want, name)) != getattr(want, name):
                 raise ValueError(
                     f"denoiser {name}={getattr(cfg, name)} does not fit the task "
@@ -274,12 +344,70 @@ class MoleculeTask(GraphSampling, Task):
         """A :class:`GraphDataset` of ``graphs`` padded to this task's max_nodes."""
         return GraphDataset.from_graphs(graphs, self.config.max_nodes)
 
-    @staticmethod
-    def fields(batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], dict]:
-        """(x0 fields, loss masks, denoiser cond) of a collated batch."""
+    def fields(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], dict]:
+        """(x0 fields, loss masks, denoiser cond) of a collated batch; a conditioned task's
+        cond has the property bins ``label`` (B, P). A PyG ``Batch`` is densified first
+        (:func:`discdiff.chem.pyg.densify`)."""
+        if not isinstance(batch, dict):
+            from discdiff.chem.pyg import densify, is_pyg_batch
+
+            if not is_pyg_batch(batch):
+                raise TypeError(f"a molecule batch is a dict or a PyG Batch, got {type(batch)}")
+            batch = densify(batch, self.config.max_nodes)
         x0 = {"atoms": batch["atoms"], "bonds": batch["bonds"]}  # (B, N), (B, E)
         mask = {"atoms": batch["node_mask"], "bonds": batch["edge_mask"]}
-        return x0, mask, {"node_mask": batch["node_mask"]}
+        cond = {"node_mask": batch["node_mask"]}
+        if self.config.properties:
+            if "props" not in batch:
+                raise ValueError(
+                    f"the task is conditioned on {list(self.config.properties)} but the batch "
+                    "has no property values ('props')"
+                )
+            cond["label"] = self.property_labels(batch["props"])
+        return x0, mask, cond
+
+    @property
+    def null_label(self) -> int:
+        """The property-bin id meaning "no target" (classifier-free guidance)."""
+        if not self.config.properties:
+            raise ValueError("this molecule model is not conditioned on properties")
+        return self.config.property_bins
+
+    def property_labels(self, values: Tensor) -> Tensor:
+        """Property values (B, P) -> bins (B, P) long on their device; NaN -> the null id."""
+        out = []
+        for p, e in enumerate(self.config.property_edges):
+            v = values[:, p].contiguous()
+            edges = torch.tensor(e, dtype=v.dtype, device=v.device)
+            ids = torch.bucketize(v, edges, right=True)
+            out.append(torch.where(torch.isnan(v), torch.full_like(ids, self.null_label), ids))
+        return torch.stack(out, dim=1)
+
+    def target_labels(self, target: dict[str, float], batch: int) -> Tensor:
+        """(batch, P) bins of a target ``{"qed": 0.7}``; properties not named are null."""
+        values = torch.full((1, len(self.config.properties)), math.nan, dtype=torch.float64)
+        for name, v in target.items():
+            if name not in self.config.properties:
+                raise ValueError(
+                    f"target {name!r}: the model is conditioned on {list(self.config.properties)}"
+                )
+            values[0, self.config.properties.index(name)] = float(v)
+        return self.property_labels(values).expand(batch, -1).clone()
+
+    def _drop_labels(self, label: Tensor, generator: torch.Generator | None) -> Tensor:
+        """CFG training: all labels of a molecule null with probability p; with several
+        properties, each of the others then null with probability 1/2, so that a target naming
+        any subset of them is a condition the model was trained on."""
+        p = self.config.label_dropout
+        if p <= 0 and label.shape[1] == 1:
+            return label
+        gen_dev = generator.device if generator is not None else label.device
+        u_all = torch.rand(label.shape[:1], generator=generator, device=gen_dev).to(label.device)
+        drop = (u_all[:, None] < p).expand_as(label)
+        if label.shape[1] > 1:
+            u_one = torch.rand(label.shape, generator=generator, device=gen_dev).to(label.device)
+            drop = drop | (u_one < 0.5)
+        return torch.where(drop, torch.full_like(label, self.null_label), label)
 
     # ---- losses -----------------------------------------------------------------------------
     def loss(
@@ -289,8 +417,13 @@ class MoleculeTask(GraphSampling, Task):
         generator: torch.Generator | None = None,
         boundary: bool = False,
     ) -> Tensor:
-        """Weighted continuous-time negative ELBO per molecule, (B,) nats."""
+        """Weighted continuous-time negative ELBO per molecule, (B,) nats: the Trainer's
+        objective. Training (``boundary=False``) drops property labels to null at random
+        (:meth:`_drop_labels`, from the trainer's generator); ``boundary=True`` adds the
+        boundary terms and keeps every label."""
         x0, mask, cond = self.fields(batch)
+        if "label" in cond and not boundary:
+            cond["label"] = self._drop_labels(cond["label"], generator)
         return continuous_elbo(
             self.processes,
             model,
@@ -303,11 +436,12 @@ class MoleculeTask(GraphSampling, Task):
         )
 
     def loss_fn(self, model: Callable[..., Any], batch: dict, generator: torch.Generator) -> Tensor:
-        """The Trainer's training objective (no boundary terms), (B,) nats."""
+        """:meth:`loss` as the Trainer calls it (no boundary terms), (B,) nats."""
         return self.loss(model, batch, generator, boundary=False)
 
     def nll_fn(self, model: Callable[..., Any], batch: dict, generator: torch.Generator) -> Tensor:
-        """Unweighted full negative ELBO (a bound on -log p(graph | N)), (B,) nats."""
+        """Unweighted full negative ELBO (a bound on -log p(graph | N), given the molecule's
+        property bins for a conditioned task), (B,) nats."""
         x0, mask, cond = self.fields(batch)
         return continuous_elbo(
             self.processes, model, x0, mask, cond=cond, boundary=True, generator=generator
@@ -325,6 +459,15 @@ class MoleculeTask(GraphSampling, Task):
         if train_smiles is not None:
             train = train_smiles if isinstance(train_smiles, set) else canonical_set(train_smiles)
         return molecule_metrics(self.to_mols(graphs), train=train)
+
+
+def graph_properties(graphs: Sequence[Graph], vocab: GraphVocab, names: Sequence[str]) -> Tensor:
+    """(M, P) property values of graphs (decoded and sanitised; NaN where that fails)."""
+    from discdiff.chem.metrics import sanitize_or_none
+    from discdiff.chem.properties import property_values
+
+    mols = (sanitize_or_none(graph_to_mol(a, b, vocab, sanitize=False)) for a, b in graphs)
+    return property_values(mols, names)
 
 
 # ---- saving and loading: the spine's, in the (model, task) order of the old names --------

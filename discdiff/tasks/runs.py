@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "from_pretrained",
     "export",
     "saved_settings",
+    "warm_start",
     "config_path",
 ]
 
@@ -293,3 +294,19 @@ def saved_settings(run_dir: str | os.PathLike[str]) -> tuple[Task, dict[str, Any
     if not isinstance(model, dict) or not isinstance(train_cfg, dict):
         raise ValueError(f"{cfg} lacks the model entry or the train settings")
     return task, model, train_cfg
+
+
+def warm_start(model: nn.Module, source: nn.Module, new: Sequence[str] = ()) -> list[str]:
+    """Copy ``source``'s weights into ``model`` (fine-tuning from a trained model); returns the
+    names of ``model``'s parameters left as initialised. Those must start with one of ``new``
+    (e.g. a conditioned model's label tables); any other difference is one line."""
+    have, want = source.state_dict(), model.state_dict()
+    extra = sorted(set(have) - set(want))
+    missing = sorted(set(want) - set(have))
+    odd = [k for k in missing if not any(k.startswith(p) for p in new)]
+    shapes = [k for k in set(have) & set(want) if have[k].shape != want[k].shape]
+    if extra or odd or shapes:
+        what = extra[:2] + odd[:2] + sorted(shapes)[:2]
+        raise ValueError(f"the initial weights do not fit this denoiser (differ at {what})")
+    model.load_state_dict({k: have[k] for k in want if k in have}, strict=False)
+    return missing

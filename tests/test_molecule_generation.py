@@ -1,0 +1,329 @@
+"""The chemist's generator: property conditioning (bins, CFG plumbing, fine-tuning from a
+trained model), scaffold-constrained sampling, filters, sample records and their files."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import QED, Crippen
+
+from discdiff.chem.export import decode_samples, write_grid, write_molecules
+from discdiff.chem.filters import FILTERS, filter_counts, flag_molecule
+from discdiff.chem.graph import GraphVocab, encode_smiles, graph_to_mol
+from discdiff.chem.metrics import molecule_metrics, reference_stats, wasserstein_1
+from discdiff.chem.properties import (
+    PROPERTIES,
+    bin_labels,
+    parse_targets,
+    property_values,
+    quantile_edges,
+)
+from discdiff.chem.valence import atom_capacities, bond_orders, guarded_bonds
+from discdiff.tasks.molecules import (
+    MoleculeTask,
+    graph_properties,
+    load_pretrained,
+    shipped_checkpoint,
+)
+from discdiff.tasks.runs import warm_start
+
+SMILES = ["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O", "C1CC1N", "COC=O"]
+TINY = dict(num_layers=1, node_dim=16, edge_dim=8, global_dim=8, num_heads=2, node_ff_dim=16,
+            edge_ff_dim=8, global_ff_dim=8, time_freq_dim=8)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_pretrained(shipped_checkpoint())
+
+
+# ---- properties and bins ------------------------------------------------------------------
+def test_registered_properties_are_rdkits() -> None:
+    mols = [Chem.MolFromSmiles(s) for s in SMILES]
+    v = property_values(SMILES + ["not a smiles"], ["qed", "logp", "mw", "tpsa", "sa"])
+    assert v.shape == (len(SMILES) + 1, 5)
+    assert torch.isnan(v[-1]).all()  # an unparseable molecule: NaN, not an error
+    for i, m in enumerate(mols):
+        assert v[i, 0] == pytest.approx(QED.qed(m), abs=1e-12)
+        assert v[i, 1] == pytest.approx(Crippen.MolLogP(m), abs=1e-12)
+    assert ((v[:-1, 4] >= 1) & (v[:-1, 4] <= 10)).all()  # SA score range
+    assert {"qed", "logp", "mw", "tpsa", "sa"} <= set(PROPERTIES.names())
+    with pytest.raises(ValueError, match="qedd"):
+        property_values(SMILES, ["qedd"])
+
+
+def test_quantile_bins_hold_equal_mass_and_nan_is_null() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10_000, generator=g, dtype=torch.float64)
+    edges = quantile_edges(x, 8)
+    assert len(edges) == 7 and all(b > a for a, b in zip(edges, edges[1:], strict=False))
+    ids = bin_labels(x[:, None], [edges])[:, 0]
+    counts = torch.bincount(ids, minlength=8)
+    assert (counts - 1250).abs().max() <= 2  # equal mass up to ties at the edges
+    lab = bin_labels(torch.tensor([[math.nan], [edges[0] - 1], [edges[-1] + 1]]), [edges])
+    assert lab[:, 0].tolist() == [8, 0, 7]  # NaN -> the null id (= number of bins)
+    # a discrete property (many ties) still gets strictly increasing edges
+    ties = quantile_edges(torch.tensor([0.0] * 90 + [1.0] * 10, dtype=torch.float64), 4)
+    assert all(b > a for a, b in zip(ties, ties[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    "items,fragment",
+    [(["qed"], "NAME=VALUE"), (["logp=1"], "conditioned on qed"), (["qed=x"], "not a number"),
+     (["qed=1", "qed=2"], "twice"), (["qed=nan"], "finite")],
+)  # fmt: skip
+def test_parse_targets_errors(items, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_targets(items, ["qed"])
+    assert parse_targets(["QED=0.7"], ["qed"]) == {"qed": 0.7}
+
+
+# ---- the conditioned task -----------------------------------------------------------------
+def _task_and_data(props=("qed", "logp")):
+    vocab = GraphVocab.qm9()
+    graphs, _ = encode_smiles(SMILES, vocab)
+    base = MoleculeTask.from_graphs(graphs, vocab)
+    values = graph_properties(graphs, vocab, props)
+    task = base.conditioned(list(props), values, bins=4, label_dropout=0.25)
+    data = task.graph_dataset(graphs).with_properties(values)
+    return base, task, graphs, data
+
+
+def test_conditioned_task_round_trips_and_bins_its_data() -> None:
+    base, task, graphs, data = _task_and_data()
+    again = MoleculeTask.from_config(task.config.to_dict())
+    assert again.config == task.config and again.config.property_bins == 4
+    assert base.config.property_bins == 0 and base.config.properties == ()
+    _, _, cond = task.fields(data.fields)
+    assert cond["label"].shape == (len(graphs), 2) and int(cond["label"].max()) < 4
+    with pytest.raises(ValueError, match="no property values"):
+        task.fields(task.graph_dataset(graphs).fields)
+    with pytest.raises(ValueError, match="conditioned on"):
+        task.target_labels({"tpsa": 1.0}, 2)
+    assert task.target_labels({"qed": 1.0}, 3).tolist() == [[3, 4]] * 3  # logp: null
+
+
+def test_label_dropout_rates_and_reproducibility() -> None:
+    _, task, _, _ = _task_and_data()
+    label = torch.zeros(20_000, 2, dtype=torch.long)
+    a = task._drop_labels(label, torch.Generator().manual_seed(1))
+    b = task._drop_labels(label, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    null = a == task.null_label
+    p_all = 0.25
+    # all null: p + (1 - p) / 4; a given one null: p + (1 - p) / 2 (se ~ 0.0035)
+    assert null.all(1).float().mean() == pytest.approx(p_all + (1 - p_all) / 4, abs=0.015)
+    assert null[:, 0].float().mean() == pytest.approx(p_all + (1 - p_all) / 2, abs=0.015)
+
+
+def test_warm_start_keeps_the_trained_model_exactly(shipped) -> None:
+    model0, task0 = shipped
+    vocab = task0.vocab
+    graphs, _ = encode_smiles(SMILES, vocab)
+    values = graph_properties(graphs, vocab, ["qed"])
+    task = task0.conditioned(["qed"], values, bins=4)
+    sizes = {k: v for k, v in model0.config.to_dict().items() if k in TINY or k == "dropout"}
+    model = task.build_denoiser(**sizes)
+    fresh = warm_start(model, model0, new=("labels.",))
+    assert fresh == ["labels.0.table.weight"]
+    data = task.graph_dataset(graphs).with_properties(values)
+    x0, mask, cond = task.fields(data.fields)
+    t = torch.full((len(graphs),), 0.5)
+    with torch.no_grad():
+        a = model(x0, t, cond)
+        b = model0(x0, t, {"node_mask": cond["node_mask"]})
+    for k in a:  # zero-initialised label tables: the fine-tune starts at the trained model
+        assert torch.equal(a[k], b[k])
+    with pytest.raises(ValueError, match="do not fit"):
+        warm_start(task.build_denoiser(**TINY), model0, new=("labels.",))
+
+
+class _LabelReader(torch.nn.Module):
+    """A denoiser whose atoms are all C for property bin 0 and all N for bin 1 (null: 50/50)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x_t, t, cond):
+        B, N = x_t["atoms"].shape
+        lab = cond["label"][:, 0]
+        self.seen.append(lab.clone())
+        atoms = torch.full((B, N, 8), -30.0)
+        atoms[..., 0] = torch.where(lab == 0, 0.0, torch.where(lab == 1, -30.0, 0.0))[:, None]
+        atoms[..., 1] = torch.where(lab == 1, 0.0, torch.where(lab == 0, -30.0, 0.0))[:, None]
+        bonds = torch.full((B, x_t["bonds"].shape[1], 4), -30.0)
+        bonds[..., 0] = 0.0
+        return {"atoms": atoms + self.w, "bonds": bonds}
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_a_target_reaches_the_denoiser_and_guidance_calls_it_unconditioned(guidance) -> None:
+    _, task, _, _ = _task_and_data(("qed",))
+    edges = task.config.property_edges[0]
+    model = _LabelReader()
+    for goal, element in ((edges[0] - 1.0, "C"), (edges[0] + 1e-9, "N")):
+        model.seen.clear()
+        graphs = task.sample_graphs(model, 6, steps=4, target={"qed": goal}, guidance=guidance,
+                                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+        bins = {int(v) for s in model.seen for v in s.unique()}
+        want = {0 if element == "C" else 1} | ({task.null_label} if guidance != 1 else set())
+        assert bins == want
+        for a, b in graphs:
+            mol = graph_to_mol(a, b, task.vocab, sanitize=False)
+            assert {x.GetSymbol() for x in mol.GetAtoms()} == {element}
+
+
+def test_conditioned_loss_trains_and_unconditioned_sampling_still_works() -> None:
+    _, task, _, data = _task_and_data(("qed",))
+    torch.manual_seed(0)
+    model = task.build_denoiser(**TINY)
+    batch = data.fields
+    loss = task.loss(model, batch, torch.Generator().manual_seed(0)).mean()
+    loss.backward()
+    assert math.isfinite(loss.item()) and model.labels[0].table.weight.grad.abs().sum() > 0
+    assert len(task.sample_graphs(model, 3, steps=2)) == 3  # no target: every label null
+    with pytest.raises(ValueError, match="guidance needs a target"):
+        task.sample_graphs(model, 3, steps=2, guidance=2.0)
+
+
+# ---- scaffolds ----------------------------------------------------------------------------
+@pytest.mark.parametrize("scaffold", ["c1ccoc1", "C1CCC1", "CC(=O)N"])
+def test_every_valid_sample_contains_the_scaffold(shipped, scaffold) -> None:
+    model, task = shipped
+    graphs = task.sample_graphs(model, 24, steps=12, scaffold=scaffold, batch_size=24,
+                                generator=torch.Generator().manual_seed(3))  # fmt: skip
+    records = decode_samples(task.to_mols(graphs), repair=False)
+    query = Chem.MolFromSmiles(scaffold)
+    valid = [r for r in records if r.valid]
+    assert len(valid) >= 20  # the guard keeps them valid; the scaffold is never lost
+    assert all(r.mol.HasSubstructMatch(query) for r in valid)
+    k = query.GetNumAtoms()
+    assert all(a.shape[0] >= k for a, _ in graphs)
+    exact = task.sample_graphs(model, 4, steps=4, scaffold=scaffold, num_atoms=k + 1)
+    assert all(a.shape[0] == k + 1 for a, _ in exact)
+
+
+def test_guarded_bonds_count_the_given_bonds() -> None:
+    vocab = GraphVocab.qm9()
+    caps, orders = atom_capacities(vocab), bond_orders(vocab)
+    g = torch.Generator().manual_seed(0)
+    B, N = 64, 5
+    E = N * (N - 1) // 2
+    atoms = torch.randint(0, 4, (B, N), generator=g)
+    logp = torch.log_softmax(torch.randn(B, E, 4, generator=g) * 3, -1)
+    given_mask = torch.zeros(B, E, dtype=torch.bool)
+    given_mask[:, 0] = True  # edge (0, 1) fixed to a single bond
+    given = (torch.ones(B, E, dtype=torch.long), given_mask)
+    bonds = guarded_bonds(atoms, logp, ~given_mask, caps, orders, g, given)
+    assert (bonds[:, 0] == 1).all()
+    ii, jj = torch.triu_indices(N, N, 1)
+    load = torch.zeros(B, N)
+    load.index_add_(1, ii, orders[bonds])
+    load.index_add_(1, jj, orders[bonds])
+    assert (load <= caps[atoms] + 1e-6).all()
+
+
+# ---- filters, profiles, records and files -------------------------------------------------
+def test_filters_flag_what_they_name() -> None:
+    cases = {"C1=CCC1": "alkene_4ring", "C1=CC1": "alkene_3ring", "C1CCC#CCCC1": "triple_in_ring",
+             "C=C=C": "allene", "OC=C": "enol", "O=CF": "acyl_fluoride", "FC=C": "vinyl_fluoride",
+             "COOC": "peroxide", "[NH4+]": "net_charged",
+             "O=C1C(=Cc2ccccc2)SC(=S)N1": "pains"}  # fmt: skip
+    for smi, name in cases.items():
+        flags = flag_molecule(Chem.MolFromSmiles(smi))
+        assert flags[name], (smi, name)
+    for smi in ("c1ccccc1", "Oc1ccccc1", "Fc1ccccc1", "CC(=O)O", "O=C=O", "CCO"):
+        assert not any(flag_molecule(Chem.MolFromSmiles(smi)).values()), smi
+    counts = filter_counts([Chem.MolFromSmiles(s) for s in ("C1=CC1", "CCO", "OC=C")])
+    assert counts["checked"] == 3 and counts["any"] == 2 and counts["enol"] == 1
+    assert set(FILTERS) <= set(counts)
+
+
+def test_profile_metrics_against_a_reference() -> None:
+    assert wasserstein_1([0.0], [1.0]) == pytest.approx(1.0)
+    assert wasserstein_1([0.0, 1.0, 2.0], [0.5, 1.5, 2.5]) == pytest.approx(0.5)
+    ref = reference_stats(SMILES, profile=True)
+    m = molecule_metrics(SMILES, reference=ref, profile=True, whole={"CCO"})
+    assert m["aromatic"] == pytest.approx(1 / 8) and m["rate_enol"] == 0.0
+    assert m["qed_w1"] == pytest.approx(0.0) and m["mw_w1"] == pytest.approx(0.0)
+    assert m["novelty_whole"] == pytest.approx(7 / 8)
+    m2 = molecule_metrics(["C1=CC1", "OC=C"], reference=ref, profile=True)
+    assert m2["rate_alkene_3ring"] == 0.5 and m2["mw_w1"] > 0
+
+
+def test_records_say_what_was_done_and_files_carry_it(tmp_path) -> None:
+    vocab = GraphVocab.qm9()
+    raw = [Chem.MolFromSmiles("CCO", sanitize=False),
+           Chem.MolFromSmiles("CC.O", sanitize=False),  # two fragments
+           Chem.MolFromSmiles("CN(C)(C)C", sanitize=False),  # tetravalent N: repaired to N+
+           Chem.MolFromSmiles("C(C)(C)(C)(C)C", sanitize=False)]  # fmt: skip  # invalid
+    recs = decode_samples(raw)
+    assert [r.status for r in recs] == ["strict", "fragments_dropped", "repaired", "invalid"]
+    assert recs[1].smiles == "CC"
+    plain = decode_samples(raw, repair=False)
+    assert [r.status for r in plain] == ["strict", "strict", "invalid", "invalid"]
+    assert plain[1].smiles == "CC.O"  # what the model made, whole
+    smi = tmp_path / "m.smi"
+    assert write_molecules(smi, recs) == 3
+    lines = smi.read_text().splitlines()
+    assert [ln.split("\t")[2] for ln in lines] == ["strict", "fragments_dropped", "repaired"]
+    assert "None" not in smi.read_text()
+    assert write_molecules(smi, recs, keep_invalid=True) == 4
+    assert smi.read_text().splitlines()[-1].endswith("\tsample_3\tinvalid")
+    sdf = tmp_path / "m.sdf"
+    write_molecules(sdf, recs, conformers=True, seed=1)
+    mols = list(Chem.SDMolSupplier(str(sdf), removeHs=False))
+    assert mols[0].GetProp("status") == "strict" and float(mols[0].GetProp("qed")) > 0
+    assert mols[0].GetNumAtoms() == 9 and mols[0].GetConformer().Is3D()  # CCO + 6 H
+    assert mols[0].GetProp("conformer") == "etkdg+mmff"
+    assert mols[2].GetProp("net_charged") == "1"  # the repair product is a bare cation
+    assert mols[3] is None or mols[3].GetProp("valid") == "0"
+    write_molecules(sdf, recs, hydrogens=True)
+    assert next(iter(Chem.SDMolSupplier(str(sdf), removeHs=False))).GetNumAtoms() == 9
+    table = tmp_path / "m.csv"
+    write_molecules(table, recs)
+    rows = list(csv.DictReader(table.open()))
+    assert [r["status"] for r in rows] == [r.status for r in recs] and rows[3]["qed"] == ""
+    png = tmp_path / "g.png"
+    assert write_grid(png, recs, 4) == 4 and png.stat().st_size > 0
+    assert vocab.num_atom_classes == 8
+
+
+# ---- torch-geometric data -----------------------------------------------------------------
+def test_pyg_dataset_trains_and_scores_like_the_padded_one(tmp_path) -> None:
+    from discdiff.chem.pyg import MoleculeGraphDataset, densify
+    from discdiff.tasks import runs
+    from discdiff.training import TrainConfig
+
+    _, task, graphs, data = _task_and_data(("qed",))
+    values = data.fields["props"]
+    pyg = MoleculeGraphDataset(graphs, values)
+    assert len(pyg) == len(graphs)
+    for (a, b), (a2, b2) in zip(graphs, pyg.graphs(), strict=True):
+        assert torch.equal(a, a2) and torch.equal(b, b2)
+    batch = task.collate()([pyg[i] for i in range(len(pyg))])
+    dense = densify(batch, task.config.max_nodes)
+    for k, v in data.fields.items():  # to_dense_batch / to_dense_adj == our padding
+        assert torch.equal(dense[k], v), k
+    torch.manual_seed(0)
+    model = task.build_denoiser(**TINY)
+    a = task.loss(model, batch, torch.Generator().manual_seed(5))
+    b = task.loss(model, data.fields, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert task.count_tokens(batch) == task.count_tokens(data.fields)
+    # the shared trainer runs on PyG batches; the run dir keeps padded files
+    task.attach_data(pyg, MoleculeGraphDataset(graphs[:3], values[:3]))
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=3,
+                      eval_batches=1, ckpt_every=3, log_every=1)  # fmt: skip
+    runs.train(task, model, cfg, tmp_path / "run", device="cpu", progress=False)
+    again, _ = runs.load_run(tmp_path / "run")
+    saved = again.dataset("train").fields
+    assert torch.equal(saved["props"], values.float()) and torch.equal(
+        saved["atoms"], data.fields["atoms"]
+    )
