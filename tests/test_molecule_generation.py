@@ -327,3 +327,55 @@ def test_pyg_dataset_trains_and_scores_like_the_padded_one(tmp_path) -> None:
     assert torch.equal(saved["props"], values.float()) and torch.equal(
         saved["atoms"], data.fields["atoms"]
     )
+
+
+def test_canonical_sets_are_cached_on_disk_and_missing_data_is_said(tmp_path, monkeypatch):
+    import discdiff.chem.metrics as metrics
+    from discdiff.tasks.molecule_data import cached_canonical_set, novelty_sets
+
+    smiles = ["OCC", "C(C)O", "c1ccoc1", "not smiles"]
+    first = cached_canonical_set(smiles, cache=tmp_path)
+    assert first == {"CCO", "c1ccoc1"}
+    assert len(list((tmp_path / "canonical").glob("*.txt"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(metrics, "canonical_set", boom)
+    assert cached_canonical_set(smiles, cache=tmp_path) == first  # read from the file
+    with pytest.raises(AssertionError):
+        cached_canonical_set(smiles[:2], cache=tmp_path)  # other SMILES: another key
+    monkeypatch.undo()
+    path = tmp_path / "train.smi"
+    path.write_text("CCO\nCCN\n")
+    train, whole, why = novelty_sets(str(path))
+    assert why is None and train == whole == {"CCO", "CCN"}
+    assert novelty_sets(str(tmp_path / "gone.smi"))[2] == f"the training file {str(tmp_path / 'gone.smi')!r} is gone"
+    assert novelty_sets(None)[2] == "the model names no training data set"
+
+
+def test_shipped_qm9_sets_load_for_this_rdkit_and_are_refused_for_another(tmp_path) -> None:
+    import gzip
+
+    from discdiff.tasks.molecule_data import QM9_SETS, novelty_sets, shipped_qm9_sets
+
+    sets = shipped_qm9_sets()
+    assert sets is not None, "the shipped canonical QM9 sets do not load for this RDKit"
+    train, whole = sets
+    assert len(train) > 99_000 and len(whole) > 130_000 and train <= whole
+    assert novelty_sets("qm9")[0] is train or novelty_sets("qm9")[0] == train
+    lines = gzip.decompress(QM9_SETS.read_bytes()).decode().splitlines()
+    other = tmp_path / "old.txt.gz"
+    other.write_bytes(gzip.compress("\n".join(["# rdkit 2001.01.1", *lines[1:]]).encode()))
+    assert shipped_qm9_sets(other) is None
+
+
+@pytest.mark.slow
+def test_shipped_qm9_sets_equal_the_data() -> None:
+    from discdiff.chem.metrics import canonical_set
+    from discdiff.datasets.qm9 import load_qm9
+    from discdiff.tasks.molecule_data import shipped_qm9_sets
+
+    train, whole = shipped_qm9_sets()
+    assert train == canonical_set(load_qm9("train"))
+    assert whole == train | canonical_set(load_qm9("val")) | canonical_set(load_qm9("test"))

@@ -254,6 +254,54 @@ def cached_canonical_set(smiles: Sequence[str], cache: Path | None = None) -> se
 
 
 _SPLITS = {"qm9": ("train", "val", "test"), "moses": ("train", "test", "test_scaffolds")}
+#: the canonical QM9 sets, shipped beside the QM9 checkpoint so that novelty needs no download
+QM9_SETS = Path(__file__).resolve().parent.parent / "assets" / "qm9_canonical.txt.gz"
+
+
+def _rdkit_header() -> str:
+    from rdkit import __version__ as rdkit_version
+
+    return f"# canonical QM9 (discdiff split, seed 0), rdkit {rdkit_version}"
+
+
+def write_qm9_sets(path: Path = QM9_SETS) -> None:
+    """Write the canonical QM9 training set and the rest of QM9 as ``train``/``other`` lines
+    (gzip), headed by the RDKit version that canonicalised them."""
+    import gzip
+
+    from discdiff.datasets.qm9 import load_qm9
+    from discdiff.files import atomic_path
+
+    train = cached_canonical_set(load_qm9("train"))
+    other = set()
+    for split in ("val", "test"):
+        other |= cached_canonical_set(load_qm9(split))
+    lines = [_rdkit_header()]
+    lines += [f"train\t{s}" for s in sorted(train)]
+    lines += [f"other\t{s}" for s in sorted(other - train)]
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+
+
+def shipped_qm9_sets(path: Path = QM9_SETS) -> tuple[set[str], set[str]] | None:
+    """(train, whole) canonical QM9 sets from the shipped file, or None when it is missing or
+    was canonicalised by another RDKit version (whose SMILES may differ)."""
+    import gzip
+
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile):
+        return None
+    header, _, body = text.partition("\n")
+    if header != _rdkit_header():
+        return None
+    train, whole = set(), set()
+    for line in body.splitlines():
+        tag, _, smi = line.partition("\t")
+        whole.add(smi)
+        if tag == "train":
+            train.add(smi)
+    return train, whole
 
 
 def novelty_sets(dataset: str | None) -> tuple[set[str] | None, set[str] | None, str | None]:
@@ -264,6 +312,10 @@ def novelty_sets(dataset: str | None) -> tuple[set[str] | None, set[str] | None,
     """
     if dataset is None:
         return None, None, "the model names no training data set"
+    from discdiff.chem.metrics import canonical_set
+
+    if dataset == "qm9" and (sets := shipped_qm9_sets()) is not None:
+        return sets[0], sets[1], None
     try:
         if dataset in _SPLITS:
             if dataset == "qm9":
@@ -271,11 +323,18 @@ def novelty_sets(dataset: str | None) -> tuple[set[str] | None, set[str] | None,
             else:
                 from discdiff.datasets.moses import load_moses as load
             parts = {split: load(split) for split in _SPLITS[dataset]}
-            train = cached_canonical_set(parts["train"])
+            # MOSES's 1.9M strings are RDKit-canonical already (MOSES's own novelty compares
+            # them raw): no parse; QM9's are not, so their canonical sets are cached on disk.
+            canon = (
+                cached_canonical_set
+                if dataset == "qm9"
+                else lambda smi: canonical_set(smi, canonicalize=False)
+            )
+            train = canon(parts["train"])
             whole = set(train)
             for split, smi in parts.items():
                 if split != "train":
-                    whole |= cached_canonical_set(smi)
+                    whole |= canon(smi)
             return train, whole, None
         if Path(dataset).is_file():
             from discdiff.datasets.smiles import read_smiles_file
