@@ -13,7 +13,13 @@ Seed = Annotated[int, typer.Option(help=_SEED_HELP)]
 #: for commands that resume a run: unset means the run's own seed (0 for a new run)
 SeedOrSaved = Annotated[int | None, typer.Option(help=_SEED_HELP)]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto = cuda if present).")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")]
+Threads = Annotated[
+    int,
+    typer.Option(
+        help="CPU threads for torch (0 = the cores not already busy: usable cores minus the "
+        "1-minute load, at least 1)."
+    ),
+]
 Temperature = Annotated[
     float,
     typer.Option(help="Temperature of the x0 prediction (0 = argmax: the most likely class)."),
@@ -24,14 +30,32 @@ UseEma = Annotated[
 ]
 
 
-def set_threads(threads: int) -> None:
-    """Apply ``--threads`` (0 leaves torch's default); a negative count is an error."""
+def safe_threads() -> int:
+    """Threads that do not oversubscribe the machine: the usable cores minus the ones other
+    processes keep busy (the 1-minute load average), at least 1. A 2-thread process beside a
+    busy one can run 30x slower than with 1 thread; an idle machine gets every core."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
+
+
+def set_threads(threads: int) -> int:
+    """Apply ``--threads`` (0 = :func:`safe_threads`); a negative count is an error."""
     if threads < 0:
         raise ValueError(f"--threads must be >= 0, got {threads}")
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    n = threads or safe_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 # ---- training options every task shares (None = the task's default, or the resumed run's) --

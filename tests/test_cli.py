@@ -56,3 +56,25 @@ def test_shared_options_mean_the_same_in_every_task(capsys, tmp_path) -> None:  
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "error: --threads must be >= 0, got -1"
+
+
+def test_thread_default_leaves_busy_cores_alone(monkeypatch) -> None:
+    import os
+
+    from discdiff.cli._options import safe_threads, set_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, want in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert safe_threads() == want
+    assert set_threads(2) == 2
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import os, discdiff; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE"  # set before torch loads libgomp
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE"  # the user's choice stands

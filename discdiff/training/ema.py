@@ -71,13 +71,18 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Fold the model's current weights into the average (call after each optimizer step)."""
         live = self._live(model)
-        weight = 1.0 - self.decay
+        averaged: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
         for name, shadow in self.shadow.items():
             value = live[name].detach()
-            if name in self._averaged:
-                shadow.mul_(self.decay).add_(value.to(shadow.dtype), alpha=weight)
+            if name in self._averaged:  # grouped by (device, dtype): one foreach call each
+                group = averaged.setdefault((shadow.device, shadow.dtype), ([], []))
+                group[0].append(shadow)
+                group[1].append(value.to(shadow.dtype))
             else:
                 shadow.copy_(value)
+        for shadows, values in averaged.values():
+            # shadow + (1 - decay) (value - shadow) = decay shadow + (1 - decay) value
+            torch._foreach_lerp_(shadows, values, 1.0 - self.decay)
         self.num_updates += 1
 
     @torch.no_grad()
