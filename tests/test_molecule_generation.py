@@ -350,7 +350,10 @@ def test_canonical_sets_are_cached_on_disk_and_missing_data_is_said(tmp_path, mo
     path.write_text("CCO\nCCN\n")
     train, whole, why = novelty_sets(str(path))
     assert why is None and train == whole == {"CCO", "CCN"}
-    assert novelty_sets(str(tmp_path / "gone.smi"))[2] == f"the training file {str(tmp_path / 'gone.smi')!r} is gone"
+    assert (
+        novelty_sets(str(tmp_path / "gone.smi"))[2]
+        == f"the training file {str(tmp_path / 'gone.smi')!r} is gone"
+    )
     assert novelty_sets(None)[2] == "the model names no training data set"
 
 
