@@ -1,16 +1,21 @@
 """Denoiser calls and samples/s of the absorbing samplers: plain ancestral, MDLM caching, first-hitting.
 
 A small randomly initialised :class:`discdiff.nn.TransformerDenoiser` (absorbing, 256 tokens),
-batch 4, ``steps`` = 256 and 1000; ratios are against the plain ancestral sampler measured in the
-same run. The transformer is time-free (``time_conditioning=False``, as MDLM), so the caching
-sampler returns exactly the plain sampler's samples.
+batch 4, ``steps`` = 256 and 1000. The samplers run interleaved (ancestral, caching,
+first-hitting; again ``--rounds`` times) and each speed-up is the median over rounds of that
+round's ancestral time / the sampler's time. ``overhead`` is the time outside the denoiser's
+forward calls as a share of the time inside them (medians over rounds). The transformer is
+time-free (``time_conditioning=False``, as MDLM), so the caching sampler returns exactly the
+plain sampler's samples.
 
     python benchmarks/sampling.py [--device cuda] [--batch 16] [--length 256] [--steps 256 1000]
+                                  [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -20,17 +25,36 @@ from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.samplers import AncestralSampler, CachingSampler, FirstHittingSampler, Sampler
 
 
-def timed(sampler: Sampler, model, proc, shape, device) -> tuple[float, int, int]:
-    """(seconds, denoiser calls, rows evaluated) of one sampling call."""
+class TimedModel(torch.nn.Module):
+    """The denoiser, with the wall time spent inside its forward calls added up."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seconds = 0.0
+
+    def forward(self, *args, **kwargs):
+        sync = torch.cuda.synchronize if next(self.model.parameters()).is_cuda else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        out = self.model(*args, **kwargs)
+        sync()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def timed(sampler: Sampler, model, proc, shape, device) -> tuple[float, int, int, float]:
+    """(seconds, denoiser calls, rows evaluated, seconds inside the denoiser) of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+    model.seconds = 0.0
     start = time.perf_counter()
     res = sampler.sample(
         model, proc, shape, generator=torch.Generator().manual_seed(0), device=device
     )
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, res.num_calls, res.rows_evaluated
+    return time.perf_counter() - start, res.num_calls, res.rows_evaluated, model.seconds
 
 
 def main() -> None:
@@ -42,6 +66,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--steps", type=int, nargs="+", default=[256, 1000])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -55,14 +80,17 @@ def main() -> None:
         max_len=args.length,
         time_conditioning=False,
     )
-    model = TransformerDenoiser(cfg).to(device).eval()
+    model = TimedModel(TransformerDenoiser(cfg).to(device).eval())
     shape = (args.batch, args.length)
     timed(AncestralSampler(4), model, proc, shape, device)  # warm-up
     print(
         f"absorbing, {args.length} tokens, batch {args.batch}, {args.layers}-layer d={args.d_model} "
         f"transformer, vocab {args.vocab}, device {device}"
     )
-    head = f"{'sampler':<14}{'steps':>6}{'calls':>7}{'rows':>8}{'samples/s':>11}{'calls x':>9}{'speed x':>9}"
+    head = (
+        f"{'sampler':<14}{'steps':>6}{'calls':>7}{'rows':>8}{'samples/s':>11}{'calls x':>9}"
+        f"{'speed x':>9}{'overhead':>10}"
+    )
     print(head)
     print("-" * len(head))
     for steps in args.steps:
@@ -71,16 +99,22 @@ def main() -> None:
             "caching": CachingSampler(steps),
             "first-hitting": FirstHittingSampler(),
         }
-        base_sec = base_calls = None
-        for name, sampler in runs.items():
-            sec, calls, rows = timed(sampler, model, proc, shape, device)
-            if base_sec is None:
-                base_sec, base_calls = sec, calls
-            rate = args.batch / sec
+        got: dict[str, list[tuple[float, int, int, float]]] = {k: [] for k in runs}
+        for _ in range(args.rounds):  # A B C A B C ...
+            for name, sampler in runs.items():
+                got[name].append(timed(sampler, model, proc, shape, device))
+        base = got["ancestral"]
+        for name in runs:
+            secs = [g[0] for g in got[name]]
+            speed = statistics.median(b[0] / g[0] for b, g in zip(base, got[name], strict=True))
+            over = statistics.median((g[0] - g[3]) / g[3] for g in got[name])
+            calls, rows = got[name][0][1], got[name][0][2]
             print(
                 f"{name:<14}{steps if name != 'first-hitting' else '-':>6}{calls:>7}{rows:>8}"
-                f"{rate:>11.2f}{calls / base_calls:>9.3f}{base_sec / sec:>9.2f}"
+                f"{args.batch / statistics.median(secs):>11.2f}{calls / base[0][1]:>9.3f}"
+                f"{speed:>9.2f}{100 * over:>9.1f}%"
             )
+    print(f"speed x: median over {args.rounds} interleaved rounds of ancestral time / time")
 
 
 if __name__ == "__main__":

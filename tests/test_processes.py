@@ -292,3 +292,32 @@ def test_large_vocab_memory_is_linear_in_k(tmp_path) -> None:  # noqa: ANN001
     peak_gb = int(out.stdout.strip().splitlines()[-1]) / 1024**2
     assert peak_gb < 4.0, f"peak RSS {peak_gb:.2f} GB"
     assert math.isfinite(peak_gb)
+
+
+@pytest.mark.parametrize("schedule", [dd.LogLinear(), dd.CosineAlpha()])
+@pytest.mark.parametrize("grad", [False, True])
+def test_absorbing_closed_form_posterior_equals_the_mixing_form(schedule, grad):
+    from discdiff.processes.mixing import MixingProcess
+
+    p = dd.Absorbing(7, schedule)
+    g = torch.Generator().manual_seed(0)
+    B, L = 6, 50
+    x_t = torch.randint(0, 8, (B, L), generator=g)  # masked and unmasked positions
+    logits = torch.randn(B, L, 7, generator=g) * 4
+    logits[0, 0, 3] = 60.0  # p rounds to 1 in float32
+    logits.requires_grad_(grad)
+    # t = 1, s = t, t near 0, s = 0, a_t = a_s + tiny
+    t = torch.tensor([1.0, 0.5, 1e-6, 0.3, 1.0, 0.2], dtype=torch.float64)
+    s = torch.tensor([0.0, 0.5, 0.0, 0.29, 0.999, 0.0], dtype=torch.float64)
+    a_s, a_t = schedule.alpha(s), schedule.alpha(t)
+    ratio = schedule.alpha_ratio(s, t)
+    fast = p._mean_log(x_t, logits, a_s, a_t, ratio)
+    ref = MixingProcess._mean_log(p, x_t, logits, a_s, a_t, ratio)
+    assert torch.equal(torch.isfinite(fast), torch.isfinite(ref))
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(fast[fin], ref[fin], atol=5e-6, rtol=0)
+    # a mask at t = 0 (a_t = 1: no x_0 explains it) stays put, as in the mixing form
+    at0 = p._mean_log(
+        torch.full((1, 1), 7), logits[:1, :1], a_s[:1] * 0 + 1, a_t[:1] * 0 + 1, ratio[:1]
+    )
+    assert at0[0, 0].argmax() == 7 and at0[0, 0, 7] == 0

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from discdiff.processes.base import expand_time
 from discdiff.processes.mixing import MixingProcess
 from discdiff.schedules import Schedule
 
@@ -36,6 +37,42 @@ class Absorbing(MixingProcess):
         from discdiff.processes.rates import rate_kl_masked
 
         return rate_kl_masked(self, x_t, x0, logits, t)
+
+    def _mean_log(
+        self, x_t: Tensor, logits: Tensor, a_s: Tensor, a_t: Tensor, ratio: Tensor
+    ) -> Tensor:
+        """The posterior mean in closed form, O(K) with one (..., K + 1) output: a masked x_t
+        unmasks to k with probability (a_s - a_t) / (1 - a_t) p(k) and stays masked with
+        (1 - a_s) / (1 - a_t); an unmasked one (or a mask at a_t = 1, which no x_0 explains)
+        stays put. Equal to the mixing form (tests compare them) at a fraction of its passes,
+        and without a host sync."""
+        at = expand_time(a_t, x_t)  # (B, 1, ...) float64
+        as_ = expand_time(a_s, x_t)
+        free = 1.0 - at
+        masked = (x_t == self.mask_id) & (free > 0)  # (...)
+        safe = torch.where(free > 0, free, torch.ones_like(free))
+        log_unmask = (torch.log(as_ - at) - torch.log(safe)).float().unsqueeze(-1)  # (B, 1.., 1)
+        log_stay = (torch.log1p(-as_) - torch.log(safe)).float()
+        K = self.num_classes
+        z = x_t.unsqueeze(-1)
+        if logits.requires_grad:  # a loss differentiates through it: no in-place work
+            body = torch.cat(
+                [
+                    torch.log_softmax(logits.float(), dim=-1) + log_unmask,
+                    log_stay.expand_as(x_t).unsqueeze(-1),
+                ],
+                dim=-1,
+            )
+            point = torch.full_like(body, -torch.inf).scatter(-1, z, 0.0)
+            return torch.where(masked.unsqueeze(-1), body, point)
+        out = torch.empty(*x_t.shape, K + 1, dtype=torch.float32, device=x_t.device)
+        out[..., :K] = torch.log_softmax(logits.float(), dim=-1).add_(log_unmask)
+        out[..., K] = log_stay.expand_as(x_t)
+        out.masked_fill_(~masked.unsqueeze(-1), -torch.inf)
+        keep = torch.where(
+            masked.unsqueeze(-1), out.gather(-1, z), torch.zeros_like(z, dtype=out.dtype)
+        )
+        return out.scatter_(-1, z, keep)
 
     def prior_sample(
         self,

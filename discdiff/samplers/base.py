@@ -366,6 +366,8 @@ class SamplingRun:
             lu = self._call(x, t, self._uncond, rows)
             lp = {k: torch.log_softmax(lu[k] + w * (lp[k] - lu[k]), dim=-1) for k in lp}
         s = self.sampler
+        if s.temperature == 1.0 and s.top_p == 1.0:  # already normalised: no third pass
+            return lp
         return {k: process_logits(v, s.temperature, s.top_p) for k, v in lp.items()}
 
     def full_time(self, t: float | Tensor) -> Tensor:
