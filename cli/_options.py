@@ -94,7 +94,43 @@ SkipNonfinite = Annotated[
 WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay (default 0).")]
 GradClip = Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off; default 1.0).")]
 Precision = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default auto).")]
-Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="torch.compile the model (the first call compiles; its time is printed)."
+    ),
+]
+
+
+def compiled(model: Any, on: bool) -> Any:
+    """``model`` under ``torch.compile`` (dynamic shapes) when ``on``; the first call's time
+    (compile time plus one forward) is printed once. Same parameters, config and modes."""
+    if not on:
+        return model
+    import time
+
+    import torch
+
+    class Compiled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+            self.config = getattr(model, "config", None)
+            self._fn = torch.compile(model, dynamic=True)
+            self._first = True
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            if not self._first:
+                return self._fn(*args, **kwargs)
+            start = time.perf_counter()
+            out = self._fn(*args, **kwargs)
+            self._first = False
+            typer.echo(f"torch.compile: first call {time.perf_counter() - start:.1f} s", err=True)
+            return out
+
+    return Compiled()
+
+
 GradCheckpointing = Annotated[
     bool,
     typer.Option(

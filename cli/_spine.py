@@ -26,13 +26,17 @@ _FLAG_FIELDS = {
     "ckpt_every": "ckpt_every",
     "log_every": "log_every",
     "skip_nonfinite": "skip_nonfinite",
+    "compile": "compile",
 }
 
 
 def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
     """The shared training flags among a command's parameters (its ``locals()``), as
     TrainConfig fields; None means not given."""
-    return {field: values[flag] for flag, field in _FLAG_FIELDS.items() if flag in values}
+    out = {field: values[flag] for flag, field in _FLAG_FIELDS.items() if flag in values}
+    if out.get("compile") is False:  # a switch left off is "not given" (resume keeps the run's)
+        out["compile"] = None
+    return out
 
 
 def check_new_run(out: Path, resume: bool) -> bool:

@@ -16,6 +16,7 @@ import typer
 from discdiff.cli._options import (
     BatchSize,
     CkptEvery,
+    Compile,
     Device,
     Ema,
     EmaOld,
@@ -32,6 +33,7 @@ from discdiff.cli._options import (
     Threads,
     Warmup,
     WarmupOld,
+    compiled,
     deprecated,
     sampler_help,
     sampler_options,
@@ -310,6 +312,7 @@ def sample(
     novelty: Annotated[
         bool, typer.Option(help="Report novelty (fetches the training data if it must).")
     ] = True,
+    compile: Compile = False,
     progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
@@ -325,6 +328,7 @@ def sample(
     dev = _device(device)
     ckpt = checkpoint if checkpoint is not None else shipped_checkpoint()
     model, task = load_pretrained(ckpt, device=dev)
+    model = compiled(model, compile)
     cond = _conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
@@ -407,6 +411,7 @@ def train(
     skip_nonfinite: SkipNonfinite = None,
     device: Device = "auto",
     threads: Threads = 0,
+    compile: Compile = False,
     progress: Progress = True,
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""
@@ -546,6 +551,7 @@ def evaluate(
     ] = True,
     device: Device = "cpu",
     threads: Threads = 0,
+    compile: Compile = False,
     progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
@@ -563,6 +569,7 @@ def evaluate(
         model, task = load_run(run_dir, device=dev, use_ema=False if raw else None)
     else:
         model, task = load_pretrained(run_dir, device=dev)
+    model = compiled(model, compile)
     cond = _conditioning(task, target, guidance)
     records, metrics, _ = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,

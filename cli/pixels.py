@@ -18,6 +18,7 @@ import typer
 
 from discdiff.cli._options import (
     CkptEvery,
+    Compile,
     Device,
     Ema,
     EmaOld,
@@ -32,6 +33,7 @@ from discdiff.cli._options import (
     Threads,
     Warmup,
     WarmupOld,
+    compiled,
     deprecated,
     sampler_help,
     sampler_options,
@@ -112,6 +114,7 @@ def train(
     ] = False,
     device: Device = "auto",
     threads: Threads = 0,
+    compile: Compile = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a denoiser on an image data set; --resume continues a run bit-for-bit."""
@@ -203,6 +206,7 @@ def sample(
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
+    compile: Compile = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Draw images from a trained run with any registered sampler; save them as one PNG grid."""
@@ -217,6 +221,7 @@ def sample(
         raise ValueError(f"--out must name a .png file, got {str(out)!r}")
     check_output(out, (".png",), "--out")
     task, model = _load(run_dir, device)
+    model = compiled(model, compile)
     k = task.config.num_labels
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)

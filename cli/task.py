@@ -19,6 +19,7 @@ import typer
 from discdiff.cli._options import (
     BatchSize,
     CkptEvery,
+    Compile,
     Device,
     Ema,
     EvalBatches,
@@ -34,6 +35,7 @@ from discdiff.cli._options import (
     Temperature,
     Threads,
     Warmup,
+    compiled,
     sampler_help,
     sampler_options,
     set_threads,
@@ -139,6 +141,7 @@ def train(
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
+    compile: Compile = False,
     progress: Progress = True,
 ) -> None:
     """Train task NAME into --out (the spine's run layout; --resume continues it)."""
@@ -216,6 +219,7 @@ def sample(
     imports: Imports = None,
     seed: Seed = 0,
     device: Device = "auto",
+    compile: Compile = False,
     threads: Threads = 0,
 ) -> None:
     """Draw N samples from a run with any registered sampler; print or write them."""
@@ -231,6 +235,7 @@ def sample(
     if out is not None:
         check_output(out, (".txt",), "--out")
     task, model = runs.load_run(run_dir, device=device)
+    model = compiled(model, compile)
     s = make_sampler(sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt))
     try:
         s.check_processes(task.processes)

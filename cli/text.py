@@ -40,6 +40,7 @@ from discdiff.cli._options import (
     UseEma,
     WarmupOld,
     WeightDecay,
+    compiled,
     deprecated,
     sampler_help,
     sampler_options,
@@ -345,6 +346,7 @@ def sample(
     ema: UseEma = None,
     device: Device = "auto",
     threads: Threads = 0,
+    compile: Compile = False,
     seed: Seed = 0,
 ) -> None:
     """Sample texts from a trained run, optionally with a fixed prefix or infill template."""
@@ -364,6 +366,7 @@ def sample(
             options[name] = value
     s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p, **options)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    model = compiled(model, compile)
     judge_run = None
     if judge is not None:
         judge_run = load_text_run(judge, device=device)

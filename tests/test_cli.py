@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import discdiff
@@ -78,3 +79,30 @@ def test_thread_default_leaves_busy_cores_alone(monkeypatch) -> None:
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "ACTIVE"  # the user's choice stands
+
+
+def test_compile_switch_wraps_without_changing_the_model() -> None:
+    import torch
+
+    from discdiff.cli._options import compiled
+    from discdiff.cli._spine import train_flags
+
+    model = torch.nn.Linear(3, 2)
+    assert compiled(model, False) is model
+    wrapped = compiled(model, True)  # torch.compile is lazy: nothing compiles until a call
+    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
+    assert train_flags({"compile": False})["compile"] is None  # off = not given (resume keeps)
+    assert train_flags({"compile": True})["compile"] is True
+
+
+@pytest.mark.slow
+def test_compiled_sampling_gives_the_eager_samples(tmp_path) -> None:
+    from discdiff.cli.main import main
+
+    outs = []
+    for extra in ([], ["--compile"]):
+        out = tmp_path / f"m{len(outs)}.smi"
+        args = ["molecules", "sample", "-n", "8", "--steps", "3", "--no-novelty", "--out", str(out)]
+        assert main([*args, *extra]) == 0
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
