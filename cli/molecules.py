@@ -203,6 +203,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
         "uniqueness",
         "novelty",
         "novelty_whole",
+        "fcd",
         "sampling_seconds",
     ]
     cols = [c for c in cols if c in metrics]
@@ -552,10 +553,20 @@ def evaluate(
     device: Device = "cpu",
     threads: Threads = 0,
     compile: Compile = False,
+    fcd: Annotated[
+        bool, typer.Option(help="Add FCD to the test split (pip install 'discdiff[fcd]').")
+    ] = False,
     progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
+    if fcd:
+        try:
+            import fcd as _fcd  # noqa: F401  (optional; checked before any sampling)
+        except ImportError:
+            raise ValueError(
+                "--fcd needs the optional package: pip install 'discdiff[fcd]'"
+            ) from None
     from discdiff.tasks.molecules import load_pretrained, load_run
 
     _positive(num, "-n")
@@ -575,6 +586,12 @@ def evaluate(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         sampler_options(sampler_opt), valence_guard, True, progress, **cond,
     )  # fmt: skip
+    if fcd:
+        from discdiff.chem.metrics import frechet_chemnet_distance
+        from discdiff.tasks.molecule_data import reference_smiles
+
+        ref = reference_smiles(task.config.dataset)
+        metrics["fcd"] = frechet_chemnet_distance([r.smiles for r in records if r.valid], ref)
     if out is not None:
         _write_outputs(out, None, 0, records, False, False, False, seed)
     _report_records(records, cond, task)

@@ -26,6 +26,7 @@ __all__ = [
     "prepare_molecule_data",
     "cached_canonical_set",
     "novelty_sets",
+    "reference_smiles",
 ]
 
 Graph = tuple[Tensor, Tensor]
@@ -345,3 +346,25 @@ def novelty_sets(dataset: str | None) -> tuple[set[str] | None, set[str] | None,
     except (OSError, ValueError, RuntimeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         return None, None, f"cannot load {dataset!r} ({first})"
+
+
+def reference_smiles(dataset: str | None, limit: int = 10_000, seed: int = 0) -> list[str]:
+    """Held-out SMILES to compare samples with (FCD, distribution distances): QM9's test split,
+    a seeded ``limit`` of MOSES's test split, or a SMILES file (its first ``limit``)."""
+    import random
+
+    if dataset == "qm9":
+        from discdiff.datasets.qm9 import load_qm9
+
+        smi = load_qm9("test")
+    elif dataset == "moses":
+        from discdiff.datasets.moses import load_moses
+
+        smi = load_moses("test")
+    elif dataset is not None and Path(dataset).is_file():
+        from discdiff.datasets.smiles import read_smiles_file
+
+        return read_smiles_file(dataset)[:limit]
+    else:
+        raise ValueError(f"no reference molecules for the data set {dataset!r}")
+    return smi if len(smi) <= limit else random.Random(seed).sample(smi, limit)
