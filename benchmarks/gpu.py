@@ -1,0 +1,268 @@
+"""The GPU paths in one short run: matmul rates, a bf16 training step against them, compile,
+flash attention, sampling throughput and host syncs, the molecule sampler.
+
+    python benchmarks/gpu.py [--device cuda] [--out gpu.json] [--quick] [--no-compile]
+
+Sections (each reports its figures or the one-line reason it failed; none stops the others):
+
+1. ``matmul``: the best FLOP/s of a large bf16 and fp32 (TF32 off) matmul on the device.
+2. ``train``: the Trainer's step (bf16 autocast on CUDA, fused AdamW) of a 12 x 768 text
+   transformer on the absorbing ELBO at 16 x 1024 tokens: tokens/s and model FLOP use
+   (3 x forward FLOPs per token x tokens/s, against the bf16 matmul rate), eager, then compiled
+   (compile time = the first compiled steps, reported apart).
+3. ``attention``: scaled_dot_product_attention at the model's shape with the flash kernel
+   against the math kernel (bf16), and which kernel the model's own call gets.
+4. ``sampling``: ancestral, caching and first-hitting samplers at 64 x 1024 tokens: tokens/s,
+   the time outside the denoiser as a share of the time inside, and the host syncs counted by
+   ``torch.cuda.set_sync_debug_mode`` during sampling (the samplers promise none per step).
+5. ``molecules``: the shipped QM9 model, 2,000 molecules with the valence guard: molecules/s
+   and strict validity.
+
+``--quick`` shrinks every size (a CPU smoke run for the test suite; its figures mean nothing).
+The JSON holds every figure printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import itertools
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from discdiff.losses import continuous_elbo
+from discdiff.nn import TransformerConfig, TransformerDenoiser, count_parameters, flops_per_token
+from discdiff.processes import Absorbing
+from discdiff.samplers import AncestralSampler, CachingSampler, FirstHittingSampler
+from discdiff.schedules import LogLinear
+from discdiff.training import TrainConfig, Trainer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def matmul(device: torch.device, quick: bool) -> dict[str, float]:
+    n = 1024 if quick else 8192
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        torch.matmul(a, b)
+        best = min(timed(lambda a=a, b=b: torch.matmul(a, b), device, 5))
+        out[f"{name}_tflops"] = 2 * n**3 / best / 1e12
+    return out
+
+
+def _model(quick: bool, vocab: int) -> TransformerConfig:
+    if quick:
+        return TransformerConfig(num_states=vocab + 1, num_classes=vocab, num_layers=2,
+                                 d_model=64, num_heads=4, max_len=64)  # fmt: skip
+    return TransformerConfig(num_states=vocab + 1, num_classes=vocab, num_layers=12,
+                             d_model=768, num_heads=12, max_len=1024)  # fmt: skip
+
+
+def train(device: torch.device, quick: bool, peak: float, compile_too: bool) -> dict[str, float]:
+    vocab = 64 if quick else 8192
+    cfg = _model(quick, vocab)
+    B, L = (4, 64) if quick else (16, 1024)
+    proc = Absorbing(vocab, LogLinear())
+    data = [{"x0": torch.randint(0, vocab, (L,))} for _ in range(B)]
+    out: dict[str, float] = {"params_m": 0.0}
+
+    def loss(m, batch, g):
+        return continuous_elbo(proc, m, batch["x0"], generator=g)
+
+    steps = 3 if quick else 12
+    for compiled in (False, True) if compile_too else (False,):
+        torch.manual_seed(0)
+        model = TransformerDenoiser(cfg)
+        out["params_m"] = count_parameters(model) / 1e6
+        tc = TrainConfig(steps=10**6, batch_size=B, lr=1e-4, warmup_steps=1, eval_every=0,
+                         ckpt_every=10**6, log_every=10**6, compile=compiled)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(model, loss, data, tc, Path(tmp), device=str(device),
+                              progress=False)  # fmt: skip
+            batches = itertools.repeat({"x0": torch.stack([d["x0"] for d in data])})
+            step = functools.partial(trainer.train_step, batches)
+            first = timed(step, device, 2 if compiled else 1)
+            times = timed(step, device, steps)
+        key = "compiled" if compiled else "eager"
+        sec = statistics.median(times)
+        tok = B * L / sec
+        out[f"{key}_tokens_per_s"] = tok
+        out[f"{key}_mfu"] = 3 * flops_per_token(cfg, L) * tok / peak
+        if compiled:
+            out["compile_seconds"] = sum(first)
+    if compile_too:
+        out["compiled_speedup"] = out["compiled_tokens_per_s"] / out["eager_tokens_per_s"]
+    return out
+
+
+def attention(device: torch.device, quick: bool) -> dict[str, Any]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, H, L, D = (2, 4, 64, 16) if quick else (16, 12, 1024, 64)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    q, k, v = (torch.randn(B, H, L, D, device=device, dtype=dtype) for _ in range(3))
+    out: dict[str, Any] = {}
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        try:
+            with sdpa_kernel(backend):
+                f = torch.nn.functional.scaled_dot_product_attention
+                f(q, k, v)
+                out[f"{name}_ms"] = 1000 * statistics.median(
+                    timed(lambda f=f: f(q, k, v), device, 10)
+                )
+        except RuntimeError as err:
+            out[f"{name}_ms"] = f"unavailable: {str(err).splitlines()[0][:80]}"
+    if isinstance(out.get("flash_ms"), float) and isinstance(out.get("math_ms"), float):
+        out["flash_speedup"] = out["math_ms"] / out["flash_ms"]
+    return out
+
+
+class TimedModel(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device, self.seconds = model, device, 0.0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        sync(self.device)
+        start = time.perf_counter()
+        out = self.model(*args, **kwargs)
+        sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def _count_syncs(fn: Callable[[], Any], device: torch.device) -> tuple[Any, int]:
+    """fn() and the number of host syncs torch reported during it (CUDA only; else -1)."""
+    if device.type != "cuda":
+        return fn(), -1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            out = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out, sum("synchroniz" in str(w.message) for w in caught)
+
+
+def sampling(device: torch.device, quick: bool) -> dict[str, float]:
+    vocab = 64 if quick else 8192
+    cfg = TransformerConfig(num_states=vocab + 1, num_classes=vocab,
+                            num_layers=2 if quick else 12, d_model=64 if quick else 768,
+                            num_heads=4 if quick else 12, max_len=64 if quick else 1024,
+                            time_conditioning=False)  # fmt: skip
+    B, L, steps = (2, 64, 8) if quick else (64, 1024, 128)
+    model = TimedModel(TransformerDenoiser(cfg).to(device).eval(), device)
+    proc = Absorbing(vocab, LogLinear())
+    out: dict[str, float] = {}
+    ctx = (
+        torch.autocast("cuda", torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    for name, sampler in (("ancestral", AncestralSampler(steps)), ("caching", CachingSampler(steps)),
+                          ("first_hitting", FirstHittingSampler())):  # fmt: skip
+        gen = torch.Generator(device=device).manual_seed(0)
+        with ctx:
+            sampler.sample(model, proc, (B, L), generator=gen, device=device)  # warm-up
+            model.seconds = 0.0
+            sync(device)
+            start = time.perf_counter()
+            _, syncs = _count_syncs(
+                lambda s=sampler, g=gen: s.sample(model, proc, (B, L), generator=g, device=device),
+                device,
+            )
+            sync(device)
+        wall = time.perf_counter() - start
+        out[f"{name}_tokens_per_s"] = B * L / wall
+        out[f"{name}_overhead"] = (wall - model.seconds) / model.seconds
+        out[f"{name}_host_syncs"] = float(syncs)
+    return out
+
+
+def molecules(device: torch.device, quick: bool) -> dict[str, float]:
+    from discdiff.chem.metrics import molecule_metrics
+    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+
+    model, task = load_pretrained(shipped_checkpoint(), device=device)
+    n = 50 if quick else 2000
+    gen = torch.Generator(device=device).manual_seed(0)
+    task.sample_graphs(model, min(n, 250), steps=5, generator=gen)  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    graphs = task.sample_graphs(model, n, batch_size=1000, generator=gen)
+    sync(device)
+    sec = time.perf_counter() - start
+    m = molecule_metrics(task.to_mols(graphs))
+    return {"molecules_per_s": n / sec, "seconds": sec, "validity": m["validity"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled training step")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    print(json.dumps(info))
+    results: dict[str, Any] = {"info": info}
+    peak = [1.0]
+    for name, fn in (("matmul", lambda: matmul(device, args.quick)),
+                     ("train", lambda: train(device, args.quick, peak[0], not args.no_compile)),
+                     ("attention", lambda: attention(device, args.quick)),
+                     ("sampling", lambda: sampling(device, args.quick)),
+                     ("molecules", lambda: molecules(device, args.quick))):  # fmt: skip
+        start = time.perf_counter()
+        try:
+            res = fn()
+        except Exception as err:  # report and go on: one run on a lent GPU must say everything
+            res = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+            traceback.print_exc(file=sys.stderr)
+        res["section_seconds"] = time.perf_counter() - start
+        if name == "matmul" and "bf16_tflops" in res:
+            peak[0] = res["bf16_tflops" if device.type == "cuda" else "fp32_tflops"] * 1e12
+        results[name] = res
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()
+        )
+        print(f"{name}: {shown}", flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
