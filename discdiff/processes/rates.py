@@ -14,7 +14,7 @@ from torch import Tensor
 
 from discdiff.processes.base import expand_time
 
-__all__ = ["phi", "rate_kl_d3pm", "rate_kl_mean", "rate_kl_masked", "x0_nll"]
+__all__ = ["phi", "rate_kl_d3pm", "rate_kl_mean", "rate_kl_masked", "rate_kl_uniform", "x0_nll"]
 
 
 def x0_nll(logits: Tensor, x0: Tensor) -> Tensor:
@@ -109,3 +109,106 @@ def rate_kl_masked(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> 
     w = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
     nll = x0_nll(logits, x0)
     return torch.where(x_t == proc.mask_id, nll * w, torch.zeros_like(nll))
+
+
+def _uniform_scalars(proc, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """alpha, c0 = (1 - alpha) / K, c1 = c0 + alpha (B, 1..) float64 and the position weight
+    beta m = beta / K (B, 1..) float32 of the uniform closed form."""
+    a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t)  # (B, 1..) float64
+    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t)
+    K = proc.num_classes
+    c0 = (1.0 - a64) / K
+    c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # alpha = 1 (t = 0): a zero-weight row
+    return a64, c0, c0 + a64, (beta / K).float()
+
+
+def _sum_except(p: Tensor, idx: Tensor) -> Tensor:
+    """sum_{y != idx} p(y) (...) without the cancellation of 1 - p(idx); p is restored."""
+    at = p.gather(-1, idx)
+    p.scatter_(-1, idx, 0.0)
+    out = p.sum(-1)
+    p.scatter_(-1, idx, at)
+    return out
+
+
+class _UniformRateKL(torch.autograd.Function):
+    """sum_{y != z} u_q(y) phi(u_p(y) / u_q(y)) per position in O(K), forward and backward,
+    with at most four (..., K) float32 buffers; the backward pass recomputes from the logits."""
+
+    @staticmethod
+    def _terms(logits: Tensor, z: Tensor, x0: Tensor, same: Tensor, a, c0, c1):
+        """(p, d, r): d = u_p / u_q - 1 and r = 1 + d for every class (garbage at y = z), r
+        written as a sum of non-negative terms (accurate where d -> -1)."""
+        p = torch.softmax(logits.float(), dim=-1)
+        pz = p.gather(-1, z).squeeze(-1).double()  # (...)
+        px0 = p.gather(-1, x0).squeeze(-1).double()
+        rest_z = _sum_except(p, z).double()  # 1 - p(z)
+        rest_x0 = _sum_except(p, x0).double()  # 1 - p(x0)
+        a, c0, c1 = (v.expand_as(pz) for v in (a, c0, c1))
+        # z = x0: u_q = c0 / c1 for every y != z, and d = alpha (c1 p / c0^2 + (1 - p(z)) / c0)
+        # z != x0: u_q = 1 (y != x0), d = alpha (p / c0 - p(z) / c1), r = alpha p / c0 + b1
+        A = torch.where(same, a * c1 / (c0 * c0), a / c0).float().unsqueeze(-1)
+        Bd = torch.where(same, a * rest_z / c0, -a * pz / c1)
+        b1 = (c0 + a * rest_z) / c1
+        Br = torch.where(same, 1.0 + Bd, b1)
+        d = torch.addcmul(Bd.float().unsqueeze(-1), p, A)
+        r = torch.addcmul(Br.float().unsqueeze(-1), p, A)
+        # z != x0, y = x0: u_q = c1 / c0
+        d_x0 = -a * (rest_x0 / c1 + pz * c0 / (c1 * c1))
+        r_x0 = a * px0 / c1 + c0 * (c0 + a * rest_z) / (c1 * c1)
+        keep_d = d.gather(-1, x0).squeeze(-1).double()
+        keep_r = r.gather(-1, x0).squeeze(-1).double()
+        d.scatter_(-1, x0, torch.where(same, keep_d, d_x0).float().unsqueeze(-1))
+        r.scatter_(-1, x0, torch.where(same, keep_r, r_x0).float().unsqueeze(-1))
+        return p, d, r
+
+    @staticmethod
+    def forward(ctx, logits, x_t, x0, a, c0, c1, scale):  # type: ignore[override]
+        z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
+        same = x_t == x0
+        p, d, r = _UniformRateKL._terms(logits, z, x0i, same, a, c0, c1)
+        del p
+        # phi(1 + d) = d - log(1 + d): log1p(d) where 1 + d is accurate, log(r) near d = -1
+        log_r = torch.log1p(d)
+        torch.where(d < -0.5, r.log_(), log_r, out=log_r)
+        del r
+        h = d.sub_(log_r)
+        del log_r
+        h.scatter_(-1, z, 0.0)
+        w = torch.where(same, c0 / c1, torch.ones_like(c0)).float()  # (...)
+        q_x0 = (c1 / c0).float().expand_as(w)
+        h_x0 = h.gather(-1, x0i).squeeze(-1)
+        total = torch.where(same, w * h.sum(-1), h.sum(-1) + (q_x0 - 1) * h_x0)
+        ctx.save_for_backward(logits, x_t, x0, a, c0, c1, scale)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        logits, x_t, x0, a, c0, c1, scale = ctx.saved_tensors
+        z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
+        same = x_t == x0
+        p, G, r = _UniformRateKL._terms(logits, z, x0i, same, a, c0, c1)
+        G.div_(r)  # h'(d) = d / (1 + d)
+        del r
+        G.scatter_(-1, z, 0.0)
+        sum_h = G.sum(-1, keepdim=True)  # (..., 1): over y != z
+        G.mul_((a / c0).float().unsqueeze(-1))
+        G.scatter_(-1, z, -(a / c1).float().unsqueeze(-1) * sum_h)
+        mean = torch.matmul(p.unsqueeze(-2), G.unsqueeze(-1)).squeeze(-1)  # (..., 1)
+        G.sub_(mean).mul_(p).mul_((grad * scale).unsqueeze(-1))
+        return G.to(logits.dtype), None, None, None, None, None, None
+
+
+def rate_kl_uniform(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+    """:func:`rate_kl_mean` for the uniform process in closed form, (B, ...).
+
+    With m = 1/K, c0 = (1 - alpha) / K and c1 = c0 + alpha, the model's scaled rate to y != z
+    is u_p(y) = alpha p(y) / c0 + 1 - alpha p(z) / c1, affine in p(y), and the truth's u_q
+    takes two values. So the KL is one pass of phi over d = u_p / u_q - 1 (per-position affine
+    maps of p, written without cancellation), a special term at y = x0 when z != x0, and the
+    backward pass is G(y) = (alpha / c0) h'(d(y)), G(z) = -(alpha / c1) sum_{y != z} h'(d(y)),
+    h'(d) = d / (1 + d), pulled through the softmax. Same value and gradient as the general
+    form (tests), with four (..., K) buffers instead of about twenty.
+    """
+    a, c0, c1, scale = _uniform_scalars(proc, x_t, t)
+    return _UniformRateKL.apply(logits, x_t, x0.long(), a, c0, c1, scale)

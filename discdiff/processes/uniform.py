@@ -28,6 +28,15 @@ class Uniform(MixingProcess):
             parameterization,
         )
 
+    def rate_kl(self, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+        """The reverse-rate KL; for the posterior-mean parameterisation in the closed form of
+        :func:`discdiff.processes.rates.rate_kl_uniform` (O(K), four (..., K) buffers)."""
+        if self.parameterization != "mean":
+            return super().rate_kl(x_t, x0, logits, t)
+        from discdiff.processes.rates import rate_kl_uniform
+
+        return rate_kl_uniform(self, x_t, x0, logits, t)
+
     def prior_sample(
         self,
         shape: Sequence[int],

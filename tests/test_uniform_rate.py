@@ -1,0 +1,92 @@
+"""The uniform process's closed-form rate KL against a float64 brute force and the general
+mixing form: values and gradients, near t = 0 and t = 1, confident and wrong models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import discdiff as dd
+from discdiff.processes.rates import rate_kl_mean, rate_kl_uniform
+
+
+def brute(p, x_t, x0, logits, t):
+    """sum_{y != z} u_q phi(u_p / u_q) in float64, straight from the definitions."""
+    K = p.num_classes
+    a = p.schedule.alpha(t).double().view(-1, *[1] * x_t.dim())
+    beta = p.schedule.rate(t).double().view(-1, *[1] * (x_t.dim() - 1))
+    pr = torch.softmax(logits.double(), -1)
+    c0, c1 = (1 - a) / K, (1 - a) / K + a
+    oh0 = torch.nn.functional.one_hot(x0, K).double()
+    ohz = torch.nn.functional.one_hot(x_t, K).double()
+    mq_z = torch.where((x_t == x0).unsqueeze(-1), c1, c0)
+    uq = (a * oh0 + (1 - a) / K) / mq_z
+    pz = pr.gather(-1, x_t.unsqueeze(-1))
+    up = a * pr / torch.where(ohz > 0, c1, c0) + (1 - a) / K * ((1 - pz) / c0 + pz / c1)
+    r = up / uq
+    return beta / K * (uq * (r - 1 - torch.log(r)) * (1 - ohz)).sum(-1)
+
+
+def _case(K, seed, shape=(8, 40)):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, K, shape, generator=g)
+    noise = torch.randint(0, K, shape, generator=g)
+    x_t = torch.where(torch.rand(shape, generator=g) < 0.5, x0, noise)
+    logits = torch.randn(*shape, K, generator=g) * 3
+    flat = logits.view(-1, K)
+    flat[:6] = 0.0
+    flat[:3, 0] = 40.0  # p rounds to 1 in float32 on class 0 (right or wrong)
+    flat[3:6] = -torch.inf
+    flat[3:6, 1] = 0.0  # exactly one class possible
+    return x_t, x0, logits
+
+
+@pytest.mark.parametrize("K", [2, 7, 256])
+@pytest.mark.parametrize("schedule", [dd.LogLinear(), dd.CosineAlpha()])
+def test_closed_form_matches_brute_force_and_the_mixing_form(K, schedule):
+    p = dd.Uniform(K, schedule)
+    x_t, x0, logits = _case(K, K)
+    t = torch.tensor([0.5, 1e-3, 0.99, 0.3, 1e-2, 0.95, 0.1, 0.7], dtype=torch.float64)
+    l0 = logits.double().requires_grad_(True)
+    l1 = logits.clone().requires_grad_(True)
+    l2 = logits.clone().requires_grad_(True)
+    ref = brute(p, x_t, x0, l0, t)
+    mix = rate_kl_mean(p, x_t, x0, l1, t)
+    got = rate_kl_uniform(p, x_t, x0, l2, t)
+    assert torch.isfinite(got).all() and (got >= 0).all()
+    torch.testing.assert_close(got.double(), ref, rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(got, mix, rtol=2e-5, atol=1e-7)
+    w = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (ref * w).sum().backward()
+    (mix * w.float()).sum().backward()
+    (got * w.float()).sum().backward()
+    assert torch.isfinite(l2.grad).all()
+    scale = l0.grad.abs().max()
+    assert (l2.grad.double() - l0.grad).abs().max() <= 2e-5 * scale
+    assert (l2.grad - l1.grad).abs().max() <= 2e-5 * scale
+
+
+def test_closed_form_at_the_ends_of_time_and_on_other_shapes():
+    p = dd.Uniform(5, dd.LogLinear())
+    x_t, x0, logits = _case(5, 3, shape=(4, 3, 6))  # (B, H, W) fields
+    for tv in (1e-7, 1e-5, 0.99999, 1.0 - 1e-7):
+        t = torch.full((4,), tv, dtype=torch.float64)
+        got = rate_kl_uniform(p, x_t, x0, logits, t)
+        ref = brute(p, x_t, x0, logits, t)
+        assert got.shape == (4, 3, 6) and torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-6)
+    # bf16 logits (autocast) give a gradient of their own dtype
+    lb = logits.bfloat16().requires_grad_(True)
+    rate_kl_uniform(p, x_t, x0, lb, torch.full((4,), 0.5, dtype=torch.float64)).sum().backward()
+    assert lb.grad.dtype == torch.bfloat16 and torch.isfinite(lb.grad.float()).all()
+
+
+def test_the_uniform_process_uses_the_closed_form_in_its_elbo():
+    p = dd.Uniform(6, dd.LogLinear())
+    x_t, x0, logits = _case(6, 5)
+    t = torch.full((8,), 0.4, dtype=torch.float64)
+    torch.testing.assert_close(
+        p.rate_kl(x_t, x0, logits, t), rate_kl_uniform(p, x_t, x0, logits, t)
+    )
+    d3pm = dd.Uniform(6, dd.LogLinear(), parameterization="d3pm")
+    assert not torch.allclose(d3pm.rate_kl(x_t, x0, logits, t), p.rate_kl(x_t, x0, logits, t))
