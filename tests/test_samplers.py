@@ -555,3 +555,27 @@ def test_sundae_argmax_with_starts_returns_the_best_scored_chain(joint):
     assert torch.equal(again.samples, best.samples)  # deterministic given the starts
     with pytest.raises(ValueError, match="argmax"):
         SundaeSampler(5, starts=2)
+
+
+def test_sampling_loops_skip_value_reading_checks_after_the_boundary():
+    from discdiff.checks import check_values, trusted_values
+    from discdiff.processes.base import check_ids
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, t, cond=None):
+            seen.append(check_values())
+            return torch.zeros(*x.shape, 3)
+
+    proc = Absorbing(3, LogLinear())
+    AncestralSampler(4).sample(Probe(), proc, (2, 5), generator=torch.Generator().manual_seed(0))
+    assert seen == [False] * 4 and check_values()  # inside the loop only
+    with pytest.raises(ValueError, match="outside"):
+        check_ids(torch.tensor([5]), 3)  # the boundary still checks
+    with trusted_values():
+        check_ids(torch.tensor([5]), 3)  # not read: no host sync
+    with pytest.raises(ValueError, match="fixed values"):  # a sampler's own inputs: checked
+        AncestralSampler(2).sample(
+            Probe(), proc, (2, 5), fixed=(torch.full((2, 5), 9), torch.ones(2, 5, dtype=torch.bool))
+        )

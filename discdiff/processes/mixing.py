@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from discdiff.checks import check_values
 from discdiff.processes.base import Process, check_ids, check_time, expand_time
 from discdiff.schedules import Schedule
 
@@ -32,7 +33,7 @@ PARAMETERIZATIONS = ("mean", "d3pm")
 def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
     """torch.logaddexp whose gradient stays finite where both inputs are -inf (result -inf)."""
     both = torch.isneginf(a) & torch.isneginf(b)
-    if not bool(both.any()):
+    if check_values() and not bool(both.any()):  # a shortcut that reads values: not in a loop
         return torch.logaddexp(a, b)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     out = torch.logaddexp(torch.where(both, zero, a), torch.where(both, zero, b))
@@ -41,7 +42,7 @@ def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
 
 def _stay_where(out: Tensor, rows: Tensor, z: Tensor) -> Tensor:
     """Replace the distributions at ``rows`` (bool (...)) by a point mass on x_t."""
-    if not bool(rows.any()):
+    if check_values() and not bool(rows.any()):  # a shortcut that reads values: not in a loop
         return out
     point = torch.full_like(out, -torch.inf).scatter(-1, z, 0.0)
     return torch.where(rows.unsqueeze(-1), point, out)
@@ -160,7 +161,7 @@ class MixingProcess(Process):
             )
         batch, dev = x_t.shape[0], x_t.device
         s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
-        if bool((s > t).any()):
+        if check_values() and bool((s > t).any()):
             raise ValueError("posterior needs s <= t for every example")
         a_s = self.schedule.alpha(s).to(dev)
         ratio = self.schedule.alpha_ratio(s, t).to(dev)

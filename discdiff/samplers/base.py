@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from discdiff.categorical import process_logits
+from discdiff.checks import trusted_values
 from discdiff.fields import SINGLE, call_denoiser
 from discdiff.processes.base import Process, check_ids
 from discdiff.schedules import DiscreteSchedule, Schedule
@@ -452,7 +453,7 @@ class Sampler(ABC):
         if stateful is not None:
             stateful.begin_sampling()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), trusted_values():  # inputs checked above: no per-step syncs
                 x = self._sample(run)
             run.check_finite()
         finally:
