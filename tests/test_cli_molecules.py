@@ -160,3 +160,33 @@ def test_train_bad_data_exits_2(tmp_path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "does not exist" in err
+
+
+def test_property_conditioned_training_sampling_and_fine_tuning(tmp_path, capsys) -> None:
+    data = tmp_path / "tiny.smi"
+    data.write_text("\n".join(TINY_SMILES) + "\n")
+    run = tmp_path / "cond"
+    base = ["molecules", "train", "--data", str(data), "--out", str(run), "--batch-size", "4"]
+    base += [*TINY_MODEL, "--ckpt-every", "2", "--eval-every", "2", "--no-progress"]
+    out = run_ok([*base, "--steps", "2", "--properties", "qed,logp", "--property-bins", "2"])
+    assert "computing qed, logp of 8 molecules" in out
+    out = run_ok([*base, "--steps", "3", "--resume"])  # the condition is part of the run
+    assert "done at step 3" in out
+    smi = tmp_path / "q.smi"
+    args = ["molecules", "sample", "-n", "4", "--steps", "2", "--checkpoint", str(run)]
+    out = run_ok([*args, "--out", str(smi), "--target", "qed=0.5", "--guidance", "2"])
+    assert "qed: target 0.5, samples' mean" in out
+    out = run_ok(["molecules", "eval", str(run), "-n", "3", "--steps", "2", "--target", "logp=1"])
+    assert "logp: target 1" in out
+    code = main([*args, "--out", str(smi), "--target", "tpsa=3"])
+    assert code == 2 and "conditioned on qed, logp" in capsys.readouterr().err
+    # --init takes the trained model's processes and sizes; the data must share its atoms
+    code = main(["molecules", "train", "--data", str(data), "--out", str(tmp_path / "ft"),
+                 "--init", "shipped", "--properties", "qed", "--steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--init: the model's atoms" in err and len(err.strip().splitlines()) == 1
+    ft = tmp_path / "ft2"
+    out = run_ok(["molecules", "train", "--data", "qm9", "--max-train", "40", "--out", str(ft),
+                  "--init", "shipped", "--properties", "qed", "--steps", "2", "--batch-size", "8",
+                  "--eval-every", "0", "--no-progress"])  # fmt: skip
+    assert "initialised from shipped (1 new tensors)" in out and "431,116 parameters" in out
