@@ -82,14 +82,15 @@ def main() -> None:
     ap.add_argument("--no-digress", action="store_true", help="skip the DiGress rows")
     ap.add_argument("--guard", choices=("both", "on", "off"), default="both",
                     help="rows with the valence guard, without it, or both")  # fmt: skip
-    ap.add_argument("--target", action="append", default=[], help="NAME=VALUE (conditioned)")
+    ap.add_argument("--target", action="append", default=[],
+                    help="NAME=VALUE (a conditioned checkpoint); repeat for several targets")  # fmt: skip
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0])
     args = ap.parse_args()
     if args.n < 1 or args.steps < 1 or args.threads < 1:
         raise SystemExit("-n, --steps and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     model, task = load_pretrained(args.checkpoint or shipped_checkpoint())
-    goals = parse_targets(args.target, task.config.properties)
+    goals = [parse_targets([t], task.config.properties) for t in args.target]  # one each
 
     t = time.perf_counter()
     train, whole, why = novelty_sets("qm9")
@@ -139,12 +140,12 @@ def _property_mean(task, graphs, name: str) -> tuple[float, int]:
     return (sum(vals) / len(vals) if vals else float("nan")), len(vals)
 
 
-def _conditioned(task, model, goals: dict[str, float], args) -> None:
-    """The property's mean without a target and towards it at each guidance scale."""
+def _conditioned(task, model, goals: list[dict[str, float]], args) -> None:
+    """The property's mean without a target and towards each target at each guidance scale."""
     gen = torch.Generator().manual_seed(args.seed + 1)
     base, _, _ = _sample(task, model, args.n, args, gen, True)
     rows = {}
-    for prop, goal in goals.items():
+    for prop, goal in (next(iter(g.items())) for g in goals):
         mu0, n0 = _property_mean(task, base, prop)
         rows[f"{prop}: no target"] = {"mean": mu0, "valid": float(n0)}
         for w in args.guidance:

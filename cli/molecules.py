@@ -305,7 +305,10 @@ def sample(
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Weights (.safetensors, config JSON beside) or a training run dir."),
+        typer.Option(
+            help="Weights (.safetensors, config JSON beside), a training run dir, or a shipped "
+            "model: qm9 (default) | qm9-qed (conditioned on QED: --target qed=...)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     device: Device = "cpu",
@@ -318,7 +321,7 @@ def sample(
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample molecules, write them (and a PNG grid), print validity, novelty and filters."""
-    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint
 
     _positive(num, "-n")
     _positive(steps, "--steps")
@@ -327,8 +330,7 @@ def sample(
     _check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
     dev = _device(device)
-    ckpt = checkpoint if checkpoint is not None else shipped_checkpoint()
-    model, task = load_pretrained(ckpt, device=dev)
+    model, task = load_pretrained(resolve_checkpoint(checkpoint), device=dev)
     model = compiled(model, compile)
     cond = _conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = _sample_and_report(
@@ -492,9 +494,9 @@ def train(
 
 def _initial_model(init: str) -> tuple:
     """(denoiser, task) of ``--init`` ('shipped' = the shipped checkpoint)."""
-    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint, shipped_checkpoint
 
-    path = shipped_checkpoint() if init == "shipped" else Path(init)
+    path = shipped_checkpoint() if init == "shipped" else resolve_checkpoint(init)
     return load_pretrained(path)
 
 

@@ -6,15 +6,9 @@ Task-specific code lives in ``discdiff.tasks``, chemistry in ``discdiff.chem``, 
 ``discdiff.datasets`` and the command line in ``discdiff.cli``.
 """
 
-import os
 from typing import Any
 
-# A spinning OpenMP pool next to a busy process slows a 2-thread forward 2-30x; a passive one
-# sleeps between parallel regions. Read once, when torch loads libgomp: only if torch is not
-# loaded yet and the user did not choose (OMP_WAIT_POLICY=ACTIVE opts out).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from discdiff.losses import (  # noqa: E402
+from discdiff.losses import (
     bits_per_token,
     continuous_elbo,
     dfm_loss,

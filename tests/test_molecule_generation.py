@@ -382,3 +382,22 @@ def test_shipped_qm9_sets_equal_the_data() -> None:
     train, whole = shipped_qm9_sets()
     assert train == canonical_set(load_qm9("train"))
     assert whole == train | canonical_set(load_qm9("val")) | canonical_set(load_qm9("test"))
+
+
+def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
+    from discdiff.tasks.molecules import SHIPPED, resolve_checkpoint
+
+    assert resolve_checkpoint(None) == shipped_checkpoint()
+    for name in SHIPPED:
+        path = resolve_checkpoint(name)
+        assert (
+            path.is_file()
+            and path.with_name(path.name.replace("_model.safetensors", "_config.json")).is_file()
+        )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qm9").mkdir()  # a file or folder of that name wins over the shipped model
+    assert resolve_checkpoint("qm9") == tmp_path / "qm9" or str(resolve_checkpoint("qm9")) == "qm9"
+    with pytest.raises(ValueError, match="no shipped checkpoint"):
+        shipped_checkpoint("zinc")
+    model, task = load_pretrained(shipped_checkpoint("qm9-qed"))
+    assert task.config.properties == ("qed",) and model.config.num_properties == 1

@@ -65,6 +65,8 @@ __all__ = [
     "save_pretrained",
     "load_run",
     "shipped_checkpoint",
+    "resolve_checkpoint",
+    "SHIPPED",
 ]
 
 PROCESS_KINDS = ("marginal", "uniform", "absorbing")  # the built-in ones; plug-ins join them
@@ -73,7 +75,6 @@ _DATA_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
 
 
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
-_SHIPPED = ("qm9_model.safetensors", "qm9_config.json")
 
 Graph = tuple[Tensor, Tensor]
 
@@ -509,12 +510,31 @@ def load_run(
     return model, task
 
 
-def shipped_checkpoint() -> Path:
-    """Path of the QM9 checkpoint shipped with the package (weights; config beside it)."""
-    path = _ASSETS / _SHIPPED[0]
+#: the models that ship with the package: name -> weights file in discdiff/assets
+SHIPPED = {
+    "qm9": "qm9_model.safetensors",  # unconditional, 33,000 CPU steps
+    "qm9-qed": "qm9_qed_model.safetensors",  # the QM9 model fine-tuned with QED as a condition
+}
+
+
+def shipped_checkpoint(name: str = "qm9") -> Path:
+    """Path of a checkpoint shipped with the package (weights; config JSON beside): ``"qm9"``
+    (unconditional) or ``"qm9-qed"`` (conditioned on QED, for ``--target qed=...``)."""
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped checkpoint {name!r}; the shipped ones are {sorted(SHIPPED)}")
+    path = _ASSETS / SHIPPED[name]
     if not path.is_file():
-        raise FileNotFoundError(f"the shipped QM9 checkpoint {str(path)!r} is missing")
+        raise FileNotFoundError(f"the shipped checkpoint {str(path)!r} is missing")
     return path
+
+
+def resolve_checkpoint(spec: str | os.PathLike[str] | None) -> Path:
+    """A ``--checkpoint`` value: a path, or the name of a shipped model (None: ``"qm9"``)."""
+    if spec is None:
+        return shipped_checkpoint()
+    if str(spec) in SHIPPED and not Path(spec).exists():
+        return shipped_checkpoint(str(spec))
+    return Path(spec)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
