@@ -111,6 +111,8 @@ def _conditioning(
         raise ValueError("--guidance needs --target (a property-conditioned model)")
     if guidance < 0:
         raise ValueError(f"--guidance must be >= 0, got {guidance}")
+    for name, value in goals.items():
+        typer.echo(f"target {task.describe_target(name, value)}")
     out = {"target": goals or None, "guidance": guidance, "num_atoms": atoms or None}
     if atoms < 0:
         raise ValueError(f"--num-atoms must be >= 0, got {atoms}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -396,8 +397,11 @@ def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
         )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "qm9").mkdir()  # a file or folder of that name wins over the shipped model
-    assert resolve_checkpoint("qm9") == tmp_path / "qm9" or str(resolve_checkpoint("qm9")) == "qm9"
+    assert resolve_checkpoint("qm9") == Path("qm9")
     with pytest.raises(ValueError, match="no shipped checkpoint"):
         shipped_checkpoint("zinc")
     model, task = load_pretrained(shipped_checkpoint("qm9-qed"))
     assert task.config.properties == ("qed",) and model.config.num_properties == 1
+    assert "bin 16 of 16" in task.describe_target("qed", 0.7)
+    assert "outside the training molecules' range" in task.describe_target("qed", 0.7)
+    assert "outside" not in task.describe_target("qed", 0.45)

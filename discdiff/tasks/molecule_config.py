@@ -47,7 +47,8 @@ class MoleculeTaskConfig(TaskConfig):
     came from ("qm9", "moses" or a file path), used for novelty. properties: names of the
     registered properties (:mod:`discdiff.chem.properties`) the denoiser is conditioned on;
     property_edges: their bin edges (one tuple each, all of one length); label_dropout: the
-    probability of training with a property's label replaced by the null id (CFG).
+    probability of training with a property's label replaced by the null id (CFG);
+    property_ranges: the smallest and largest training value of each (for messages).
     """
 
     vocab: dict[str, Any]
@@ -62,6 +63,7 @@ class MoleculeTaskConfig(TaskConfig):
     properties: tuple[str, ...] = ()
     property_edges: tuple[tuple[float, ...], ...] = ()
     label_dropout: float = 0.1
+    property_ranges: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         vocab = GraphVocab.from_dict(self.vocab)  # validates
@@ -110,6 +112,10 @@ class MoleculeTaskConfig(TaskConfig):
                 raise ValueError(f"the bin edges of {p!r} must be finite and increasing")
         if not (isinstance(self.label_dropout, int | float) and 0 <= self.label_dropout < 1):
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout!r}")
+        ranges = tuple((float(a), float(b)) for a, b in self.property_ranges)
+        if ranges and len(ranges) != len(props):
+            raise ValueError(f"{len(ranges)} property_ranges for {len(props)} properties")
+        object.__setattr__(self, "property_ranges", ranges)
         object.__setattr__(self, "properties", props)
         object.__setattr__(self, "property_edges", edges)
         object.__setattr__(self, "label_dropout", float(self.label_dropout))
@@ -131,4 +137,5 @@ class MoleculeTaskConfig(TaskConfig):
             d[k] = None if d[k] is None else list(d[k])
         d["properties"] = list(self.properties)
         d["property_edges"] = [list(e) for e in self.property_edges]
+        d["property_ranges"] = [list(r) for r in self.property_ranges]
         return d

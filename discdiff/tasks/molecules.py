@@ -169,11 +169,16 @@ class MoleculeTask(GraphSampling, Task):
         if not properties:
             raise ValueError("conditioning needs at least one property")
         edges = tuple(quantile_edges(values[:, p], bins) for p in range(len(properties)))
+        ranges = []
+        for p in range(len(properties)):
+            v = values[:, p][torch.isfinite(values[:, p])]
+            ranges.append((float(v.min()), float(v.max())))
         cfg = dataclasses.replace(
             self.config,
             properties=tuple(properties),
             property_edges=edges,
             label_dropout=label_dropout,
+            property_ranges=tuple(ranges),
         )
         return type(self)(cfg)
 
@@ -394,6 +399,23 @@ class MoleculeTask(GraphSampling, Task):
                 )
             values[0, self.config.properties.index(name)] = float(v)
         return self.property_labels(values).expand(batch, -1).clone()
+
+    def describe_target(self, name: str, value: float) -> str:
+        """One line: the bin a target value falls in, and whether the data reach it."""
+        p = self.config.properties.index(name)
+        edges = self.config.property_edges[p]
+        k = int(torch.bucketize(torch.tensor([value]), torch.tensor(edges), right=True))
+        lo = f"{edges[k - 1]:.4g}" if k > 0 else "-inf"
+        hi = f"{edges[k]:.4g}" if k < len(edges) else "inf"
+        line = f"{name} = {value:g}: bin {k + 1} of {len(edges) + 1}, [{lo}, {hi})"
+        if self.config.property_ranges:
+            a, b = self.config.property_ranges[p]
+            if not a <= value <= b:
+                line += (
+                    f"; outside the training molecules' range [{a:.4g}, {b:.4g}], so the "
+                    "samples aim at that bin, not at the value"
+                )
+        return line
 
     def _drop_labels(self, label: Tensor, generator: torch.Generator | None) -> Tensor:
         """CFG training: all labels of a molecule null with probability p; with several
