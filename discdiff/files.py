@@ -12,7 +12,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "check_writable"]
+__all__ = [
+    "atomic_path",
+    "write_text_atomic",
+    "write_json_atomic",
+    "check_writable",
+    "usual_permissions",
+]
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_UMASK = _umask()
+
+
+def usual_permissions(path: str | os.PathLike[str]) -> None:
+    """Give a written file the permissions a plain ``open`` would (0666 minus the umask):
+    some writers (safetensors) create files readable by their owner only."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,6 +92,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             _fsync_file(tmp)
+            usual_permissions(tmp)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
     finally:

@@ -168,3 +168,17 @@ def test_resuming_a_finished_run_says_so(tmp_path, caplog):
         again = make_trainer(tmp_path, TrainConfig(steps=3, batch_size=8))
         assert again.fit(resume=True) == {}
     assert "already at step 3 = steps: nothing to train" in caplog.text
+
+
+def test_exported_weights_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from discdiff.tasks.molecules import load_pretrained, save_pretrained, shipped_checkpoint
+
+    model, task = load_pretrained(shipped_checkpoint())
+    weights, cfg = save_pretrained(model, task, tmp_path / "m_model.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (weights, cfg):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # safetensors alone: 0600

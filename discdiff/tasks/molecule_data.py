@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, to_dense_fields
+from discdiff.files import usual_permissions
 
 __all__ = [
     "GraphDataset",
@@ -82,6 +83,7 @@ class GraphDataset(torch.utils.data.Dataset):
             for k, v in self.fields.items()
         }
         save_file(out, str(path))
+        usual_permissions(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GraphDataset:

@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from discdiff.files import usual_permissions
 from discdiff.tasks.base import TASK_FILE, TASK_TYPE, TASKS, Task, read_task_file
 from discdiff.training import (
     TrainConfig,
@@ -218,6 +219,7 @@ def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tup
         files.rmdir()
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(tmp))
+    usual_permissions(tmp)
     os.replace(tmp, path)
     cfg = config_path(path)
     write_json_atomic(cfg, task.model_entry(model))

@@ -123,6 +123,7 @@ from discdiff.files import (  # noqa: E402  (re-exported: atomic writes live in 
     _fsync_dir,
     _fsync_file,
     _write_bytes_atomic,
+    usual_permissions,
     write_json_atomic,
     write_text_atomic,
 )
@@ -207,6 +208,7 @@ def save_checkpoint(
         tensors: dict[str, Tensor] = {}
         encoded = encode_tree(dict(train_state or {}), tensors)
         save_file(tensors, str(tmp / "state.safetensors"))
+        usual_permissions(tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": step, "state": encoded}) + "\n")
         (tmp / "config.json").write_text(json.dumps(dict(config or {}), indent=2) + "\n")
         manifest: dict[str, Any] = {"step": step, "files": {}, "run_files": {}}
@@ -241,6 +243,7 @@ def save_checkpoint(
 def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(flat, str(path))
+    usual_permissions(path)
 
 
 # ---------------------------------------------------------------------------------------------
