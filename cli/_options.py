@@ -16,8 +16,8 @@ Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto = cu
 Threads = Annotated[
     int,
     typer.Option(
-        help="CPU threads for torch (0 = the cores not already busy: usable cores minus the "
-        "1-minute load, at least 1)."
+        help="CPU threads for torch (0 = the cores not already busy, measured over 0.1 s; at "
+        "least 1)."
     ),
 ]
 Temperature = Annotated[
@@ -30,21 +30,47 @@ UseEma = Annotated[
 ]
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.1) -> float:
+    """Cores other processes keep busy: /proc/stat over ``window`` seconds (the load average
+    lags a minute behind a job that just ended); the 1-minute load where that is missing."""
+    import os
+    import time
+
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(window)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            share = (second[0] - first[0]) / (second[1] - first[1])
+            return share * (os.cpu_count() or 1)
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
 def safe_threads() -> int:
     """Threads that do not oversubscribe the machine: the usable cores minus the ones other
-    processes keep busy (the 1-minute load average), at least 1. A 2-thread process beside a
-    busy one can run 30x slower than with 1 thread; an idle machine gets every core."""
+    processes keep busy (:func:`busy_cores`), at least 1. A 2-thread process beside a busy one
+    can run 30x slower than with 1 thread; an idle machine gets every core."""
     import os
 
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+    return max(1, min(cores, round(cores - busy_cores())))
 
 
 def set_threads(threads: int) -> int:

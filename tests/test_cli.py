@@ -62,12 +62,21 @@ def test_shared_options_mean_the_same_in_every_task(capsys, tmp_path) -> None:  
 def test_thread_default_leaves_busy_cores_alone(monkeypatch) -> None:
     import os
 
+    from discdiff.cli import _options
     from discdiff.cli._options import safe_threads, set_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    for load, want in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+    for busy, want in ((0.0, 4), (1.2, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(_options, "busy_cores", lambda busy=busy: busy)
         assert safe_threads() == want
+    monkeypatch.undo()
+    ticks = iter([(100.0, 1000.0), (150.0, 1100.0)])  # half of all CPUs busy over the window
+    monkeypatch.setattr(_options, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert _options.busy_cores(window=0.0) == 2.0
+    monkeypatch.setattr(_options, "_cpu_times", lambda: None)  # off Linux: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 0.0, 0.0))
+    assert _options.busy_cores(window=0.0) == 1.5
     assert set_threads(2) == 2
 
 
