@@ -13,6 +13,16 @@ from typing import Annotated
 import torch
 import typer
 
+from discdiff.cli import _molecule_output as mo
+from discdiff.cli._molecule_options import (
+    Guidance,
+    NumAtoms,
+    Repair,
+    Scaffold,
+    Target,
+    TimePower,
+    ValenceGuard,
+)
 from discdiff.cli._options import (
     BatchSize,
     CkptEvery,
@@ -39,8 +49,7 @@ from discdiff.cli._options import (
     sampler_options,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
-from discdiff.files import atomic_path
+from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
 
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
@@ -49,7 +58,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-OUT_FORMATS = (".sdf", ".smi", ".csv")
 _GLOBAL_SIZES = {"global_dim": 64, "global_ff_dim": 128}
 
 
@@ -57,46 +65,6 @@ def _positive(value: int, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
-
-
-TimePower = Annotated[
-    float,
-    typer.Option(help="Ancestral steps at t_k = (1 - k/n)^P; P > 1 puts more of them near t = 0."),
-]
-Target = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--target",
-        help="Steer a property-conditioned model: NAME=VALUE (repeatable), e.g. qed=0.7.",
-    ),
-]
-Guidance = Annotated[
-    float,
-    typer.Option(help="Classifier-free guidance scale with --target (1 = conditional, 2 = more)."),
-]
-Scaffold = Annotated[
-    str | None,
-    typer.Option(help="SMILES kept fixed in every sample (its atoms and bonds); the rest grows."),
-]
-NumAtoms = Annotated[
-    int, typer.Option(help="Heavy atoms per molecule (0 = drawn from the training data).")
-]
-Repair = Annotated[
-    bool,
-    typer.Option(
-        "--repair/--no-repair",
-        help="Repair valences and keep the largest fragment (each record says so); "
-        "--no-repair writes only what the model made.",
-    ),
-]
-ValenceGuard = Annotated[
-    bool,
-    typer.Option(
-        "--valence-guard/--no-valence-guard",
-        help="Ancestral sampling that never gives an atom more bonds than its element and "
-        "charge allow (valid by construction; off: plain ancestral, for research).",
-    ),
-]
 
 
 def _conditioning(
@@ -149,7 +117,7 @@ def _sample_and_report(
         **(options or {}),
     )  # fmt: skip
     start = time.perf_counter()
-    with _bar(n, progress, "sampling") as bar:
+    with mo.bar(n, progress, "sampling") as bar:
         graphs = task.sample_graphs(
             model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
             grid_power=time_power, generator=gen, progress=bar.update, **conditioning,
@@ -161,121 +129,10 @@ def _sample_and_report(
         train, whole, why = novelty_sets(task.config.dataset)
         if why is not None:
             typer.echo(f"novelty left out: {why}")
-    metrics = task.metrics(graphs, train)
-    if whole is not None:
-        metrics["novelty_whole"] = _novel(records, whole)
+    metrics = task.metrics(graphs, train, whole)
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
     return records, metrics, seconds
-
-
-def _novel(records: list, known: set[str]) -> float:
-    unique = {r.smiles for r in records if r.valid}
-    return len(unique - known) / len(unique) if unique else 0.0
-
-
-class _NoBar:
-    def update(self, k: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def _bar(total: int, on: bool, what: str):
-    """A tqdm bar on stderr (or nothing) whose ``update(k)`` the sampler calls per batch."""
-    if not on:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=what, unit="mol", leave=False)
-
-
-def _print_metrics(metrics: dict, title: str) -> None:
-    from discdiff.chem.metrics import format_metrics_table
-
-    cols = [
-        "num_samples",
-        "validity",
-        "validity_repaired",
-        "validity_connected",
-        "uniqueness",
-        "novelty",
-        "novelty_whole",
-        "fcd",
-        "sampling_seconds",
-    ]
-    cols = [c for c in cols if c in metrics]
-    typer.echo(format_metrics_table({title: metrics}, cols))
-    if "novelty" in metrics:
-        typer.echo("novelty: against the training split; novelty_whole: against every split")
-
-
-def _report_records(records: list, conditioning: dict, task) -> None:
-    """Counts a chemist wants: repairs, filters, the scaffold, the property against a target."""
-    from discdiff.chem.filters import filter_counts
-
-    valid = [r for r in records if r.valid]
-    repaired = sum(r.repaired for r in valid)
-    dropped = sum(r.fragments_dropped for r in valid)
-    typer.echo(
-        f"{len(valid)} of {len(records)} valid ({repaired} repaired, {dropped} with fragments "
-        "dropped; the files say which)"
-    )
-    counts = filter_counts([r.mol for r in valid])
-    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("any", "checked"))
-    typer.echo(f"filters (of {len(valid)} valid): {shown}; flagged by any: {counts['any']}")
-    scaffold = conditioning.get("scaffold_smiles")
-    if scaffold:
-        from rdkit import Chem
-
-        query = Chem.MolFromSmiles(scaffold)
-        hits = sum(r.mol.HasSubstructMatch(query) for r in valid)
-        typer.echo(f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples")
-    target = conditioning.get("target") or {}
-    if target:
-        from discdiff.chem.properties import mol_properties
-
-        for name, goal in target.items():
-            vals = [mol_properties(r.mol, [name])[0] for r in valid]
-            vals = [v for v in vals if v == v]
-            mean = sum(vals) / len(vals) if vals else float("nan")
-            typer.echo(f"{name}: target {goal:g}, samples' mean {mean:.4f} (n = {len(vals)})")
-
-
-def _write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):
-    from discdiff.chem.export import write_grid, write_molecules
-
-    with atomic_path(out) as tmp:
-        written = write_molecules(
-            tmp, records, keep_invalid=keep_invalid, hydrogens=hydrogens,
-            conformers=conformers, seed=seed,
-        )  # fmt: skip
-    typer.echo(f"wrote {written} molecules to {out}")
-    invalid = sum(not r.valid for r in records)
-    if invalid and out.suffix.lower() == ".smi" and not keep_invalid:
-        typer.echo(
-            f"left {invalid} invalid sample(s) out of {out} (--keep-invalid keeps them, flagged)"
-        )
-    if grid is not None:
-        with atomic_path(grid) as tmp:
-            shown = write_grid(tmp, records, grid_size)
-        typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")
-
-
-def _check_outputs(out, grid, conformers, hydrogens) -> None:
-    if out.suffix.lower() not in OUT_FORMATS:
-        raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
-    if (conformers or hydrogens) and out.suffix.lower() != ".sdf":
-        raise ValueError("--hydrogens and --conformers need an .sdf --out")
-    check_output(out, OUT_FORMATS, "--out")
-    if grid is not None:
-        if grid.suffix.lower() != ".png":
-            raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
-        check_output(grid, (".png",), "--grid")
 
 
 @app.command()
@@ -329,7 +186,7 @@ def sample(
     _positive(steps, "--steps")
     _positive(batch_size, "--batch-size")
     _positive(grid_size, "--grid-size")
-    _check_outputs(out, grid, conformers, hydrogens)
+    mo.check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
     dev = _device(device)
     model, task = load_pretrained(resolve_checkpoint(checkpoint), device=dev)
@@ -340,9 +197,9 @@ def sample(
         sampler_options(sampler_opt), valence_guard, repair, progress, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
-    _write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
-    _report_records(records, cond, task)
-    _print_metrics(metrics, "samples")
+    mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
+    mo.report_records(records, cond, task)
+    mo.print_metrics(metrics, "samples")
 
 
 def _device(spec: str) -> str:
@@ -577,7 +434,7 @@ def evaluate(
     _positive(steps, "--steps")
     _positive(batch_size, "--batch-size")
     if out is not None:
-        _check_outputs(out, None, False, False)
+        mo.check_outputs(out, None, False, False)
     set_threads(threads)
     dev = _device(device)
     if run_dir.is_dir():
@@ -597,9 +454,9 @@ def evaluate(
         ref = reference_smiles(task.config.dataset)
         metrics["fcd"] = frechet_chemnet_distance([r.smiles for r in records if r.valid], ref)
     if out is not None:
-        _write_outputs(out, None, 0, records, False, False, False, seed)
-    _report_records(records, cond, task)
-    _print_metrics(metrics, run_dir.name or str(run_dir))
+        mo.write_outputs(out, None, 0, records, False, False, False, seed)
+    mo.report_records(records, cond, task)
+    mo.print_metrics(metrics, run_dir.name or str(run_dir))
 
 
 @app.command()

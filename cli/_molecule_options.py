@@ -1,0 +1,46 @@
+"""The options of `discdiff molecules sample` and `eval` that no other task has."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+TimePower = Annotated[
+    float,
+    typer.Option(help="Ancestral steps at t_k = (1 - k/n)^P; P > 1 puts more of them near t = 0."),
+]
+Target = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Steer a property-conditioned model: NAME=VALUE (repeatable), e.g. qed=0.7.",
+    ),
+]
+Guidance = Annotated[
+    float,
+    typer.Option(help="Classifier-free guidance scale with --target (1 = conditional, 2 = more)."),
+]
+Scaffold = Annotated[
+    str | None,
+    typer.Option(help="SMILES kept fixed in every sample (its atoms and bonds); the rest grows."),
+]
+NumAtoms = Annotated[
+    int, typer.Option(help="Heavy atoms per molecule (0 = drawn from the training data).")
+]
+Repair = Annotated[
+    bool,
+    typer.Option(
+        "--repair/--no-repair",
+        help="Repair valences and keep the largest fragment (each record says so); "
+        "--no-repair writes only what the model made.",
+    ),
+]
+ValenceGuard = Annotated[
+    bool,
+    typer.Option(
+        "--valence-guard/--no-valence-guard",
+        help="Ancestral sampling that never gives an atom more bonds than its element and "
+        "charge allow (valid by construction; off: plain ancestral, for research).",
+    ),
+]

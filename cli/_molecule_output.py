@@ -1,0 +1,116 @@
+"""What `discdiff molecules sample` and `eval` print and write: the metrics table, the counts
+a chemist wants (repairs, filters, scaffold hits, the property against a target), the output
+files and the progress bar."""
+
+from __future__ import annotations
+
+import typer
+
+from discdiff.cli._spine import check_output
+from discdiff.files import atomic_path
+
+OUT_FORMATS = (".sdf", ".smi", ".csv")
+
+
+class _NoBar:
+    def update(self, k: int) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def bar(total: int, on: bool, what: str):
+    """A tqdm bar on stderr (or nothing) whose ``update(k)`` the sampler calls per batch."""
+    if not on:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=what, unit="mol", leave=False)
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    from discdiff.chem.metrics import format_metrics_table
+
+    cols = [
+        "num_samples",
+        "validity",
+        "validity_repaired",
+        "validity_connected",
+        "uniqueness",
+        "novelty",
+        "novelty_whole",
+        "fcd",
+        "sampling_seconds",
+    ]
+    cols = [c for c in cols if c in metrics]
+    typer.echo(format_metrics_table({title: metrics}, cols))
+    if "novelty" in metrics:
+        typer.echo("novelty: against the training split; novelty_whole: against every split")
+
+
+def report_records(records: list, conditioning: dict, task) -> None:
+    """Counts a chemist wants: repairs, filters, the scaffold, the property against a target."""
+    from discdiff.chem.filters import filter_counts
+
+    valid = [r for r in records if r.valid]
+    repaired = sum(r.repaired for r in valid)
+    dropped = sum(r.fragments_dropped for r in valid)
+    typer.echo(
+        f"{len(valid)} of {len(records)} valid ({repaired} repaired, {dropped} with fragments "
+        "dropped; the files say which)"
+    )
+    counts = filter_counts([r.mol for r in valid])
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("any", "checked"))
+    typer.echo(f"filters (of {len(valid)} valid): {shown}; flagged by any: {counts['any']}")
+    scaffold = conditioning.get("scaffold_smiles")
+    if scaffold:
+        from rdkit import Chem
+
+        query = Chem.MolFromSmiles(scaffold)
+        hits = sum(r.mol.HasSubstructMatch(query) for r in valid)
+        typer.echo(f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples")
+    target = conditioning.get("target") or {}
+    if target:
+        from discdiff.chem.properties import mol_properties
+
+        for name, goal in target.items():
+            vals = [mol_properties(r.mol, [name])[0] for r in valid]
+            vals = [v for v in vals if v == v]
+            mean = sum(vals) / len(vals) if vals else float("nan")
+            typer.echo(f"{name}: target {goal:g}, samples' mean {mean:.4f} (n = {len(vals)})")
+
+
+def write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):
+    from discdiff.chem.export import write_grid, write_molecules
+
+    with atomic_path(out) as tmp:
+        written = write_molecules(
+            tmp, records, keep_invalid=keep_invalid, hydrogens=hydrogens,
+            conformers=conformers, seed=seed,
+        )  # fmt: skip
+    typer.echo(f"wrote {written} molecules to {out}")
+    invalid = sum(not r.valid for r in records)
+    if invalid and out.suffix.lower() == ".smi" and not keep_invalid:
+        typer.echo(
+            f"left {invalid} invalid sample(s) out of {out} (--keep-invalid keeps them, flagged)"
+        )
+    if grid is not None:
+        with atomic_path(grid) as tmp:
+            shown = write_grid(tmp, records, grid_size)
+        typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")
+
+
+def check_outputs(out, grid, conformers, hydrogens) -> None:
+    if out.suffix.lower() not in OUT_FORMATS:
+        raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
+    if (conformers or hydrogens) and out.suffix.lower() != ".sdf":
+        raise ValueError("--hydrogens and --conformers need an .sdf --out")
+    check_output(out, OUT_FORMATS, "--out")
+    if grid is not None:
+        if grid.suffix.lower() != ".png":
+            raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
+        check_output(grid, (".png",), "--grid")
