@@ -22,7 +22,7 @@ import torch
 from rdkit import Chem
 from torch import Tensor
 
-from discdiff.categorical import sample_categorical
+from discdiff.categorical import gumbel, sample_categorical
 from discdiff.chem.graph import BOND_TYPES, GraphVocab
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import SamplingRun
@@ -71,7 +71,7 @@ def guarded_bonds(
     their atoms' room first and are returned as they are.
     """
     B, N = atoms.shape
-    E = bond_logp.shape[1]
+    E, Kb = bond_logp.shape[1], bond_logp.shape[2]
     dev = atoms.device
     ii, jj = torch.triu_indices(N, N, 1, device=dev)  # (E,)
     room = capacities.to(dev)[atoms].clone()  # (B, N)
@@ -82,21 +82,23 @@ def guarded_bonds(
         room.index_add_(1, jj, -used)
     conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
     order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
-    bonds = torch.zeros(B, E, dtype=torch.long, device=dev)
-    rows = torch.arange(B, device=dev)
+    # everything the loop reads, gathered into visiting order once: ends, mask, Gumbel scores
+    ends_i, ends_j = ii[order], jj[order]  # (B, E) each
+    drawn = edge_mask.gather(1, order)  # (B, E)
+    lp = bond_logp.float().gather(1, order[..., None].expand(B, E, Kb))  # (B, E, Kb)
+    scores = lp + gumbel(lp.shape, generator, dev, torch.float32)  # Gumbel-max, (B, E, Kb)
+    tol = orders[None, :] - 1e-6  # (1, Kb); "no bond" (order 0) fits any room >= 0
+    out = torch.zeros(B, E, dtype=torch.long, device=dev)
     for k in range(E):
-        e = order[:, k]  # (B,) this step's edge of each row
-        i, j = ii[e], jj[e]
-        fits = orders[None, :] <= torch.minimum(room[rows, i], room[rows, j])[:, None] + 1e-6
-        fits &= edge_mask[rows, e][:, None] | (orders[None, :] == 0)
-        fits[:, 0] = True  # "no bond" always fits
-        lp = bond_logp[rows, e].masked_fill(~fits, -torch.inf)  # (B, Kb)
-        c = sample_categorical(lp, generator)  # (B,)
-        c = torch.where(edge_mask[rows, e], c, torch.zeros_like(c))
-        bonds[rows, e] = c
-        used = orders[c]
-        room[rows, i] -= used
-        room[rows, j] -= used
+        i, j = ends_i[:, k : k + 1], ends_j[:, k : k + 1]  # (B, 1)
+        free = torch.minimum(room.gather(1, i), room.gather(1, j)).clamp_min_(0.0)  # (B, 1)
+        c = scores[:, k].masked_fill(tol > free, -torch.inf).argmax(-1)  # (B,)
+        c = c * drawn[:, k]
+        out[:, k] = c
+        used = -orders[c][:, None]  # (B, 1)
+        room.scatter_add_(1, i, used)
+        room.scatter_add_(1, j, used)
+    bonds = torch.zeros_like(out).scatter_(1, order, out)  # back to edge order
     if given is not None:
         bonds = torch.where(given[1], given[0], bonds)
     return bonds

@@ -186,6 +186,13 @@ def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
     return torch.cat([mean, hmin, hmax, std], dim=-1)
 
 
+def _pair_linear(x: Tensor, lin: nn.Linear, shift: float = 0.0) -> Tensor:
+    """``lin(x) + shift`` for a large (B, N, N, C) pair tensor: the product, then the bias added
+    in place (addmm would first copy the broadcast bias into a fresh output, a whole extra
+    pass over the largest tensors of the model). Autograd-safe: addition saves nothing."""
+    return x.matmul(lin.weight.t()).add_(lin.bias + shift if shift else lin.bias)
+
+
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
 
@@ -237,26 +244,42 @@ class GraphLayer(nn.Module):
         attend: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """X (B, N, dx), E (B, N, N, de), y (B, dy); node_mask (B, N), pair_mask (B, N, N)
-        real off-diagonal pairs, attend (B, N, N) allowed keys j for query i."""
+        real off-diagonal pairs, attend (B, N, N) allowed keys j for query i.
+
+        The pair tensors (B, N, N, .) dominate the cost; each is written as few times as the
+        algebra allows: 1 + e_mul(E) from the bias, the QK product in one addcmul, the FiLM of
+        y on the new edges folded into e_out's weights (one batched matmul), and, when no
+        gradient is recorded, in place."""
         B, N, dx = X.shape
-        H, dh = self.num_heads, self.head_dim
+        inplace = not torch.is_grad_enabled()
         xm = node_mask[..., None].to(X.dtype)  # (B, N, 1)
         pm = pair_mask | torch.eye(N, dtype=torch.bool, device=X.device)  # (B, N, N)
         pm = (pm & node_mask[:, :, None])[..., None].to(X.dtype)  # (B, N, N, 1) real pairs + diag
 
-        q = self.q(X).view(B, N, 1, H, dh)
-        k = self.k(X).view(B, 1, N, H, dh)
-        s = q * k / math.sqrt(dh)  # (B, N, N, H, dh) per-dimension scores
-        s = s * (1 + self.e_mul(E).view(B, N, N, H, dh)) + self.e_add(E).view(B, N, N, H, dh)
+        q = (self.q(X) * (1.0 / math.sqrt(self.head_dim))).view(B, N, 1, dx)
+        k = self.k(X).view(B, 1, N, dx)
+        em = _pair_linear(E, self.e_mul, 1.0)  # 1 + e_mul(E), (B, N, N, dx)
+        ea = _pair_linear(E, self.e_add)
+        if inplace:  # per-dimension scores, heads side by side
+            s = em.mul_(q).mul_(k).add_(ea)
+        else:
+            s = torch.addcmul(ea, q * k, em)
+        del em, ea
 
-        new_e = s.flatten(-2)  # (B, N, N, dx)
-        new_e = self.ye_add(y)[:, None, None] + (1 + self.ye_mul(y)[:, None, None]) * new_e
-        new_e = self.e_out(new_e) * pm  # (B, N, N, de)
+        # e_out(ye_add(y) + (1 + ye_mul(y)) * s) = s @ (W * g)^T + (W @ ye_add(y) + b)
+        gain = 1.0 + self.ye_mul(y)  # (B, dx)
+        w = self.e_out.weight[None] * gain[:, None, :]  # (B, de, dx)
+        b = F.linear(self.ye_add(y), self.e_out.weight, self.e_out.bias)  # (B, de)
+        new_e = torch.baddbmm(b[:, None, :], s.view(B, N * N, dx), w.transpose(1, 2))
+        new_e = new_e.view(B, N, N, -1) * pm  # (B, N, N, de)
 
-        s = s.masked_fill(~attend[..., None, None], float("-inf"))
-        a = torch.softmax(s, dim=2)  # (B, N, N, H, dh): over keys j
-        v = self.v(X).view(B, 1, N, H, dh)
-        wv = (a * v).sum(dim=2).flatten(-2)  # (B, N, dx)
+        blocked = ~attend[..., None]  # (B, N, N, 1)
+        s = s.masked_fill_(blocked, -torch.inf) if inplace else s.masked_fill(blocked, -torch.inf)
+        a = torch.softmax(s, dim=2)  # (B, N, N, dx): over keys j, per dimension
+        del s
+        v = self.v(X).view(B, 1, N, dx)
+        wv = (a.mul_(v) if inplace else a * v).sum(dim=2)  # (B, N, dx)
+        del a
         new_x = self.yx_add(y)[:, None] + (1 + self.yx_mul(y)[:, None]) * wv
         new_x = self.x_out(new_x) * xm  # (B, N, dx)
 
@@ -270,10 +293,19 @@ class GraphLayer(nn.Module):
             y = self.norm_y2(y + self.drop(self.ff_y(y)))
 
         X = self.norm_x1(X + self.drop(new_x))
-        E = self.norm_e1(E + self.drop(new_e))
+        new_e = self.drop(new_e)
+        E = self.norm_e1(new_e.add_(E) if inplace else E + new_e)
         X = self.norm_x2(X + self.drop(self.ff_x(X))) * xm
-        E = self.norm_e2(E + self.drop(self.ff_e(E))) * pm
+        E = self.norm_e2(E + self.drop(self._ff_e(E, inplace)))
+        E = E.mul_(pm) if inplace else E * pm
         return X, E, y
+
+    def _ff_e(self, E: Tensor, inplace: bool) -> Tensor:
+        """The edges' feed-forward (``ff_e``'s weights); the activation in place when no
+        gradient is kept."""
+        lin1, _, lin2 = self.ff_e
+        h = _pair_linear(E, lin1)
+        return _pair_linear(F.silu(h, inplace=True) if inplace else F.silu(h), lin2)
 
 
 class GraphTransformerDenoiser(nn.Module):
