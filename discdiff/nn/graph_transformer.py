@@ -174,8 +174,11 @@ def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
     h (B, ..., C), mask (B, ...) bool. Empty sets give zeros (no NaN, no inf)."""
     m = mask[..., None].to(h.dtype)  # (B, ..., 1)
     count = m.sum(dim=dims).clamp_min(1.0)  # (B, 1)
-    mean = (h * m).sum(dim=dims) / count  # (B, C)
-    var = (((h - mean.view(mean.shape[0], *[1] * len(dims), -1)) ** 2) * m).sum(dim=dims) / count
+    B, C = h.shape[0], h.shape[-1]
+    flat_h, flat_m = h.reshape(B, -1, C), m.reshape(B, 1, -1)  # views
+    mean = torch.bmm(flat_m, flat_h)[:, 0] / count  # (B, C): masked sum without a temporary
+    dev = (flat_h - mean[:, None]).mul_(flat_m.transpose(1, 2))  # (B, M, C), 0 where masked
+    var = torch.linalg.vector_norm(dev, dim=1).square() / count
     std = torch.sqrt(var + 1e-6)
     big = torch.finfo(h.dtype).max / 4
     hmax = h.masked_fill(~mask[..., None], -big).amax(dim=dims)  # (B, C)
@@ -274,12 +277,16 @@ class GraphLayer(nn.Module):
         new_e = new_e.view(B, N, N, -1) * pm  # (B, N, N, de)
 
         blocked = ~attend[..., None]  # (B, N, N, 1)
-        s = s.masked_fill_(blocked, -torch.inf) if inplace else s.masked_fill(blocked, -torch.inf)
-        a = torch.softmax(s, dim=2)  # (B, N, N, dx): over keys j, per dimension
-        del s
         v = self.v(X).view(B, 1, N, dx)
-        wv = (a.mul_(v) if inplace else a * v).sum(dim=2)  # (B, N, dx)
-        del a
+        if inplace:  # softmax over keys j in s's own memory, normalised after the sum over j
+            s.masked_fill_(blocked, -torch.inf)
+            s.sub_(s.amax(dim=2, keepdim=True)).exp_()  # a node always attends to itself
+            wv = s.sum(dim=2)  # (B, N, dx) normaliser, then the weighted values
+            wv = torch.div(s.mul_(v).sum(dim=2), wv, out=wv)
+        else:
+            a = torch.softmax(s.masked_fill(blocked, -torch.inf), dim=2)  # per dimension
+            wv = (a * v).sum(dim=2)  # (B, N, dx)
+        del s
         new_x = self.yx_add(y)[:, None] + (1 + self.yx_mul(y)[:, None]) * wv
         new_x = self.x_out(new_x) * xm  # (B, N, dx)
 
