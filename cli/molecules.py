@@ -6,7 +6,9 @@ prints; the work is done by the task, the core samplers and the shared trainer.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -286,7 +288,7 @@ def train(
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--layers", layers)):
         if v is not None:
             _positive(v, name)
-    set_threads(threads)
+    workers = set_threads(threads)
     saved_train, start = None, None
     if check_new_run(out, resume):
         task, model_entry, saved_train = runs.saved_settings(out)
@@ -295,7 +297,10 @@ def train(
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]
         start = _initial_model(init) if init is not None else None
         limit = start[1].config.max_nodes if start is not None else max_nodes or None
-        prep = prepare_molecule_data(data, max_train=max_train or None, max_nodes=limit)
+        with _encoding_bar(progress) as bar:
+            prep = prepare_molecule_data(
+                data, max_train=max_train or None, max_nodes=limit, workers=workers, progress=bar
+            )
         if start is not None:
             task = _init_task(start[1], prep)
             sizes = _denoiser_sizes(start[0])
@@ -349,6 +354,31 @@ def train(
     )
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
+
+
+@contextlib.contextmanager
+def _encoding_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar for encoding the training SMILES (checked one by one: minutes for MOSES)."""
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if total < 20_000:  # seconds at most: no bar
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc="encoding molecules", unit="mol", leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _initial_model(init: str) -> tuple:

@@ -8,7 +8,7 @@ What ``discdiff molecules train`` does before training, as a library call
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, to_dense_fields
 from discdiff.files import usual_permissions
+from discdiff.tasks.molecule_encoding import encode_smiles, encode_with_reasons
 
 __all__ = [
     "GraphDataset",
@@ -26,6 +27,8 @@ __all__ = [
     "PreparedData",
     "prepare_molecule_data",
     "cached_canonical_set",
+    "encode_smiles",
+    "encode_with_reasons",
     "novelty_sets",
     "reference_smiles",
 ]
@@ -150,36 +153,6 @@ class PreparedData:
         return line
 
 
-def encode_with_reasons(
-    smiles: Sequence[str], vocab: GraphVocab, max_nodes: int | None = None, show: int = 3
-) -> tuple[list[Graph], int, list[str]]:
-    """Graphs of ``smiles`` that fit ``vocab`` (and ``max_nodes``); the number skipped and the
-    first ``show`` of them as "line N 'SMILES': reason"."""
-    from discdiff.chem.graph import canonical_smiles, graph_to_smiles, mol_to_graph
-
-    graphs: list[Graph] = []
-    skipped, shown = 0, []
-    for i, smi in enumerate(smiles, start=1):
-        reason = None
-        try:
-            atoms, bonds = mol_to_graph(smi, vocab)
-            if graph_to_smiles(atoms, bonds, vocab) != canonical_smiles(smi):
-                reason = "its graph does not decode to the same molecule"
-            elif max_nodes and atoms.shape[0] > max_nodes:
-                reason = f"{atoms.shape[0]} atoms > max_nodes {max_nodes}"
-            elif atoms.shape[0] == 0:
-                reason = "no atoms"
-        except (ValueError, TypeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else "does not parse"
-        if reason is None:
-            graphs.append((atoms, bonds))
-            continue
-        skipped += 1
-        if len(shown) < show:
-            shown.append(f"line {i} {smi!r}: {reason}")
-    return graphs, skipped, shown
-
-
 def _read(source: str, max_train: int | None, split: str) -> list[str]:
     smiles = load_training_smiles(source, split)
     if not smiles:
@@ -188,7 +161,14 @@ def _read(source: str, max_train: int | None, split: str) -> list[str]:
 
 
 def prepare_molecule_data(
-    source: str, *, max_train: int | None = None, max_nodes: int | None = None, seed: int = 0
+    source: str,
+    *,
+    max_train: int | None = None,
+    max_nodes: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    cache: Path | None | bool = None,
 ) -> PreparedData:
     """Read ``source`` ("qm9", "moses" or a SMILES/CSV file), pick its vocabulary (QM9's,
     MOSES's, or the file's own elements and charges, stated in the report) and encode both
@@ -197,11 +177,15 @@ def prepare_molecule_data(
     Graphs with more than ``max_nodes`` atoms or outside the vocabulary are skipped (counted,
     the first few named). The held-out graphs are the data set's validation split (qm9, moses);
     for a file, a seeded tenth of its molecules (at most 500, at least 1) taken out of training.
+    The training SMILES are encoded by :func:`encode_smiles` (``workers`` processes,
+    ``progress(done, total)``, the result cached under ``cache``; False: not cached).
     """
     fixed = {"qm9": GraphVocab.qm9, "moses": GraphVocab.moses}.get(source)
     smiles = _read(source, max_train, "train")
     voc = fixed() if fixed is not None else GraphVocab.from_smiles(smiles)
-    graphs, skipped, shown = encode_with_reasons(smiles, voc, max_nodes)
+    graphs, skipped, shown = encode_smiles(
+        smiles, voc, max_nodes, workers=workers, progress=progress, cache=cache
+    )
     if not graphs:
         raise ValueError(f"no molecule of --data {source!r} fits the vocabulary and max_nodes")
     limit = max_nodes or max(int(a.shape[0]) for a, _ in graphs)
