@@ -81,7 +81,10 @@ def report_records(records: list, conditioning: dict, task) -> None:
             vals = [mol_properties(r.mol, [name])[0] for r in valid]
             vals = [v for v in vals if v == v]
             mean = sum(vals) / len(vals) if vals else float("nan")
-            typer.echo(f"{name}: target {goal:g}, samples' mean {mean:.4f} (n = {len(vals)})")
+            known = "" if len(vals) == len(valid) else f" of {len(valid)} valid with a value"
+            typer.echo(
+                f"{name}: target {goal:g}, samples' mean {mean:.4f} (n = {len(vals)}{known})"
+            )
 
 
 def write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):

@@ -251,8 +251,9 @@ def train(
     properties: Annotated[
         str,
         typer.Option(
-            help="Condition on these properties (comma-separated; registered: qed, logp, mw, "
-            "tpsa, sa), computed with RDKit, for sampling with --target and --guidance."
+            help="Condition on these properties (comma-separated) for sampling with --target "
+            "and --guidance: qed, logp, mw, tpsa, sa (RDKit), or QM9's DFT values mu, alpha, "
+            "homo, lumo, gap, r2, zpve, cv (eV for energies; QM9 molecules only)."
         ),
     ] = "",
     property_bins: Annotated[
@@ -415,7 +416,7 @@ def _with_properties(task, names, bins, dropout, train_set, val_set, prep):
     from discdiff.tasks.molecules import graph_properties
 
     n = len(prep.graphs) + len(prep.val_graphs)
-    typer.echo(f"computing {', '.join(names)} of {n} molecules (RDKit)")
+    typer.echo(f"computing {', '.join(names)} of {n} molecules")
     values = graph_properties(prep.graphs, task.vocab, names)
     val_values = graph_properties(prep.val_graphs or prep.graphs[:1], task.vocab, names)
     task = task.conditioned(names, values, bins, dropout)

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from discdiff.datasets._fetch import cache_dir, fetch_package, read_member
 
-__all__ = ["QM9_PACKAGE", "QM9_SPLITS", "load_qm9", "qm9_split_indices"]
+__all__ = [
+    "QM9_PACKAGE",
+    "QM9_QUANTUM",
+    "QM9_SPLITS",
+    "load_qm9",
+    "load_qm9_quantum",
+    "qm9_split_indices",
+]
 
 QM9_PACKAGE = ("qm9pack", "1.0.3")
 QM9_MEMBERS = tuple(f"qm9pack/data/qm9_part{i}.csv" for i in (1, 2, 3))
@@ -95,3 +102,57 @@ def load_qm9(split: str = "train", cache: str | os.PathLike[str] | None = None) 
     if not all((folder / f"{s}.txt").exists() for s in QM9_SPLITS):
         _write_split(folder, fetch_package(*QM9_PACKAGE, cache=cache))
     return path.read_text(encoding="utf-8").splitlines()
+
+
+#: QM9's DFT properties as the package has them: name -> (CSV column, factor to the unit used)
+HARTREE_EV = 27.211386245988
+QM9_QUANTUM = {
+    "mu": ("Dipole_debye", 1.0),  # D
+    "alpha": ("Polarizability_bohr3", 1.0),  # bohr^3
+    "homo": ("HOMO_au", HARTREE_EV),  # eV
+    "lumo": ("LUMO_au", HARTREE_EV),  # eV
+    "gap": ("HOMO_LUMO_gap_au", HARTREE_EV),  # eV
+    "r2": ("R2_bohr2", 1.0),  # bohr^2
+    "zpve": ("ZPVE_au", HARTREE_EV),  # eV
+    "cv": ("Heatcapacity_Cv_cal_mol_K", 1.0),  # cal/(mol K)
+}
+
+
+def load_qm9_quantum(
+    cache: str | os.PathLike[str] | None = None,
+) -> tuple[list[str], list[list[float]]]:
+    """QM9's SMILES in file order and, for each, the values of :data:`QM9_QUANTUM` (in that
+    order and those units), read from the qm9pack wheel and kept as a TSV in the cache."""
+    folder = cache_dir(cache) / "qm9"
+    path = folder / "quantum.tsv"
+    names = list(QM9_QUANTUM)
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines and lines[0] == "\t".join(["smiles", *names]):
+            rows = [line.split("\t") for line in lines[1:]]
+            return [r[0] for r in rows], [[float(v) for v in r[1:]] for r in rows]
+    archive = fetch_package(*QM9_PACKAGE, cache=cache)
+    smiles: list[str] = []
+    values: list[list[float]] = []
+    for member in QM9_MEMBERS:
+        reader = csv.reader(io.StringIO(read_member(archive, member).decode("utf-8")))
+        header = next(reader)
+        missing = [c for c, _ in QM9_QUANTUM.values() if c not in header] + (
+            [] if "SMILES" in header else ["SMILES"]
+        )
+        if missing:
+            raise ValueError(f"{member} has no column {missing[0]!r}")
+        cols = [(header.index(c), f) for c, f in QM9_QUANTUM.values()]
+        s_col = header.index("SMILES")
+        for row in reader:
+            if row:
+                smiles.append(row[s_col])
+                values.append([float(row[c]) * f for c, f in cols])
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "quantum.tsv.tmp"
+    body = "".join(
+        "\t".join([s, *(repr(v) for v in vs)]) + "\n" for s, vs in zip(smiles, values, strict=True)
+    )
+    tmp.write_text("\t".join(["smiles", *names]) + "\n" + body, encoding="utf-8")
+    os.replace(tmp, path)
+    return smiles, values

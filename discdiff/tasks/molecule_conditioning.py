@@ -35,6 +35,14 @@ class PropertyConditioning:
         this task can be fine-tuned into the conditioned one (:func:`runs.warm_start`)."""
         if not properties:
             raise ValueError("conditioning needs at least one property")
+        for p, name in enumerate(properties):
+            known = int(torch.isfinite(values[:, p]).sum())
+            if known < bins:
+                why = " (QM9's DFT properties exist for QM9 molecules only)" if not known else ""
+                raise ValueError(
+                    f"property {name!r} has a value for {known} of {values.shape[0]} training "
+                    f"molecules, fewer than the {bins} bins{why}"
+                )
         edges = tuple(quantile_edges(values[:, p], bins) for p in range(len(properties)))
         ranges = []
         for p in range(len(properties)):
