@@ -48,6 +48,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["6x384", "12x768", "24x1024"])
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     budget = 24 * 2**30
     for size in args.sizes:
         layers, width = map(int, size.split("x"))

@@ -234,6 +234,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled training step")
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     device = torch.device(args.device)
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":

@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="functions to leave out")
     ap.add_argument("--child", nargs=2, metavar=("K", "FUNC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     torch.set_num_threads(args.threads)
     if args.child:
         child(int(args.child[0]), args.batch, args.len, args.child[1])

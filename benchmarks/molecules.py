@@ -86,6 +86,9 @@ def main() -> None:
                     help="NAME=VALUE (a conditioned checkpoint); repeat for several targets")  # fmt: skip
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0])
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     if args.n < 1 or args.steps < 1 or args.threads < 1:
         raise SystemExit("-n, --steps and --threads must be >= 1")
     torch.set_num_threads(args.threads)

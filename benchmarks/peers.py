@@ -211,6 +211,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     if args.setup:
         setup()
         return

@@ -145,6 +145,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     for kind in args.processes:
         if kind not in px.PROCESS_KINDS:
             ap.error(f"unknown process {kind!r}; expected some of {px.PROCESS_KINDS}")

@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--worker", nargs=2, metavar=("KIND", "K"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     batch, length = (int(v) for v in args.tokens.split("x"))
     if args.worker:
         print(json.dumps(_worker(args.worker[0], int(args.worker[1]), batch, length, args.reps)))

@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[256, 1000])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     device = torch.device(args.device)
     torch.manual_seed(0)
     proc = Absorbing(args.vocab, LogLinear())

@@ -172,6 +172,9 @@ def table(rows: list[dict], minutes: float, threads: int, device: str, steps: in
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
     torch.set_num_threads(args.threads)
     kinds = args.models.split(",")
     base = TextTaskConfig(

@@ -125,6 +125,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     ap.add_argument("--matmul-n", type=int, default=None, help="default: 2048 CPU, 8192 CUDA")
     args = ap.parse_args()
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does (discdiff.memory)
 
     load_before = os.getloadavg()[0]
     device = resolve_device(args.device)

@@ -88,6 +88,9 @@ def _user_errors() -> tuple[type, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors (ValueError/TypeError/FileNotFoundError) become one line and exit 2."""
+    from discdiff.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # large tensors without a page fault per page (discdiff.memory)
     try:
         app(args=argv, standalone_mode=False)
     except typer.Exit as exc:

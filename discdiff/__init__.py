@@ -19,6 +19,7 @@ from discdiff.losses import (
     sundae_loss,
     vlb_loss,
 )
+from discdiff.memory import reuse_freed_memory
 from discdiff.nn import (
     DENOISERS,
     GraphTransformerConfig,
@@ -109,6 +110,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "reuse_freed_memory",
     # registries and plug-ins
     "Registry",
     "load_plugins",

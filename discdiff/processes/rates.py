@@ -136,14 +136,23 @@ class _UniformRateKL(torch.autograd.Function):
     with at most four (..., K) float32 buffers; the backward pass recomputes from the logits."""
 
     @staticmethod
-    def _terms(logits: Tensor, z: Tensor, x0: Tensor, same: Tensor, a, c0, c1):
-        """(p, d, r): d = u_p / u_q - 1 and r = 1 + d for every class (garbage at y = z), r
+    def _sums(p: Tensor, z: Tensor, x0: Tensor, same: Tensor) -> tuple[Tensor, ...]:
+        """p(z), p(x0), 1 - p(z), 1 - p(x0) (...) float64, the last two as sums (no
+        cancellation where a probability rounds to 1), from one pass over p (restored)."""
+        pz, px0 = p.gather(-1, z), p.gather(-1, x0)  # (..., 1)
+        p.scatter_(-1, z, 0.0).scatter_(-1, x0, 0.0)
+        others = p.sum(-1).double()  # sum over y not in {z, x0}
+        p.scatter_(-1, z, pz).scatter_(-1, x0, px0)
+        pz, px0 = pz.squeeze(-1).double(), px0.squeeze(-1).double()
+        rest_z = others + torch.where(same, 0.0, px0)
+        rest_x0 = others + torch.where(same, 0.0, pz)
+        return pz, px0, rest_z, rest_x0
+
+    @staticmethod
+    def _terms(p: Tensor, x0: Tensor, same: Tensor, sums: tuple[Tensor, ...], a, c0, c1):
+        """(d, r): d = u_p / u_q - 1 and r = 1 + d for every class (garbage at y = z), r
         written as a sum of non-negative terms (accurate where d -> -1)."""
-        p = torch.softmax(logits.float(), dim=-1)
-        pz = p.gather(-1, z).squeeze(-1).double()  # (...)
-        px0 = p.gather(-1, x0).squeeze(-1).double()
-        rest_z = _sum_except(p, z).double()  # 1 - p(z)
-        rest_x0 = _sum_except(p, x0).double()  # 1 - p(x0)
+        pz, px0, rest_z, rest_x0 = sums
         a, c0, c1 = (v.expand_as(pz) for v in (a, c0, c1))
         # z = x0: u_q = c0 / c1 for every y != z, and d = alpha (c1 p / c0^2 + (1 - p(z)) / c0)
         # z != x0: u_q = 1 (y != x0), d = alpha (p / c0 - p(z) / c1), r = alpha p / c0 + b1
@@ -160,13 +169,15 @@ class _UniformRateKL(torch.autograd.Function):
         keep_r = r.gather(-1, x0).squeeze(-1).double()
         d.scatter_(-1, x0, torch.where(same, keep_d, d_x0).float().unsqueeze(-1))
         r.scatter_(-1, x0, torch.where(same, keep_r, r_x0).float().unsqueeze(-1))
-        return p, d, r
+        return d, r
 
     @staticmethod
     def forward(ctx, logits, x_t, x0, a, c0, c1, scale):  # type: ignore[override]
         z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
         same = x_t == x0
-        p, d, r = _UniformRateKL._terms(logits, z, x0i, same, a, c0, c1)
+        p = torch.softmax(logits.float(), dim=-1)
+        sums = _UniformRateKL._sums(p, z, x0i, same)
+        d, r = _UniformRateKL._terms(p, x0i, same, sums, a, c0, c1)
         del p
         # phi(1 + d) = d - log(1 + d): log1p(d) where 1 + d is accurate, log(r) near d = -1
         log_r = torch.log1p(d)
@@ -179,23 +190,29 @@ class _UniformRateKL(torch.autograd.Function):
         q_x0 = (c1 / c0).float().expand_as(w)
         h_x0 = h.gather(-1, x0i).squeeze(-1)
         total = torch.where(same, w * h.sum(-1), h.sum(-1) + (q_x0 - 1) * h_x0)
-        ctx.save_for_backward(logits, x_t, x0, a, c0, c1, scale)
+        ctx.save_for_backward(logits, x_t, x0, a, c0, c1, scale, *sums)
         return total * scale
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        logits, x_t, x0, a, c0, c1, scale = ctx.saved_tensors
+        logits, x_t, x0, a, c0, c1, scale, *sums = ctx.saved_tensors
         z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
         same = x_t == x0
-        p, G, r = _UniformRateKL._terms(logits, z, x0i, same, a, c0, c1)
+        p = torch.softmax(logits.float(), dim=-1)
+        G, r = _UniformRateKL._terms(p, x0i, same, tuple(sums), a, c0, c1)
         G.div_(r)  # h'(d) = d / (1 + d)
         del r
         G.scatter_(-1, z, 0.0)
         sum_h = G.sum(-1, keepdim=True)  # (..., 1): over y != z
-        G.mul_((a / c0).float().unsqueeze(-1))
-        G.scatter_(-1, z, -(a / c1).float().unsqueeze(-1) * sum_h)
-        mean = torch.matmul(p.unsqueeze(-2), G.unsqueeze(-1)).squeeze(-1)  # (..., 1)
-        G.sub_(mean).mul_(p).mul_((grad * scale).unsqueeze(-1))
+        pG = torch.matmul(p.unsqueeze(-2), G.unsqueeze(-1)).squeeze(-1)  # sum_{y != z} p G
+        # dL/dlogit = p (g - sum p g) with g(y) = (alpha / c0) h'(d(y)) for y != z and
+        # g(z) = -(alpha / c1) sum_h, times the upstream gradient: one scaled pass over G
+        gs = (grad * scale).unsqueeze(-1)  # (..., 1)
+        slope = (a / c0).float().unsqueeze(-1)
+        g_z = -(a / c1).float().unsqueeze(-1) * sum_h
+        mean = slope * pG + sums[0].float().unsqueeze(-1) * g_z
+        G.mul_(slope * gs).sub_(mean * gs).mul_(p)
+        G.scatter_(-1, z, (g_z - mean) * gs * sums[0].float().unsqueeze(-1))
         return G.to(logits.dtype), None, None, None, None, None, None
 
 
