@@ -3,9 +3,10 @@
     python benchmarks/molecules.py [-n 10000] [--steps 50] [--threads 2] [--checkpoint PATH]
                                    [--guard both|on|off] [--target qed=0.6 --guidance 1 2]
 
-Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``) with and/or
-without the valence guard, times the first 1,000, and prints two tables beside DiGress's own
-sample files (and the figures DiGress published):
+Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``, QM9 or MOSES)
+with and/or without the valence guard, times the first 1,000, and prints two tables beside
+DiGress's own sample files for that data set (and the figures DiGress published); for MOSES the
+reference is 10,000 molecules of its test split (seed 0):
 
 1. validity (strict = sanitises as generated; repaired = after DiGress's one-step repair;
    connected), uniqueness, novelty against the QM9 train split and against all of QM9
@@ -23,6 +24,7 @@ target that was covered.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ from discdiff.chem.metrics import (  # noqa: E402
     reference_stats,  # noqa: E402
 )
 from discdiff.chem.properties import mol_properties, parse_targets  # noqa: E402
+from discdiff.datasets.moses import load_moses  # noqa: E402
 from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
 from discdiff.tasks.molecule_data import novelty_sets  # noqa: E402
@@ -96,13 +99,18 @@ def main() -> None:
     goals = [parse_targets([t], task.config.properties) for t in args.target]  # one each
 
     t = time.perf_counter()
-    train, whole, why = novelty_sets("qm9")
+    ds = "moses" if task.config.dataset == "moses" else "qm9"
+    train, whole, why = novelty_sets(ds)
     if why:
-        raise SystemExit(f"cannot load QM9 for novelty: {why}")
-    reference = reference_stats(load_qm9("test"), profile=True)
-    print(f"QM9 train/whole canonical sets and the test profile: {time.perf_counter() - t:.1f} s")
+        raise SystemExit(f"cannot load {ds} for novelty: {why}")
+    if ds == "moses":  # 10,000 test molecules, the seed of molecule_metrics.py
+        test = random.Random(0).sample(load_moses("test"), 10_000)
+    else:
+        test = load_qm9("test")
+    reference = reference_stats(test, profile=True)
+    print(f"{ds} train/whole canonical sets and the test profile: {time.perf_counter() - t:.1f} s")
 
-    rows: dict[str, dict] = {"QM9 test split": reference.profile_metrics(reference)}
+    rows: dict[str, dict] = {f"{ds.upper()} test split": reference.profile_metrics(reference)}
     main_rows: dict[str, dict] = {}
     name = "discdiff QM9 noH" if args.checkpoint is None else f"discdiff {args.checkpoint.name}"
     guards = {"both": (True, False), "on": (True,), "off": (False,)}[args.guard]
@@ -117,7 +125,7 @@ def main() -> None:
         timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
     if not args.no_digress:
         for dname, file, dataset in mm.FILES:
-            if dataset != "qm9":
+            if dataset != ds:
                 continue
             t = time.perf_counter()
             m = molecule_metrics(
