@@ -70,8 +70,10 @@ def report_records(records: list, conditioning: dict, task) -> None:
     if scaffold:
         from rdkit import Chem
 
+        from discdiff.chem.graph import contains_scaffold
+
         query = Chem.MolFromSmiles(scaffold)
-        hits = sum(r.mol.HasSubstructMatch(query) for r in valid)
+        hits = sum(contains_scaffold(r.mol, query) for r in valid)
         typer.echo(f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples")
     target = conditioning.get("target") or {}
     if target:

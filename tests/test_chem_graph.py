@@ -206,3 +206,17 @@ def test_node_count_histogram_and_sampling():
     assert torch.equal(again, sample_node_counts(hist, 50, torch.Generator().manual_seed(4)))
     with pytest.raises(ValueError):
         node_count_histogram([7], max_nodes=6)
+
+
+def test_contains_scaffold_sees_through_aromaticity():
+    from rdkit import Chem
+
+    from discdiff.chem.graph import contains_scaffold
+
+    pyridone = Chem.MolFromSmiles("C=Cc1nncc(=O)[nH]1")  # its C(=O)N is aromatic in RDKit
+    assert not pyridone.HasSubstructMatch(Chem.MolFromSmiles("CC(=O)N"))
+    assert contains_scaffold(pyridone, "CC(=O)N")
+    assert contains_scaffold(Chem.MolFromSmiles("Cc1ccoc1"), "c1ccoc1")
+    assert contains_scaffold(Chem.MolFromSmiles("CCc1ccccc1"), "c1ccccc1")
+    assert not contains_scaffold(Chem.MolFromSmiles("CCCO"), "CC(=O)N")
+    assert not contains_scaffold(Chem.MolFromSmiles("C1CCCCC1"), "c1ccccc1")

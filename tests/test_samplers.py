@@ -201,19 +201,50 @@ def test_ancestral_on_dense_process(joint):
 
 
 # ---- caching ------------------------------------------------------------------------------
-@pytest.mark.parametrize("schedule, steps", [(LogLinear(), 60), (absorbing_schedule(40), 25)])
+class Tempered(ExactOracle):
+    """The (time-agnostic) exact oracle's log-probabilities after temperature and top-p: the
+    law a plain sampler with those settings follows, for :func:`exact_ancestral_law`."""
+
+    def __init__(self, joint, proc, temperature, top_p):
+        super().__init__(joint, proc)
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, x_t, t, cond=None):
+        lp = super().__call__(x_t, torch.full_like(t, 0.5), cond)
+        return process_logits(lp, self.temperature, self.top_p)
+
+
+@pytest.mark.parametrize("schedule, steps", [(LogLinear(), 3), (absorbing_schedule(40), 2)])
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_caching_equals_plain_with_fewer_calls(joint, schedule, steps, temperature, top_p):
+def test_caching_has_the_ancestral_law_with_fewer_calls(joint, schedule, steps, temperature, top_p):
+    """Few steps, so that the ancestral law is far from the joint (the factorisation error):
+    the cached sampler must follow that law, not merely the data."""
+    proc = Absorbing(V, schedule)
+    oracle = TimeAgnostic(joint, proc)
+    law = exact_ancestral_law(Tempered(joint, proc, temperature, top_p), proc, steps)
+    kw = {"temperature": temperature, "top_p": top_p}
+    n = 6000
+    cached = CachingSampler(steps, **kw).sample(oracle, proc, (n, L), generator=gen(5))
+    bound = tv_bound(law, n)
+    assert tv(law, joint) > bound or tv(product_of_marginals(joint), law) > bound
+    assert tv(empirical(cached.samples), law) < bound
+    plain = AncestralSampler(steps, **kw).sample(oracle, proc, (n, L), generator=gen(6))
+    assert tv(empirical(plain.samples), law) < bound  # the reference law is the plain one's
+
+
+@pytest.mark.parametrize("schedule, steps", [(LogLinear(), 60), (absorbing_schedule(40), 25)])
+def test_caching_calls_the_denoiser_only_on_changed_rows(joint, schedule, steps):
     proc = Absorbing(V, schedule)
     oracle = ExactOracle(joint, proc)
-    kw = {"temperature": temperature, "top_p": top_p}
-    plain = AncestralSampler(steps, **kw).sample(oracle, proc, (4, L), generator=gen(5))
-    cached = CachingSampler(steps, **kw).sample(oracle, proc, (4, L), generator=gen(5))
-    assert torch.equal(plain.samples, cached.samples)
+    plain = AncestralSampler(steps).sample(oracle, proc, (4, L), generator=gen(5))
+    cached = CachingSampler(steps).sample(oracle, proc, (4, L), generator=gen(5))
     assert cached.num_calls < plain.num_calls == steps
     assert cached.rows_evaluated < plain.rows_evaluated
     # with batch 4 and 3 tokens each, at most 12 steps can change anything (+ the first call)
     assert cached.num_calls <= 4 * L + 1
+    assert int(cached.samples.max()) < V
+    again = CachingSampler(steps).sample(oracle, proc, (4, L), generator=gen(5))
+    assert torch.equal(again.samples, cached.samples)  # same seed, same samples
 
 
 def test_caching_refuses_time_conditioned_denoisers_and_other_processes(joint):

@@ -30,6 +30,7 @@ __all__ = [
     "graph_to_smiles",
     "encode_smiles",
     "canonical_smiles",
+    "contains_scaffold",
     "num_edges",
     "triu_to_dense",
     "dense_to_triu",
@@ -469,3 +470,22 @@ def sample_node_counts(
     if hist.dim() != 1 or bool((hist < 0).any()) or float(hist.sum()) <= 0:
         raise ValueError("hist must be a 1-D non-negative tensor with positive sum")
     return torch.multinomial(hist.float(), num_samples, replacement=True, generator=generator)
+
+
+def contains_scaffold(mol: Chem.Mol, scaffold: Chem.Mol | str) -> bool:
+    """Whether ``mol`` contains ``scaffold`` as a substructure, aromatic or not.
+
+    A plain RDKit match misses a scaffold whose atoms became part of an aromatic ring in the
+    molecule (an amide C(=O)N inside a pyridone is aromatic there, while the query's atoms are
+    aliphatic); so both are also compared in Kekulé form, where bonds are what was generated.
+    """
+    query = _as_mol(scaffold)
+    if mol.HasSubstructMatch(query):
+        return True
+    kq, km = Chem.Mol(query), Chem.Mol(mol)
+    try:
+        Chem.Kekulize(kq, clearAromaticFlags=True)
+        Chem.Kekulize(km, clearAromaticFlags=True)
+    except Chem.KekulizeException:
+        return False
+    return km.HasSubstructMatch(kq)

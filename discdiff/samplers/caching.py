@@ -7,10 +7,13 @@
   are masked says nothing about t given x_t), and MDLM drops time conditioning for that
   reason. So this is a requirement: the denoiser must ignore t. A denoiser that declares
   ``time_conditioned = True`` is refused unless ``allow_time_conditioned=True`` (then caching is
-  an approximation). The random draws are those of :class:`AncestralSampler`, consumed in the
-  same order, so for the same seed it returns the same samples with fewer denoiser calls.
-  Only the rows that changed since their last evaluation are fed to the denoiser (rows are
-  assumed independent, as for any per-example model in eval mode).
+  an approximation). Only the rows that changed since their last evaluation are fed to the
+  denoiser (rows are assumed independent, as for any per-example model in eval mode). The step
+  itself is O(B L), not O(B L K): :class:`AncestralSampler`'s posterior unmasks each masked
+  position with probability (alpha_s - alpha_t) / (1 - alpha_t), independently, to a class
+  drawn from p(x_0 | x_t); so each position's class is drawn once per evaluation of its row
+  (a candidate, independent of the unmasking coins) and a step draws only the coins. The law
+  is :class:`AncestralSampler`'s (tests: the exact law by enumeration), not its draws.
 - :class:`FirstHittingSampler`: Zheng et al. 2024 ("Masked diffusion models are secretly
   time-agnostic masked models and exploit inaccurate categorical sampling"). Instead of
   stepping on a time grid, jump straight to the next time at which a masked token is unmasked
@@ -31,7 +34,7 @@ from torch import Tensor
 from discdiff.categorical import sample_categorical, uniform
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
+from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha, time_grid
 
 __all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing", "has_mask_state"]
 
@@ -57,6 +60,7 @@ class _Cache:
     def __init__(self) -> None:
         self.x: dict[str, Tensor] | None = None  # the state each row was last evaluated at
         self.logp: dict[str, Tensor] | None = None
+        self.candidate: dict[str, Tensor] = {}  # a class drawn from logp per position
 
 
 class CachingSampler(AncestralSampler):
@@ -81,6 +85,19 @@ class CachingSampler(AncestralSampler):
     def _new_cache(self) -> _Cache:
         return _Cache()
 
+    def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
+        grid = time_grid(run.processes, self.steps, self.grid_power)  # (n + 1,) from 1 to 0
+        x = run.prior()
+        run.record(x)
+        cache = self._new_cache()
+        n = grid.numel() - 1
+        for i in run.progress_bar(range(n), total=n):
+            t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
+            logp = self._denoise(run, x, t, cache)
+            x = self._unmask(run, x, logp, cache.candidate, s, t, last=i == n - 1)
+            run.record(x)
+        return x
+
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
     ) -> dict[str, Tensor]:
@@ -100,6 +117,9 @@ class CachingSampler(AncestralSampler):
         if cache.x is None:
             cache.x = {k: v.clone() for k, v in x.items()}
             cache.logp = run.log_probs(x, t)
+            cache.candidate = {
+                k: sample_categorical(v, run.generator) for k, v in cache.logp.items()
+            }
             return cache.logp
         changed = torch.zeros(run.batch, dtype=torch.bool, device=run.device)
         for k, v in x.items():
@@ -110,7 +130,33 @@ class CachingSampler(AncestralSampler):
             for k in x:
                 cache.logp[k][rows] = fresh[k]
                 cache.x[k][rows] = x[k][rows]
+                cache.candidate[k][rows] = sample_categorical(fresh[k], run.generator)
         return cache.logp
+
+    def _unmask(
+        self,
+        run: SamplingRun,
+        x: dict[str, Tensor],
+        logp: dict[str, Tensor],
+        candidate: dict[str, Tensor],
+        s: Tensor,
+        t: Tensor,
+        last: bool,
+    ) -> dict[str, Tensor]:
+        """Unmask each masked position with probability (alpha_s - alpha_t) / (1 - alpha_t)
+        to its candidate class (the argmax at the last step with ``final="argmax"``)."""
+        out = {}
+        for k, proc in run.processes.items():
+            a_t = proc.schedule.alpha(t).to(run.device)  # (B,) float64
+            a_s = proc.schedule.alpha(s).to(run.device)
+            free = 1.0 - a_t
+            p = torch.where(free > 0, (a_s - a_t) / torch.where(free > 0, free, 1.0), 0.0)
+            coin = uniform(x[k].shape, run.generator, run.device, torch.float64)
+            p = p.view(-1, *[1] * (x[k].dim() - 1))
+            reveal = (x[k] == proc.mask_id) & (coin < p)
+            token = logp[k].argmax(-1) if (last and self.final == "argmax") else candidate[k]
+            out[k] = torch.where(reveal, token, x[k])
+        return run.apply_fixed(out)
 
 
 class FirstHittingSampler(Sampler):
