@@ -242,6 +242,13 @@ def train(
     ),
     schedule: Annotated[str, typer.Option(help="loglinear | cosine (registered).")] = "loglinear",
     edge_weight: Annotated[float, typer.Option(help="Loss weight of the bonds field.")] = 5.0,
+    ce_weight: Annotated[
+        float,
+        typer.Option(
+            help="Add this multiple of the x_0 cross-entropy to the ELBO (rare classes such as "
+            "charged atoms are learnt only with it; 0 = the ELBO alone). Also with --init."
+        ),
+    ] = 0.0,
     layers: Annotated[int, typer.Option(help="Graph transformer layers.")] = 4,
     node_dim: Annotated[int, typer.Option(help="Node width (feed-forward 2x).")] = 64,
     edge_dim: Annotated[int, typer.Option(help="Edge width (feed-forward 2x).")] = 32,
@@ -303,7 +310,7 @@ def train(
                 data, max_train=max_train or None, max_nodes=limit, workers=workers, progress=bar
             )
         if start is not None:
-            task = _init_task(start[1], prep)
+            task = _init_task(start[1], prep, ce_weight)
             sizes = _denoiser_sizes(start[0])
         else:
             task = MoleculeTask.from_graphs(
@@ -314,6 +321,7 @@ def train(
                 schedule=schedule,
                 edge_weight=edge_weight,
                 dataset=prep.dataset,
+                ce_weight=ce_weight,
             )
             sizes = dict(
                 _GLOBAL_SIZES,
@@ -390,7 +398,7 @@ def _initial_model(init: str) -> tuple:
     return load_pretrained(path)
 
 
-def _init_task(start, prep):
+def _init_task(start, prep, ce_weight):
     """The --init model's task (processes, priors, node counts), on the new data's vocabulary."""
     import dataclasses
 
@@ -401,7 +409,9 @@ def _init_task(start, prep):
             f"--init: the model's atoms {start.vocab.atoms} differ from the data's "
             f"{prep.vocab.atoms}"
         )
-    return MoleculeTask(dataclasses.replace(start.config, dataset=prep.dataset))
+    return MoleculeTask(
+        dataclasses.replace(start.config, dataset=prep.dataset, ce_weight=ce_weight)
+    )
 
 
 def _denoiser_sizes(model) -> dict:

@@ -366,3 +366,41 @@ def test_sundae_loss_and_sampler_accept_and_refuse_the_same_processes() -> None:
     uni = dd.Uniform(V, dd.LogLinear())
     assert sundae_loss(uni, den, x0).shape == (2,)
     assert dd.SundaeSampler(3).sample(den, uni, (2, L)).samples.shape == (2, L)
+
+
+def test_continuous_elbo_ce_weight_adds_the_cross_entropy_and_its_gradient():
+    """ce_weight adds weight x the x_0 cross-entropy at the scored positions (linear in the
+    weight, same draws), and gives a rare class that the model misses a gradient several times
+    the rate KL's (which saturates as p -> 0 where x_t = x_0)."""
+    import discdiff as dd
+
+    K, B, L = 4, 64, 6
+    proc = dd.Marginal([0.9997, 1e-4, 1e-4, 1e-4], dd.LogLinear())
+    x0 = torch.ones(B, L, dtype=torch.long)  # the rare class 1 everywhere
+    base = torch.tensor([8.0, -8.0, 0.0, 0.0])  # the model says p(1) ~ 1e-7
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(base.clone())
+
+        def forward(self, x_t, t, cond=None):
+            return self.logits.expand(*x_t.shape, K)
+
+    def loss(model, w):
+        g = torch.Generator().manual_seed(3)
+        return dd.continuous_elbo(proc, model, x0, boundary=False, generator=g, ce_weight=w)
+
+    m = Fixed()
+    l0, l1, l2 = (loss(m, w) for w in (0.0, 1.0, 2.0))
+    torch.testing.assert_close(l2 - l0, 2 * (l1 - l0))
+    nll = -torch.log_softmax(base, -1)[1]
+    # the integral over [t_min, 1] is (1 - t_min) times the integrand at the drawn time
+    want = torch.full((B,), float(nll) * L * (1 - 1e-3))
+    torch.testing.assert_close(l1 - l0, want, rtol=1e-5, atol=1e-4)
+    g0 = torch.autograd.grad(loss(m, 0.0).mean(), m.logits)[0][1]
+    g1 = torch.autograd.grad(loss(m, 1.0).mean(), m.logits)[0][1]
+    assert abs(float(g1)) > 5 * abs(float(g0))  # measured: 6.70 against 0.71
+    assert abs(float(g1)) > L * 0.9  # the cross-entropy's own: about 1 a position
+    with pytest.raises(ValueError, match="ce_weight"):
+        loss(m, -1.0)

@@ -49,6 +49,8 @@ class MoleculeTaskConfig(TaskConfig):
     property_edges: their bin edges (one tuple each, all of one length); label_dropout: the
     probability of training with a property's label replaced by the null id (CFG);
     property_ranges: the smallest and largest training value of each (for messages).
+    ce_weight: the x_0 cross-entropy added to the training ELBO (``continuous_elbo``'s
+    ``ce_weight``: rare classes, such as charged atoms, are learnt only with it).
     """
 
     vocab: dict[str, Any]
@@ -64,6 +66,7 @@ class MoleculeTaskConfig(TaskConfig):
     property_edges: tuple[tuple[float, ...], ...] = ()
     label_dropout: float = 0.1
     property_ranges: tuple[tuple[float, float], ...] = ()
+    ce_weight: float = 0.0
 
     def __post_init__(self) -> None:
         vocab = GraphVocab.from_dict(self.vocab)  # validates
@@ -90,6 +93,10 @@ class MoleculeTaskConfig(TaskConfig):
         if not (isinstance(self.edge_weight, int | float) and self.edge_weight > 0):
             raise ValueError(f"edge_weight must be a number > 0, got {self.edge_weight!r}")
         object.__setattr__(self, "edge_weight", float(self.edge_weight))
+        ok = isinstance(self.ce_weight, int | float) and not isinstance(self.ce_weight, bool)
+        if not ok or not math.isfinite(self.ce_weight) or self.ce_weight < 0:
+            raise ValueError(f"ce_weight must be a finite number >= 0, got {self.ce_weight!r}")
+        object.__setattr__(self, "ce_weight", float(self.ce_weight))
         self._check_properties()
 
     def _check_properties(self) -> None:

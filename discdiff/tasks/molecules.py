@@ -110,6 +110,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         properties: Sequence[str] = (),
         property_values: Tensor | None = None,
         property_bins: int = 16,
+        ce_weight: float = 0.0,
     ) -> MoleculeTask:
         """Task whose priors and node histogram are the statistics of ``graphs``.
 
@@ -151,6 +152,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             bond_prior=tuple(bond_prior.tolist()),
             edge_weight=edge_weight,
             dataset=dataset,
+            ce_weight=ce_weight,
         )
         return cls(cfg)
 
@@ -368,6 +370,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             weights={"bonds": self.config.edge_weight},
             boundary=boundary,
             generator=generator,
+            ce_weight=0.0 if boundary else self.config.ce_weight,
         )
 
     def loss_fn(self, model: Callable[..., Any], batch: dict, generator: torch.Generator) -> Tensor:
