@@ -5,8 +5,8 @@ batch 4, ``steps`` = 256 and 1000. The samplers run interleaved (ancestral, cach
 first-hitting; again ``--rounds`` times) and each speed-up is the median over rounds of that
 round's ancestral time / the sampler's time. ``overhead`` is the time outside the denoiser's
 forward calls as a share of the time inside them (medians over rounds). The transformer is
-time-free (``time_conditioning=False``, as MDLM), so the caching sampler returns exactly the
-plain sampler's samples.
+time-free (``time_conditioning=False``, as MDLM), so the caching sampler's samples follow the
+plain sampler's law.
 
     python benchmarks/sampling.py [--device cuda] [--batch 16] [--length 256] [--steps 256 1000]
                                   [--rounds 3]
