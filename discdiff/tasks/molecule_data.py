@@ -190,7 +190,7 @@ def prepare_molecule_data(
         raise ValueError(f"no molecule of --data {source!r} fits the vocabulary and max_nodes")
     limit = max_nodes or max(int(a.shape[0]) for a, _ in graphs)
     if fixed is not None:
-        val_graphs, _, _ = encode_with_reasons(_read(source, 2000, "val"), voc, limit)
+        val_graphs, _, _ = encode_smiles(_read(source, 2000, "val"), voc, limit, cache=cache)
         name = source
     else:
         n_val = max(1, min(500, len(graphs) // 10)) if len(graphs) > 1 else 0
