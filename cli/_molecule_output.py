@@ -4,6 +4,9 @@ files and the progress bar."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import typer
 
 from discdiff.cli._spine import check_output
@@ -119,3 +122,28 @@ def check_outputs(out, grid, conformers, hydrogens) -> None:
         if grid.suffix.lower() != ".png":
             raise ValueError(f"--grid {str(grid)!r}: expected a .png file")
         check_output(grid, (".png",), "--grid")
+
+
+@contextlib.contextmanager
+def encoding_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar for encoding the training SMILES (checked one by one: minutes for MOSES)."""
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if total < 20_000:  # seconds at most: no bar
+            return
+        if bar is None:
+            bar = tqdm(total=total, desc="encoding molecules", unit="mol", leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()

@@ -6,9 +6,7 @@ prints; the work is done by the task, the core samplers and the shared trainer.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -305,7 +303,7 @@ def train(
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]
         start = _initial_model(init) if init is not None else None
         limit = start[1].config.max_nodes if start is not None else max_nodes or None
-        with _encoding_bar(progress) as bar:
+        with mo.encoding_bar(progress) as bar:
             prep = prepare_molecule_data(
                 data, max_train=max_train or None, max_nodes=limit, workers=workers, progress=bar
             )
@@ -363,31 +361,6 @@ def train(
     )
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
-
-
-@contextlib.contextmanager
-def _encoding_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A tqdm bar for encoding the training SMILES (checked one by one: minutes for MOSES)."""
-    if not show:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if total < 20_000:  # seconds at most: no bar
-            return
-        if bar is None:
-            bar = tqdm(total=total, desc="encoding molecules", unit="mol", leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _initial_model(init: str) -> tuple:

@@ -73,9 +73,22 @@ class AncestralSampler(Sampler):
         for i in run.progress_bar(range(n), total=n):
             t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
             logp = self._denoise(run, x, t, cache)
-            x = self._reverse_step(run, x, logp, s, t, last=i == n - 1)
+            x = self._step(run, x, logp, cache, s, t, last=i == n - 1)
             run.record(x)
         return x
+
+    def _step(
+        self,
+        run: SamplingRun,
+        x: dict[str, Tensor],
+        logp: dict[str, Tensor],
+        cache: Any,
+        s: Tensor,
+        t: Tensor,
+        last: bool,
+    ) -> dict[str, Tensor]:
+        """One reverse step; a subclass whose step reads its cache overrides this."""
+        return self._reverse_step(run, x, logp, s, t, last)
 
     def _reverse_step(
         self,

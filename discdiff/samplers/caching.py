@@ -34,7 +34,7 @@ from torch import Tensor
 from discdiff.categorical import sample_categorical, uniform
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha, time_grid
+from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
 
 __all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing", "has_mask_state"]
 
@@ -85,19 +85,6 @@ class CachingSampler(AncestralSampler):
     def _new_cache(self) -> _Cache:
         return _Cache()
 
-    def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
-        grid = time_grid(run.processes, self.steps, self.grid_power)  # (n + 1,) from 1 to 0
-        x = run.prior()
-        run.record(x)
-        cache = self._new_cache()
-        n = grid.numel() - 1
-        for i in run.progress_bar(range(n), total=n):
-            t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
-            logp = self._denoise(run, x, t, cache)
-            x = self._unmask(run, x, logp, cache.candidate, s, t, last=i == n - 1)
-            run.record(x)
-        return x
-
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
     ) -> dict[str, Tensor]:
@@ -133,12 +120,12 @@ class CachingSampler(AncestralSampler):
                 cache.candidate[k][rows] = sample_categorical(fresh[k], run.generator)
         return cache.logp
 
-    def _unmask(
+    def _step(
         self,
         run: SamplingRun,
         x: dict[str, Tensor],
         logp: dict[str, Tensor],
-        candidate: dict[str, Tensor],
+        cache: _Cache,
         s: Tensor,
         t: Tensor,
         last: bool,
@@ -154,7 +141,7 @@ class CachingSampler(AncestralSampler):
             coin = uniform(x[k].shape, run.generator, run.device, torch.float64)
             p = p.view(-1, *[1] * (x[k].dim() - 1))
             reveal = (x[k] == proc.mask_id) & (coin < p)
-            token = logp[k].argmax(-1) if (last and self.final == "argmax") else candidate[k]
+            token = logp[k].argmax(-1) if (last and self.final == "argmax") else cache.candidate[k]
             out[k] = torch.where(reveal, token, x[k])
         return run.apply_fixed(out)
 
