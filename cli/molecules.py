@@ -13,6 +13,7 @@ from typing import Annotated
 import torch
 import typer
 
+from discdiff.cli import _molecule_init as mi
 from discdiff.cli import _molecule_output as mo
 from discdiff.cli._molecule_options import (
     Guidance,
@@ -247,6 +248,14 @@ def train(
             "charged atoms are learnt only with it; 0 = the ELBO alone). Also with --init."
         ),
     ] = 0.0,
+    aromatic: Annotated[
+        bool,
+        typer.Option(
+            help="Aromatic bonds as a bond class of their own (DiGress's representation) "
+            "instead of kekulized single/double bonds. With --init from a kekulized model, its "
+            "aromatic class starts from its single and double bonds."
+        ),
+    ] = False,
     layers: Annotated[int, typer.Option(help="Graph transformer layers.")] = 4,
     node_dim: Annotated[int, typer.Option(help="Node width (feed-forward 2x).")] = 64,
     edge_dim: Annotated[int, typer.Option(help="Edge width (feed-forward 2x).")] = 32,
@@ -301,15 +310,21 @@ def train(
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
     else:
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]
-        start = _initial_model(init) if init is not None else None
+        start = mi.initial_model(init) if init is not None else None
         limit = start[1].config.max_nodes if start is not None else max_nodes or None
         with mo.encoding_bar(progress) as bar:
             prep = prepare_molecule_data(
-                data, max_train=max_train or None, max_nodes=limit, workers=workers, progress=bar
+                data,
+                max_train=max_train or None,
+                max_nodes=limit,
+                workers=workers,
+                progress=bar,
+                aromatic=aromatic,
             )
         if start is not None:
-            task = _init_task(start[1], prep, ce_weight)
-            sizes = _denoiser_sizes(start[0])
+            task = mi.init_task(start[1], prep, ce_weight)
+            start = (mi.init_denoiser(start[0], start[1], prep), start[1])
+            sizes = mi.denoiser_sizes(start[0])
         else:
             task = MoleculeTask.from_graphs(
                 prep.graphs,
@@ -361,37 +376,6 @@ def train(
     )
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
-
-
-def _initial_model(init: str) -> tuple:
-    """(denoiser, task) of ``--init`` ('shipped' = the shipped checkpoint)."""
-    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint, shipped_checkpoint
-
-    path = shipped_checkpoint() if init == "shipped" else resolve_checkpoint(init)
-    return load_pretrained(path)
-
-
-def _init_task(start, prep, ce_weight):
-    """The --init model's task (processes, priors, node counts), on the new data's vocabulary."""
-    import dataclasses
-
-    from discdiff.tasks.molecules import MoleculeTask
-
-    if start.vocab != prep.vocab:
-        raise ValueError(
-            f"--init: the model's atoms {start.vocab.atoms} differ from the data's "
-            f"{prep.vocab.atoms}"
-        )
-    return MoleculeTask(
-        dataclasses.replace(start.config, dataset=prep.dataset, ce_weight=ce_weight)
-    )
-
-
-def _denoiser_sizes(model) -> dict:
-    """The widths of a graph denoiser (what ``new_model`` takes), from its config."""
-    skip = {"atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes",
-            "max_nodes", "no_bond_id", "num_properties", "property_bins"}  # fmt: skip
-    return {k: v for k, v in model.config.to_dict().items() if k not in skip}
 
 
 def _with_properties(task, names, bins, dropout, train_set, val_set, prep):

@@ -190,3 +190,26 @@ def test_property_conditioned_training_sampling_and_fine_tuning(tmp_path, capsys
                   "--init", "shipped", "--properties", "qed", "--steps", "2", "--batch-size", "8",
                   "--eval-every", "0", "--no-progress"])  # fmt: skip
     assert "initialised from shipped (1 new tensors)" in out and "431,116 parameters" in out
+
+
+def test_aromatic_fine_tuning_from_the_kekulized_model(tmp_path, capsys) -> None:
+    """--aromatic --init shipped grows the shipped model's bonds by an aromatic class (priors
+    from the new data); a model with that class cannot start a kekulized run."""
+    from discdiff.chem.graph import BOND_TYPES
+
+    ft = tmp_path / "arom"
+    out = run_ok(["molecules", "train", "--data", "qm9", "--max-train", "60", "--out", str(ft),
+                  "--init", "shipped", "--aromatic", "--steps", "2", "--batch-size", "8",
+                  "--eval-every", "0", "--no-progress", "--seed", "1"])  # fmt: skip
+    assert "initialised from shipped" in out and "430,093 parameters" in out
+    model, task = load_pretrained(ft)
+    assert not task.vocab.kekulize and task.vocab.num_bond_classes == 5
+    assert BOND_TYPES[4] == Chem.BondType.AROMATIC and task.config.bond_prior[4] > 0.01
+    smi = tmp_path / "a.smi"
+    run_ok(["molecules", "sample", "-n", "6", "--steps", "3", "--checkpoint", str(ft),
+            "--out", str(smi), "--seed", "0"])  # fmt: skip
+    assert smi.read_text().strip()
+    code = main(["molecules", "train", "--data", "qm9", "--max-train", "60",
+                 "--out", str(tmp_path / "back"), "--init", str(ft), "--steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "train it with --aromatic" in err and len(err.splitlines()) == 1

@@ -338,3 +338,29 @@ def test_fused_layer_matches_its_equations(grad):
                                  list(layer.parameters()))  # fmt: skip
         for a, b in zip(gg, gw, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_grown_bond_classes_keep_the_old_outputs():
+    """A new bond class starts as the mean of the old ones it is like: on graphs without it the
+    grown model gives the old logits and, for the new class, the mean of its sources' logits."""
+    from discdiff.nn import grow_bond_classes
+
+    old = model_for(seed=3, bond_num_states=4, bond_num_classes=4)
+    grown = grow_bond_classes(old, {4: (1, 2)}).eval()
+    assert grown.config.bond_num_classes == grown.config.bond_num_states == 5
+    x = graph(B=2, seed=5)
+    x["bonds"] = x["bonds"].clamp(max=3)  # no aromatic bond in the input
+    x["atoms"] = x["atoms"].clamp(max=KA - 1)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        a, b = old(x, t), grown(x, t)
+    torch.testing.assert_close(b["atoms"], a["atoms"])
+    torch.testing.assert_close(b["bonds"][..., :4], a["bonds"])
+    torch.testing.assert_close(b["bonds"][..., 4], a["bonds"][..., 1:3].mean(-1))
+    x["bonds"][:, 0] = 4  # an aromatic bond in the input: it is read
+    with torch.no_grad():
+        assert not torch.allclose(grown(x, t)["bonds"][..., :4], a["bonds"])
+    with pytest.raises(ValueError, match="numbered 4"):
+        grow_bond_classes(old, {5: (1,)})
+    with pytest.raises(ValueError, match="old classes in"):
+        grow_bond_classes(old, {4: (7,)})

@@ -104,3 +104,22 @@ def test_unguarded_loop_is_ancestral_sampling_in_law():
     tv = 0.5 * float((a - b).abs().sum())
     bound = float((b * (1 - b) / B).sqrt().sum()) * 2 + math.sqrt(math.log(1e6) / B)
     assert tv < bound, (tv, bound)
+
+
+def test_aromatic_bonds_count_one_so_no_qm9_molecule_is_forbidden():
+    """An aromatic bond counts its Kekulé minimum (1): every aromatic QM9 training graph fits
+    the capacities (counting 1.5 would forbid furans and most azoles)."""
+    import random
+
+    from discdiff.chem.graph import encode_smiles
+    from discdiff.datasets.qm9 import load_qm9
+
+    arom = GraphVocab.qm9(kekulize=False)
+    assert bond_orders(arom).tolist() == [0, 1, 2, 3, 1]
+    caps, orders = atom_capacities(arom), bond_orders(arom)
+    graphs, _ = encode_smiles(random.Random(2).sample(load_qm9("train"), 1500), arom)
+    aromatic = [(a, b) for a, b in graphs if (b == 4).any()]
+    assert len(aromatic) > 150
+    for a, b in aromatic:
+        assert (orders[b].sum(1) <= caps[a]).all()
+    assert any((orders[b].sum(1) + 0.5 * (b == 4).sum(1) > caps[a]).any() for a, b in aromatic)

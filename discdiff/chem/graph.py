@@ -256,11 +256,46 @@ def graph_to_mol(
     out = mol.GetMol()
     if not sanitize:
         return out
+    first = Chem.Mol(out)  # a failed sanitisation leaves its molecule half-changed
+    if _sanitized(first):
+        return first
+    return _with_pyrrole_hydrogens(out)
+
+
+def _sanitized(mol: Chem.Mol) -> bool:
     try:
-        Chem.SanitizeMol(out)
+        Chem.SanitizeMol(mol)
     except Exception:  # RDKit raises several exception types (valence, kekulize, ...)
-        return None
-    return out
+        return False
+    return True
+
+
+def _with_pyrrole_hydrogens(mol: Chem.Mol, most: int = 3) -> Chem.Mol | None:
+    """The molecule with an H on the fewest aromatic nitrogens that makes it kekulize, or None.
+
+    With an aromatic bond class the graph cannot say whether a neutral aromatic N with two ring
+    bonds is pyridine-like (``n``) or pyrrole-like (``[nH]``): hydrogens are implicit and both
+    have the same bonds. Only the ring's Kekulé structure decides, so an H goes on as few such
+    nitrogens as make it kekulize (in atom order, at most ``most``); it is how the graph is
+    read, not a repair: no atom or bond changes.
+    """
+    from itertools import combinations
+
+    candidates = [
+        a.GetIdx()
+        for a in mol.GetAtoms()
+        if a.GetSymbol() == "N" and a.GetFormalCharge() == 0 and a.GetDegree() == 2
+        and all(b.GetBondType() == Chem.BondType.AROMATIC for b in a.GetBonds())
+    ]  # fmt: skip
+    for k in range(1, min(most, len(candidates)) + 1):
+        for chosen in combinations(candidates, k):
+            trial = Chem.RWMol(mol)
+            for i in chosen:
+                trial.GetAtomWithIdx(i).SetNumExplicitHs(1)
+            out = trial.GetMol()
+            if _sanitized(out):
+                return out
+    return None
 
 
 def canonical_smiles(mol_or_smiles: Chem.Mol | str | None, isomeric: bool = False) -> str | None:
@@ -290,6 +325,26 @@ def graph_to_smiles(atoms: torch.Tensor, bonds: torch.Tensor, vocab: GraphVocab)
     return None if mol is None else canonical_smiles(mol)
 
 
+def decodes_to(atoms: torch.Tensor, bonds: torch.Tensor, vocab: GraphVocab, smiles: str) -> bool:
+    """Whether the graph reads back as the molecule ``smiles`` (its canonical SMILES).
+
+    With an aromatic bond class, an azole's graph cannot say which ring nitrogen carries the H
+    (see :func:`graph_to_mol`); a graph that reads back as another tautomer of the same
+    molecule (the same standard InChI, whose mobile hydrogens make tautomers one) counts.
+    """
+    decoded = graph_to_mol(atoms, bonds, vocab)
+    if decoded is None:
+        return False
+    if canonical_smiles(decoded) == canonical_smiles(smiles):
+        return True
+    if vocab.kekulize:
+        return False
+    original = Chem.MolFromSmiles(smiles)
+    if original is None:
+        return False
+    return Chem.MolToInchi(decoded) == Chem.MolToInchi(original) != ""
+
+
 def encode_smiles(
     smiles: Iterable[str], vocab: GraphVocab, check_roundtrip: bool = True
 ) -> tuple[list[Graph], int]:
@@ -297,7 +352,7 @@ def encode_smiles(
 
     A SMILES is skipped when it does not parse, has atoms/bonds outside ``vocab``, or (with
     ``check_roundtrip``) its graph does not decode back to the same canonical SMILES (e.g. an
-    aromatic [nH] with ``kekulize=False``). Returns (graphs, n_skipped).
+    a tautomer that is not the same InChI). Returns (graphs, n_skipped).
     """
     graphs: list[Graph] = []
     skipped = 0
@@ -307,7 +362,7 @@ def encode_smiles(
         except (ValueError, TypeError):
             skipped += 1
             continue
-        if check_roundtrip and graph_to_smiles(atoms, bonds, vocab) != canonical_smiles(s):
+        if check_roundtrip and not decodes_to(atoms, bonds, vocab, s):
             skipped += 1
             continue
         graphs.append((atoms, bonds))

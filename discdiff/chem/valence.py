@@ -3,7 +3,10 @@
 Each atom class (element, formal charge) may carry at most ``capacity`` bond orders: the
 largest valence RDKit's periodic table allows its isoelectronic neutral element (N+ as C: 4,
 O- as F: 1, C- as N: 3, N- as O: 2; S: 6), the rest being implicit hydrogens. Bond classes
-carry orders 0 (none), 1, 2, 3 (and 1.5 for an aromatic class).
+carry orders 0 (none), 1, 2, 3, and an aromatic class 1: the least an aromatic bond carries in
+a Kekulé structure, so that the guard never forbids a real aromatic molecule (counting 1.5
+forbids a furan's O and most of QM9's azoles); an aromatic ring that then does not kekulize is
+an invalid sample, counted as such.
 
 :class:`ValenceGuardedSampler` is ancestral sampling of the ``atoms`` / ``bonds`` fields in
 which every reverse step draws x_0 explicitly and under the constraint: atoms from the
@@ -46,9 +49,9 @@ def atom_capacities(vocab: GraphVocab) -> Tensor:
 
 
 def bond_orders(vocab: GraphVocab) -> Tensor:
-    """Bond order of each bond class, (Kb,) float32: 0, 1, 2, 3 (aromatic 1.5)."""
+    """Bond order of each bond class as the guard counts it, (Kb,) float32: 0, 1, 2, 3, aromatic 1."""
     orders = {None: 0.0, Chem.BondType.SINGLE: 1.0, Chem.BondType.DOUBLE: 2.0,
-              Chem.BondType.TRIPLE: 3.0, Chem.BondType.AROMATIC: 1.5}  # fmt: skip
+              Chem.BondType.TRIPLE: 3.0, Chem.BondType.AROMATIC: 1.0}  # fmt: skip
     return torch.tensor([orders[b] for b in BOND_TYPES[: vocab.num_bond_classes]])
 
 

@@ -23,6 +23,7 @@ from discdiff.nn.graph_transformer import (
     GraphTransformerConfig,
     GraphTransformerDenoiser,
     dense_bonds,
+    grow_bond_classes,
     triu_bonds,
 )
 from discdiff.nn.self_conditioning import SelfConditioned
@@ -43,6 +44,7 @@ __all__ = [
     "build_denoiser",
     "denoiser_config",
     "dense_bonds",
+    "grow_bond_classes",
     "triu_bonds",
     "TimestepEmbedder",
     "LabelEmbedder",

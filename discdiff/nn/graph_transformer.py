@@ -40,7 +40,13 @@ from torch import Tensor, nn
 
 from discdiff.nn.embeddings import LabelEmbedder, check_unit_time, sinusoidal_embedding
 
-__all__ = ["GraphTransformerConfig", "GraphTransformerDenoiser", "dense_bonds", "triu_bonds"]
+__all__ = [
+    "GraphTransformerConfig",
+    "GraphTransformerDenoiser",
+    "dense_bonds",
+    "grow_bond_classes",
+    "triu_bonds",
+]
 
 _NODE_FEATS = 5  # closed walks of length 2..6
 _EDGE_FEATS = 2  # walks of length 2, 3
@@ -471,3 +477,36 @@ class GraphTransformerDenoiser(nn.Module):
         edge_logits = self.e_head(E)  # (B, N, N, Kb)
         edge_logits = 0.5 * (edge_logits + edge_logits.transpose(1, 2))
         return {"atoms": atom_logits.float(), "bonds": triu_bonds(edge_logits).float()}
+
+
+@torch.no_grad()
+def grow_bond_classes(
+    model: GraphTransformerDenoiser, like: dict[int, tuple[int, ...]]
+) -> GraphTransformerDenoiser:
+    """A copy of ``model`` with more bond classes, for fine-tuning into a richer vocabulary.
+
+    ``like`` maps each new class (numbered after the old ones, e.g. 4 = aromatic after none,
+    single, double, triple) to the old classes whose mean weights it starts from (aromatic:
+    single and double), in the bond input and in the bond head. Every other weight is copied.
+    """
+    cfg = model.config
+    old = cfg.bond_num_classes
+    if cfg.bond_num_states != old or sorted(like) != list(range(old, old + len(like))):
+        raise ValueError(f"new bond classes must be numbered {old}, {old + 1}, ... after the old")
+    if any(not src or min(src) < 0 or max(src) >= old for src in like.values()):
+        raise ValueError(f"each new bond class must start from old classes in [0, {old})")
+    new = old + len(like)
+    grown = GraphTransformerDenoiser(
+        dataclasses.replace(cfg, bond_num_states=new, bond_num_classes=new)
+    )
+    state = model.state_dict()
+    w_in = state["e_in.0.weight"]  # (de, old + 1 + features): bond one-hot, diagonal, features
+    cols = [w_in[:, :old]] + [w_in[:, list(src)].mean(1, keepdim=True) for src in like.values()]
+    state["e_in.0.weight"] = torch.cat(cols + [w_in[:, old:]], dim=1)
+    for name in ("e_head.2.weight", "e_head.2.bias"):
+        rows = [state[name]] + [
+            state[name][list(src)].mean(0, keepdim=True) for src in like.values()
+        ]
+        state[name] = torch.cat(rows, dim=0)
+    grown.load_state_dict(state)
+    return grown

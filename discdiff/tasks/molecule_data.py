@@ -169,6 +169,7 @@ def prepare_molecule_data(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     cache: Path | None | bool = None,
+    aromatic: bool = False,
 ) -> PreparedData:
     """Read ``source`` ("qm9", "moses" or a SMILES/CSV file), pick its vocabulary (QM9's,
     MOSES's, or the file's own elements and charges, stated in the report) and encode both
@@ -179,10 +180,15 @@ def prepare_molecule_data(
     for a file, a seeded tenth of its molecules (at most 500, at least 1) taken out of training.
     The training SMILES are encoded by :func:`encode_smiles` (``workers`` processes,
     ``progress(done, total)``, the result cached under ``cache``; False: not cached).
+    ``aromatic``: aromatic bonds as a class of their own (DiGress's bonds) instead of kekulized.
     """
     fixed = {"qm9": GraphVocab.qm9, "moses": GraphVocab.moses}.get(source)
     smiles = _read(source, max_train, "train")
-    voc = fixed() if fixed is not None else GraphVocab.from_smiles(smiles)
+    kekulize = not aromatic
+    if fixed is not None:
+        voc = fixed(kekulize=kekulize)
+    else:
+        voc = GraphVocab.from_smiles(smiles, kekulize=kekulize)
     graphs, skipped, shown = encode_smiles(
         smiles, voc, max_nodes, workers=workers, progress=progress, cache=cache
     )

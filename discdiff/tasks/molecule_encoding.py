@@ -32,15 +32,15 @@ Graph = tuple[Tensor, Tensor]
 #: below this many SMILES one process does it (starting workers costs seconds)
 PARALLEL_FROM = 20_000
 _CHUNK = 2_000
-_FORMAT = 1  # bump when the encoding or the cache layout changes
+_FORMAT = 2  # bump when the encoding or the cache layout changes
 
 
 def _check_one(smi: str, vocab: GraphVocab, max_nodes: int | None) -> tuple[Graph | None, str]:
-    from discdiff.chem.graph import canonical_smiles, graph_to_smiles, mol_to_graph
+    from discdiff.chem.graph import decodes_to, mol_to_graph
 
     try:
         atoms, bonds = mol_to_graph(smi, vocab)
-        if graph_to_smiles(atoms, bonds, vocab) != canonical_smiles(smi):
+        if not decodes_to(atoms, bonds, vocab, smi):
             return None, "its graph does not decode to the same molecule"
         if max_nodes and atoms.shape[0] > max_nodes:
             return None, f"{atoms.shape[0]} atoms > max_nodes {max_nodes}"

@@ -1,0 +1,57 @@
+"""``molecules train --init``: the starting model, its task on the new data, its widths."""
+
+from __future__ import annotations
+
+
+def initial_model(init: str) -> tuple:
+    """(denoiser, task) of ``--init`` ('shipped' = the shipped checkpoint)."""
+    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint, shipped_checkpoint
+
+    path = shipped_checkpoint() if init == "shipped" else resolve_checkpoint(init)
+    return load_pretrained(path)
+
+
+def init_task(start, prep, ce_weight):
+    """The --init model's task (processes, priors, node counts), on the new data's vocabulary."""
+    import dataclasses
+
+    from discdiff.tasks.molecules import MoleculeTask
+
+    if start.vocab.atoms != prep.vocab.atoms:
+        raise ValueError(
+            f"--init: the model's atoms {start.vocab.atoms} differ from the data's "
+            f"{prep.vocab.atoms}"
+        )
+    if start.vocab == prep.vocab:
+        return MoleculeTask(
+            dataclasses.replace(start.config, dataset=prep.dataset, ce_weight=ce_weight)
+        )
+    if not start.vocab.kekulize:
+        raise ValueError("--init: the model has an aromatic bond class; train it with --aromatic")
+    c = start.config  # a kekulized model into aromatic bonds: the priors are the new data's
+    return MoleculeTask.from_graphs(
+        prep.graphs,
+        prep.vocab,
+        max_nodes=c.max_nodes,
+        process=c.process,
+        schedule=c.schedule,
+        edge_weight=c.edge_weight,
+        dataset=prep.dataset,
+        ce_weight=ce_weight,
+    )
+
+
+def init_denoiser(model, start, prep):
+    """The --init denoiser, its bond classes grown when the data adds an aromatic class."""
+    from discdiff.nn.graph_transformer import grow_bond_classes
+
+    if start.vocab == prep.vocab:
+        return model
+    return grow_bond_classes(model, {4: (1, 2)})  # aromatic from single and double
+
+
+def denoiser_sizes(model) -> dict:
+    """The widths of a graph denoiser (what ``new_model`` takes), from its config."""
+    skip = {"atom_num_states", "atom_num_classes", "bond_num_states", "bond_num_classes",
+            "max_nodes", "no_bond_id", "num_properties", "property_bins"}  # fmt: skip
+    return {k: v for k, v in model.config.to_dict().items() if k not in skip}
