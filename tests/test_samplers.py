@@ -232,6 +232,27 @@ def test_caching_has_the_ancestral_law_with_fewer_calls(joint, schedule, steps, 
     assert tv(empirical(plain.samples), law) < bound  # the reference law is the plain one's
 
 
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_unmasking_steps_follow_the_per_step_coins(power):
+    """The step drawn up front has the law of one coin per step: unmasked at step i with
+    probability (alpha_{i+1} - alpha_i) / (1 - alpha_i) given still masked, all by the last
+    step; evenly spaced uniforms give the exact law to 1 / N."""
+    from discdiff.samplers.caching import unmasking_steps
+
+    grid = torch.linspace(1.0, 0.0, 8, dtype=torch.float64) ** power
+    alpha = LogLinear(alpha_min=0.02).alpha(grid)  # alpha(1) > 0
+    N = 20000
+    v = (torch.arange(N, dtype=torch.float64) + 0.5) / N
+    got = torch.bincount(unmasking_steps(alpha, v), minlength=7).double() / N
+    still, want = 1.0, []
+    for i in range(7):
+        p = (alpha[i + 1] - alpha[i]) / (1 - alpha[i])
+        want.append(still * float(p))
+        still *= 1 - float(p)
+    assert got.shape == (7,) and abs(still) < 1e-12
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=2 / N, rtol=0)
+
+
 @pytest.mark.parametrize("schedule, steps", [(LogLinear(), 60), (absorbing_schedule(40), 25)])
 def test_caching_calls_the_denoiser_only_on_changed_rows(joint, schedule, steps):
     proc = Absorbing(V, schedule)

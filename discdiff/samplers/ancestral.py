@@ -54,7 +54,8 @@ class AncestralSampler(Sampler):
         self.final = final
 
     # ---- hooks for subclasses -------------------------------------------------------------
-    def _new_cache(self) -> Any:
+    def _new_cache(self, run: SamplingRun, grid: Tensor, x: dict[str, Tensor]) -> Any:
+        """What a subclass keeps across steps, made once from the grid and the prior's x."""
         return None
 
     def _denoise(
@@ -68,7 +69,7 @@ class AncestralSampler(Sampler):
         grid = time_grid(run.processes, self.steps, self.grid_power)  # (n + 1,) from 1 to 0
         x = run.prior()
         run.record(x)
-        cache = self._new_cache()
+        cache = self._new_cache(run, grid, x)
         n = grid.numel() - 1
         for i in run.progress_bar(range(n), total=n):
             t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])

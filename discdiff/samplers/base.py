@@ -324,7 +324,12 @@ class SamplingRun:
 
     # ---- the model ------------------------------------------------------------------------
     def _call(
-        self, x: dict[str, Tensor], t: Tensor, cond: Any, rows: Tensor | None
+        self,
+        x: dict[str, Tensor],
+        t: Tensor,
+        cond: Any,
+        rows: Tensor | None,
+        normalise: bool = True,
     ) -> dict[str, Tensor]:
         if rows is not None:
             x = {k: v[rows] for k, v in x.items()}
@@ -341,6 +346,8 @@ class SamplingRun:
             self.first_bad_call = torch.where(
                 bad & (self.first_bad_call < 0), call, self.first_bad_call
             )
+        if not normalise:
+            return {k: v.float() for k, v in out.items()}
         return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
 
     def check_finite(self) -> None:
@@ -370,6 +377,20 @@ class SamplingRun:
         if s.temperature == 1.0 and s.top_p == 1.0:  # already normalised: no third pass
             return lp
         return {k: process_logits(v, s.temperature, s.top_p) for k, v in lp.items()}
+
+    @torch.no_grad()
+    def scores(
+        self, x: dict[str, Tensor], t: Tensor, rows: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The x_0 logits after guidance, before temperature and top-p: log-probabilities up to
+        a constant per position (not normalised without guidance). For a sampler that draws
+        at a few positions of many: :func:`discdiff.categorical.process_logits` on those."""
+        if self._uncond is None:
+            return self._call(x, t, self.cond, rows, normalise=False)
+        w = self.sampler.guidance
+        lp = self._call(x, t, self.cond, rows)
+        lu = self._call(x, t, self._uncond, rows)
+        return {k: lu[k] + w * (lp[k] - lu[k]) for k in lp}
 
     def full_time(self, t: float | Tensor) -> Tensor:
         """A scalar time as a (B,) float64 tensor on the device."""

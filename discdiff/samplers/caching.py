@@ -11,9 +11,12 @@
   denoiser (rows are assumed independent, as for any per-example model in eval mode). The step
   itself is O(B L), not O(B L K): :class:`AncestralSampler`'s posterior unmasks each masked
   position with probability (alpha_s - alpha_t) / (1 - alpha_t), independently, to a class
-  drawn from p(x_0 | x_t); so each position's class is drawn once per evaluation of its row
-  (a candidate, independent of the unmasking coins) and a step draws only the coins. The law
-  is :class:`AncestralSampler`'s (tests: the exact law by enumeration), not its draws.
+  drawn from p(x_0 | x_t). So the coins of all steps are drawn at the start, as each
+  position's unmasking step (:func:`unmasking_steps`), and copied to the host once: which
+  positions and rows change at which step is known before the loop, a step that unmasks
+  nothing costs nothing, no step reads a device value, and a class is drawn (temperature,
+  top-p, Gumbel) only at the positions unmasking, from their row's cached logits. The law is
+  :class:`AncestralSampler`'s (tests: the exact law by enumeration), not its draws.
 - :class:`FirstHittingSampler`: Zheng et al. 2024 ("Masked diffusion models are secretly
   time-agnostic masked models and exploit inaccurate categorical sampling"). Instead of
   stepping on a time grid, jump straight to the next time at which a masked token is unmasked
@@ -31,12 +34,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff.categorical import sample_categorical, uniform
+from discdiff.categorical import process_logits, sample_categorical, uniform
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
 
-__all__ = ["CachingSampler", "FirstHittingSampler", "check_absorbing", "has_mask_state"]
+__all__ = [
+    "CachingSampler",
+    "FirstHittingSampler",
+    "check_absorbing",
+    "has_mask_state",
+    "unmasking_steps",
+]
 
 
 def has_mask_state(process: Process) -> bool:
@@ -56,11 +65,53 @@ def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
             )
 
 
+class _Plan:
+    """When each masked position unmasks, drawn before the loop, and held on the host."""
+
+    def __init__(self, steps: dict[str, Tensor], n: int, batch: int) -> None:
+        self.n = n
+        self.order: dict[str, Tensor] = {}  # field -> flat positions sorted by their step
+        self.starts: dict[str, list[int]] = {}  # field -> where step i begins in ``order``
+        changed = torch.zeros(n + 1, batch, dtype=torch.bool)  # row b unmasks at step i
+        for k, step in steps.items():
+            flat = step.reshape(-1)
+            self.order[k] = torch.sort(flat, stable=True).indices
+            counts = torch.bincount(flat, minlength=n + 1)
+            self.starts[k] = [0, *torch.cumsum(counts, 0).tolist()]
+            changed[step.reshape(batch, -1), torch.arange(batch)[:, None]] = True
+        self.changed = changed[:n]  # (n, B)
+        self.any = self.changed.any(1).tolist()  # (n,) Python bools
+
+    def positions(self, k: str, i: int) -> Tensor:
+        """The flat positions of field k that unmask at step i (host)."""
+        return self.order[k][self.starts[k][i] : self.starts[k][i + 1]]
+
+    def rows(self, i: int) -> Tensor:
+        """The rows that unmask something at step i (host)."""
+        return self.changed[i].nonzero().squeeze(1)
+
+
 class _Cache:
-    def __init__(self) -> None:
-        self.x: dict[str, Tensor] | None = None  # the state each row was last evaluated at
-        self.logp: dict[str, Tensor] | None = None
-        self.candidate: dict[str, Tensor] = {}  # a class drawn from logp per position
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.step = 0
+        self.scores: dict[str, Tensor] | None = None  # the last evaluation of every row
+
+
+def unmasking_steps(alpha: Tensor, v: Tensor) -> Tensor:
+    """The reverse step at which a masked position unmasks, for uniforms ``v`` (any shape).
+
+    alpha: (n + 1,) keep-probabilities on the grid t_0 = 1 > ... > t_n = 0. Ancestral sampling
+    unmasks a masked position at step i with probability (alpha_{i+1} - alpha_i) / (1 -
+    alpha_i), so it is still masked after step i with probability S_i = (1 - alpha_{i+1}) /
+    (1 - alpha_0); its step is the number of i with S_i > v (all by the last, where S = 0).
+    """
+    n = alpha.numel() - 1
+    free = 1.0 - alpha[0]
+    alive = torch.where(free > 0, (1.0 - alpha[1:]) / torch.where(free > 0, free, 1.0), 0.0)
+    alive = alive.clamp(0.0, 1.0).to(v.device, torch.float64)  # (n,) non-increasing
+    below = torch.searchsorted(alive.flip(0).contiguous(), v.reshape(-1).contiguous(), right=True)
+    return (n - below).clamp(max=n - 1).reshape(v.shape)
 
 
 class CachingSampler(AncestralSampler):
@@ -82,8 +133,16 @@ class CachingSampler(AncestralSampler):
     def check_processes(self, processes: dict[str, Process]) -> None:
         check_absorbing(self, processes)
 
-    def _new_cache(self) -> _Cache:
-        return _Cache()
+    def _new_cache(self, run: SamplingRun, grid: Tensor, x: dict[str, Tensor]) -> _Cache:
+        """Each masked position's unmasking step, drawn up front (the coins of every step at
+        once: the same law) and copied to the host once, the run's only device read."""
+        n = grid.numel() - 1
+        steps = {}
+        for k, proc in run.processes.items():
+            v = uniform(x[k].shape, run.generator, run.device, torch.float64)
+            step = unmasking_steps(proc.schedule.alpha(grid), v)
+            steps[k] = torch.where(x[k] == proc.mask_id, step, n).cpu()  # given: never
+        return _Cache(_Plan(steps, n, run.batch))
 
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
@@ -101,24 +160,15 @@ class CachingSampler(AncestralSampler):
                 "state across calls (self-conditioning: its output moves with its previous "
                 "estimate); pass allow_time_conditioned=True to accept the approximation"
             )
-        if cache.x is None:
-            cache.x = {k: v.clone() for k, v in x.items()}
-            cache.logp = run.log_probs(x, t)
-            cache.candidate = {
-                k: sample_categorical(v, run.generator) for k, v in cache.logp.items()
-            }
-            return cache.logp
-        changed = torch.zeros(run.batch, dtype=torch.bool, device=run.device)
-        for k, v in x.items():
-            changed |= (v != cache.x[k]).reshape(run.batch, -1).any(1)
-        rows = changed.nonzero().squeeze(1)  # (B',)
-        if rows.numel():
-            fresh = run.log_probs(x, t, rows=rows)
+        plan, i = cache.plan, cache.step
+        if cache.scores is None:
+            cache.scores = run.scores(x, t)
+        elif plan.any[i - 1]:  # re-evaluate the rows the last step changed
+            rows = plan.rows(i - 1).to(run.device, non_blocking=True)
+            fresh = run.scores(x, t, rows=rows)
             for k in x:
-                cache.logp[k][rows] = fresh[k]
-                cache.x[k][rows] = x[k][rows]
-                cache.candidate[k][rows] = sample_categorical(fresh[k], run.generator)
-        return cache.logp
+                cache.scores[k][rows] = fresh[k]
+        return cache.scores
 
     def _step(
         self,
@@ -130,20 +180,29 @@ class CachingSampler(AncestralSampler):
         t: Tensor,
         last: bool,
     ) -> dict[str, Tensor]:
-        """Unmask each masked position with probability (alpha_s - alpha_t) / (1 - alpha_t)
-        to its candidate class (the argmax at the last step with ``final="argmax"``)."""
-        out = {}
-        for k, proc in run.processes.items():
-            a_t = proc.schedule.alpha(t).to(run.device)  # (B,) float64
-            a_s = proc.schedule.alpha(s).to(run.device)
-            free = 1.0 - a_t
-            p = torch.where(free > 0, (a_s - a_t) / torch.where(free > 0, free, 1.0), 0.0)
-            coin = uniform(x[k].shape, run.generator, run.device, torch.float64)
-            p = p.view(-1, *[1] * (x[k].dim() - 1))
-            reveal = (x[k] == proc.mask_id) & (coin < p)
-            token = logp[k].argmax(-1) if (last and self.final == "argmax") else cache.candidate[k]
-            out[k] = torch.where(reveal, token, x[k])
-        return run.apply_fixed(out)
+        """Unmask the positions whose step this is, each to a class drawn from its row's
+        current prediction (the argmax at the last step with ``final="argmax"``); only those
+        positions' K scores are read, and a step that unmasks nothing does no work."""
+        plan, i = cache.plan, cache.step
+        cache.step += 1
+        if not plan.any[i]:
+            return x
+        out = dict(x)
+        for k in run.processes:
+            at = plan.positions(k, i).to(run.device, non_blocking=True)  # (M,)
+            if not at.numel():
+                continue
+            scores = logp[k].reshape(-1, logp[k].shape[-1])[at]  # (M, K)
+            if last and self.final == "argmax":
+                token = scores.argmax(-1)
+            else:
+                if self.temperature != 1.0 or self.top_p != 1.0:
+                    scores = process_logits(scores, self.temperature, self.top_p)
+                token = sample_categorical(scores, run.generator)
+            flat = x[k].reshape(-1).clone()
+            flat[at] = token
+            out[k] = flat.reshape(x[k].shape)
+        return out
 
 
 class FirstHittingSampler(Sampler):
