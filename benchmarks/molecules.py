@@ -15,6 +15,9 @@ reference is 10,000 molecules of its test split (seed 0):
    (PAINS, net charge, unstable motifs) and the Wasserstein-1 distances of the QED, SA and MW
    distributions to the QM9 test split, whose own profile is the first row.
 
+With an aromatic bond class (``molecules train --aromatic``) it also prints how many sampled
+graphs use that class and how many of those sanitise.
+
 With ``--target`` (a property-conditioned checkpoint, ``molecules train --properties``), it
 also samples towards the target at each ``--guidance`` scale and prints the property's mean
 against the unconditional samples of the same model and the fraction of the distance to the
@@ -123,6 +126,8 @@ def main() -> None:
         label = f"{name} ({args.steps} steps, {'valence guard' if guard else 'no guard'})"
         main_rows[label] = rows[label] = m
         timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
+        if not task.vocab.kekulize:
+            timing.append(f"{label}: {_aromatic_graphs(task, graphs)}")
     if not args.no_digress:
         for dname, file, dataset in mm.FILES:
             if dataset != ds:
@@ -143,6 +148,23 @@ def main() -> None:
     print("\n".join(timing) + f" ({args.threads} threads)")
     if goals:
         _conditioned(task, model, goals, args)
+
+
+def _aromatic_graphs(task, graphs) -> str:
+    """With an aromatic bond class: how many sampled graphs use it, and how many of those (and
+    of the rest) RDKit reads as a molecule (an aromatic system that cannot kekulize cannot)."""
+    from discdiff.chem.graph import graph_to_mol
+
+    has = [bool((b == 4).any()) for _, b in graphs]
+    ok = [graph_to_mol(a, b, task.vocab) is not None for a, b in graphs]
+    n_arom = sum(has)
+    valid_arom = sum(h and o for h, o in zip(has, ok, strict=True))
+    valid_rest = sum(o and not h for h, o in zip(has, ok, strict=True))
+    return (
+        f"{100 * n_arom / len(graphs):.1f}% of the graphs have an aromatic bond, "
+        f"{100 * valid_arom / max(1, n_arom):.1f}% of those sanitise "
+        f"({100 * valid_rest / max(1, len(graphs) - n_arom):.1f}% of the others)"
+    )
 
 
 def _property_mean(task, graphs, name: str) -> tuple[float, int]:
