@@ -108,10 +108,35 @@ def test_nan_logits_raise_naming_the_call():
         out = torch.zeros(*x.shape, 4)
         return out * float("nan") if float(t[0]) <= 0.5 else out  # calls at t = 1, .75, .5, .25
 
-    with pytest.raises(ValueError, match="NaN or \\+inf logits at call 3 of 4"):
+    with pytest.raises(ValueError, match="NaN or \\+inf logits .* at call 3 of 4"):
         dd.AncestralSampler(4).sample(
             broken, proc, (2, 3), generator=torch.Generator().manual_seed(0)
         )
+
+
+@pytest.mark.parametrize("sampler", [dd.AncestralSampler(4), dd.CachingSampler(4)])
+def test_minus_inf_rules_out_a_class_but_not_every_class(sampler):
+    """-inf is how a denoiser forbids a class (never sampled); a position whose every logit is
+    -inf, or a +inf logit, is a broken model and is refused, naming the call."""
+    proc = dd.Absorbing(4, dd.LogLinear())
+    gen = torch.Generator().manual_seed(0)
+
+    def no_class_3(x, t, cond=None):
+        out = torch.zeros(*x.shape, 4)
+        out[..., 3] = float("-inf")
+        return out
+
+    res = sampler.sample(no_class_3, proc, (64, 3), generator=gen)
+    assert int(res.samples.max()) <= 2 and int(res.samples.min()) >= 0
+    for value, where in ((float("-inf"), slice(None)), (float("inf"), 0)):
+
+        def broken(x, t, cond=None, value=value, where=where):
+            out = torch.zeros(*x.shape, 4)
+            out[0, 0, where] = value
+            return out
+
+        with pytest.raises(ValueError, match="at call 1 of"):
+            sampler.sample(broken, proc, (2, 3), generator=gen)
 
 
 def test_a_denoiser_refuses_times_outside_the_unit_interval():

@@ -631,3 +631,16 @@ def test_sampling_loops_skip_value_reading_checks_after_the_boundary():
         AncestralSampler(2).sample(
             Probe(), proc, (2, 5), fixed=(torch.full((2, 5), 9), torch.ones(2, 5, dtype=torch.bool))
         )
+
+
+def test_caching_never_writes_into_the_denoisers_output():
+    """A denoiser may hand out one buffer every call (CUDA graphs do): the cache copies it."""
+    proc = Absorbing(V, LogLinear())
+    buffer = torch.randn(4, L, V, generator=gen(1))
+    before = buffer.clone()
+
+    def same_buffer(x, t, cond=None):
+        return buffer[: x.shape[0]]
+
+    res = CachingSampler(20).sample(same_buffer, proc, (4, L), generator=gen(2))
+    assert torch.equal(buffer, before) and int(res.samples.max()) < V

@@ -341,7 +341,9 @@ class SamplingRun:
             cond = {k: v for k, v in cond.items() if k != "null_label"}
         out = call_denoiser(self.denoiser, x, t.float(), cond, self.single, self.processes)
         for v in out.values():  # tracked on the device; read once, at the end of sampling
-            bad = ~torch.isfinite(v).all()
+            # a class may be ruled out with -inf; NaN or +inf anywhere (both survive the max)
+            # or a position with no finite logit is broken: one reduction, no (B, L, K) mask
+            bad = ~torch.isfinite(v.amax(-1)).all()
             call = torch.full_like(self.first_bad_call, self.num_calls)
             self.first_bad_call = torch.where(
                 bad & (self.first_bad_call < 0), call, self.first_bad_call
@@ -351,11 +353,13 @@ class SamplingRun:
         return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
 
     def check_finite(self) -> None:
-        """Raise ValueError naming the first denoiser call whose logits were NaN or +inf."""
+        """Raise ValueError naming the first denoiser call whose logits were NaN or +inf (or
+        -inf for every class of a position)."""
         first = int(self.first_bad_call)
         if first >= 0:
             raise ValueError(
-                f"the denoiser returned NaN or +inf logits at call {first} of {self.num_calls} "
+                f"the denoiser returned NaN or +inf logits (or -inf for every class of a "
+                f"position) at call {first} of {self.num_calls} "
                 f"({type(self.sampler).__name__}); its weights or inputs are broken"
             )
 

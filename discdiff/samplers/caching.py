@@ -161,8 +161,9 @@ class CachingSampler(AncestralSampler):
                 "estimate); pass allow_time_conditioned=True to accept the approximation"
             )
         plan, i = cache.plan, cache.step
-        if cache.scores is None:
-            cache.scores = run.scores(x, t)
+        if cache.scores is None:  # a copy: the rows are overwritten in place later, and a
+            # denoiser may hand out the same buffer each call (CUDA graphs, a test's fixed output)
+            cache.scores = {k: v.clone() for k, v in run.scores(x, t).items()}
         elif plan.any[i - 1]:  # re-evaluate the rows the last step changed
             rows = plan.rows(i - 1).to(run.device, non_blocking=True)
             fresh = run.scores(x, t, rows=rows)
