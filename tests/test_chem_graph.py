@@ -235,6 +235,10 @@ def test_aromatic_bonds_read_back_pyrroles_and_tautomers():
         atoms, bonds = mol_to_graph(s, arom)
         assert int((bonds == 4).sum()) > 0
         assert graph_to_smiles(atoms, bonds, arom) == canonical_smiles(s), s
+    # the unsanitised molecule (what metrics and repair start from) is read the same way
+    raw = graph_to_mol(*mol_to_graph("Cc1ncc[nH]1", arom), arom, sanitize=False)
+    Chem.SanitizeMol(raw)
+    assert canonical_smiles(raw) == canonical_smiles("Cc1ncc[nH]1")
     s = "Cc1nc(OC=O)c[nH]1"  # reads back as its tautomer Cc1ncc(OC=O)[nH]1
     atoms, bonds = mol_to_graph(s, arom)
     assert graph_to_smiles(atoms, bonds, arom) != canonical_smiles(s)

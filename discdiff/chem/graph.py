@@ -5,7 +5,6 @@ A molecule with N atoms is two categorical arrays: ``atoms`` (N,) with atom clas
 with bond classes 0 = no bond, 1 = single, 2 = double, 3 = triple and, only when the vocabulary
 does not kekulize, 4 = aromatic. Hydrogens are implicit (RDKit recomputes them from valence when
 the graph is turned back into a molecule) unless ``explicit_h`` makes them nodes.
-
 """
 
 from __future__ import annotations
@@ -262,12 +261,11 @@ def graph_to_mol(
             mol.GetAtomWithIdx(i).SetIsAromatic(True)
             mol.GetAtomWithIdx(j).SetIsAromatic(True)
     out = mol.GetMol()
+    if not vocab.kekulize and any(b.GetIsAromatic() for b in out.GetBonds()):
+        out = _read_ring_hydrogens(out)
     if not sanitize:
         return out
-    first = Chem.Mol(out)  # a failed sanitisation leaves its molecule half-changed
-    if _sanitized(first):
-        return first
-    return _with_pyrrole_hydrogens(out)
+    return out if _sanitized(out) else None
 
 
 def _sanitized(mol: Chem.Mol) -> bool:
@@ -278,17 +276,21 @@ def _sanitized(mol: Chem.Mol) -> bool:
     return True
 
 
-def _with_pyrrole_hydrogens(mol: Chem.Mol, most: int = 3) -> Chem.Mol | None:
-    """The molecule with an H on the fewest aromatic nitrogens that makes it kekulize, or None.
+def _read_ring_hydrogens(mol: Chem.Mol, most: int = 3) -> Chem.Mol:
+    """The unsanitised molecule with an H on the fewest aromatic nitrogens that make it
+    kekulize (``mol`` itself when none is needed or none helps).
 
     With an aromatic bond class the graph cannot say whether a neutral aromatic N with two ring
     bonds is pyridine-like (``n``) or pyrrole-like (``[nH]``): hydrogens are implicit and both
     have the same bonds. Only the ring's Kekulé structure decides, so an H goes on as few such
     nitrogens as make it kekulize (in atom order, at most ``most``); it is how the graph is
-    read, not a repair: no atom or bond changes.
+    read, not a repair: no atom or bond changes. Done before sanitising, so that every
+    consumer (metrics, repair, files) reads the graph the same way.
     """
     from itertools import combinations
 
+    if _sanitized(Chem.Mol(mol)):  # a copy: a failed sanitisation leaves it half-changed
+        return mol
     candidates = [
         a.GetIdx()
         for a in mol.GetAtoms()
@@ -301,9 +303,9 @@ def _with_pyrrole_hydrogens(mol: Chem.Mol, most: int = 3) -> Chem.Mol | None:
             for i in chosen:
                 trial.GetAtomWithIdx(i).SetNumExplicitHs(1)
             out = trial.GetMol()
-            if _sanitized(out):
+            if _sanitized(Chem.Mol(out)):
                 return out
-    return None
+    return mol
 
 
 def canonical_smiles(mol_or_smiles: Chem.Mol | str | None, isomeric: bool = False) -> str | None:
