@@ -122,98 +122,105 @@ def _uniform_scalars(proc, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tens
     return a64, c0, c0 + a64, (beta / K).float()
 
 
-def _sum_except(p: Tensor, idx: Tensor) -> Tensor:
-    """sum_{y != idx} p(y) (...) without the cancellation of 1 - p(idx); p is restored."""
-    at = p.gather(-1, idx)
-    p.scatter_(-1, idx, 0.0)
-    out = p.sum(-1)
-    p.scatter_(-1, idx, at)
-    return out
+_CHUNK = 2**17  # elements of one row block in the backward pass (512 KB of float32)
 
 
 class _UniformRateKL(torch.autograd.Function):
-    """sum_{y != z} u_q(y) phi(u_p(y) / u_q(y)) per position in O(K), forward and backward,
-    with at most four (..., K) float32 buffers; the backward pass recomputes from the logits."""
+    """sum_{y != z} u_q(y) phi(u_p(y) / u_q(y)) per position in O(K), forward and backward.
+
+    Outside M = {z, x0} every class has the same u_q and an affine u_p, so 1 + d(y) =
+    Br (1 + A' p(y)) with per-position scalars Br > 0 and A' >= 0, and the sum over those
+    classes is n phi(Br) + Bd A' others + (A' others - sum log1p(A' p)): one log1p pass over
+    the probabilities; the at most two classes in M are per-position float64 terms. The
+    backward needs one more reduction, sum p / (1 + A' p), and writes the gradient in the
+    same pass. One (..., K) buffer (p) is kept between the passes; each pass adds one more.
+    """
 
     @staticmethod
-    def _sums(p: Tensor, z: Tensor, x0: Tensor, same: Tensor) -> tuple[Tensor, ...]:
-        """p(z), p(x0), 1 - p(z), 1 - p(x0) (...) float64, the last two as sums (no
-        cancellation where a probability rounds to 1), from one pass over p (restored)."""
-        pz, px0 = p.gather(-1, z), p.gather(-1, x0)  # (..., 1)
+    def _rows(p: Tensor, z: Tensor, x0: Tensor, same: Tensor, a, c0, c1) -> dict[str, Tensor]:
+        """Zero p at M (in place) and return the per-position float64 scalars (...)."""
+        pz = p.gather(-1, z).squeeze(-1).double()
+        px0 = p.gather(-1, x0).squeeze(-1).double()
         p.scatter_(-1, z, 0.0).scatter_(-1, x0, 0.0)
-        others = p.sum(-1).double()  # sum over y not in {z, x0}
-        p.scatter_(-1, z, pz).scatter_(-1, x0, px0)
-        pz, px0 = pz.squeeze(-1).double(), px0.squeeze(-1).double()
-        rest_z = others + torch.where(same, 0.0, px0)
-        rest_x0 = others + torch.where(same, 0.0, pz)
-        return pz, px0, rest_z, rest_x0
-
-    @staticmethod
-    def _terms(p: Tensor, x0: Tensor, same: Tensor, sums: tuple[Tensor, ...], a, c0, c1):
-        """(d, r): d = u_p / u_q - 1 and r = 1 + d for every class (garbage at y = z), r
-        written as a sum of non-negative terms (accurate where d -> -1)."""
-        pz, px0, rest_z, rest_x0 = sums
+        others = p.sum(-1).double()  # sum over y not in M, no cancellation as p(z) -> 1
         a, c0, c1 = (v.expand_as(pz) for v in (a, c0, c1))
-        # z = x0: u_q = c0 / c1 for every y != z, and d = alpha (c1 p / c0^2 + (1 - p(z)) / c0)
-        # z != x0: u_q = 1 (y != x0), d = alpha (p / c0 - p(z) / c1), r = alpha p / c0 + b1
-        A = torch.where(same, a * c1 / (c0 * c0), a / c0).float().unsqueeze(-1)
+        rest_z = others + torch.where(same, 0.0, px0)  # 1 - p(z) as a sum
+        rest_x0 = others + torch.where(same, 0.0, pz)
+        # same (z = x0): u_q = c0 / c1 and d = alpha (c1 p / c0^2 + (1 - p(z)) / c0) for y != z;
+        # z != x0, y != x0: u_q = 1 and d = alpha p / c0 - alpha p(z) / c1
+        A = torch.where(same, a * c1 / (c0 * c0), a / c0)
         Bd = torch.where(same, a * rest_z / c0, -a * pz / c1)
-        b1 = (c0 + a * rest_z) / c1
-        Br = torch.where(same, 1.0 + Bd, b1)
-        d = torch.addcmul(Bd.float().unsqueeze(-1), p, A)
-        r = torch.addcmul(Br.float().unsqueeze(-1), p, A)
-        # z != x0, y = x0: u_q = c1 / c0
+        Br = torch.where(same, 1.0 + Bd, (c0 + a * rest_z) / c1)  # 1 + Bd, as a sum
+        # z != x0, y = x0: u_q = c1 / c0, d and r = 1 + d written without cancellation
         d_x0 = -a * (rest_x0 / c1 + pz * c0 / (c1 * c1))
         r_x0 = a * px0 / c1 + c0 * (c0 + a * rest_z) / (c1 * c1)
-        keep_d = d.gather(-1, x0).squeeze(-1).double()
-        keep_r = r.gather(-1, x0).squeeze(-1).double()
-        d.scatter_(-1, x0, torch.where(same, keep_d, d_x0).float().unsqueeze(-1))
-        r.scatter_(-1, x0, torch.where(same, keep_r, r_x0).float().unsqueeze(-1))
-        return d, r
+        n = torch.where(same, p.shape[-1] - 1.0, p.shape[-1] - 2.0).double()
+        return dict(
+            pz=pz, px0=px0, others=others, A1=A / Br, Bd=Bd, Br=Br, d_x0=d_x0, r_x0=r_x0,
+            n=n, a=a, c0=c0, c1=c1,
+        )  # fmt: skip
 
     @staticmethod
     def forward(ctx, logits, x_t, x0, a, c0, c1, scale):  # type: ignore[override]
         z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
         same = x_t == x0
         p = torch.softmax(logits.float(), dim=-1)
-        sums = _UniformRateKL._sums(p, z, x0i, same)
-        d, r = _UniformRateKL._terms(p, x0i, same, sums, a, c0, c1)
-        del p
-        # phi(1 + d) = d - log(1 + d): log1p(d) where 1 + d is accurate, log(r) near d = -1
-        log_r = torch.log1p(d)
-        torch.where(d < -0.5, r.log_(), log_r, out=log_r)
-        del r
-        h = d.sub_(log_r)
-        del log_r
-        h.scatter_(-1, z, 0.0)
-        w = torch.where(same, c0 / c1, torch.ones_like(c0)).float()  # (...)
-        q_x0 = (c1 / c0).float().expand_as(w)
-        h_x0 = h.gather(-1, x0i).squeeze(-1)
-        total = torch.where(same, w * h.sum(-1), h.sum(-1) + (q_x0 - 1) * h_x0)
-        ctx.save_for_backward(logits, x_t, x0, a, c0, c1, scale, *sums)
-        return total * scale
+        s = _UniformRateKL._rows(p, z, x0i, same, a, c0, c1)
+        u = torch.mul(p, s["A1"].float().unsqueeze(-1))
+        log_sum = u.log1p_().sum(-1).double()
+        del u
+        A1o = s["A1"] * s["others"]
+        # each term of the sum is >= 0: rounding may not make the total negative
+        body = s["n"] * phi(s["Bd"], s["Br"]) + s["Bd"] * A1o + (A1o - log_sum).clamp_min(0.0)
+        body = body.clamp_min(0.0)
+        x0_term = s["c1"] / s["c0"] * phi(s["d_x0"], s["r_x0"])
+        total = torch.where(same, s["c0"] / s["c1"] * body, body + x0_term)
+        ctx.save_for_backward(p, x_t, x0, scale, *s.values())
+        ctx.keys, ctx.dtype = list(s), logits.dtype
+        return (total * scale).float()
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        logits, x_t, x0, a, c0, c1, scale, *sums = ctx.saved_tensors
-        z, x0i = x_t.unsqueeze(-1), x0.unsqueeze(-1)
-        same = x_t == x0
-        p = torch.softmax(logits.float(), dim=-1)
-        G, r = _UniformRateKL._terms(p, x0i, same, tuple(sums), a, c0, c1)
-        G.div_(r)  # h'(d) = d / (1 + d)
-        del r
-        G.scatter_(-1, z, 0.0)
-        sum_h = G.sum(-1, keepdim=True)  # (..., 1): over y != z
-        pG = torch.matmul(p.unsqueeze(-2), G.unsqueeze(-1)).squeeze(-1)  # sum_{y != z} p G
-        # dL/dlogit = p (g - sum p g) with g(y) = (alpha / c0) h'(d(y)) for y != z and
-        # g(z) = -(alpha / c1) sum_h, times the upstream gradient: one scaled pass over G
-        gs = (grad * scale).unsqueeze(-1)  # (..., 1)
-        slope = (a / c0).float().unsqueeze(-1)
-        g_z = -(a / c1).float().unsqueeze(-1) * sum_h
-        mean = slope * pG + sums[0].float().unsqueeze(-1) * g_z
-        G.mul_(slope * gs).sub_(mean * gs).mul_(p)
-        G.scatter_(-1, z, (g_z - mean) * gs * sums[0].float().unsqueeze(-1))
-        return G.to(logits.dtype), None, None, None, None, None, None
+        p, x_t, x0, scale, *vals = ctx.saved_tensors
+        s = {k: v.reshape(-1) for k, v in zip(ctx.keys, vals, strict=True)}
+        K = p.shape[-1]
+        pf = p.view(-1, K)
+        N = pf.shape[0]
+        same = (x_t == x0).reshape(-1)
+        slope, Br, A1, pz, px0 = s["a"] / s["c0"], s["Br"], s["A1"], s["pz"], s["px0"]
+        # With R2 = sum_{y not in M} p / (1 + A' p) and h'(d) = d / (1 + d) = 1 - 1 / (Br (1 +
+        # A' p)) outside M, every per-position constant of the gradient is affine in R2:
+        # sum h' = (n Bd + A' R2) / Br, sum p h' = others - R2 / Br; g = slope h' outside M,
+        # g(x0) = slope h'(d_x0), g(z) = -(alpha / c1) sum_{y != z} h', mean = sum p g.
+        hp_x0 = torch.where(same, 0.0, s["d_x0"] / s["r_x0"])
+        g_x0 = slope * hp_x0
+        gz0 = -(s["a"] / s["c1"]) * (s["n"] * s["Bd"] / Br + hp_x0)
+        gz1 = -(s["a"] / s["c1"]) * A1 / Br
+        m0 = slope * s["others"] + pz * gz0 + torch.where(same, 0.0, px0 * g_x0)
+        m1 = -slope / Br + pz * gz1
+        gs = (grad.double() * scale).reshape(-1)
+        # dL/dlogit(y) = gs p(y) (g(y) - mean) = ca p(y) + cb p(y) / (1 + A' p(y)) outside M
+        ca0, ca1 = gs * (slope - m0), -gs * m1
+        cb = (-gs * slope / Br).float().unsqueeze(-1)
+        A1f = A1.float().unsqueeze(-1)
+        out = torch.empty_like(pf)
+        R2 = torch.empty(N, dtype=torch.float32, device=p.device)
+        rows = max(1, _CHUNK // K)  # two (rows, K) blocks stay in cache across the five passes
+        for i in range(0, N, rows):
+            j = min(N, i + rows)
+            pc, w = pf[i:j], out[i:j]
+            torch.mul(pc, A1f[i:j], out=w).add_(1.0)
+            torch.div(pc, w, out=w)  # p / (1 + A' p), zero at M
+            torch.sum(w, -1, out=R2[i:j])
+            ca = (ca0[i:j] + ca1[i:j] * R2[i:j].double()).float().unsqueeze(-1)
+            w.mul_(cb[i:j]).addcmul_(pc, ca)
+        r2 = R2.double()
+        mean = m0 + m1 * r2
+        val_x0 = gs * px0 * (g_x0 - mean)
+        val_z = gs * pz * (gz0 + gz1 * r2 - mean)
+        out.scatter_(-1, x0.reshape(-1, 1), val_x0.float().unsqueeze(-1))
+        out.scatter_(-1, x_t.reshape(-1, 1), val_z.float().unsqueeze(-1))  # after x0: z wins
+        return out.view(p.shape).to(ctx.dtype), None, None, None, None, None, None
 
 
 def rate_kl_uniform(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
@@ -221,11 +228,11 @@ def rate_kl_uniform(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) ->
 
     With m = 1/K, c0 = (1 - alpha) / K and c1 = c0 + alpha, the model's scaled rate to y != z
     is u_p(y) = alpha p(y) / c0 + 1 - alpha p(z) / c1, affine in p(y), and the truth's u_q
-    takes two values. So the KL is one pass of phi over d = u_p / u_q - 1 (per-position affine
-    maps of p, written without cancellation), a special term at y = x0 when z != x0, and the
-    backward pass is G(y) = (alpha / c0) h'(d(y)), G(z) = -(alpha / c1) sum_{y != z} h'(d(y)),
-    h'(d) = d / (1 + d), pulled through the softmax. Same value and gradient as the general
-    form (tests), with four (..., K) buffers instead of about twenty.
+    takes two values. So the KL is a per-position closed form plus one sum of log1p(A' p(y))
+    over the classes (:class:`_UniformRateKL`), and its gradient needs one more sum,
+    p / (1 + A' p). One softmax, one log1p and five cheap passes over (..., K) in all, at most
+    two (..., K) buffers besides the gradient; same value and gradient as the general form and
+    float64 brute force (tests, K up to 50,257).
     """
     a, c0, c1, scale = _uniform_scalars(proc, x_t, t)
     return _UniformRateKL.apply(logits, x_t, x0.long(), a, c0, c1, scale)

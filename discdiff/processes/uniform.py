@@ -30,7 +30,7 @@ class Uniform(MixingProcess):
 
     def rate_kl(self, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
         """The reverse-rate KL; for the posterior-mean parameterisation in the closed form of
-        :func:`discdiff.processes.rates.rate_kl_uniform` (O(K), four (..., K) buffers)."""
+        :func:`discdiff.processes.rates.rate_kl_uniform` (O(K): one softmax and one log1p pass)."""
         if self.parameterization != "mean":
             return super().rate_kl(x_t, x0, logits, t)
         from discdiff.processes.rates import rate_kl_uniform
