@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from discdiff.processes.base import expand_time
+from discdiff.checks import check_values
+from discdiff.processes.base import check_time, expand_time
 from discdiff.processes.mixing import MixingProcess
 from discdiff.schedules import Schedule
 
@@ -73,6 +74,47 @@ class Absorbing(MixingProcess):
             masked.unsqueeze(-1), out.gather(-1, z), torch.zeros_like(z, dtype=out.dtype)
         )
         return out.scatter_(-1, z, keep)
+
+    def sample_posterior(
+        self,
+        x_t: Tensor,
+        x0: Tensor,
+        s: Tensor | float,
+        t: Tensor | float,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The reverse step's draw with two uniforms per position instead of one Gumbel per state.
+
+        A masked x_t unmasks with probability (a_s - a_t) / (1 - a_t) (one coin), and then to k
+        with probability p(k) = softmax(logits)[k] (the inverse of its float32 CDF, which can
+        never pick a class of probability 0); every other position stays put. Same law as
+        :meth:`posterior` for the posterior-mean logits (for absorbing processes D3PM's form is
+        the same); ids x_0 and the d3pm parameterization take the generic draw.
+        """
+        if not torch.is_floating_point(x0) or self.parameterization != "mean":
+            return super().sample_posterior(x_t, x0, s, t, generator)
+        x_t = self._check_xt(x_t)
+        want = (*x_t.shape, self.num_classes)
+        if tuple(x0.shape) != want:
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}"
+            )
+        from discdiff.categorical import uniform
+
+        batch, dev = x_t.shape[0], x_t.device
+        s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
+        if check_values() and bool((s > t).any()):
+            raise ValueError("posterior needs s <= t for every example")
+        a_s = expand_time(self.schedule.alpha(s).to(dev), x_t)  # (B, 1..) float64
+        a_t = expand_time(self.schedule.alpha(t).to(dev), x_t)
+        free = 1.0 - a_t
+        unmask_p = (a_s - a_t) / torch.where(free > 0, free, torch.ones_like(free))
+        coin = uniform(x_t.shape, generator, dev, torch.float64)
+        unmask = (x_t == self.mask_id) & (free > 0) & (coin < unmask_p)  # (...)
+        cdf = torch.softmax(x0.float(), dim=-1).cumsum_(-1)  # (..., K)
+        u = uniform(x_t.shape, generator, dev, torch.float32).unsqueeze(-1) * cdf[..., -1:]
+        k = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(self.num_classes - 1)
+        return torch.where(unmask, k, x_t)
 
     def prior_sample(
         self,

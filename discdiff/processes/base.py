@@ -103,6 +103,24 @@ class Process(ABC):
         out = self.posterior_log(x_t, x0, s, t)
         return out.exp_() if not out.requires_grad else out.exp()
 
+    def sample_posterior(
+        self,
+        x_t: Tensor,
+        x0: Tensor,
+        s: Tensor | float,
+        t: Tensor | float,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw x_s ~ :meth:`posterior` for every position, ids (...): the samplers' reverse step.
+
+        This default draws from the (..., S) posterior by Gumbel-max (one Gumbel per state and
+        position); a process whose reverse step has structure overrides it with a cheaper draw of
+        the same law (the conformance suite checks each against :meth:`posterior`).
+        """
+        from discdiff.categorical import sample_categorical
+
+        return sample_categorical(self.posterior_log(x_t, x0, s, t), generator)
+
     # ---- prior ---------------------------------------------------------------------------
     @abstractmethod
     def prior_log_probs(self) -> Tensor:

@@ -19,7 +19,6 @@ from typing import Any
 
 from torch import Tensor
 
-from discdiff.categorical import sample_categorical
 from discdiff.samplers.base import (
     Sampler,
     SamplingRun,
@@ -100,10 +99,12 @@ class AncestralSampler(Sampler):
         t: Tensor,
         last: bool,
     ) -> dict[str, Tensor]:
-        """Draw x_s ~ p(x_s | x_t) for every field (one Gumbel per state and position)."""
+        """Draw x_s ~ p(x_s | x_t) for every field (the process's own draw, or the argmax of
+        its posterior at the last step with ``final="argmax"``)."""
         out = {}
         for k, proc in run.processes.items():
-            post = proc.posterior_log(x[k], logp[k], s, t)  # (B, ..., S)
-            draw = sample_categorical(post, run.generator)  # (B, ...)
-            out[k] = post.argmax(-1) if (last and self.final == "argmax") else draw
+            if last and self.final == "argmax":
+                out[k] = proc.posterior_log(x[k], logp[k], s, t).argmax(-1)  # (B, ...)
+            else:
+                out[k] = proc.sample_posterior(x[k], logp[k], s, t, run.generator)
         return run.apply_fixed(out)

@@ -126,3 +126,27 @@ def test_posterior_is_bayes_with_explicit_matrices(name):
     want = joint[ok] / norm[ok]
     got = proc.posterior(x_t, x0, ks / T, kt / T).double()[ok]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", PROCESSES.names())
+def test_sample_posterior_draws_the_posterior(name):
+    """The reverse step's draw (a process's own, or the default Gumbel-max) has the law of
+    :meth:`posterior` given x_0 logits, for every x_t state: frequencies of N draws within five
+    standard errors of each probability, at an inner step and at the last one (s = 0)."""
+    proc = build(name)
+    T = proc.num_steps
+    S, N = proc.num_states, 20000
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(S, K, generator=g) * 2  # one x_0 distribution per x_t state
+    logits[0, 1] = -torch.inf  # a class the model rules out is never drawn
+    x_t = torch.arange(S)
+    for s, t in ((0.25, 0.75) if T is None else (round(T / 4) / T, round(3 * T / 4) / T), (0.0, 0.5)):
+        want = proc.posterior(x_t, logits, s, t).double()  # (S, S)
+        draws = proc.sample_posterior(
+            x_t.repeat(N, 1), logits.expand(N, S, K), s, t, generator=g
+        )  # (N, S)
+        assert draws.shape == (N, S) and draws.dtype == torch.long
+        freq = torch.nn.functional.one_hot(draws, S).double().mean(0)  # (S, S)
+        se = (want * (1 - want) / N).sqrt()
+        assert ((freq - want).abs() <= 5 * se + 1e-9).all(), (name, s, t, freq - want)
+        assert (freq[want == 0] == 0).all()
