@@ -140,7 +140,10 @@ def test_sample_posterior_draws_the_posterior(name):
     logits = torch.randn(S, K, generator=g) * 2  # one x_0 distribution per x_t state
     logits[0, 1] = -torch.inf  # a class the model rules out is never drawn
     x_t = torch.arange(S)
-    for s, t in ((0.25, 0.75) if T is None else (round(T / 4) / T, round(3 * T / 4) / T), (0.0, 0.5)):
+    for s, t in (
+        (0.25, 0.75) if T is None else (round(T / 4) / T, round(3 * T / 4) / T),
+        (0.0, 0.5),
+    ):
         want = proc.posterior(x_t, logits, s, t).double()  # (S, S)
         draws = proc.sample_posterior(
             x_t.repeat(N, 1), logits.expand(N, S, K), s, t, generator=g
