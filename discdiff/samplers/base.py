@@ -150,7 +150,7 @@ class SamplingRun:
         self.fixed = self._fixed_dict(fixed)
         self.num_calls = 0
         self.rows_evaluated = 0
-        self.first_bad_call = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.call_checks: list[Tensor] = []  # per denoiser call: NaN if its logits were broken
         self.trajectory: list[dict[str, Tensor]] | None = [] if return_trajectory else None
         self.progress = progress
         self._uncond = self._null_cond() if sampler.guidance != 1.0 else None
@@ -263,14 +263,15 @@ class SamplingRun:
         if isinstance(cond, Mapping) and "null_label" in cond:  # a sampler setting, not model input
             cond = {k: v for k, v in cond.items() if k != "null_label"}
         out = call_denoiser(self.denoiser, x, t.float(), cond, self.single, self.processes)
-        for v in out.values():  # tracked on the device; read once, at the end of sampling
-            # a class may be ruled out with -inf; NaN or +inf anywhere (both survive the max)
-            # or a position with no finite logit is broken: one reduction, no (B, L, K) mask
-            bad = ~torch.isfinite(v.amax(-1)).all()
-            call = torch.full_like(self.first_bad_call, self.num_calls)
-            self.first_bad_call = torch.where(
-                bad & (self.first_bad_call < 0), call, self.first_bad_call
-            )
+        # tracked on the device and read once, at the end of sampling: a class may be ruled
+        # out with -inf, but NaN or +inf anywhere (both survive the max) or a position with no
+        # finite logit is broken, and m - m is NaN exactly there (three small kernels a call)
+        check = None
+        for v in out.values():
+            m = v.amax(-1)
+            c = (m - m).sum()
+            check = c if check is None else check + c
+        self.call_checks.append(check)
         if not normalise:
             return {k: v.float() for k, v in out.items()}
         return {k: torch.log_softmax(v.float(), dim=-1) for k, v in out.items()}
@@ -278,8 +279,11 @@ class SamplingRun:
     def check_finite(self) -> None:
         """Raise ValueError naming the first denoiser call whose logits were NaN or +inf (or
         -inf for every class of a position)."""
-        first = int(self.first_bad_call)
-        if first >= 0:
+        if not self.call_checks:
+            return
+        bad = torch.stack([c.float() for c in self.call_checks]).isnan().nonzero()
+        if bad.numel():
+            first = int(bad[0, 0]) + 1
             raise ValueError(
                 f"the denoiser returned NaN or +inf logits (or -inf for every class of a "
                 f"position) at call {first} of {self.num_calls} "

@@ -144,7 +144,7 @@ class SundaeSampler(Sampler):
         rows = torch.arange(B, device=best.device) * n + best
         run.num_calls += wide.num_calls
         run.rows_evaluated += wide.rows_evaluated
-        run.first_bad_call = torch.maximum(run.first_bad_call, wide.first_bad_call)
+        run.call_checks.extend(wide.call_checks)
         out = {k: v[rows] for k, v in x.items()}
         run.record(out)
         return out
