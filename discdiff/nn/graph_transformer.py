@@ -199,10 +199,10 @@ def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
 
 
 def _pair_linear(x: Tensor, lin: nn.Linear, shift: float = 0.0) -> Tensor:
-    """``lin(x) + shift`` for a large (B, N, N, C) pair tensor: the product, then the bias added
-    in place (addmm would first copy the broadcast bias into a fresh output, a whole extra
-    pass over the largest tensors of the model). Autograd-safe: addition saves nothing."""
-    return x.matmul(lin.weight.t()).add_(lin.bias + shift if shift else lin.bias)
+    """``lin(x) + shift`` for a large (B, N, N, C) pair tensor, the shift folded into the bias
+    (one GEMM with its bias: measured as fast as the bare product on CPU, where a product
+    then an in-place bias add is a second pass over the largest tensors of the model)."""
+    return F.linear(x, lin.weight, lin.bias + shift if shift else lin.bias)
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
