@@ -85,22 +85,23 @@ def guarded_bonds(
         room.index_add_(1, jj, -used)
     conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
     order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
-    # everything the loop reads, gathered into visiting order once: ends, mask, Gumbel scores
-    ends_i, ends_j = ii[order], jj[order]  # (B, E) each
-    drawn = edge_mask.gather(1, order)  # (B, E)
+    # everything the loop reads, gathered into visiting order once: both ends, Gumbel scores
+    ends = torch.stack([ii[order], jj[order]], dim=-1)  # (B, E, 2)
     lp = bond_logp.float().gather(1, order[..., None].expand(B, E, Kb))  # (B, E, Kb)
     scores = lp + gumbel(lp.shape, generator, dev, torch.float32)  # Gumbel-max, (B, E, Kb)
+    # an edge not to be drawn can only be "no bond" (class 0), which uses no room
+    scores[..., 1:].masked_fill_(~edge_mask.gather(1, order)[..., None], -torch.inf)
     tol = orders[None, :] - 1e-6  # (1, Kb); "no bond" (order 0) fits any room >= 0
-    out = torch.zeros(B, E, dtype=torch.long, device=dev)
-    for k in range(E):
-        i, j = ends_i[:, k : k + 1], ends_j[:, k : k + 1]  # (B, 1)
-        free = torch.minimum(room.gather(1, i), room.gather(1, j)).clamp_min_(0.0)  # (B, 1)
+    used_by = -orders  # (Kb,) room each class takes from both ends
+    drawn = []
+    for k in range(E):  # sequential: an edge's room depends on the edges drawn before it
+        ij = ends[:, k]  # (B, 2)
+        free = room.gather(1, ij).amin(1, keepdim=True)  # (B, 1); < 0 only past a given bond,
+        # where every class is refused and argmax falls back to 0, "no bond"
         c = scores[:, k].masked_fill(tol > free, -torch.inf).argmax(-1)  # (B,)
-        c = c * drawn[:, k]
-        out[:, k] = c
-        used = -orders[c][:, None]  # (B, 1)
-        room.scatter_add_(1, i, used)
-        room.scatter_add_(1, j, used)
+        room.scatter_add_(1, ij, used_by[c][:, None].expand(B, 2))
+        drawn.append(c)
+    out = torch.stack(drawn, dim=1) if drawn else torch.zeros(B, 0, dtype=torch.long, device=dev)
     bonds = torch.zeros_like(out).scatter_(1, order, out)  # back to edge order
     if given is not None:
         bonds = torch.where(given[1], given[0], bonds)
@@ -162,9 +163,6 @@ class ValenceGuardedSampler(AncestralSampler):
             bonds0 = sample_categorical(logp["bonds"], gen)
         x0 = {"atoms": atoms0, "bonds": bonds0}
         out = {}
-        for k, proc in run.processes.items():
-            K = proc.num_classes
-            sure = torch.nn.functional.one_hot(x0[k], K).float() * 1e4  # q(x_s | x_t, x_0)
-            post = proc.posterior_log(x[k], sure, s, t)
-            out[k] = x0[k] if last else sample_categorical(post, gen)
+        for k, proc in run.processes.items():  # x_s ~ q(x_s | x_t, x_0), the exact posterior
+            out[k] = x0[k] if last else proc.sample_posterior(x[k], x0[k], s, t, gen)
         return run.apply_fixed(out)
