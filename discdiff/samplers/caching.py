@@ -135,18 +135,9 @@ class CachingSampler(AncestralSampler):
 
     def _new_cache(self, run: SamplingRun, grid: Tensor, x: dict[str, Tensor]) -> _Cache:
         """Each masked position's unmasking step, drawn up front (the coins of every step at
-        once: the same law) and copied to the host once, the run's only device read."""
-        n = grid.numel() - 1
-        steps = {}
-        for k, proc in run.processes.items():
-            v = uniform(x[k].shape, run.generator, run.device, torch.float64)
-            step = unmasking_steps(proc.schedule.alpha(grid), v)
-            steps[k] = torch.where(x[k] == proc.mask_id, step, n).cpu()  # given: never
-        return _Cache(_Plan(steps, n, run.batch))
-
-    def _denoise(
-        self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
-    ) -> dict[str, Tensor]:
+        once: the same law) and copied to the host once, the run's only device read. The
+        denoiser is checked here, once: reusing its outputs needs one that ignores t and keeps
+        no state across calls."""
         if getattr(run.denoiser, "time_conditioned", False) and not self.allow_time_conditioned:
             raise ValueError(
                 "CachingSampler reuses outputs across times, so the denoiser must ignore t; this one "
@@ -160,6 +151,17 @@ class CachingSampler(AncestralSampler):
                 "state across calls (self-conditioning: its output moves with its previous "
                 "estimate); pass allow_time_conditioned=True to accept the approximation"
             )
+        n = grid.numel() - 1
+        steps = {}
+        for k, proc in run.processes.items():
+            v = uniform(x[k].shape, run.generator, run.device, torch.float64)
+            step = unmasking_steps(proc.schedule.alpha(grid), v)
+            steps[k] = torch.where(x[k] == proc.mask_id, step, n).cpu()  # given: never
+        return _Cache(_Plan(steps, n, run.batch))
+
+    def _denoise(
+        self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
+    ) -> dict[str, Tensor]:
         plan, i = cache.plan, cache.step
         if cache.scores is None:  # a copy: the rows are overwritten in place later, and a
             # denoiser may hand out the same buffer each call (CUDA graphs, a test's fixed output)
@@ -200,9 +202,7 @@ class CachingSampler(AncestralSampler):
                 if self.temperature != 1.0 or self.top_p != 1.0:
                     scores = process_logits(scores, self.temperature, self.top_p)
                 token = sample_categorical(scores, run.generator)
-            flat = x[k].reshape(-1).clone()
-            flat[at] = token
-            out[k] = flat.reshape(x[k].shape)
+            out[k] = x[k].reshape(-1).index_put((at,), token).reshape(x[k].shape)
         return out
 
 
