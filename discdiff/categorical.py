@@ -19,6 +19,7 @@ __all__ = [
     "top_p_filter",
     "process_logits",
     "sample_categorical",
+    "sample_inverse_cdf",
 ]
 
 
@@ -92,3 +93,16 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
     """
     g = gumbel(logits.shape, generator, logits.device, torch.float32)
     return (logits.float() + g).argmax(-1)
+
+
+def sample_inverse_cdf(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ids from softmax(logits) (..., K) -> (...) with one uniform per position.
+
+    The inverse of the float32 CDF: a class of probability 0 is never drawn (its interval is
+    empty), every other class is drawn with its probability up to the CDF's rounding (about
+    1e-7 absolute). Cheaper than :func:`sample_categorical` where a position has many classes
+    (two uniforms' worth of noise instead of K Gumbels); the draws differ, the law is the same.
+    """
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum_(-1)  # (..., K)
+    u = uniform(cdf.shape[:-1], generator, cdf.device).unsqueeze(-1) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(cdf.shape[-1] - 1)

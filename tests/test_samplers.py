@@ -253,6 +253,23 @@ def test_unmasking_steps_follow_the_per_step_coins(power):
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=2 / N, rtol=0)
 
 
+def test_caching_visits_only_busy_steps_and_a_trajectory_changes_nothing(joint):
+    """Without a trajectory the loop skips the steps that unmask nothing; with one it walks
+    every step (steps + 1 states): the same samples either way, and the walk over every step
+    makes at most one more call (re-evaluating after the last unmasking, never used)."""
+    proc = Absorbing(V, LogLinear())
+    oracle = ExactOracle(joint, proc)
+    plain = CachingSampler(200).sample(oracle, proc, (4, L), generator=gen(8))
+    traced = CachingSampler(200).sample(
+        oracle, proc, (4, L), generator=gen(8), return_trajectory=True
+    )
+    assert torch.equal(plain.samples, traced.samples)
+    assert plain.num_calls <= traced.num_calls <= plain.num_calls + 1 <= 4 * L + 2
+    assert plain.rows_evaluated <= traced.rows_evaluated <= plain.rows_evaluated + 4
+    assert len(traced.trajectory) == 201 and torch.equal(traced.trajectory[-1], traced.samples)
+    assert int((traced.trajectory[0] == proc.mask_id).sum()) == 4 * L
+
+
 @pytest.mark.parametrize("schedule, steps", [(LogLinear(), 60), (absorbing_schedule(40), 25)])
 def test_caching_calls_the_denoiser_only_on_changed_rows(joint, schedule, steps):
     proc = Absorbing(V, schedule)

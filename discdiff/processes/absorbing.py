@@ -86,8 +86,8 @@ class Absorbing(MixingProcess):
         """The reverse step's draw with two uniforms per position instead of one Gumbel per state.
 
         A masked x_t unmasks with probability (a_s - a_t) / (1 - a_t) (one coin), and then to k
-        with probability p(k) = softmax(logits)[k] (the inverse of its float32 CDF, which can
-        never pick a class of probability 0); every other position stays put. Same law as
+        with probability p(k) = softmax(logits)[k]
+        (:func:`~discdiff.categorical.sample_inverse_cdf`); every other position stays put. Same law as
         :meth:`posterior` for the posterior-mean logits (for absorbing processes D3PM's form is
         the same); ids x_0 and the d3pm parameterization take the generic draw.
         """
@@ -99,7 +99,7 @@ class Absorbing(MixingProcess):
             raise ValueError(
                 f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}"
             )
-        from discdiff.categorical import uniform
+        from discdiff.categorical import sample_inverse_cdf, uniform
 
         batch, dev = x_t.shape[0], x_t.device
         s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
@@ -111,10 +111,7 @@ class Absorbing(MixingProcess):
         unmask_p = (a_s - a_t) / torch.where(free > 0, free, torch.ones_like(free))
         coin = uniform(x_t.shape, generator, dev, torch.float64)
         unmask = (x_t == self.mask_id) & (free > 0) & (coin < unmask_p)  # (...)
-        cdf = torch.softmax(x0.float(), dim=-1).cumsum_(-1)  # (..., K)
-        u = uniform(x_t.shape, generator, dev, torch.float32).unsqueeze(-1) * cdf[..., -1:]
-        k = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(self.num_classes - 1)
-        return torch.where(unmask, k, x_t)
+        return torch.where(unmask, sample_inverse_cdf(x0, generator), x_t)
 
     def prior_sample(
         self,

@@ -15,7 +15,7 @@
   position's unmasking step (:func:`unmasking_steps`), and copied to the host once: which
   positions and rows change at which step is known before the loop, a step that unmasks
   nothing costs nothing, no step reads a device value, and a class is drawn (temperature,
-  top-p, Gumbel) only at the positions unmasking, from their row's cached logits. The law is
+  top-p, one uniform) only at the positions unmasking, from their row's cached logits. The law is
   :class:`AncestralSampler`'s (tests: the exact law by enumeration), not its draws.
 - :class:`FirstHittingSampler`: Zheng et al. 2024 ("Masked diffusion models are secretly
   time-agnostic masked models and exploit inaccurate categorical sampling"). Instead of
@@ -34,10 +34,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff.categorical import process_logits, sample_categorical, uniform
+from discdiff.categorical import (
+    process_logits,
+    sample_categorical,
+    sample_inverse_cdf,
+    uniform,
+)
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha
+from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha, time_grid
 
 __all__ = [
     "CachingSampler",
@@ -79,8 +84,11 @@ class _Plan:
             counts = torch.bincount(flat, minlength=n + 1)
             self.starts[k] = [0, *torch.cumsum(counts, 0).tolist()]
             changed[step.reshape(batch, -1), torch.arange(batch)[:, None]] = True
-        self.changed = changed[:n]  # (n, B)
-        self.any = self.changed.any(1).tolist()  # (n,) Python bools
+        changed = changed[:n]  # (n, B)
+        self.any = changed.any(1).tolist()  # (n,) Python bools
+        pairs = changed.nonzero()  # (M, 2) (step, row), by step: every step's rows at once
+        per_step = torch.bincount(pairs[:, 0], minlength=n).tolist()
+        self._rows = list(torch.split(pairs[:, 1], per_step))
 
     def positions(self, k: str, i: int) -> Tensor:
         """The flat positions of field k that unmask at step i (host)."""
@@ -88,7 +96,11 @@ class _Plan:
 
     def rows(self, i: int) -> Tensor:
         """The rows that unmask something at step i (host)."""
-        return self.changed[i].nonzero().squeeze(1)
+        return self._rows[i]
+
+    def busy(self) -> list[int]:
+        """The steps at which something unmasks, in order."""
+        return [i for i, a in enumerate(self.any) if a]
 
 
 class _Cache:
@@ -96,6 +108,7 @@ class _Cache:
         self.plan = plan
         self.step = 0
         self.scores: dict[str, Tensor] | None = None  # the last evaluation of every row
+        self.changed: int | None = None  # the step whose rows changed since that evaluation
 
 
 def unmasking_steps(alpha: Tensor, v: Tensor) -> Tensor:
@@ -162,16 +175,36 @@ class CachingSampler(AncestralSampler):
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
     ) -> dict[str, Tensor]:
-        plan, i = cache.plan, cache.step
         if cache.scores is None:  # a copy: the rows are overwritten in place later, and a
             # denoiser may hand out the same buffer each call (CUDA graphs, a test's fixed output)
             cache.scores = {k: v.clone() for k, v in run.scores(x, t).items()}
-        elif plan.any[i - 1]:  # re-evaluate the rows the last step changed
-            rows = plan.rows(i - 1).to(run.device, non_blocking=True)
+        elif cache.changed is not None:  # re-evaluate the rows changed since the last call
+            rows = cache.plan.rows(cache.changed).to(run.device, non_blocking=True)
             fresh = run.scores(x, t, rows=rows)
             for k in x:
                 cache.scores[k][rows] = fresh[k]
+        cache.changed = None
         return cache.scores
+
+    def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
+        """The ancestral loop over only the steps at which something unmasks (the others
+        change nothing and call nothing); with a trajectory asked for, over every step."""
+        if run.trajectory is not None:
+            return super()._sample(run)
+        grid = time_grid(run.processes, self.steps, self.grid_power)  # (n + 1,) from 1 to 0
+        x = run.prior()
+        cache = self._new_cache(run, grid, x)
+        n = grid.numel() - 1
+        busy = cache.plan.busy()
+        at = torch.tensor(busy, dtype=torch.long)
+        # every busy step's (B,) times at once, as run.full_time would make them one by one
+        ts = grid.double()[torch.stack([at, at + 1])].to(run.device)  # (2, M)
+        ts = ts[..., None].repeat(1, 1, run.batch)  # (2, M, B)
+        for j in run.progress_bar(range(len(busy)), total=len(busy)):
+            i = cache.step = busy[j]
+            logp = self._denoise(run, x, ts[0, j], cache)
+            x = self._step(run, x, logp, cache, ts[1, j], ts[0, j], last=i == n - 1)
+        return x
 
     def _step(
         self,
@@ -190,6 +223,7 @@ class CachingSampler(AncestralSampler):
         cache.step += 1
         if not plan.any[i]:
             return x
+        cache.changed = i
         out = dict(x)
         for k in run.processes:
             at = plan.positions(k, i).to(run.device, non_blocking=True)  # (M,)
@@ -201,7 +235,7 @@ class CachingSampler(AncestralSampler):
             else:
                 if self.temperature != 1.0 or self.top_p != 1.0:
                     scores = process_logits(scores, self.temperature, self.top_p)
-                token = sample_categorical(scores, run.generator)
+                token = sample_inverse_cdf(scores, run.generator)
             out[k] = x[k].reshape(-1).index_put((at,), token).reshape(x[k].shape)
         return out
 
