@@ -571,6 +571,28 @@ def test_temperature_and_gumbel_sampling_frequencies():
     assert torch.equal(sample_categorical(lp, gen(20)), sample_categorical(lp, gen(20)))
 
 
+def test_inverse_cdf_draws_follow_the_softmax_and_never_a_ruled_out_class():
+    """One uniform per position: frequencies within five standard errors of softmax(logits)
+    on rows of unnormalised scores, classes with probability 0 (-inf, or rounding to 0 in
+    float32 next to a large logit) never drawn, and the same seed gives the same draws."""
+    from discdiff.categorical import sample_inverse_cdf
+
+    n = 40000
+    logits = torch.tensor(
+        [[0.0, 1.0, -1.0, 2.0, -torch.inf], [-torch.inf, 3.0, -torch.inf, 3.0, 0.5],
+         [120.0, 0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0]]
+    )  # fmt: skip
+    draws = sample_inverse_cdf(logits.expand(n, 4, 5), gen(22))  # (n, 4)
+    assert draws.shape == (n, 4) and draws.dtype == torch.long
+    for row in range(4):
+        want = logits[row].double().softmax(-1)
+        freq = torch.bincount(draws[:, row], minlength=5).double() / n
+        se = (want * (1 - want) / n).sqrt()
+        assert ((freq - want).abs() <= 5 * se + 1e-12).all(), (row, freq, want)
+        assert (freq[want == 0] == 0).all()
+    assert torch.equal(draws, sample_inverse_cdf(logits.expand(n, 4, 5), gen(22)))
+
+
 @pytest.mark.parametrize(
     "sampler", [AncestralSampler(5), FirstHittingSampler(), ConfidenceSampler(2)]
 )
