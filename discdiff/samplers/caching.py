@@ -36,7 +36,6 @@ from torch import Tensor
 
 from discdiff.categorical import (
     process_logits,
-    sample_categorical,
     sample_inverse_cdf,
     uniform,
 )
@@ -277,7 +276,7 @@ class FirstHittingSampler(Sampler):
                 local = (pos - offsets[j]).clamp(0, sizes[j] - 1)  # (B,)
                 lp_k = logp[k].reshape(B, sizes[j], -1)  # (B, N_k, K)
                 lp_at = lp_k[torch.arange(B, device=dev), local]  # (B, K)
-                token = sample_categorical(lp_at, gen)  # (B,)
+                token = sample_inverse_cdf(lp_at, gen)  # (B,)
                 here = active & (pos >= offsets[j]) & (pos < offsets[j + 1])
                 new = flat[k].clone()
                 new[here, local[here]] = token[here]
