@@ -104,5 +104,5 @@ def sample_inverse_cdf(logits: Tensor, generator: torch.Generator | None = None)
     (two uniforms' worth of noise instead of K Gumbels); the draws differ, the law is the same.
     """
     cdf = torch.softmax(logits.float(), dim=-1).cumsum_(-1)  # (..., K)
-    u = uniform(cdf.shape[:-1], generator, cdf.device).unsqueeze(-1) * cdf[..., -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(cdf.shape[-1] - 1)
+    u = uniform(cdf.shape[:-1], generator, cdf.device).unsqueeze_(-1).mul_(cdf[..., -1:])
+    return torch.searchsorted(cdf, u, right=True).squeeze_(-1).clamp_max_(cdf.shape[-1] - 1)

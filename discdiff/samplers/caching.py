@@ -196,8 +196,8 @@ class CachingSampler(AncestralSampler):
         n = grid.numel() - 1
         busy = cache.plan.busy()
         at = torch.tensor(busy, dtype=torch.long)
-        # every busy step's (B,) times at once, as run.full_time would make them one by one
-        ts = grid.double()[torch.stack([at, at + 1])].to(run.device)  # (2, M)
+        # every busy step's (B,) times at once, in the float32 the denoiser is given
+        ts = grid.float()[torch.stack([at, at + 1])].to(run.device)  # (2, M)
         ts = ts[..., None].repeat(1, 1, run.batch)  # (2, M, B)
         for j in run.progress_bar(range(len(busy)), total=len(busy)):
             i = cache.step = busy[j]
