@@ -321,3 +321,31 @@ def test_absorbing_closed_form_posterior_equals_the_mixing_form(schedule, grad):
         torch.full((1, 1), 7), logits[:1, :1], a_s[:1] * 0 + 1, a_t[:1] * 0 + 1, ratio[:1]
     )
     assert at0[0, 0].argmax() == 7 and at0[0, 0, 7] == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: dd.Uniform(5, dd.LogLinear()),
+        lambda: dd.Marginal(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0]), dd.CosineAlpha()),
+    ],
+)
+@pytest.mark.parametrize("s, t", [(0.3, 0.3), (0.0, 1e-4), (0.0, 1.0), (0.999, 1.0), (0.2, 0.6)])
+def test_mixture_draw_of_the_posterior_at_the_ends_of_time(make, s, t):
+    """The three-part draw against posterior() where the parts degenerate: no time passing
+    (stay), s = 0, t -> 0 and t = 1, a class of the limit with mass 0, and rows whose p(z)
+    rounds to 1 in float32 (right and wrong)."""
+    proc = make()
+    S, N = proc.num_states, 20000
+    g = torch.Generator().manual_seed(3)
+    x_t = torch.arange(S).repeat(2)  # (2S,)
+    logits = torch.randn(2 * S, 5, generator=g)
+    logits[:S] = -20.0
+    logits[torch.arange(S), torch.arange(S)] = 20.0  # p(z) = 1 - 4e-18: rounds to 1
+    logits[S:, 0] = 30.0  # confident in class 0, whatever z is
+    want = proc.posterior(x_t, logits, s, t).double()  # (2S, S)
+    draws = proc.sample_posterior(x_t.repeat(N, 1), logits.expand(N, 2 * S, 5), s, t, g)
+    freq = torch.nn.functional.one_hot(draws, S).double().mean(0)
+    se = (want * (1 - want) / N).sqrt()
+    assert ((freq - want).abs() <= 5 * se + 1e-9).all(), (freq - want).abs().max()
+    assert (freq[want == 0] == 0).all()
