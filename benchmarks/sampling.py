@@ -6,10 +6,11 @@ first-hitting; again ``--rounds`` times) and each speed-up is the median over ro
 round's ancestral time / the sampler's time. ``overhead`` is the time outside the denoiser's
 forward calls as a share of the time inside them (medians over rounds). The transformer is
 time-free (``time_conditioning=False``, as MDLM), so the caching sampler's samples follow the
-plain sampler's law.
+plain sampler's law. ``--process uniform`` times plain ancestral sampling of a uniform process
+(its overhead: the reverse step's draw) on the same network.
 
     python benchmarks/sampling.py [--device cuda] [--batch 16] [--length 256] [--steps 256 1000]
-                                  [--rounds 3]
+                                  [--rounds 3] [--process absorbing|uniform]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from discdiff import Absorbing, LogLinear
+from discdiff import Absorbing, LogLinear, Uniform
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.samplers import AncestralSampler, CachingSampler, FirstHittingSampler, Sampler
 
@@ -65,6 +66,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=64)
+    ap.add_argument(
+        "--process", choices=("absorbing", "uniform"), default="absorbing",
+        help="uniform: plain ancestral only (the other two need a mask state)",
+    )  # fmt: skip
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--steps", type=int, nargs="+", default=[256, 1000])
@@ -75,9 +80,10 @@ def main() -> None:
     reuse_freed_memory()  # as the command line does (discdiff.memory)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    proc = Absorbing(args.vocab, LogLinear())
+    uniform = args.process == "uniform"
+    proc = Uniform(args.vocab, LogLinear()) if uniform else Absorbing(args.vocab, LogLinear())
     cfg = TransformerConfig(
-        num_states=args.vocab + 1,
+        num_states=proc.num_states,
         num_classes=args.vocab,
         num_layers=args.layers,
         d_model=args.d_model,
@@ -89,7 +95,7 @@ def main() -> None:
     shape = (args.batch, args.length)
     timed(AncestralSampler(4), model, proc, shape, device)  # warm-up
     print(
-        f"absorbing, {args.length} tokens, batch {args.batch}, {args.layers}-layer d={args.d_model} "
+        f"{args.process}, {args.length} tokens, batch {args.batch}, {args.layers}-layer d={args.d_model} "
         f"transformer, vocab {args.vocab}, device {device}"
     )
     head = (
@@ -99,11 +105,9 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for steps in args.steps:
-        runs = {
-            "ancestral": AncestralSampler(steps),
-            "caching": CachingSampler(steps),
-            "first-hitting": FirstHittingSampler(),
-        }
+        runs: dict[str, Sampler] = {"ancestral": AncestralSampler(steps)}
+        if not uniform:
+            runs.update(caching=CachingSampler(steps), **{"first-hitting": FirstHittingSampler()})
         got: dict[str, list[tuple[float, int, int, float]]] = {k: [] for k in runs}
         for _ in range(args.rounds):  # A B C A B C ...
             for name, sampler in runs.items():
