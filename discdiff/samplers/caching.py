@@ -34,11 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff.categorical import (
-    process_logits,
-    sample_inverse_cdf,
-    uniform,
-)
+from discdiff.categorical import process_logits, sample_inverse_cdf, uniform
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha, time_grid
