@@ -137,6 +137,12 @@ class ValenceGuardedSampler(AncestralSampler):
         if set(processes) != {"atoms", "bonds"}:
             raise TypeError(f"{type(self).__name__} samples the fields atoms and bonds")
 
+    def _denoise(
+        self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
+    ) -> dict[str, Tensor]:
+        """Normalised log-probabilities: the guard visits edges by their bond probabilities."""
+        return run.log_probs(x, t)
+
     def _reverse_step(
         self,
         run: SamplingRun,

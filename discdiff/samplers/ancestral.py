@@ -60,7 +60,11 @@ class AncestralSampler(Sampler):
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
     ) -> dict[str, Tensor]:
-        """x_0 log-probabilities for the whole batch at time t (B,)."""
+        """x_0 logits for the whole batch at time t (B,): log-probabilities up to a constant per
+        position (the processes' posteriors and draws normalise them, so no pass is spent on
+        it here); normalised when temperature or top-p act on them."""
+        if self.temperature == 1.0 and self.top_p == 1.0:
+            return run.scores(x, t)
         return run.log_probs(x, t)
 
     # ---- the loop -------------------------------------------------------------------------
