@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from discdiff.checks import check_values
-from discdiff.processes.base import check_time, expand_time
+from discdiff.processes.base import expand_time
 from discdiff.processes.mixing import MixingProcess
 from discdiff.schedules import Schedule
 
@@ -93,18 +92,10 @@ class Absorbing(MixingProcess):
         """
         if not torch.is_floating_point(x0) or self.parameterization != "mean":
             return super().sample_posterior(x_t, x0, s, t, generator)
-        x_t = self._check_xt(x_t)
-        want = (*x_t.shape, self.num_classes)
-        if tuple(x0.shape) != want:
-            raise ValueError(
-                f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}"
-            )
         from discdiff.categorical import sample_inverse_cdf, uniform
 
-        batch, dev = x_t.shape[0], x_t.device
-        s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
-        if check_values() and bool((s > t).any()):
-            raise ValueError("posterior needs s <= t for every example")
+        x_t, _, s, t = self._reverse_inputs(x_t, x0, s, t)
+        dev = x_t.device
         a_s = expand_time(self.schedule.alpha(s).to(dev), x_t)  # (B, 1..) float64
         a_t = expand_time(self.schedule.alpha(t).to(dev), x_t)
         free = 1.0 - a_t

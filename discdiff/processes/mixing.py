@@ -149,9 +149,10 @@ class MixingProcess(Process):
         return torch.where(u < expand_time(a, x0), x0, noise)
 
     # ---- reverse -------------------------------------------------------------------------
-    def posterior_log(
+    def _reverse_inputs(
         self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float
-    ) -> Tensor:
+    ) -> tuple[Tensor, bool, Tensor, Tensor]:
+        """(x_t, whether x0 is ids, s, t (B,)) checked for a reverse step: one-line errors."""
         x_t = self._check_xt(x_t)
         is_ids = self._x0_is_ids(x0)
         want = tuple(x_t.shape) if is_ids else (*x_t.shape, self.num_classes)
@@ -159,10 +160,17 @@ class MixingProcess(Process):
             raise ValueError(
                 f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} needs {want}"
             )
-        batch, dev = x_t.shape[0], x_t.device
+        batch = x_t.shape[0]
         s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
         if check_values() and bool((s > t).any()):
             raise ValueError("posterior needs s <= t for every example")
+        return x_t, is_ids, s, t
+
+    def posterior_log(
+        self, x_t: Tensor, x0: Tensor, s: Tensor | float, t: Tensor | float
+    ) -> Tensor:
+        x_t, is_ids, s, t = self._reverse_inputs(x_t, x0, s, t)
+        dev = x_t.device
         a_s = self.schedule.alpha(s).to(dev)
         ratio = self.schedule.alpha_ratio(s, t).to(dev)
         if is_ids or self.parameterization == "d3pm":
@@ -189,23 +197,13 @@ class MixingProcess(Process):
         and its Gumbel-max draw take about twenty passes. Ids x_0 and the d3pm
         parameterization take the generic draw.
         """
-        if not torch.is_floating_point(x0) or self.parameterization != "mean":
-            return super().sample_posterior(x_t, x0, s, t, generator)
-        x_t = self._check_xt(x_t)
-        want = (*x_t.shape, self.num_classes)
-        if tuple(x0.shape) != want or self.num_states != self.num_classes:
-            if tuple(x0.shape) != want:
-                raise ValueError(
-                    f"x0 has shape {tuple(x0.shape)} but x_t of shape {tuple(x_t.shape)} "
-                    f"needs {want}"
-                )
+        mixture = self.parameterization == "mean" and self.num_states == self.num_classes
+        if not torch.is_floating_point(x0) or not mixture:
             return super().sample_posterior(x_t, x0, s, t, generator)
         from discdiff.categorical import uniform
 
-        batch, dev = x_t.shape[0], x_t.device
-        s, t = check_time(s, batch, "s"), check_time(t, batch, "t")
-        if check_values() and bool((s > t).any()):
-            raise ValueError("posterior needs s <= t for every example")
+        x_t, _, s, t = self._reverse_inputs(x_t, x0, s, t)
+        dev = x_t.device
         a_s = expand_time(self.schedule.alpha(s).to(dev), x_t)  # (B, 1..) float64
         a_t = expand_time(self.schedule.alpha(t).to(dev), x_t)
         r = expand_time(self.schedule.alpha_ratio(s, t).to(dev), x_t)
