@@ -44,3 +44,12 @@ ValenceGuard = Annotated[
         "charge allow (valid by construction; off: plain ancestral, for research).",
     ),
 ]
+MotifGuard = Annotated[
+    bool,
+    typer.Option(
+        "--motif-guard/--no-motif-guard",
+        help="With the valence guard: the final draw also refuses bonds that make a strained or "
+        "unstable motif (C=C in a 3- or 4-ring, a triple bond in a ring, allenes, acyl and "
+        "vinyl fluorides, peroxides); off: what the model makes, for research.",
+    ),
+]

@@ -17,6 +17,7 @@ from discdiff.cli import _molecule_init as mi
 from discdiff.cli import _molecule_output as mo
 from discdiff.cli._molecule_options import (
     Guidance,
+    MotifGuard,
     NumAtoms,
     Repair,
     Scaffold,
@@ -105,6 +106,7 @@ def _sample_and_report(
     repair: bool = True,
     progress: bool = True,
     scaffold_smiles: str | None = None,
+    motif_guard: bool = True,
     **conditioning,
 ) -> tuple[list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
@@ -115,7 +117,7 @@ def _sample_and_report(
     gen = torch.Generator(device=dev).manual_seed(seed)
     sampler_obj = task.make_sampler(
         steps, sampler, time_power, valence_guard, conditioning.get("guidance", 1.0),
-        **(options or {}),
+        motif_guard, **(options or {}),
     )  # fmt: skip
     start = time.perf_counter()
     with mo.bar(n, progress, "sampling") as bar:
@@ -150,6 +152,7 @@ def sample(
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
     valence_guard: ValenceGuard = True,
+    motif_guard: MotifGuard = True,
     target: Target = None,
     guidance: Guidance = 1.0,
     scaffold: Scaffold = None,
@@ -195,7 +198,8 @@ def sample(
     cond = _conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt), valence_guard, repair, progress, **cond,
+        sampler_options(sampler_opt), valence_guard, repair, progress,
+        motif_guard=motif_guard, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
@@ -398,6 +402,7 @@ def evaluate(
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
     valence_guard: ValenceGuard = True,
+    motif_guard: MotifGuard = True,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -443,7 +448,8 @@ def evaluate(
     cond = _conditioning(task, target, guidance)
     records, metrics, _ = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt), valence_guard, True, progress, **cond,
+        sampler_options(sampler_opt), valence_guard, True, progress,
+        motif_guard=motif_guard, **cond,
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance

@@ -49,6 +49,8 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     # same seed -> same molecules, whatever the output format
     smiles_sdf = [m.GetProp("valid") for m in Chem.SDMolSupplier(str(sdf), sanitize=False)]
     assert smiles_sdf == [r["valid"] for r in rows]
+    run_ok([*args, "--out", str(smi), "--no-motif-guard"])  # the valence guard alone
+    assert len(smi.read_text().splitlines()) == n
     # a sampler's own settings reach it (the DFM Euler solver's corrector on the mixing paths)
     out = run_ok([*args, "--out", str(smi), "--no-valence-guard"])  # plain ancestral
     lines = smi.read_text().splitlines()

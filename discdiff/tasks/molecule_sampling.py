@@ -34,6 +34,7 @@ class GraphSampling:
         grid_power: float = GRID_POWER,
         valence_guard: bool = True,
         guidance: float = 1.0,
+        motif_guard: bool = True,
         **options: Any,
     ) -> Sampler:
         """A registered sampler that fits this task's processes (checked now, one line).
@@ -43,6 +44,9 @@ class GraphSampling:
         ``valence_guard`` (ancestral): every reverse step draws x_0 under the valence
         constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`), so no sampled atom
         has more bonds than its element and charge allow; False is plain ancestral sampling.
+        ``motif_guard`` (with the valence guard): the same draws also refuse the bonds that
+        would make a strained or unstable motif (:mod:`discdiff.chem.motif_guard`: double bonds
+        in 3- and 4-rings, triple bonds in rings, allenes, acyl and vinyl fluorides, peroxides).
         ``guidance``: the classifier-free guidance scale of a property-conditioned model
         (1 = the conditional model; w > 1 pushes further towards the target).
         """
@@ -53,7 +57,9 @@ class GraphSampling:
         if sampler == "ancestral" and valence_guard:
             from discdiff.chem.valence import ValenceGuardedSampler
 
-            return ValenceGuardedSampler(steps, self.vocab, grid_power=grid_power, **options)
+            return ValenceGuardedSampler(
+                steps, self.vocab, grid_power=grid_power, motifs=motif_guard, **options
+            )
         s = make_sampler(sampler, steps=steps, grid_power=grid_power, **options)
         try:
             s.check_processes(self.processes)
@@ -143,6 +149,7 @@ class GraphSampling:
         generator: torch.Generator | None = None,
         progress: Callable[[int], None] | None = None,
         valence_guard: bool = True,
+        motif_guard: bool = True,
         target: dict[str, float] | None = None,
         guidance: float = 1.0,
         scaffold: Graph | None = None,
@@ -167,7 +174,9 @@ class GraphSampling:
         if not target and guidance != 1.0:
             raise ValueError("guidance needs a target (a property-conditioned model)")
         if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power, valence_guard, guidance)
+            sampler = self.make_sampler(
+                steps, sampler, grid_power, valence_guard, guidance, motif_guard
+            )
         if isinstance(scaffold, str):
             scaffold = self.scaffold_graph(scaffold)
         counts = self.node_counts(
