@@ -95,14 +95,20 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
     return (logits.float() + g).argmax(-1)
 
 
-def sample_inverse_cdf(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def sample_inverse_cdf(
+    logits: Tensor, generator: torch.Generator | None = None, u: Tensor | None = None
+) -> Tensor:
     """Draw ids from softmax(logits) (..., K) -> (...) with one uniform per position.
 
     The inverse of the float32 CDF: a class of probability 0 is never drawn (its interval is
     empty), every other class is drawn with its probability up to the CDF's rounding (about
     1e-7 absolute). Cheaper than :func:`sample_categorical` where a position has many classes
     (two uniforms' worth of noise instead of K Gumbels); the draws differ, the law is the same.
+    ``u`` (...): the uniforms in [0, 1), float32, when the caller drew them (all of a run's at
+    once, say); otherwise drawn here from ``generator``.
     """
     cdf = torch.softmax(logits.float(), dim=-1).cumsum_(-1)  # (..., K)
-    u = uniform(cdf.shape[:-1], generator, cdf.device).unsqueeze_(-1).mul_(cdf[..., -1:])
+    if u is None:
+        u = uniform(cdf.shape[:-1], generator, cdf.device)
+    u = u.unsqueeze(-1).mul(cdf[..., -1:])
     return torch.searchsorted(cdf, u, right=True).squeeze_(-1).clamp_max_(cdf.shape[-1] - 1)

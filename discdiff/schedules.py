@@ -70,19 +70,20 @@ class Schedule(ABC):
         """Cumulative keep-probability alpha(t), float64, same shape as ``t``."""
         return self._alpha(_check_time(t)).clamp(0.0, 1.0)
 
-    def alpha_ratio(self, s: Tensor, t: Tensor) -> Tensor:
+    def alpha_ratio(
+        self, s: Tensor, t: Tensor, a_s: Tensor | None = None, a_t: Tensor | None = None
+    ) -> Tensor:
         """alpha(t) / alpha(s) for s <= t: the keep-probability from time s to t.
 
         Defined as 1 where s = t (no time passes) and as 0 where alpha(s) = 0 < t - s.
+        ``a_s`` / ``a_t``: alpha(s) and alpha(t) when the caller already has them (a reverse
+        step needs all three; evaluating them again is most of a step's scalar work).
         """
-        a_s, a_t = self.alpha(s), self.alpha(t)
-        safe = torch.where(a_s > 0, a_s, torch.ones_like(a_s))
-        ratio = torch.where(a_s > 0, (a_t / safe).clamp(0.0, 1.0), torch.zeros_like(a_s))
-        return torch.where(
-            torch.as_tensor(s).to(ratio) == torch.as_tensor(t).to(ratio),
-            torch.ones_like(ratio),
-            ratio,
-        )
+        a_s = self.alpha(s) if a_s is None else a_s
+        a_t = self.alpha(t) if a_t is None else a_t
+        alive = a_s > 0
+        ratio = torch.where(alive, a_t / torch.where(alive, a_s, 1.0), 0.0).clamp_(0.0, 1.0)
+        return torch.where(torch.as_tensor(s).to(ratio) == torch.as_tensor(t).to(ratio), 1.0, ratio)
 
     def rate(self, t: Tensor) -> Tensor:
         """beta(t) = -alpha'(t) / alpha(t), the jump intensity of continuous time (float64);

@@ -80,6 +80,7 @@ class MixingProcess(Process):
         self._m = limit
         self._log_m = torch.log(limit)
         self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._cdf_cache: dict[torch.device, Tensor] = {}
 
     # ---- continuous-time ELBO ---------------------------------------------------------------
     def rate_kl(self, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
@@ -103,6 +104,12 @@ class MixingProcess(Process):
         if device not in self._cache:
             self._cache[device] = (self._m.to(device), self._log_m.to(device))
         return self._cache[device]
+
+    def _cdf_m_on(self, device: torch.device) -> Tensor:
+        """m's cumulative sum (S,) float64 on ``device``, made once."""
+        if device not in self._cdf_cache:
+            self._cdf_cache[device] = self._m_on(device)[0].cumsum(0)
+        return self._cdf_cache[device]
 
     def _alpha(self, t: Tensor | float, batch: int, device: torch.device) -> Tensor:
         t = check_time(t, batch)
@@ -171,11 +178,12 @@ class MixingProcess(Process):
     ) -> Tensor:
         x_t, is_ids, s, t = self._reverse_inputs(x_t, x0, s, t)
         dev = x_t.device
-        a_s = self.schedule.alpha(s).to(dev)
-        ratio = self.schedule.alpha_ratio(s, t).to(dev)
+        a_s, a_t = self.schedule.alpha(s), self.schedule.alpha(t)
+        ratio = self.schedule.alpha_ratio(s, t, a_s, a_t).to(dev)
+        a_s = a_s.to(dev)
         if is_ids or self.parameterization == "d3pm":
             return self._bayes_log(x_t, x0, is_ids, a_s, ratio)
-        return self._mean_log(x_t, x0, a_s, self.schedule.alpha(t).to(dev), ratio)
+        return self._mean_log(x_t, x0, a_s, a_t.to(dev), ratio)
 
     def sample_posterior(
         self,
@@ -204,9 +212,10 @@ class MixingProcess(Process):
 
         x_t, _, s, t = self._reverse_inputs(x_t, x0, s, t)
         dev = x_t.device
-        a_s = expand_time(self.schedule.alpha(s).to(dev), x_t)  # (B, 1..) float64
-        a_t = expand_time(self.schedule.alpha(t).to(dev), x_t)
-        r = expand_time(self.schedule.alpha_ratio(s, t).to(dev), x_t)
+        alpha_s, alpha_t = self.schedule.alpha(s), self.schedule.alpha(t)
+        r = expand_time(self.schedule.alpha_ratio(s, t, alpha_s, alpha_t).to(dev), x_t)
+        a_s = expand_time(alpha_s.to(dev), x_t)  # (B, 1..) float64
+        a_t = expand_time(alpha_t.to(dev), x_t)
         m, _ = self._m_on(dev)
         z = x_t.unsqueeze(-1)
         m_z = m[x_t]  # (...) float64
@@ -221,20 +230,21 @@ class MixingProcess(Process):
         W = rest / c0 + pz / c1
         C = (1.0 - r) * m_z
         mass_p = C * a_s * rest / c0
-        mass_m = C * (1.0 - a_s) * W * (1.0 - m_z)
-        mass_z = (C + r) * (a_s * pz / c1 + (1.0 - a_s) * m_z * W)
-        coin = uniform(x_t.shape, generator, dev, torch.float64) * (mass_p + mass_m + mass_z)
+        b_s = 1.0 - a_s  # (B, 1..)
+        mass_pm = mass_p + C * b_s * W * (1.0 - m_z)  # p's part, then the limit's
+        mass_z = (C + r) * (a_s * pz / c1 + b_s * m_z * W)
+        coin = uniform(x_t.shape, generator, dev, torch.float64) * (mass_pm + mass_z)
         u = uniform(x_t.shape, generator, dev, torch.float32)
         from_p = torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1), right=True)
         from_p = from_p.squeeze(-1).clamp_max_(self.num_classes - 1)
         # from m without z: a uniform over [0, 1 - m(z)), stepped over z's interval of m's CDF
-        cdf_m = m.cumsum(0)  # (S,)
+        cdf_m = self._cdf_m_on(dev)  # (S,)
         v = uniform(x_t.shape, generator, dev, torch.float64) * (1.0 - m_z)
         v = v + torch.where(v >= cdf_m[x_t] - m_z, m_z, 0.0)
         from_m = torch.searchsorted(cdf_m, v.contiguous(), right=True).clamp_max_(
             self.num_states - 1
         )
-        y = torch.where(coin < mass_p, from_p, torch.where(coin < mass_p + mass_m, from_m, x_t))
+        y = torch.where(coin < mass_p, from_p, torch.where(coin < mass_pm, from_m, x_t))
         return torch.where(only_z, x_t, y)
 
     def _fwd_logs(self, x_t: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor]:

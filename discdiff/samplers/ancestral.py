@@ -74,8 +74,10 @@ class AncestralSampler(Sampler):
         run.record(x)
         cache = self._new_cache(run, grid, x)
         n = grid.numel() - 1
+        # every step's (B,) times made at once: row i is a view (no allocation per step)
+        times = grid.to(run.device)[:, None].expand(n + 1, run.batch)
         for i in run.progress_bar(range(n), total=n):
-            t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
+            t, s = times[i], times[i + 1]
             logp = self._denoise(run, x, t, cache)
             x = self._step(run, x, logp, cache, s, t, last=i == n - 1)
             run.record(x)

@@ -66,12 +66,14 @@ def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
 
 
 class _Plan:
-    """When each masked position unmasks, drawn before the loop, and held on the host."""
+    """When each masked position unmasks, drawn before the loop, and held on the host; and
+    the uniform each will draw its class with (``noise``, in ``order``, on the device)."""
 
     def __init__(self, steps: dict[str, Tensor], n: int, batch: int) -> None:
         self.n = n
         self.order: dict[str, Tensor] = {}  # field -> flat positions sorted by their step
         self.starts: dict[str, list[int]] = {}  # field -> where step i begins in ``order``
+        self.noise: dict[str, Tensor] = {}  # field -> one uniform per position, as ``order``
         changed = torch.zeros(n + 1, batch, dtype=torch.bool)  # row b unmasks at step i
         for k, step in steps.items():
             flat = step.reshape(-1)
@@ -88,6 +90,10 @@ class _Plan:
     def positions(self, k: str, i: int) -> Tensor:
         """The flat positions of field k that unmask at step i (host)."""
         return self.order[k][self.starts[k][i] : self.starts[k][i + 1]]
+
+    def uniforms(self, k: str, i: int) -> Tensor:
+        """The uniforms of those positions (a view of ``noise``)."""
+        return self.noise[k][self.starts[k][i] : self.starts[k][i + 1]]
 
     def rows(self, i: int) -> Tensor:
         """The rows that unmask something at step i (host)."""
@@ -165,7 +171,10 @@ class CachingSampler(AncestralSampler):
             v = uniform(x[k].shape, run.generator, run.device, torch.float64)
             step = unmasking_steps(proc.schedule.alpha(grid), v)
             steps[k] = torch.where(x[k] == proc.mask_id, step, n).cpu()  # given: never
-        return _Cache(_Plan(steps, n, run.batch))
+        plan = _Plan(steps, n, run.batch)
+        for k in run.processes:  # every class draw's uniform at once, not one draw a step
+            plan.noise[k] = uniform((plan.starts[k][n],), run.generator, run.device)
+        return _Cache(plan)
 
     def _denoise(
         self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
@@ -177,7 +186,7 @@ class CachingSampler(AncestralSampler):
             rows = cache.plan.rows(cache.changed).to(run.device, non_blocking=True)
             fresh = run.scores(x, t, rows=rows)
             for k in x:
-                cache.scores[k][rows] = fresh[k]
+                cache.scores[k].index_copy_(0, rows, fresh[k])
         cache.changed = None
         return cache.scores
 
@@ -195,10 +204,11 @@ class CachingSampler(AncestralSampler):
         # every busy step's (B,) times at once, in the float32 the denoiser is given
         ts = grid.float()[torch.stack([at, at + 1])].to(run.device)  # (2, M)
         ts = ts[..., None].repeat(1, 1, run.batch)  # (2, M, B)
+        t_at, s_at = ts[0].unbind(0), ts[1].unbind(0)  # views, split once
         for j in run.progress_bar(range(len(busy)), total=len(busy)):
             i = cache.step = busy[j]
-            logp = self._denoise(run, x, ts[0, j], cache)
-            x = self._step(run, x, logp, cache, ts[1, j], ts[0, j], last=i == n - 1)
+            logp = self._denoise(run, x, t_at[j], cache)
+            x = self._step(run, x, logp, cache, s_at[j], t_at[j], last=i == n - 1)
         return x
 
     def _step(
@@ -224,14 +234,14 @@ class CachingSampler(AncestralSampler):
             at = plan.positions(k, i).to(run.device, non_blocking=True)  # (M,)
             if not at.numel():
                 continue
-            scores = logp[k].reshape(-1, logp[k].shape[-1])[at]  # (M, K)
+            scores = logp[k].reshape(-1, logp[k].shape[-1]).index_select(0, at)  # (M, K)
             if last and self.final == "argmax":
                 token = scores.argmax(-1)
             else:
                 if self.temperature != 1.0 or self.top_p != 1.0:
                     scores = process_logits(scores, self.temperature, self.top_p)
-                token = sample_inverse_cdf(scores, run.generator)
-            out[k] = x[k].reshape(-1).index_put((at,), token).reshape(x[k].shape)
+                token = sample_inverse_cdf(scores, u=plan.uniforms(k, i))
+            out[k] = x[k].reshape(-1).scatter(0, at, token).reshape(x[k].shape)
         return out
 
 
