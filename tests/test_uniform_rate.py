@@ -126,3 +126,13 @@ def test_closed_form_near_a_perfect_model():
     got = rate_kl_uniform(p, x_t, x0, logits, t).double()
     assert ref.min() < 1e-4  # the regime this test is about
     assert ((got - ref).abs() <= 1e-4 * ref + 1e-9).all()
+
+
+def test_row_blocks_only_on_a_cpu():
+    """The backward's cache-sized row blocks are a CPU measure; elsewhere one block (a launch
+    per block would cost more than the passes)."""
+    from discdiff.processes.rates import _CHUNK, _block_rows
+
+    assert _block_rows(torch.empty(4096, 8192), 4096) == _CHUNK // 8192
+    assert _block_rows(torch.empty(3, 10**6), 3) == 1
+    assert _block_rows(torch.empty(4096, 8192, device="meta"), 4096) == 4096
