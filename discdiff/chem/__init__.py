@@ -1,6 +1,7 @@
 """Chemistry: RDKit <-> categorical molecule graphs (``graph``), sample metrics (``metrics``),
 properties for conditioning (``properties``), filters (``filters``), sample records and files
-(``export``), valence-aware sampling (``valence``) and PyTorch Geometric data (``pyg``)."""
+(``export``), valence-aware sampling (``valence``), the motif guard (``motif_guard``) and
+PyTorch Geometric data (``pyg``)."""
 
 from discdiff.chem.export import SampleRecord, decode_samples, write_grid, write_molecules
 from discdiff.chem.filters import FILTERS, MOTIFS, filter_counts, flag_molecule
@@ -35,6 +36,7 @@ from discdiff.chem.metrics import (
     total_variation,
     wasserstein_1,
 )
+from discdiff.chem.motif_guard import MOTIF_GUARDED, MotifGuard, MotifRules
 from discdiff.chem.properties import (
     PROPERTIES,
     bin_labels,
@@ -79,6 +81,9 @@ __all__ = [
     "MOTIFS",
     "filter_counts",
     "flag_molecule",
+    "MOTIF_GUARDED",
+    "MotifGuard",
+    "MotifRules",
     "PROPERTIES",
     "bin_labels",
     "property_values",
