@@ -163,3 +163,22 @@ def test_sampler_applies_the_rules_to_the_sample_only_when_asked():
 
     assert made(True) == 0
     assert made(False) > B // 4
+
+
+def test_a_fluorine_is_not_left_alone_by_a_refused_bond():
+    """F-C=C with the C=C more confident than the F-C: the fluorine's edges go first, so the
+    C=C is refused (not the F-C, which would leave the F a fragment)."""
+    B, N = 32, 3
+    atoms = torch.tensor([[3, 0, 0]]).expand(B, N)  # F, C, C
+    ii, jj = torch.triu_indices(N, N, 1)  # (0, 1) F-C, (0, 2) F-C, (1, 2) C-C
+    lp = torch.full((B, 3, 4), -30.0)
+    lp[:, 0, 1] = -1e-3  # F-C single, sure
+    lp[:, 1, 0] = -1e-3  # the other F-C: none
+    lp[:, 2, 2] = -1e-6  # C=C, surest of all
+    lp[:, 2, 1] = -2.0  # then C-C
+    args = (torch.ones(B, 3, dtype=torch.bool), atom_capacities(VOCAB), bond_orders(VOCAB))
+    gen = torch.Generator().manual_seed(0)
+    on = guarded_bonds(atoms, lp, *args, gen, None, MotifRules(VOCAB))
+    assert (on[:, 0] == 1).all() and (on[:, 2] == 1).all()  # F-C kept, C=C made single
+    off = guarded_bonds(atoms, lp, *args, torch.Generator().manual_seed(0))
+    assert (off[:, 2] == 2).float().mean() > 0.9  # without the rules: the vinyl fluoride

@@ -60,6 +60,7 @@ class MotifRules:
                 [s == "O" and c == 0 for s, c in zip(sym, charge, strict=True)],
                 [s == "F" for s in sym]]  # fmt: skip
         self.elements = torch.tensor(cols, dtype=torch.float32).T  # (Ka, 5)
+        self.fluorine = torch.tensor(cols[_F])  # (Ka,) bool
         kinds = BOND_TYPES[: vocab.num_bond_classes]
         self.bond = torch.tensor([k is not None for k in kinds])  # (Kb,)
         self.single = torch.tensor([k == Chem.BondType.SINGLE for k in kinds])
@@ -69,7 +70,7 @@ class MotifRules:
     def to(self, device: torch.device) -> MotifRules:
         """These tables on ``device`` (a copy)."""
         out = object.__new__(MotifRules)
-        for name in ("elements", "bond", "single", "double", "triple"):
+        for name in ("elements", "fluorine", "bond", "single", "double", "triple"):
             setattr(out, name, getattr(self, name).to(device))
         return out
 

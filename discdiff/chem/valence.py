@@ -77,7 +77,8 @@ def guarded_bonds(
     ``given`` = (values (B, E), mask (B, E)): bonds already fixed (a scaffold's); they use up
     their atoms' room first and are returned as they are. ``motifs``: also refuse, edge by
     edge, the classes that would create a strained or unstable motif
-    (:class:`~discdiff.chem.motif_guard.MotifGuard`; given bonds count as drawn first).
+    (:class:`~discdiff.chem.motif_guard.MotifGuard`; given bonds count as drawn first), the
+    edges of fluorine atoms visited before the others.
     """
     B, N = atoms.shape
     E, Kb = bond_logp.shape[1], bond_logp.shape[2]
@@ -90,6 +91,10 @@ def guarded_bonds(
         room.index_add_(1, ii, -used)
         room.index_add_(1, jj, -used)
     conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
+    if motifs is not None:  # a fluorine's edges first: refused after its carbon's C=C (a
+        # vinyl fluoride) it would be left alone; drawn first, the C=C is what is refused
+        fluorine = motifs.fluorine.to(dev)[atoms]  # (B, N)
+        conf = conf + (fluorine[:, ii] | fluorine[:, jj]).float() * 1e4
     order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
     # everything the loop reads, gathered into visiting order once: both ends, Gumbel scores
     ends = torch.stack([ii[order], jj[order]], dim=-1)  # (B, E, 2)
