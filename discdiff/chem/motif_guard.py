@@ -51,7 +51,8 @@ _C, _N, _O, _O0, _F, _HAS_F, _DBL_CO, _DBL_CN = range(8)
 
 class MotifRules:
     """What the guard needs to know of a vocabulary: per atom class its element (C, N, O,
-    neutral O, F), per bond class whether it is a bond, single, double, triple."""
+    neutral O, F; ``fluorine`` alone orders the draw), per bond class whether it is a bond,
+    single, double, triple."""
 
     def __init__(self, vocab: GraphVocab) -> None:
         sym = [s for s, _ in vocab.atoms]
