@@ -1,10 +1,11 @@
 """Our molecule samples next to DiGress's, in one table, and the time to sample them.
 
     python benchmarks/molecules.py [-n 10000] [--steps 50] [--threads 2] [--checkpoint PATH]
-                                   [--guard both|on|valence|off|all] [--target qed=0.6 --guidance 1 2]
+                                   [--guard both|reject|on|valence|off|all] [--target qed=0.6 --guidance 1 2]
 
 Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``, QM9 or MOSES)
-with and/or without the valence and motif guards, times the first 1,000, and prints two tables beside
+with and/or without the valence and motif guards (and rejection, :mod:`discdiff.chem.rejection`),
+times the first 1,000, and prints two tables beside
 DiGress's own sample files for that data set (and the figures DiGress published); for MOSES the
 reference is 10,000 molecules of its test split (seed 0):
 
@@ -61,29 +62,36 @@ MAIN = ["num_samples", "validity", "validity_repaired", "validity_connected", "u
 PROFILE = ["aromatic", *(f"rate_{k}" for k in FILTERS), "qed_w1", "sa_w1", "mw_w1"]
 
 
-#: --guard -> (valence guard, motif guard) of each row, and the rows' labels
+#: --guard -> (valence guard, motif guard, rejection) of each row, and the rows' labels
 GUARDS = {
-    "on": ((True, True),),
-    "valence": ((True, False),),
-    "off": ((False, False),),
-    "both": ((True, True), (False, False)),
-    "all": ((True, True), (True, False), (False, False)),
+    "reject": ((True, True, True),),
+    "on": ((True, True, False),),
+    "valence": ((True, False, False),),
+    "off": ((False, False, False),),
+    "both": ((True, True, False), (False, False, False)),
+    "all": ((True, True, True), (True, True, False), (True, False, False), (False, False, False)),
 }
-GUARD_LABELS = {(True, True): "valence + motif guard", (True, False): "valence guard",
-                (False, False): "no guard"}  # fmt: skip
+GUARD_LABELS = {(True, True, True): "guards + rejection", (True, True, False):
+                "valence + motif guard", (True, False, False): "valence guard",
+                (False, False, False): "no guard"}  # fmt: skip
 
 
-def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, float]:
-    """(graphs, seconds for all, seconds for the first 1,000); guard = (valence, motif)."""
+def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, float, object]:
+    """(graphs, seconds for all, seconds for the first 1,000, rejection stats); guard =
+    (valence, motif, rejection)."""
+    from discdiff.chem.rejection import Rejection, RejectionStats
+
     first = min(1000, n)
+    stats = RejectionStats()
     kw = dict(steps=args.steps, batch_size=args.batch_size, grid_power=args.time_power,
-              generator=gen, valence_guard=guard[0], motif_guard=guard[1], **cond)  # fmt: skip
+              generator=gen, valence_guard=guard[0], motif_guard=guard[1],
+              reject=Rejection() if guard[2] else None, stats=stats, **cond)  # fmt: skip
     start = time.perf_counter()
     graphs = task.sample_graphs(model, first, **kw)
     t_first = time.perf_counter() - start
     if n > first:
         graphs += task.sample_graphs(model, n - first, **kw)
-    return graphs, time.perf_counter() - start, t_first
+    return graphs, time.perf_counter() - start, t_first, stats
 
 
 def main() -> None:
@@ -99,8 +107,9 @@ def main() -> None:
     )
     ap.add_argument("--no-digress", action="store_true", help="skip the DiGress rows")
     ap.add_argument("--guard", choices=tuple(GUARDS), default="both",
-                    help="rows with the valence and motif guards (on), the valence guard only "
-                    "(valence), neither (off), on and off (both), or all three")  # fmt: skip
+                    help="rows with the valence and motif guards (on), those and rejection "
+                    "(reject: what `molecules sample` does), the valence guard only (valence), "
+                    "neither (off), on and off (both), or all four")  # fmt: skip
     ap.add_argument("--target", action="append", default=[],
                     help="NAME=VALUE (a conditioned checkpoint); repeat for several targets")  # fmt: skip
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0])
@@ -133,13 +142,15 @@ def main() -> None:
     timing = []
     for guard in guards:
         gen = torch.Generator().manual_seed(args.seed)
-        graphs, t_all, t_first = _sample(task, model, args.n, args, gen, guard)
+        graphs, t_all, t_first, stats = _sample(task, model, args.n, args, gen, guard)
         mols = task.to_mols(graphs)
         m = molecule_metrics(mols, train, reference, profile=True, whole=whole)
         m["seconds"] = t_all
         label = f"{name} ({args.steps} steps, {GUARD_LABELS[guard]})"
         main_rows[label] = rows[label] = m
         timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
+        if guard[2]:
+            timing.append(f"{label}: {stats.summary()}")
         if not task.vocab.kekulize:
             timing.append(f"{label}: {_aromatic_graphs(graphs, mols)}")
     if not args.no_digress:
@@ -191,14 +202,14 @@ def _property_mean(task, graphs, name: str) -> tuple[float, int]:
 def _conditioned(task, model, goals: list[dict[str, float]], args) -> None:
     """The property's mean without a target and towards each target at each guidance scale."""
     gen = torch.Generator().manual_seed(args.seed + 1)
-    base, _, _ = _sample(task, model, args.n, args, gen, (True, True))
+    base, _, _, _ = _sample(task, model, args.n, args, gen, (True, True, False))
     rows = {}
     for prop, goal in (next(iter(g.items())) for g in goals):
         mu0, n0 = _property_mean(task, base, prop)
         rows[f"{prop}: no target"] = {"mean": mu0, "valid": float(n0)}
         for w in args.guidance:
             gen = torch.Generator().manual_seed(args.seed + 2)
-            graphs, secs, _ = _sample(task, model, args.n, args, gen, (True, True),
+            graphs, secs, _, _ = _sample(task, model, args.n, args, gen, (True, True, False),
                                       target={prop: goal}, guidance=w)  # fmt: skip
             mu, n = _property_mean(task, graphs, prop)
             m = molecule_metrics(task.to_mols(graphs))

@@ -53,3 +53,12 @@ MotifGuard = Annotated[
         "vinyl fluorides, peroxides); off: what the model makes, for research.",
     ),
 ]
+Reject = Annotated[
+    bool,
+    typer.Option(
+        "--reject/--no-reject",
+        help="Draw again, whole (up to 5 rounds), each sample that is invalid, in pieces or "
+        "carries a filtered motif (enol, C=C in a 3- or 4-ring, ...): the model's distribution "
+        "restricted to molecules that pass; the counts are printed.",
+    ),
+]

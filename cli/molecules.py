@@ -19,6 +19,7 @@ from discdiff.cli._molecule_options import (
     Guidance,
     MotifGuard,
     NumAtoms,
+    Reject,
     Repair,
     Scaffold,
     Target,
@@ -107,10 +108,12 @@ def _sample_and_report(
     progress: bool = True,
     scaffold_smiles: str | None = None,
     motif_guard: bool = True,
+    reject: bool = False,
     **conditioning,
 ) -> tuple[list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
     from discdiff.chem.export import decode_samples
+    from discdiff.chem.rejection import Rejection, RejectionStats
     from discdiff.tasks.molecule_data import novelty_sets
 
     dev = next(model.parameters()).device
@@ -119,13 +122,17 @@ def _sample_and_report(
         steps, sampler, time_power, valence_guard, conditioning.get("guidance", 1.0),
         motif_guard, **(options or {}),
     )  # fmt: skip
+    stats = RejectionStats()
     start = time.perf_counter()
     with mo.bar(n, progress, "sampling") as bar:
         graphs = task.sample_graphs(
             model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
-            grid_power=time_power, generator=gen, progress=bar.update, **conditioning,
+            grid_power=time_power, generator=gen, progress=bar.update,
+            reject=Rejection() if reject else None, stats=stats, **conditioning,
         )  # fmt: skip
     seconds = time.perf_counter() - start
+    if reject:
+        typer.echo(stats.summary())
     records = decode_samples(task.to_mols(graphs), repair=repair)
     train = whole = None
     if novelty:
@@ -158,6 +165,7 @@ def sample(
     scaffold: Scaffold = None,
     num_atoms: NumAtoms = 0,
     repair: Repair = True,
+    reject: Reject = True,
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -199,7 +207,7 @@ def sample(
     records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         sampler_options(sampler_opt), valence_guard, repair, progress,
-        motif_guard=motif_guard, **cond,
+        motif_guard=motif_guard, reject=reject, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
@@ -403,6 +411,7 @@ def evaluate(
     sampler_opt: SamplerOpt = None,
     valence_guard: ValenceGuard = True,
     motif_guard: MotifGuard = True,
+    reject: Reject = False,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -423,7 +432,8 @@ def evaluate(
     progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
-    """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table."""
+    """Sample from a run (its latest checkpoint, EMA weights) and print the metrics table
+    (every first draw unless --reject: eval measures the model, sample rejects by default)."""
     if fcd:
         try:
             import fcd as _fcd  # noqa: F401  (optional; checked before any sampling)
@@ -449,7 +459,7 @@ def evaluate(
     records, metrics, _ = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         sampler_options(sampler_opt), valence_guard, True, progress,
-        motif_guard=motif_guard, **cond,
+        motif_guard=motif_guard, reject=reject, **cond,
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance

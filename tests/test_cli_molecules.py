@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -52,7 +53,7 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     run_ok([*args, "--out", str(smi), "--no-motif-guard"])  # the valence guard alone
     assert len(smi.read_text().splitlines()) == n
     # a sampler's own settings reach it (the DFM Euler solver's corrector on the mixing paths)
-    out = run_ok([*args, "--out", str(smi), "--no-valence-guard"])  # plain ancestral
+    out = run_ok([*args, "--out", str(smi), "--no-valence-guard", "--no-reject"])  # plain
     lines = smi.read_text().splitlines()
     assert len(lines) <= n and not any("None" in line for line in lines)  # invalid: left out
     assert all(line.split("\t")[1].startswith("sample_") for line in lines)
@@ -61,6 +62,31 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     euler = [*args, "--sampler", "dfm-euler", "--sampler-opt", "div_free=0.5"]
     run_ok([*euler, "--out", str(csv_path := tmp_path / "e.csv")])
     assert len(list(csv.DictReader(csv_path.open()))) == n
+
+
+def test_sample_rejects_by_default_and_eval_does_not(tmp_path) -> None:
+    """`sample` draws flawed samples again and says how many; `--no-reject` keeps every first
+    draw (the same molecules as the rejecting run wherever that one's first draw passed)."""
+    smi = tmp_path / "m.smi"
+    args = ["molecules", "sample", "-n", "40", "--steps", "4", "--no-novelty", "--out", str(smi)]
+    out = run_ok(args)
+    found = re.search(r"rejected and drawn again: (\d+) \(", out)
+    assert found, out  # 4 steps: some first draws are flawed (seed 0)
+    kept = smi.read_text().splitlines()
+    out = run_ok([*args, "--no-reject"])
+    assert "rejected" not in out
+    first = smi.read_text().splitlines()
+    assert len(kept) == len(first) == 40
+    differ = sum(a != b for a, b in zip(kept, first, strict=True))
+    assert 1 <= differ <= int(found.group(1))
+    model = tmp_path / "qm9_model.safetensors"
+    model.write_bytes(shipped_checkpoint().read_bytes())
+    model.with_name("qm9_config.json").write_bytes(
+        shipped_checkpoint().with_name("qm9_config.json").read_bytes()
+    )
+    ev = ["molecules", "eval", str(model), "-n", "40", "--steps", "4", "--no-novelty"]
+    assert "rejected" not in run_ok(ev)
+    assert "rejected and drawn again:" in run_ok([*ev, "--reject"])
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Chemistry: RDKit <-> categorical molecule graphs (``graph``), sample metrics (``metrics``),
 properties for conditioning (``properties``), filters (``filters``), sample records and files
-(``export``), valence-aware sampling (``valence``), the motif guard (``motif_guard``) and
-PyTorch Geometric data (``pyg``)."""
+(``export``), valence-aware sampling (``valence``), the motif guard (``motif_guard``), the
+rejection of flawed samples (``rejection``) and PyTorch Geometric data (``pyg``)."""
 
 from discdiff.chem.export import SampleRecord, decode_samples, write_grid, write_molecules
 from discdiff.chem.filters import FILTERS, MOTIFS, filter_counts, flag_molecule
@@ -37,6 +37,7 @@ from discdiff.chem.metrics import (
     wasserstein_1,
 )
 from discdiff.chem.motif_guard import MOTIF_GUARDED, MotifGuard, MotifRules
+from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats
 from discdiff.chem.properties import (
     PROPERTIES,
     bin_labels,
@@ -83,6 +84,9 @@ __all__ = [
     "flag_molecule",
     "MOTIF_GUARDED",
     "MotifGuard",
+    "REJECTABLE",
+    "Rejection",
+    "RejectionStats",
     "MotifRules",
     "PROPERTIES",
     "bin_labels",

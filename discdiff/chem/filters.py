@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from rdkit import Chem
 
-__all__ = ["MOTIFS", "FILTERS", "flag_molecule", "filter_counts", "has_pains"]
+__all__ = ["MOTIFS", "FILTERS", "flag_molecule", "filter_counts", "has_pains", "motif_patterns"]
 
 #: motif name -> SMARTS (ring bonds only where stated: ``;@``)
 MOTIFS: dict[str, str] = {
@@ -50,6 +50,11 @@ def _patterns() -> dict[str, Chem.Mol]:
             raise ValueError(f"bad SMARTS for motif {name!r}: {smarts}")
         out[name] = pat
     return out
+
+
+def motif_patterns() -> dict[str, Chem.Mol]:
+    """The compiled SMARTS of :data:`MOTIFS` (built once)."""
+    return _patterns()
 
 
 @lru_cache(maxsize=1)
