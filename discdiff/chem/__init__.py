@@ -37,7 +37,6 @@ from discdiff.chem.metrics import (
     wasserstein_1,
 )
 from discdiff.chem.motif_guard import MOTIF_GUARDED, MotifGuard, MotifRules
-from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats
 from discdiff.chem.properties import (
     PROPERTIES,
     bin_labels,
@@ -45,6 +44,7 @@ from discdiff.chem.properties import (
     quantile_edges,
     register_property,
 )
+from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats
 
 __all__ = [
     "BOND_TYPES",
