@@ -364,3 +364,40 @@ def test_grown_bond_classes_keep_the_old_outputs():
         grow_bond_classes(old, {5: (1,)})
     with pytest.raises(ValueError, match="old classes in"):
         grow_bond_classes(old, {4: (7,)})
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_unpadded_batches_skip_the_masks_with_the_same_values(grad):
+    """With every node real, ``padded=False`` skips the mask passes: bit-identical outputs, and
+    the whole denoiser takes that path exactly when its node mask is all True (on a CPU)."""
+    model = model_for(seed=4)
+    layer = model.layers[0]
+    g = torch.Generator().manual_seed(6)
+    B, n = 3, 5
+    X, E, y = (torch.randn(*s, generator=g) for s in ((B, n, 16), (B, n, n, 8), (B, 8)))
+    node_mask = torch.ones(B, n, dtype=torch.bool)
+    eye = torch.eye(n, dtype=torch.bool)
+    pair_mask = (~eye).expand(B, n, n)
+    attend = torch.ones(B, n, n, dtype=torch.bool)
+    with torch.set_grad_enabled(grad):
+        masked = layer(X, E, y, node_mask, pair_mask, attend, padded=True)
+        skipped = layer(X, E, y, node_mask, pair_mask, attend, padded=False)
+    for a, b in zip(masked, skipped, strict=True):
+        assert torch.equal(a, b)
+    seen = []
+    original = type(layer).forward
+
+    def spy(self, *args, padded=True):
+        seen.append(padded)
+        return original(self, *args, padded=padded)
+
+    atoms = torch.randint(0, KA, (B, n), generator=g)
+    bonds = torch.randint(0, KB, (B, n * (n - 1) // 2), generator=g)
+    t = torch.rand(B, generator=g)
+    partial = node_mask.clone()
+    partial[0, -1] = False
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setattr(type(layer), "forward", spy)
+        model({"atoms": atoms, "bonds": bonds}, t, node_mask=node_mask)
+        model({"atoms": atoms, "bonds": bonds}, t, node_mask=partial)
+    assert seen == [False] * len(model.layers) + [True] * len(model.layers)
