@@ -1,7 +1,7 @@
 """Our molecule samples next to DiGress's, in one table, and the time to sample them.
 
     python benchmarks/molecules.py [-n 10000] [--steps 50] [--threads 2] [--checkpoint PATH]
-                                   [--guard both|reject|on|valence|off|all] [--target qed=0.6 --guidance 1 2]
+                                   [--guard both|reject|on|valence|off|all] [--temperature T] [--target qed=0.6 --guidance 1 2]
 
 Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``, QM9 or MOSES)
 with and/or without the valence and motif guards (and rejection, :mod:`discdiff.chem.rejection`),
@@ -83,9 +83,14 @@ def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, floa
 
     first = min(1000, n)
     stats = RejectionStats()
-    kw = dict(steps=args.steps, batch_size=args.batch_size, grid_power=args.time_power,
-              generator=gen, valence_guard=guard[0], motif_guard=guard[1],
-              reject=Rejection() if guard[2] else None, stats=stats, **cond)  # fmt: skip
+    sampler = task.make_sampler(args.steps, "ancestral", args.time_power, guard[0],
+                                cond.get("guidance", 1.0), guard[1],
+                                **({"temperature": args.temperature} if args.temperature != 1
+                                   else {}))  # fmt: skip
+    kw = dict(steps=args.steps, sampler=sampler, batch_size=args.batch_size,
+              grid_power=args.time_power, generator=gen, valence_guard=guard[0],
+              motif_guard=guard[1], reject=Rejection() if guard[2] else None, stats=stats,
+              **cond)  # fmt: skip
     start = time.perf_counter()
     graphs = task.sample_graphs(model, first, **kw)
     t_first = time.perf_counter() - start
@@ -105,6 +110,8 @@ def main() -> None:
     ap.add_argument(
         "--time-power", type=float, default=GRID_POWER, help="steps at t_k = (1 - k/n)^P"
     )
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="the ancestral sampler's temperature (1 = the model's own law)")  # fmt: skip
     ap.add_argument("--no-digress", action="store_true", help="skip the DiGress rows")
     ap.add_argument("--guard", choices=tuple(GUARDS), default="both",
                     help="rows with the valence and motif guards (on), those and rejection "
@@ -146,7 +153,8 @@ def main() -> None:
         mols = task.to_mols(graphs)
         m = molecule_metrics(mols, train, reference, profile=True, whole=whole)
         m["seconds"] = t_all
-        label = f"{name} ({args.steps} steps, {GUARD_LABELS[guard]})"
+        temp = f", temperature {args.temperature:g}" if args.temperature != 1 else ""
+        label = f"{name} ({args.steps} steps{temp}, {GUARD_LABELS[guard]})"
         main_rows[label] = rows[label] = m
         timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
         if guard[2]:
