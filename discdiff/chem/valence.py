@@ -96,12 +96,21 @@ def guarded_bonds(
         fluorine = motifs.fluorine.to(dev)[atoms]  # (B, N)
         conf = conf + (fluorine[:, ii] | fluorine[:, jj]).float() * 1e4
     order = conf.argsort(dim=1, descending=True, stable=True)  # (B, E)
-    # everything the loop reads, gathered into visiting order once: both ends, Gumbel scores
-    ends = torch.stack([ii[order], jj[order]], dim=-1)  # (B, E, 2)
     lp = bond_logp.float().gather(1, order[..., None].expand(B, E, Kb))  # (B, E, Kb)
     scores = lp + gumbel(lp.shape, generator, dev, torch.float32)  # Gumbel-max, (B, E, Kb)
     # an edge not to be drawn can only be "no bond" (class 0), which uses no room
     scores[..., 1:].masked_fill_(~edge_mask.gather(1, order)[..., None], -torch.inf)
+    # An edge whose best score is "no bond" draws it whatever came before: class 0 takes no
+    # room and is never refused (when every class is, argmax falls back to it too), and adding
+    # it changes no state. Only the others need the sequential loop: they go first, in their
+    # order, and the loop stops after the most any graph has (the same draws, fewer steps).
+    active = scores.argmax(-1) != 0  # (B, E)
+    first = (~active).to(torch.uint8).argsort(dim=1, stable=True)  # active first, in order
+    order = order.gather(1, first)
+    scores = scores.gather(1, first[..., None].expand(B, E, Kb))
+    steps = _loop_length(active)
+    # everything the loop reads, gathered into visiting order once: both ends, Gumbel scores
+    ends = torch.stack([ii[order], jj[order]], dim=-1)  # (B, E, 2)
     tol = orders[None, :] - 1e-6  # (1, Kb); "no bond" (order 0) fits any room >= 0
     used_by = -orders  # (Kb,) room each class takes from both ends
     guard = None
@@ -112,7 +121,7 @@ def guarded_bonds(
             for e in range(E):
                 guard.add(pairs[e].expand(B, 2), torch.where(given[1][:, e], given[0][:, e], 0))
     drawn = []
-    for k in range(E):  # sequential: an edge's room depends on the edges drawn before it
+    for k in range(steps):  # sequential: an edge's room depends on the edges drawn before it
         ij = ends[:, k]  # (B, 2)
         free = room.gather(1, ij).amin(1, keepdim=True)  # (B, 1); < 0 only past a given bond,
         # where every class is refused and argmax falls back to 0, "no bond"
@@ -124,11 +133,20 @@ def guarded_bonds(
         if guard is not None:
             guard.add(ij, c)
         drawn.append(c)
-    out = torch.stack(drawn, dim=1) if drawn else torch.zeros(B, 0, dtype=torch.long, device=dev)
-    bonds = torch.zeros_like(out).scatter_(1, order, out)  # back to edge order
+    bonds = torch.zeros(B, E, dtype=torch.long, device=dev)
+    if drawn:  # back to edge order; the edges after the loop are "no bond"
+        bonds.scatter_(1, order[:, :steps], torch.stack(drawn, dim=1))
     if given is not None:
         bonds = torch.where(given[1], given[0], bonds)
     return bonds
+
+
+def _loop_length(active: Tensor) -> int:
+    """Edges the sequential draw must visit: the most active (B, E) edges of any graph. On an
+    accelerator every edge (reading the count would be a host sync per reverse step)."""
+    if active.device.type != "cpu":
+        return active.shape[1]
+    return int(active.sum(1).max()) if active.numel() else 0
 
 
 class ValenceGuardedSampler(AncestralSampler):
