@@ -133,13 +133,14 @@ def _sample_and_report(
     seconds = time.perf_counter() - start
     if reject:
         typer.echo(stats.summary())
-    records = decode_samples(task.to_mols(graphs), repair=repair)
+    raw = task.to_mols(graphs)
+    records = decode_samples(raw, repair=repair)
     train = whole = None
     if novelty:
         train, whole, why = novelty_sets(task.config.dataset)
         if why is not None:
             typer.echo(f"novelty left out: {why}")
-    metrics = task.metrics(graphs, train, whole)
+    metrics = task.metrics(graphs, train, whole, mols=raw)
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
     return records, metrics, seconds

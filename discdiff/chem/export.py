@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rdkit import Chem
@@ -46,10 +46,23 @@ class SampleRecord:
     smiles: str | None
     repaired: bool = False
     fragments_dropped: bool = False
+    _flags: dict[str, bool] | None = field(default=None, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:
         return self.mol is not None
+
+    @property
+    def flags(self) -> dict[str, bool] | None:
+        """Every filter's verdict on ``mol`` (:func:`~discdiff.chem.filters.flag_molecule`),
+        computed once (files and reports both read it); None when invalid."""
+        if self.mol is None:
+            return None
+        if self._flags is None:
+            from discdiff.chem.filters import flag_molecule
+
+            self._flags = flag_molecule(self.mol)
+        return self._flags
 
     @property
     def status(self) -> str:
@@ -87,7 +100,7 @@ def decode_samples(raw: Sequence[Chem.Mol], repair: bool = True) -> list[SampleR
 
 
 def _annotations(rec: SampleRecord) -> dict[str, str]:
-    from discdiff.chem.filters import FILTERS, flag_molecule
+    from discdiff.chem.filters import FILTERS
     from discdiff.chem.properties import mol_properties
 
     d = {"smiles": rec.smiles or "", "status": rec.status, "valid": str(int(rec.valid))}
@@ -95,7 +108,7 @@ def _annotations(rec: SampleRecord) -> dict[str, str]:
         return d | dict.fromkeys(_PROPS, "") | dict.fromkeys(FILTERS, "")
     for k, v in zip(_PROPS, mol_properties(rec.mol, _PROPS), strict=True):
         d[k] = f"{v:.4f}"
-    d |= {k: str(int(v)) for k, v in flag_molecule(rec.mol).items()}
+    d |= {k: str(int(v)) for k, v in (rec.flags or {}).items()}
     return d
 
 

@@ -23,7 +23,15 @@ from functools import lru_cache
 
 from rdkit import Chem
 
-__all__ = ["MOTIFS", "FILTERS", "flag_molecule", "filter_counts", "has_pains", "motif_patterns"]
+__all__ = [
+    "MOTIFS",
+    "FILTERS",
+    "count_flags",
+    "flag_molecule",
+    "filter_counts",
+    "has_pains",
+    "motif_patterns",
+]
 
 #: motif name -> SMARTS (ring bonds only where stated: ``;@``)
 MOTIFS: dict[str, str] = {
@@ -81,12 +89,18 @@ def flag_molecule(mol: Chem.Mol) -> dict[str, bool]:
 
 def filter_counts(mols: Iterable[Chem.Mol], names: Sequence[str] = FILTERS) -> dict[str, int]:
     """How many of ``mols`` (sanitised) each filter flags, plus ``any`` and ``checked``."""
+    return count_flags((flag_molecule(m) for m in mols), names)
+
+
+def count_flags(
+    verdicts: Iterable[dict[str, bool]], names: Sequence[str] = FILTERS
+) -> dict[str, int]:
+    """:func:`filter_counts` from verdicts already computed (:func:`flag_molecule`'s dicts)."""
     counts = dict.fromkeys(names, 0)
     counts["any"] = 0
     n = 0
-    for m in mols:
+    for flags in verdicts:
         n += 1
-        flags = flag_molecule(m)
         hit = False
         for k in names:
             if flags[k]:

@@ -394,13 +394,19 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         graphs: Sequence[Graph],
         train_smiles: Sequence[str] | set[str] | None = None,
         whole: set[str] | None = None,
+        mols: Sequence[Chem.Mol] | None = None,
     ) -> dict[str, float]:
         """:func:`discdiff.chem.molecule_metrics` of sampled graphs (novelty with a train set,
-        ``novelty_whole`` with the canonical set of the whole data set)."""
+        ``novelty_whole`` with the canonical set of the whole data set); ``mols``: the graphs'
+        :meth:`to_mols` when the caller has them already (they are not changed)."""
         train = None
         if train_smiles is not None:
             train = train_smiles if isinstance(train_smiles, set) else canonical_set(train_smiles)
-        return molecule_metrics(self.to_mols(graphs), train=train, whole=whole)
+        if mols is None:
+            mols = self.to_mols(graphs)
+        elif len(mols) != len(graphs):
+            raise ValueError(f"got {len(mols)} molecules for {len(graphs)} graphs")
+        return molecule_metrics(mols, train=train, whole=whole)
 
 
 # ---- saving and loading: the spine's, in the (model, task) order of the old names --------
