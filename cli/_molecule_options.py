@@ -57,8 +57,31 @@ Reject = Annotated[
     bool,
     typer.Option(
         "--reject/--no-reject",
-        help="Draw again, whole (up to 5 rounds), each sample that is invalid, in pieces or "
+        help="Draw again, whole (up to --reject-rounds times), each sample that is invalid, in pieces or "
         "carries a filtered motif (enol, C=C in a 3- or 4-ring, ...): the model's distribution "
         "restricted to molecules that pass; the counts are printed.",
+    ),
+]
+Unique = Annotated[
+    bool,
+    typer.Option(
+        "--unique/--no-unique",
+        help="With --reject: also draw again a molecule already sampled in this run (distinct "
+        "molecules, sampled without replacement; uniqueness is then 100% by construction).",
+    ),
+]
+Novel = Annotated[
+    bool,
+    typer.Option(
+        "--novel/--no-novel",
+        help="With --reject: also draw again a molecule of the training data set, any split "
+        "(only new molecules; novelty is then 100% by construction).",
+    ),
+]
+RejectRounds = Annotated[
+    int,
+    typer.Option(
+        help="Redraw rounds of --reject (each draws candidates for every sample still flawed "
+        "and keeps the first that passes).",
     ),
 ]

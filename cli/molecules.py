@@ -18,12 +18,15 @@ from discdiff.cli import _molecule_output as mo
 from discdiff.cli._molecule_options import (
     Guidance,
     MotifGuard,
+    Novel,
     NumAtoms,
     Reject,
+    RejectRounds,
     Repair,
     Scaffold,
     Target,
     TimePower,
+    Unique,
     ValenceGuard,
 )
 from discdiff.cli._options import (
@@ -109,6 +112,9 @@ def _sample_and_report(
     scaffold_smiles: str | None = None,
     motif_guard: bool = True,
     reject: bool = False,
+    unique: bool = False,
+    novel: bool = False,
+    reject_rounds: int = 5,
     **conditioning,
 ) -> tuple[list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
@@ -116,6 +122,14 @@ def _sample_and_report(
     from discdiff.chem.rejection import Rejection, RejectionStats
     from discdiff.tasks.molecule_data import novelty_sets
 
+    if (unique or novel) and not reject:
+        raise ValueError("--unique and --novel work through --reject, which is off")
+    _positive(reject_rounds, "--reject-rounds")
+    sets = None
+    if novel:  # before any sampling: the known molecules are a check
+        sets = novelty_sets(task.config.dataset)
+        if sets[2] is not None:
+            raise ValueError(f"--novel needs the data set's molecules: {sets[2]}")
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     sampler_obj = task.make_sampler(
@@ -128,16 +142,21 @@ def _sample_and_report(
         graphs = task.sample_graphs(
             model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
             grid_power=time_power, generator=gen, progress=bar.update,
-            reject=Rejection() if reject else None, stats=stats, **conditioning,
+            reject=Rejection(
+                rounds=reject_rounds, unique=unique, known=sets[1] if sets else None
+            ) if reject else None,
+            stats=stats, **conditioning,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     if reject:
         typer.echo(stats.summary())
+        if stats.kept_flawed:
+            typer.echo(f"(more --reject-rounds than {reject_rounds} would draw those again)")
     raw = task.to_mols(graphs)
     records = decode_samples(raw, repair=repair)
     train = whole = None
     if novelty:
-        train, whole, why = novelty_sets(task.config.dataset)
+        train, whole, why = sets or novelty_sets(task.config.dataset)
         if why is not None:
             typer.echo(f"novelty left out: {why}")
     metrics = task.metrics(graphs, train, whole, mols=raw)
@@ -167,6 +186,9 @@ def sample(
     num_atoms: NumAtoms = 0,
     repair: Repair = True,
     reject: Reject = True,
+    unique: Unique = False,
+    novel: Novel = False,
+    reject_rounds: RejectRounds = 5,
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -208,7 +230,8 @@ def sample(
     records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         sampler_options(sampler_opt), valence_guard, repair, progress,
-        motif_guard=motif_guard, reject=reject, **cond,
+        motif_guard=motif_guard, reject=reject, unique=unique, novel=novel,
+        reject_rounds=reject_rounds, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
@@ -413,6 +436,7 @@ def evaluate(
     valence_guard: ValenceGuard = True,
     motif_guard: MotifGuard = True,
     reject: Reject = False,
+    reject_rounds: RejectRounds = 5,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -460,7 +484,7 @@ def evaluate(
     records, metrics, _ = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         sampler_options(sampler_opt), valence_guard, True, progress,
-        motif_guard=motif_guard, reject=reject, **cond,
+        motif_guard=motif_guard, reject=reject, reject_rounds=reject_rounds, **cond,
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance

@@ -89,6 +89,29 @@ def test_sample_rejects_by_default_and_eval_does_not(tmp_path) -> None:
     assert "rejected and drawn again:" in run_ok([*ev, "--reject"])
 
 
+def test_sample_unique_and_novel(tmp_path, capsys) -> None:
+    """--unique --novel: distinct molecules, none of them in QM9 (any split), each count shown."""
+    from discdiff.chem.metrics import canonical_set
+    from discdiff.tasks.molecule_data import novelty_sets
+
+    smi = tmp_path / "m.smi"
+    args = ["molecules", "sample", "-n", "30", "--steps", "4", "--out", str(smi)]
+    out = run_ok([*args, "--unique", "--novel"])
+    found = re.search(r"rejected and drawn again: \d+ \(([^)]*)\)", out)
+    assert found and "known" in found.group(1), out
+    lines = [line.split("\t")[0] for line in smi.read_text().splitlines()]
+    _, whole, _ = novelty_sets("qm9")
+    kept = int(re.search(r"(\d+) kept with a flaw", out).group(1))
+    assert len(set(lines)) >= len(lines) - kept
+    assert len(canonical_set(lines) & whole) <= kept
+    code = main([*args, "--no-reject", "--unique"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--unique and --novel work through --reject" in err
+    code = main([*args, "--reject-rounds", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--reject-rounds must be >= 1" in err
+
+
 @pytest.mark.parametrize(
     "extra,fragment",
     [
@@ -118,12 +141,14 @@ def test_sample_bad_input_exits_2(tmp_path, capsys, monkeypatch, extra, fragment
 def test_cli_time_power_default_is_the_task_default() -> None:
     import inspect
 
+    from discdiff.chem.rejection import REJECT_ROUNDS
     from discdiff.cli import molecules as cli_molecules
     from discdiff.tasks.molecules import GRID_POWER, SAMPLE_STEPS
 
     for fn in (cli_molecules.sample, cli_molecules.evaluate):
         assert inspect.signature(fn).parameters["time_power"].default == GRID_POWER
         assert inspect.signature(fn).parameters["steps"].default == SAMPLE_STEPS
+        assert inspect.signature(fn).parameters["reject_rounds"].default == REJECT_ROUNDS
 
 
 def test_sample_corrupt_checkpoint_exits_2(tmp_path, capsys) -> None:

@@ -8,8 +8,21 @@ import pytest
 import torch
 
 from discdiff.chem.filters import MOTIFS
-from discdiff.chem.graph import GraphVocab, contains_scaffold, graph_to_mol, mol_to_graph
-from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats
+from discdiff.chem.graph import (
+    GraphVocab,
+    canonical_smiles,
+    contains_scaffold,
+    graph_to_mol,
+    mol_to_graph,
+)
+from discdiff.chem.metrics import largest_fragment
+from discdiff.chem.rejection import (
+    MAX_CANDIDATES,
+    REJECTABLE,
+    Rejection,
+    RejectionStats,
+    redraw_flawed,
+)
 from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
 
 VOCAB = GraphVocab.qm9()
@@ -109,23 +122,59 @@ def test_a_rejecting_run_redraws_the_flawed_samples_alone(shipped) -> None:
 class _Never(Rejection):
     """A check nothing passes: every round redraws everything."""
 
-    def flaw(self, graph, vocab):  # type: ignore[override]
+    def flaw(self, graph, vocab, seen=None):  # type: ignore[override]
         return "enol"
 
 
 def test_rounds_end_and_the_last_draw_is_kept(shipped) -> None:
+    """Nothing passes: each round draws the most candidates (no pass seen) for every sample,
+    all rejected but each sample's last, which is kept; the counts say so exactly."""
     model, task = shipped
     stats = RejectionStats()
     gen = torch.Generator().manual_seed(0)
     got = task.sample_graphs(model, 7, steps=2, generator=gen, reject=_Never(rounds=2), stats=stats)
     assert len(got) == 7
-    assert (stats.redrawn, stats.rounds, stats.kept_flawed) == (14, 2, 7)
-    assert stats.by_check == {"enol": 14}
-    assert "14 (enol 14) in 2 round(s); 7 kept with a flaw" in stats.summary()
+    per_round = 7 * MAX_CANDIDATES  # the flawed sample and all but the last candidate rejected
+    assert (stats.redrawn, stats.rounds, stats.kept_flawed) == (2 * per_round, 2, 7)
+    assert stats.extra_draws == 2 * per_round
+    assert stats.by_check == {"enol": 2 * per_round}
+    assert f"{2 * per_round} (enol {2 * per_round}) in 2 round(s)" in stats.summary()
+    assert stats.summary().endswith("; 7 kept with a flaw")
     # added to over calls (the benchmark samples in two calls)
     task.sample_graphs(model, 3, steps=2, generator=gen, reject=_Never(rounds=1), stats=stats)
-    assert (stats.redrawn, stats.rounds, stats.kept_flawed) == (17, 2, 10)
+    assert (stats.redrawn, stats.rounds, stats.kept_flawed) == (2 * per_round + 24, 2, 10)
     assert RejectionStats().summary().startswith("rejected: none")
+
+
+def test_each_sample_keeps_its_first_passing_candidate() -> None:
+    """redraw_flawed with a scripted draw: the candidates per flawed sample follow the pass rate
+    seen (1 of 3 passed: 5 each), each sample keeps the first of its candidates that passes, in
+    order, and one with none passing keeps its last and is redrawn the next round."""
+    good, bad = mol_to_graph("CCO", VOCAB), mol_to_graph("CC.O", VOCAB)
+    other = mol_to_graph("CCN", VOCAB)
+    graphs = [good, bad, bad]
+    calls: list[list[int]] = []
+    script = {1: [bad, bad, other, good, good], 2: [bad] * 5}
+
+    def draw(which: list[int]) -> list:
+        calls.append(which)
+        if len(calls) == 1:  # round 1: candidate c of index i is script[i][c]
+            seen: dict[int, int] = {}
+            out = []
+            for i in which:
+                out.append(script[i][seen.setdefault(i, 0)])
+                seen[i] += 1
+            return out
+        return [good for _ in which]  # round 2: everything passes
+
+    stats = redraw_flawed(graphs, draw, Rejection(), VOCAB)
+    assert calls[0] == [1, 2] * 5  # candidate-major: every sample's first candidate first
+    assert graphs[0] is good and graphs[1] is other and graphs[2] is good
+    assert stats.rounds == 2 and stats.kept_flawed == 0
+    # rejected: round 1 the two first draws, 2 + 4 candidates; round 2 index 2's last candidate
+    assert stats.redrawn == 2 + 2 + 4 + 1 and stats.by_check == {"disconnected": 9}
+    assert stats.extra_draws == 10 + len(calls[1])
+    assert calls[1] == [2] * MAX_CANDIDATES  # 2 of 11 passed: 10 wanted, at most 8
 
 
 def test_a_scaffold_survives_rejection(shipped) -> None:
@@ -139,3 +188,48 @@ def test_a_scaffold_survives_rejection(shipped) -> None:
     assert all(m is not None for m in mols)
     assert all(contains_scaffold(m, "c1ccoc1") for m in mols)
     assert stats.rounds <= Rejection().rounds
+
+
+def _smiles(graphs) -> list[str | None]:
+    out = []
+    for a, b in graphs:
+        m = graph_to_mol(a, b, VOCAB)
+        out.append(None if m is None else canonical_smiles(largest_fragment(m)))
+    return out
+
+
+def test_unique_redraws_molecules_already_sampled(shipped) -> None:
+    """Three heavy atoms leave few molecules: duplicates are redrawn until the rounds run out;
+    every sample kept as it is, not as a duplicate, is distinct from all before it."""
+    model, task = shipped
+    kw = dict(steps=4, num_atoms=3, generator=torch.Generator().manual_seed(2))
+    stats = RejectionStats()
+    got = task.sample_graphs(model, 40, reject=Rejection(unique=True), stats=stats, **kw)
+    smiles = _smiles(got)
+    assert stats.by_check.get("duplicate", 0) > 0
+    repeats = sum(s in smiles[:i] for i, s in enumerate(smiles))
+    assert 0 < repeats <= stats.kept_flawed  # 40 draws of 3 atoms cannot all differ
+    plain = _smiles(
+        task.sample_graphs(model, 40, **kw | {"generator": torch.Generator().manual_seed(2)})
+    )
+    assert len(set(smiles)) > len(set(plain))
+
+
+def test_known_molecules_are_redrawn(shipped) -> None:
+    """Every first draw that passes the other checks is known here (the same seed's plain run
+    made the set), so each is redrawn; what is kept known is counted as kept with a flaw."""
+    model, task = shipped
+    first = task.sample_graphs(model, 30, steps=4, generator=torch.Generator().manual_seed(4))
+    plain = _smiles(first)
+    known = {s for s in plain if s is not None}
+    clean = sum(Rejection().flaw(g, VOCAB) is None for g in first)
+    stats = RejectionStats()
+    got = task.sample_graphs(
+        model, 30, steps=4, generator=torch.Generator().manual_seed(4),
+        reject=Rejection(known=known), stats=stats,
+    )  # fmt: skip
+    assert stats.by_check.get("known", 0) >= clean > 0
+    kept_known = sum(s in known for s in _smiles(got))
+    assert kept_known <= stats.kept_flawed
+    with pytest.raises(ValueError, match="known"):
+        Rejection(known=["CCO"])  # type: ignore[arg-type]

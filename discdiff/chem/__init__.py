@@ -4,7 +4,7 @@ properties for conditioning (``properties``), filters (``filters``), sample reco
 rejection of flawed samples (``rejection``) and PyTorch Geometric data (``pyg``)."""
 
 from discdiff.chem.export import SampleRecord, decode_samples, write_grid, write_molecules
-from discdiff.chem.filters import FILTERS, MOTIFS, filter_counts, flag_molecule
+from discdiff.chem.filters import FILTERS, MOTIFS, count_flags, filter_counts, flag_molecule
 from discdiff.chem.graph import (
     BOND_TYPES,
     GraphVocab,
@@ -44,7 +44,7 @@ from discdiff.chem.properties import (
     quantile_edges,
     register_property,
 )
-from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats
+from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats, redraw_flawed
 
 __all__ = [
     "BOND_TYPES",
@@ -80,6 +80,7 @@ __all__ = [
     "write_molecules",
     "FILTERS",
     "MOTIFS",
+    "count_flags",
     "filter_counts",
     "flag_molecule",
     "MOTIF_GUARDED",
@@ -87,6 +88,7 @@ __all__ = [
     "REJECTABLE",
     "Rejection",
     "RejectionStats",
+    "redraw_flawed",
     "MotifRules",
     "PROPERTIES",
     "bin_labels",

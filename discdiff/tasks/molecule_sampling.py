@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from discdiff.chem.graph import dense_fields_to_graphs, num_edges, sample_node_counts
-from discdiff.chem.rejection import Rejection, RejectionStats
+from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
 from discdiff.samplers import SAMPLERS, Sampler, make_sampler
 
 __all__ = ["GraphSampling", "GRID_POWER", "SAMPLE_STEPS"]
@@ -168,8 +168,9 @@ class GraphSampling:
         the vocabulary) is kept fixed in every sample (:meth:`sample_fields`); node counts are
         then drawn from the histogram above its size. ``num_atoms`` fixes every node count.
         ``reject`` (:class:`~discdiff.chem.rejection.Rejection`): a sample failing one of its
-        checks (invalid, in pieces, a filtered motif) is drawn again with the same node count,
-        up to ``reject.rounds`` times; what that did is added to ``stats`` (a RejectionStats).
+        checks (invalid, in pieces, a filtered motif; opt-in: a duplicate, a known molecule)
+        is drawn again with the same node count, up to ``reject.rounds`` times; what that did
+        is added to ``stats`` (a RejectionStats).
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
@@ -189,48 +190,37 @@ class GraphSampling:
             num_samples, generator, 0 if scaffold is None else int(scaffold[0].shape[0]), num_atoms
         )
         label = self.target_labels(target, 1) if target else None
-        graphs: list[Graph | None] = [None] * num_samples
 
-        def draw(which: Tensor, report: Callable[[int], None] | None) -> None:
-            """Sample graphs[i] for i in ``which`` (B,), in batches of similar node counts."""
-            order = which[torch.argsort(counts[which], stable=True)]
+        def draw(which: list[int], report: Callable[[int], None] | None = None) -> list[Graph]:
+            """One fresh sample for each index of ``which`` (repeats allowed), in that order,
+            drawn in batches of similar node counts."""
+            out: list[Graph | None] = [None] * len(which)
+            at = torch.tensor(which, dtype=torch.long)
+            order = torch.argsort(counts[at], stable=True)  # positions in ``which``
             for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+                pos = order[start : start + batch_size]
                 f = self.sample_fields(
                     model,
-                    counts[idx],
+                    counts[at[pos]],
                     steps=steps,
                     sampler=sampler,
                     grid_power=grid_power,
                     generator=generator,
-                    label=None if label is None else label.expand(len(idx), -1),
+                    label=None if label is None else label.expand(len(pos), -1),
                     scaffold=scaffold,
                 )
                 f = {k: v.cpu() for k, v in f.items()}
-                for i, g in zip(
-                    idx.tolist(),
-                    dense_fields_to_graphs(f["atoms"], f["bonds"], f["node_mask"]),
-                    strict=True,
-                ):
-                    graphs[i] = g
+                made = dense_fields_to_graphs(f["atoms"], f["bonds"], f["node_mask"])
+                for p, g in zip(pos.tolist(), made, strict=True):
+                    out[p] = g
                 if report is not None:
-                    report(len(idx))
+                    report(len(pos))
+            return [g for g in out if g is not None]
 
-        draw(torch.arange(num_samples), progress)
+        graphs = draw(list(range(num_samples)), progress)
         if reject is not None:
-            stats = stats if stats is not None else RejectionStats()
-            flawed = reject.flawed(graphs, self.vocab, range(num_samples))  # type: ignore[arg-type]
-            rounds = 0
-            while flawed and rounds < reject.rounds:
-                rounds += 1
-                stats.redrawn += len(flawed)
-                for why in flawed.values():
-                    stats.by_check[why] = stats.by_check.get(why, 0) + 1
-                draw(torch.tensor(sorted(flawed), dtype=torch.long), None)
-                flawed = reject.flawed(graphs, self.vocab, sorted(flawed))  # type: ignore[arg-type]
-            stats.rounds = max(stats.rounds, rounds)
-            stats.kept_flawed += len(flawed)
-        return [g for g in graphs if g is not None]
+            redraw_flawed(graphs, draw, reject, self.vocab, stats)
+        return graphs
 
     def node_counts(
         self,
