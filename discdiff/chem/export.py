@@ -46,7 +46,7 @@ class SampleRecord:
     smiles: str | None
     repaired: bool = False
     fragments_dropped: bool = False
-    _flags: dict[str, bool] | None = field(default=None, repr=False, compare=False)
+    _flags: dict[str, bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:
