@@ -46,6 +46,7 @@ from discdiff.cli._options import (
     Seed,
     SkipNonfinite,
     Steps,
+    Temperature,
     Threads,
     Warmup,
     WarmupOld,
@@ -93,6 +94,18 @@ def _conditioning(
     graph = task.scaffold_graph(scaffold) if scaffold else None
     task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]), atoms or None)
     return out | {"scaffold": graph, "scaffold_smiles": scaffold}
+
+
+def _sampler_settings(sampler_opt: list[str] | None, temperature: float) -> dict:
+    """--sampler-opt settings with --temperature among them (given once, one line if twice)."""
+    options = sampler_options(sampler_opt)
+    if temperature != 1.0:
+        if "temperature" in options:
+            raise ValueError("give the temperature once: --temperature or --sampler-opt")
+        if temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {temperature}")
+        options["temperature"] = temperature
+    return options
 
 
 def _sample_and_report(
@@ -178,6 +191,7 @@ def sample(
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
+    temperature: Temperature = 1.0,
     valence_guard: ValenceGuard = True,
     motif_guard: MotifGuard = True,
     target: Target = None,
@@ -229,7 +243,7 @@ def sample(
     cond = _conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt), valence_guard, repair, progress,
+        _sampler_settings(sampler_opt, temperature), valence_guard, repair, progress,
         motif_guard=motif_guard, reject=reject, unique=unique, novel=novel,
         reject_rounds=reject_rounds, **cond,
     )  # fmt: skip
@@ -433,6 +447,7 @@ def evaluate(
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     sampler_opt: SamplerOpt = None,
+    temperature: Temperature = 1.0,
     valence_guard: ValenceGuard = True,
     motif_guard: MotifGuard = True,
     reject: Reject = False,
@@ -483,7 +498,7 @@ def evaluate(
     cond = _conditioning(task, target, guidance)
     records, metrics, _ = _sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
-        sampler_options(sampler_opt), valence_guard, True, progress,
+        _sampler_settings(sampler_opt, temperature), valence_guard, True, progress,
         motif_guard=motif_guard, reject=reject, reject_rounds=reject_rounds, **cond,
     )  # fmt: skip
     if fcd:

@@ -96,12 +96,18 @@ def test_compile_switch_wraps_without_changing_the_model() -> None:
 
 @pytest.mark.slow
 def test_compiled_sampling_gives_the_eager_samples(tmp_path) -> None:
+    """Plain ancestral draws are the same compiled or not. The valence guard visits edges by
+    their bond probabilities, and graphs with symmetric atoms tie exactly in eager arithmetic
+    but not always compiled (another summation order), so a guarded run may visit tied edges in
+    another order: it is only checked to run and give valid molecules."""
     from discdiff.cli.main import main
 
     outs = []
-    for extra in ([], ["--compile"]):
+    plain = ["--no-valence-guard", "--no-reject"]
+    for extra in ([*plain], [*plain, "--compile"], ["--compile"]):
         out = tmp_path / f"m{len(outs)}.smi"
         args = ["molecules", "sample", "-n", "8", "--steps", "3", "--no-novelty", "--out", str(out)]
         assert main([*args, *extra]) == 0
         outs.append(out.read_text())
     assert outs[0] == outs[1]
+    assert len(outs[2].splitlines()) == 8 and "invalid" not in outs[2]

@@ -89,6 +89,18 @@ def test_sample_rejects_by_default_and_eval_does_not(tmp_path) -> None:
     assert "rejected and drawn again:" in run_ok([*ev, "--reject"])
 
 
+def test_sample_temperature_is_the_samplers(tmp_path) -> None:
+    """--temperature, the flag of every task, reaches the molecule sampler: the same as the
+    --sampler-opt setting, and another temperature other molecules."""
+    base = ["molecules", "sample", "-n", "12", "--steps", "4", "--no-novelty", "--no-progress"]
+    texts = []
+    for extra in (["--temperature", "1.5"], ["--sampler-opt", "temperature=1.5"], []):
+        out = tmp_path / f"t{len(texts)}.smi"
+        run_ok([*base, "--out", str(out), *extra])
+        texts.append(out.read_text())
+    assert texts[0] == texts[1] != texts[2]
+
+
 def test_sample_unique_and_novel(tmp_path, capsys) -> None:
     """--unique --novel: distinct molecules, none of them in QM9 (any split), each count shown."""
     from discdiff.chem.metrics import canonical_set
@@ -127,6 +139,8 @@ def test_sample_unique_and_novel(tmp_path, capsys) -> None:
         (["--scaffold", "C1CCCCCCCCC1"], "more than the model's max_nodes 9"),
         (["--scaffold", "CCCCCCCCC", "--num-atoms", "5"], "--num-atoms 5 must lie in [9, 9]"),
         (["--hydrogens"], "need an .sdf --out"),
+        (["--temperature", "1.2", "--sampler-opt", "temperature=1.1"], "give the temperature once"),
+        (["--temperature", "-1"], "--temperature must be >= 0"),
         (["--device", "cuda:7"], "cuda"),
     ],
 )

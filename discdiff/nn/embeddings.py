@@ -42,8 +42,9 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Te
 def check_unit_time(t: Tensor) -> None:
     """ValueError unless every t lies in [0, 1] (a denoiser given t = 1000 by mistake would
     otherwise embed it silently). Checked on the CPU only: on an accelerator it would cost a
-    host sync per call."""
-    if t.device.type != "cpu" or not t.numel():
+    host sync per call, and under torch.compile it would be a data-dependent branch (a graph
+    break; an error with fullgraph=True)."""
+    if t.device.type != "cpu" or not t.numel() or torch.compiler.is_compiling():
         return
     bad = (t < 0) | (t > 1) | t.isnan()
     if bool(bad.any()):

@@ -488,8 +488,11 @@ class GraphTransformerDenoiser(nn.Module):
         X = self.x_in(x)  # (B, N, dx)
         E = self.e_in(e)  # (B, N, N, de)
         # no padded node: every mask is all ones, and the passes applying them are skipped.
-        # Known for free on a CPU; on an accelerator the check would be a host sync per call.
-        padded = atoms.device.type != "cpu" or not bool(node_mask.all())
+        # Known for free on a CPU; on an accelerator the check would be a host sync per call,
+        # and under torch.compile a data-dependent branch (a graph break): masks kept there.
+        padded = (
+            atoms.device.type != "cpu" or torch.compiler.is_compiling() or not bool(node_mask.all())
+        )
         if padded:
             X = X * node_mask[..., None].float()
             E = E * ((pair_mask | eye) & node_mask[:, :, None])[..., None].float()
