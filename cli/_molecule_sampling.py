@@ -1,0 +1,123 @@
+"""What `discdiff molecules sample` and `eval` share: the conditioning flags checked against the
+model, the sampler's settings, and the sampling run with its rejection and metrics."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import typer
+
+from discdiff.cli import _molecule_output as mo
+from discdiff.cli._options import sampler_options
+
+
+def positive(value: int, name: str) -> int:
+    """``value`` when >= 1, else one line naming the flag."""
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def conditioning(
+    task, target: list[str] | None, guidance: float, scaffold: str | None = None, atoms: int = 0
+) -> dict:
+    """The sampling keywords of --target / --guidance / --scaffold / --num-atoms, checked
+    against the model before any sampling (one line each)."""
+    from discdiff.chem.properties import parse_targets
+
+    goals = parse_targets(target or [], task.config.properties)
+    if guidance != 1.0 and not goals:
+        raise ValueError("--guidance needs --target (a property-conditioned model)")
+    if guidance < 0:
+        raise ValueError(f"--guidance must be >= 0, got {guidance}")
+    for name, value in goals.items():
+        typer.echo(f"target {task.describe_target(name, value)}")
+    out = {"target": goals or None, "guidance": guidance, "num_atoms": atoms or None}
+    if atoms < 0:
+        raise ValueError(f"--num-atoms must be >= 0, got {atoms}")
+    graph = task.scaffold_graph(scaffold) if scaffold else None
+    task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]), atoms or None)
+    return out | {"scaffold": graph, "scaffold_smiles": scaffold}
+
+
+def sampler_settings(sampler_opt: list[str] | None, temperature: float) -> dict:
+    """--sampler-opt settings with --temperature among them (given once, one line if twice)."""
+    options = sampler_options(sampler_opt)
+    if temperature != 1.0:
+        if "temperature" in options:
+            raise ValueError("give the temperature once: --temperature or --sampler-opt")
+        if temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {temperature}")
+        options["temperature"] = temperature
+    return options
+
+
+def sample_and_report(
+    model,
+    task,
+    n: int,
+    steps: int,
+    sampler: str,
+    seed: int,
+    batch_size: int,
+    novelty: bool,
+    time_power: float,
+    options: dict | None = None,
+    valence_guard: bool = True,
+    repair: bool = True,
+    progress: bool = True,
+    scaffold_smiles: str | None = None,
+    motif_guard: bool = True,
+    reject: bool = False,
+    unique: bool = False,
+    novel: bool = False,
+    reject_rounds: int = 5,
+    **conditioning,
+) -> tuple[list, dict, float]:
+    """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
+    from discdiff.chem.export import decode_samples
+    from discdiff.chem.rejection import Rejection, RejectionStats
+    from discdiff.tasks.molecule_data import novelty_sets
+
+    if (unique or novel) and not reject:
+        raise ValueError("--unique and --novel work through --reject, which is off")
+    positive(reject_rounds, "--reject-rounds")
+    sets = None
+    if novel:  # before any sampling: the known molecules are a check
+        sets = novelty_sets(task.config.dataset)
+        if sets[2] is not None:
+            raise ValueError(f"--novel needs the data set's molecules: {sets[2]}")
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sampler_obj = task.make_sampler(
+        steps, sampler, time_power, valence_guard, conditioning.get("guidance", 1.0),
+        motif_guard, **(options or {}),
+    )  # fmt: skip
+    stats = RejectionStats()
+    start = time.perf_counter()
+    with mo.bar(n, progress, "sampling") as bar:
+        graphs = task.sample_graphs(
+            model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
+            grid_power=time_power, generator=gen, progress=bar.update,
+            reject=Rejection(
+                rounds=reject_rounds, unique=unique, known=sets[1] if sets else None
+            ) if reject else None,
+            stats=stats, **conditioning,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if reject:
+        typer.echo(stats.summary())
+        if stats.kept_flawed:
+            typer.echo(f"(more --reject-rounds than {reject_rounds} would draw those again)")
+    raw = task.to_mols(graphs)
+    records = decode_samples(raw, repair=repair)
+    train = whole = None
+    if novelty:
+        train, whole, why = sets or novelty_sets(task.config.dataset)
+        if why is not None:
+            typer.echo(f"novelty left out: {why}")
+    metrics = task.metrics(graphs, train, whole, mols=raw)
+    metrics["sampling_seconds"] = seconds
+    metrics["molecules_per_second"] = n / seconds
+    return records, metrics, seconds
