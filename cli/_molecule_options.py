@@ -57,9 +57,9 @@ Reject = Annotated[
     bool,
     typer.Option(
         "--reject/--no-reject",
-        help="Draw again, whole (up to --reject-rounds times), each sample that is invalid, in pieces or "
-        "carries a filtered motif (enol, C=C in a 3- or 4-ring, ...): the model's distribution "
-        "restricted to molecules that pass; the counts are printed.",
+        help="Draw again, whole (in up to --reject-rounds rounds), each sample that is invalid, "
+        "in pieces or carries a filtered motif (enol, C=C in a 3- or 4-ring, ...): the model's "
+        "distribution restricted to molecules that pass; the counts are printed.",
     ),
 ]
 Unique = Annotated[
