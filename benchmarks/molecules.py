@@ -88,9 +88,8 @@ def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, floa
                                 **({"temperature": args.temperature} if args.temperature != 1
                                    else {}))  # fmt: skip
     kw = dict(steps=args.steps, sampler=sampler, batch_size=args.batch_size,
-              grid_power=args.time_power, generator=gen, valence_guard=guard[0],
-              motif_guard=guard[1], reject=Rejection() if guard[2] else None, stats=stats,
-              **cond)  # fmt: skip
+              grid_power=args.time_power, generator=gen,
+              reject=Rejection() if guard[2] else None, stats=stats, **cond)  # fmt: skip
     start = time.perf_counter()
     graphs = task.sample_graphs(model, first, **kw)
     t_first = time.perf_counter() - start

@@ -50,7 +50,8 @@ FILTERS: tuple[str, ...] = ("pains", "net_charged", *MOTIFS)
 
 
 @lru_cache(maxsize=1)
-def _patterns() -> dict[str, Chem.Mol]:
+def motif_patterns() -> dict[str, Chem.Mol]:
+    """The compiled SMARTS of :data:`MOTIFS` (built once)."""
     out = {}
     for name, smarts in MOTIFS.items():
         pat = Chem.MolFromSmarts(smarts)
@@ -58,11 +59,6 @@ def _patterns() -> dict[str, Chem.Mol]:
             raise ValueError(f"bad SMARTS for motif {name!r}: {smarts}")
         out[name] = pat
     return out
-
-
-def motif_patterns() -> dict[str, Chem.Mol]:
-    """The compiled SMARTS of :data:`MOTIFS` (built once)."""
-    return _patterns()
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +78,7 @@ def has_pains(mol: Chem.Mol) -> bool:
 def flag_molecule(mol: Chem.Mol) -> dict[str, bool]:
     """Every filter of :data:`FILTERS` on one sanitised molecule (True = flagged)."""
     out = {"pains": has_pains(mol), "net_charged": Chem.GetFormalCharge(mol) != 0}
-    for name, pat in _patterns().items():
+    for name, pat in motif_patterns().items():
         out[name] = mol.HasSubstructMatch(pat)
     return out
 
