@@ -1,7 +1,8 @@
 """Our molecule samples next to DiGress's, in one table, and the time to sample them.
 
     python benchmarks/molecules.py [-n 10000] [--steps 50] [--threads 2] [--checkpoint PATH]
-                                   [--guard both|reject|on|valence|off|all] [--temperature T] [--target qed=0.6 --guidance 1 2]
+                                   [--guard both|reject|on|valence|off|all] [--guard-steps last|all]
+                                   [--temperature T] [--target qed=0.6 --guidance 1 2]
 
 Samples ``-n`` molecules from the shipped QM9 checkpoint (or ``--checkpoint``, QM9 or MOSES)
 with and/or without the valence and motif guards (and rejection, :mod:`discdiff.chem.rejection`),
@@ -46,6 +47,7 @@ from discdiff.chem.metrics import (  # noqa: E402
     reference_stats,  # noqa: E402
 )
 from discdiff.chem.properties import mol_properties, parse_targets  # noqa: E402
+from discdiff.chem.valence import GUARD_STEPS  # noqa: E402
 from discdiff.datasets.moses import load_moses  # noqa: E402
 from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
@@ -83,10 +85,11 @@ def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, floa
 
     first = min(1000, n)
     stats = RejectionStats()
+    opts = {"temperature": args.temperature} if args.temperature != 1 else {}
+    if guard[0]:
+        opts["guard_steps"] = args.guard_steps
     sampler = task.make_sampler(args.steps, "ancestral", args.time_power, guard[0],
-                                cond.get("guidance", 1.0), guard[1],
-                                **({"temperature": args.temperature} if args.temperature != 1
-                                   else {}))  # fmt: skip
+                                cond.get("guidance", 1.0), guard[1], **opts)  # fmt: skip
     kw = dict(steps=args.steps, sampler=sampler, batch_size=args.batch_size,
               grid_power=args.time_power, generator=gen,
               reject=Rejection() if guard[2] else None, stats=stats, **cond)  # fmt: skip
@@ -112,6 +115,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="the ancestral sampler's temperature (1 = the model's own law)")  # fmt: skip
     ap.add_argument("--no-digress", action="store_true", help="skip the DiGress rows")
+    ap.add_argument(
+        "--guard-steps",
+        choices=GUARD_STEPS,
+        default="last",
+        help="reverse steps whose x_0 draw the valence guard acts on",
+    )
     ap.add_argument("--guard", choices=tuple(GUARDS), default="both",
                     help="rows with the valence and motif guards (on), those and rejection "
                     "(reject: what `molecules sample` does), the valence guard only (valence), "
@@ -153,7 +162,8 @@ def main() -> None:
         m = molecule_metrics(mols, train, reference, profile=True, whole=whole)
         m["seconds"] = t_all
         temp = f", temperature {args.temperature:g}" if args.temperature != 1 else ""
-        label = f"{name} ({args.steps} steps{temp}, {GUARD_LABELS[guard]})"
+        every = ", every step" if guard[0] and args.guard_steps == "all" else ""
+        label = f"{name} ({args.steps} steps{temp}, {GUARD_LABELS[guard]}{every})"
         main_rows[label] = rows[label] = m
         timing.append(f"{label}: {args.n} in {t_all:.1f} s, the first 1,000 in {t_first:.1f} s")
         if guard[2]:

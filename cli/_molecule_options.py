@@ -40,8 +40,9 @@ ValenceGuard = Annotated[
     bool,
     typer.Option(
         "--valence-guard/--no-valence-guard",
-        help="Ancestral sampling that never gives an atom more bonds than its element and "
-        "charge allow (valid by construction; off: plain ancestral, for research).",
+        help="Ancestral sampling whose last draw, the sample, never gives an atom more bonds "
+        "than its element and charge allow (valid by construction; --sampler-opt "
+        "guard_steps=all guards every step's draw; off: plain ancestral, for research).",
     ),
 ]
 MotifGuard = Annotated[

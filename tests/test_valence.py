@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from discdiff.chem.graph import GraphVocab, num_edges
@@ -40,7 +41,8 @@ def _valences(atoms: torch.Tensor, bonds: torch.Tensor, n: int) -> torch.Tensor:
     return val
 
 
-def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model():
+@pytest.mark.parametrize("guard_steps", ["last", "all"])
+def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model(guard_steps):
     n, B = 6, 64
     ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
 
@@ -53,7 +55,7 @@ def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model():
 
     procs = _processes(ka, kb)
     shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
-    res = ValenceGuardedSampler(20, VOCAB).sample(
+    res = ValenceGuardedSampler(20, VOCAB, guard_steps=guard_steps).sample(
         greedy, procs, shape, generator=torch.Generator().manual_seed(0)
     )
     atoms, bonds = res.samples["atoms"], res.samples["bonds"]
@@ -68,6 +70,46 @@ def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model():
         > atom_capacities(VOCAB)[plain.samples["atoms"]]
     )
     assert bool(over.any())  # without the guard this model breaks valence: the test has power
+
+
+def test_the_guard_acts_on_the_last_step_only_by_default():
+    """With guard_steps="last" every step before the last is the unguarded step, draw for
+    draw (the same states with the same seed); only the sample differs, and it fits. "all"
+    guards the intermediate draws too, so its path leaves the unguarded one before the end."""
+    n, B = 5, 32
+    ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
+
+    def greedy(x, t, cond=None):  # over-bonds: triple bonds between oxygens
+        atoms = torch.full((*x["atoms"].shape, ka), -2.0)
+        atoms[..., 2] = 2.0
+        bonds = torch.full((*x["bonds"].shape, kb), -2.0)
+        bonds[..., 3] = 2.0
+        return {"atoms": atoms, "bonds": bonds}
+
+    procs = _processes(ka, kb)
+    shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
+
+    def run(**kw):
+        return ValenceGuardedSampler(12, VOCAB, **kw).sample(
+            greedy, procs, shape, generator=torch.Generator().manual_seed(3),
+            return_trajectory=True,
+        )  # fmt: skip
+
+    last, plain, every = run(), run(guard=False), run(guard_steps="all")
+    assert len(last.trajectory) == len(plain.trajectory) == 13
+    for a, b in zip(last.trajectory[:-1], plain.trajectory[:-1], strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(last.samples["bonds"], plain.samples["bonds"])
+    caps = atom_capacities(VOCAB)
+    for res in (last, every):
+        val = _valences(res.samples["atoms"], res.samples["bonds"], n)
+        assert bool((val <= caps[res.samples["atoms"]] + 1e-6).all())
+    assert any(
+        not torch.equal(a["bonds"], b["bonds"])
+        for a, b in zip(every.trajectory[:-1], plain.trajectory[:-1], strict=True)
+    )
+    with pytest.raises(ValueError, match="guard_steps must be one of"):
+        ValenceGuardedSampler(4, VOCAB, guard_steps="first")
 
 
 def test_unguarded_loop_is_ancestral_sampling_in_law():

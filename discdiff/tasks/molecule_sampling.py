@@ -42,10 +42,11 @@ class GraphSampling:
 
         ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
         :func:`discdiff.samplers.time_grid`); samplers without a grid ignore it.
-        ``valence_guard`` (ancestral): every reverse step draws x_0 under the valence
-        constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`), so no sampled atom
-        has more bonds than its element and charge allow; False is plain ancestral sampling.
-        ``motif_guard`` (with the valence guard): the same draws also refuse the bonds that
+        ``valence_guard`` (ancestral): the last reverse step draws x_0, the sample, under the
+        valence constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`; option
+        ``guard_steps="all"``: every step's draw), so no sampled atom has more bonds than its
+        element and charge allow; False is plain ancestral sampling.
+        ``motif_guard`` (with the valence guard): the last draw also refuses the bonds that
         would make a strained or unstable motif (:mod:`discdiff.chem.motif_guard`: double bonds
         in 3- and 4-rings, triple bonds in rings, allenes, acyl and vinyl fluorides, peroxides).
         ``guidance``: the classifier-free guidance scale of a property-conditioned model
