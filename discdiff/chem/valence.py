@@ -15,7 +15,7 @@ most confident first, each from the prediction restricted to the classes whose o
 atoms still have room for. So no atom of a sample has more bonds than its element and charge
 allow. The steps before it are plain ancestral steps (``guard_steps="last"``, the default):
 guarding every step's x_0 (``"all"``) pushes the intermediate graphs away from the model's own
-path, and measured on 2,000 QM9 samples it cost the bonds' and atoms' distributions and
+path, and measured on 10,000 QM9 samples it cost the bonds' and atoms' distributions and
 aromaticity without making anything more valid (see the class). Without the guard the loop
 is exactly ancestral sampling in law (x_0 drawn per position from the factorised prediction).
 With ``motifs=True`` the last draw also refuses, edge by edge, the bonds that would make a
@@ -164,11 +164,11 @@ class ValenceGuardedSampler(AncestralSampler):
     """Ancestral sampling of a molecule graph whose sample (the last x_0 draw) respects valence.
 
     ``guard_steps``: "last" (default) guards only the last draw; "all" every step's x_0 draw.
-    Measured with the shipped QM9 model, 2,000 samples at 50 steps (``benchmarks/results/
-    qm9_guard_steps.txt``): "last" 100% valid, atom / bond TV 0.011 / 0.007, aromatic 8.2%;
-    "all" also 100% valid but 0.015 / 0.018 and 6.4-6.8% (no guard: 97.3% valid, 0.015 /
-    0.007, 7.7%). A refused class moves its mass to the classes that fit at every step, so
-    "all" shifts every intermediate graph off the model's path.
+    Measured with the shipped QM9 model, 10,000 samples at 50 steps with the motif guard
+    (``benchmarks/results/qm9_guard_last_10k.txt``, ``qm9_motif_guard_10k.txt``): "last" 100%
+    valid, atom / bond TV 0.010 / 0.006, aromatic 7.41%; "all" also 100% valid but 0.015 /
+    0.018 and 6.76% (no guard: 96.97% valid, 0.013 / 0.007, 7.46%). A refused class moves its
+    mass to the classes that fit, so at every step "all" shifts the graph off the model's path.
     ``motifs=True``: the last draw also refuses the bonds that would make a guarded motif
     (:mod:`discdiff.chem.motif_guard`). Only the last: measured on 1,000 QM9 samples, refusing
     them at every step cost 1.7x the sampling time and gave nothing more (no guarded motif
