@@ -41,18 +41,26 @@ def _valences(atoms: torch.Tensor, bonds: torch.Tensor, n: int) -> torch.Tensor:
     return val
 
 
+def _greedy(atom: int, bond: int, logit: float):
+    """A denoiser that wants one atom class and one bond class everywhere (logit vs -logit)."""
+    ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
+
+    def model(x, t, cond=None):
+        atoms = torch.full((*x["atoms"].shape, ka), -logit)
+        atoms[..., atom] = logit
+        bonds = torch.full((*x["bonds"].shape, kb), -logit)
+        bonds[..., bond] = logit
+        return {"atoms": atoms, "bonds": bonds}
+
+    return model
+
+
 @pytest.mark.parametrize("guard_steps", ["last", "all"])
 def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model(guard_steps):
     n, B = 6, 64
     ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
 
-    def greedy(x, t, cond=None):  # wants fluorine atoms joined by triple bonds everywhere
-        atoms = torch.full((*x["atoms"].shape, ka), -3.0)
-        atoms[..., 3] = 3.0
-        bonds = torch.full((*x["bonds"].shape, kb), -3.0)
-        bonds[..., 3] = 3.0
-        return {"atoms": atoms, "bonds": bonds}
-
+    greedy = _greedy(atom=3, bond=3, logit=3.0)  # fluorine atoms joined by triple bonds
     procs = _processes(ka, kb)
     shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
     res = ValenceGuardedSampler(20, VOCAB, guard_steps=guard_steps).sample(
@@ -79,13 +87,7 @@ def test_the_guard_acts_on_the_last_step_only_by_default():
     n, B = 5, 32
     ka, kb = VOCAB.num_atom_classes, VOCAB.num_bond_classes
 
-    def greedy(x, t, cond=None):  # over-bonds: triple bonds between oxygens
-        atoms = torch.full((*x["atoms"].shape, ka), -2.0)
-        atoms[..., 2] = 2.0
-        bonds = torch.full((*x["bonds"].shape, kb), -2.0)
-        bonds[..., 3] = 2.0
-        return {"atoms": atoms, "bonds": bonds}
-
+    greedy = _greedy(atom=2, bond=3, logit=2.0)  # over-bonds: triple bonds between oxygens
     procs = _processes(ka, kb)
     shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
 
