@@ -8,10 +8,12 @@ is forward + backward of the per-position values summed:
 
 - ``ce``: ``F.cross_entropy`` of the logits against x_0 (the yardstick);
 - ``absorbing``: the absorbing process's rate KL (MDLM's weighted cross-entropy);
-- ``uniform``: the uniform process's rate KL in closed form (what ``continuous_elbo`` uses);
+- ``uniform``: the uniform process's rate KL in closed form (what ``continuous_elbo`` uses:
+  on a CPU the fused C kernel of :mod:`discdiff.native` where it is built);
+- ``uniform-torch``: the same closed form on the torch path (``native=False``);
 - ``uniform-mixing``: the same KL through the general mixing-process form (the old path).
 
-Times are interleaved (ce, absorbing, uniform, uniform-mixing, again ``--rounds`` times) and
+Times are interleaved (ce, absorbing, uniform, uniform-torch, uniform-mixing, again ``--rounds`` times) and
 each ratio is the median over rounds of that round's time / the round's CE time. Peak memory
 is measured per function in a fresh subprocess (peak RSS growth over the inputs, polled every
 0.5 ms while it runs: what the function adds, the logits' gradient included) and printed in
@@ -31,9 +33,9 @@ import torch
 import torch.nn.functional as F
 
 import discdiff as dd
-from discdiff.processes.rates import rate_kl_mean
+from discdiff.processes.rates import rate_kl_mean, rate_kl_uniform
 
-FUNCS = ("ce", "absorbing", "uniform", "uniform-mixing")
+FUNCS = ("ce", "absorbing", "uniform", "uniform-torch", "uniform-mixing")
 
 
 def inputs(K: int, B: int, L: int):
@@ -54,6 +56,8 @@ def inputs(K: int, B: int, L: int):
             v = absorb.rate_kl(x_abs, x0, logits, t)
         elif name == "uniform":
             v = uni.rate_kl(x_uni, x0, logits, t)
+        elif name == "uniform-torch":
+            v = rate_kl_uniform(uni, x_uni, x0, logits, t, native=False)
         else:
             v = rate_kl_mean(uni, x_uni, x0, logits, t)
         v.sum().backward()
@@ -106,7 +110,10 @@ def main() -> None:
         child(int(args.child[0]), args.batch, args.len, args.child[1])
         return
     funcs = [f for f in FUNCS if f not in args.skip]
+    from discdiff import native
+
     print(f"{args.batch} x {args.len} positions, {args.threads} threads, {args.rounds} rounds")
+    print(f"fused CPU kernel: {'built' if native.library() is not None else native.reason()}")
     print(f"{'K':>6} {'function':<15} {'ms':>9} {'x CE':>7} {'extra memory':>14} {'buffers':>8}")
     for K in args.K:
         run = inputs(K, args.batch, args.len)

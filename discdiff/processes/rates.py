@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from discdiff.native import reason
+from discdiff.native import uniform_kl as fused
 from discdiff.processes.base import expand_time
 
 __all__ = ["phi", "rate_kl_d3pm", "rate_kl_mean", "rate_kl_masked", "rate_kl_uniform", "x0_nll"]
@@ -231,7 +233,9 @@ class _UniformRateKL(torch.autograd.Function):
         return out.view(p.shape).to(ctx.dtype), None, None, None, None, None, None
 
 
-def rate_kl_uniform(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> Tensor:
+def rate_kl_uniform(
+    proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor, *, native: bool | None = None
+) -> Tensor:
     """:func:`rate_kl_mean` for the uniform process in closed form, (B, ...).
 
     With m = 1/K, c0 = (1 - alpha) / K and c1 = c0 + alpha, the model's scaled rate to y != z
@@ -241,6 +245,16 @@ def rate_kl_uniform(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) ->
     p / (1 + A' p). One softmax, one log1p and five cheap passes over (..., K) in all, at most
     two (..., K) buffers besides the gradient; same value and gradient as the general form and
     float64 brute force (tests, K up to 50,257).
+
+    On a CPU the fused C kernel (:mod:`discdiff.native.uniform_kl`) computes the same value and
+    gradient in one read of the logits; ``native=False`` forces the torch path, ``True``
+    requires the kernel (RuntimeError with the reason where it is not built), None (default)
+    uses it where it can.
     """
     a, c0, c1, scale = _uniform_scalars(proc, x_t, t)
+    if native or (native is None and fused.available(logits)):
+        if not fused.available(logits):
+            why = reason() or f"logits on {logits.device}"
+            raise RuntimeError(f"the fused uniform rate-KL kernel is unavailable: {why}")
+        return fused.uniform_rate_kl(logits, x_t, x0.long(), a, c0, c1, scale)
     return _UniformRateKL.apply(logits, x_t, x0.long(), a, c0, c1, scale)
