@@ -29,7 +29,7 @@ from pathlib import Path
 __all__ = ["library", "reason", "cache_dir"]
 
 _SOURCE = Path(__file__).with_name("uniform_kl.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC"]
 _LIBS = ["-lmvec", "-lm"]
 _state: dict[str, object] = {}
 
@@ -109,7 +109,8 @@ def _build() -> ctypes.CDLL:
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(target))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.uniform_rate_kl.argtypes = [p, p, p, p, p, p, p, i64, i64, p, p, p, i64, i64, ctypes.c_int]
+    c_int = ctypes.c_int
+    lib.uniform_rate_kl.argtypes = [p, p, p, p, p, p, p, i64, p, p, p, i64, i64, c_int, c_int]
     lib.uniform_rate_kl.restype = i64
     lib.log1p_pos_array.argtypes = [p, p, i64]
     lib.log1p_pos_array.restype = None

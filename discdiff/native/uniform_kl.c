@@ -10,6 +10,7 @@
  * loops call libmvec's vector variants (declared below), so they run 16 floats at a time.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -124,26 +125,34 @@ static double row(const float *restrict l, float *restrict e, float *restrict q,
     return total;
 }
 
-/* Rows [0, N) of (N, K) logits, the rows [row0, row0 + N) of the whole batch. x_t, x0: class
- * ids; a, c0, c1 (float64) and scale (float32): one value per group of `per` consecutive rows
- * of the whole batch; out: each row's value times its scale; grad: (N, K) floats or, when
- * want_grad is 0, K floats of scratch; scratch: K floats. A row whose ids fall outside [0, K)
- * is not read: its value is NaN and it is counted in the return value. */
+/* Rows [0, N) of (N, K) logits on `threads` OpenMP threads (torch's own runtime: the library
+ * links libgomp.so.1, which the loader resolves to the copy torch has loaded, so the two share
+ * one pool and never compete for cores). x_t, x0: class ids; a, c0, c1 (float64) and scale
+ * (float32): one value per group of `per` consecutive rows; out: each row's value times its
+ * scale; grad: (N, K) floats or, when want_grad is 0, (threads, K) floats of scratch;
+ * scratch: (threads, K) floats. A row whose ids fall outside [0, K) is not read: its value is
+ * NaN and it is counted in the return value. */
 int64_t uniform_rate_kl(const float *logits, const int64_t *x_t, const int64_t *x0,
                         const double *a, const double *c0, const double *c1,
-                        const float *scale, int64_t per, int64_t row0, float *out, float *grad,
-                        float *scratch, int64_t N, int64_t K, int want_grad) {
+                        const float *scale, int64_t per, float *out, float *grad,
+                        float *scratch, int64_t N, int64_t K, int want_grad, int threads) {
     int64_t bad = 0;
-    for (int64_t r = 0; r < N; r++) {
-        const int64_t b = (row0 + r) / per, z = x_t[r], y = x0[r];
-        if (z < 0 || z >= K || y < 0 || y >= K) {
-            out[r] = NAN;
-            bad++;
-            continue;
+#pragma omp parallel num_threads(threads) reduction(+ : bad)
+    {
+        const int me = omp_get_thread_num();
+        float *q = scratch + (int64_t)me * K;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            const int64_t b = r / per, z = x_t[r], y = x0[r];
+            if (z < 0 || z >= K || y < 0 || y >= K) {
+                out[r] = NAN;
+                bad++;
+                continue;
+            }
+            float *e = want_grad ? grad + r * K : grad + (int64_t)me * K;
+            const double v = row(logits + r * K, e, q, K, z, y, a[b], c0[b], c1[b], want_grad);
+            out[r] = (float)(v * (double)scale[b]);
         }
-        float *e = want_grad ? grad + r * K : grad;
-        const double v = row(logits + r * K, e, scratch, K, z, y, a[b], c0[b], c1[b], want_grad);
-        out[r] = (float)(v * (double)scale[b]);
     }
     return bad;
 }

@@ -1,9 +1,8 @@
-"""Torch front of the fused uniform rate-KL kernel (``uniform_kl.c``): threads and autograd."""
+"""Torch front of the fused uniform rate-KL kernel (``uniform_kl.c``): buffers and autograd."""
 
 from __future__ import annotations
 
 import ctypes
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -13,7 +12,6 @@ from discdiff.native import library
 __all__ = ["available", "uniform_rate_kl"]
 
 _MIN_PER_THREAD = 1 << 16  # logits per thread below which a second thread costs more than it saves
-_pools: dict[int, ThreadPoolExecutor] = {}  # by size
 
 
 def available(logits: Tensor) -> bool:
@@ -51,23 +49,10 @@ def _kernel(logits: Tensor, x_t: Tensor, x0: Tensor, a, c0, c1, scale, want_grad
     threads = max(1, min(torch.get_num_threads(), (N * K) // _MIN_PER_THREAD, N))
     grad = torch.empty((N, K) if want_grad else (threads, K), dtype=torch.float32)
     scratch = torch.empty(threads, K, dtype=torch.float32)
-    bounds = [N * i // threads for i in range(threads + 1)]
-
-    def run(i: int) -> int:
-        lo, hi = bounds[i], bounds[i + 1]
-        return lib.uniform_rate_kl(
-            _ptr(lf[lo:hi]), _ptr(zt[lo:hi]), _ptr(xo[lo:hi]), _ptr(a), _ptr(c0), _ptr(c1),
-            _ptr(sc), per, lo, _ptr(out[lo:hi]), _ptr(grad[lo:hi] if want_grad else grad[i]),
-            _ptr(scratch[i]), hi - lo, K, int(want_grad),
-        )  # fmt: skip
-
-    if threads == 1:
-        bad = run(0)
-    else:
-        if threads not in _pools:
-            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="discdiff-native")
-        # ctypes drops the GIL during the call: the row blocks run in parallel
-        bad = sum(_pools[threads].map(run, range(threads)))
+    bad = lib.uniform_rate_kl(
+        _ptr(lf), _ptr(zt), _ptr(xo), _ptr(a), _ptr(c0), _ptr(c1), _ptr(sc), per, _ptr(out),
+        _ptr(grad), _ptr(scratch), N, K, int(want_grad), threads,
+    )  # fmt: skip
     if bad:
         raise ValueError(f"x_t or x0 holds a class outside [0, {K}) at {bad} position(s)")
     return out, (grad if want_grad else None)
