@@ -1,7 +1,7 @@
 """discdiff beside NVIDIA's bionemo-moco and Meta's flow_matching: losses and samplers, as ratios.
 
     python benchmarks/peers.py --setup            # installs the peers into benchmarks/.peers
-    python benchmarks/peers.py [--K 256 8192] [--rounds 5] [--threads 2]
+    python benchmarks/peers.py [--K 256 8192] [--rounds 5] [--threads 2] [--tables losses samplers]
 
 The peers are installed into ``benchmarks/.peers`` (``pip install --no-deps --target``, with
 the few pure-Python packages they import), never into discdiff's environment, and put on
@@ -210,6 +210,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tables", nargs="+", choices=["losses", "samplers"],
+                    default=["losses", "samplers"], help="which tables to run")  # fmt: skip
     args = ap.parse_args()
     from discdiff.memory import reuse_freed_memory
 
@@ -220,10 +222,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     P = _peers()
     print(f"{args.threads} threads, {args.rounds} interleaved rounds; x: peer / discdiff")
-    for K in args.K:
+    from discdiff import native
+
+    print(f"fused CPU kernel: {'built' if native.library() is not None else native.reason()}")
+    for K in args.K if "losses" in args.tables else []:
         for line in losses(K, args.rounds, P):
             print(line, flush=True)
-    for line in samplers(args.steps, args.rounds, P):
+    for line in samplers(args.steps, args.rounds, P) if "samplers" in args.tables else []:
         print(line, flush=True)
 
 
