@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from discdiff.checks import trusted_values
 from discdiff.native import reason
 from discdiff.native import uniform_kl as fused
 from discdiff.processes.base import expand_time
@@ -117,7 +118,8 @@ def _uniform_scalars(proc, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tens
     """alpha, c0 = (1 - alpha) / K, c1 = c0 + alpha (B, 1..) float64 and the position weight
     beta m = beta / K (B, 1..) float32 of the uniform closed form."""
     a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t)  # (B, 1..) float64
-    beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t)
+    with trusted_values():  # t was checked just now: rate's alpha and alpha' need not again
+        beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t)
     K = proc.num_classes
     c0 = (1.0 - a64) / K
     c0 = torch.where(c0 > 0, c0, torch.ones_like(c0))  # alpha = 1 (t = 0): a zero-weight row
