@@ -260,3 +260,21 @@ def test_kernel_loader_caches_its_build_and_says_why_when_it_cannot(tmp_path, mo
         assert native.library() is None and "DISCDIFF_NATIVE=0" in native.reason()
     finally:
         native.reset()
+
+
+def test_fused_kernel_takes_per_position_scalars_as_well_as_per_example_ones():
+    """alpha, c0, c1 and the weight come per example (B, 1, ..) from the process, one value per
+    group of rows; given per position (B, L) the kernel reads one value per row: same result."""
+    from discdiff.native import uniform_kl as fused
+    from discdiff.processes.rates import _uniform_scalars
+
+    p = dd.Uniform(9, dd.CosineAlpha())
+    x_t, x0, logits = _case(9, 6, shape=(8, 40))
+    t = torch.rand(8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    scalars = _uniform_scalars(p, x_t, t)
+    grouped = fused.uniform_rate_kl(logits, x_t, x0, *scalars)
+    full = fused.uniform_rate_kl(logits, x_t, x0, *(v.expand(x_t.shape) for v in scalars))
+    assert fused._per_row_group(scalars[0], x_t)[1] == 40
+    assert fused._per_row_group(scalars[0].expand(x_t.shape), x_t)[1] == 1
+    torch.testing.assert_close(grouped, full, rtol=0, atol=0)
+    torch.testing.assert_close(grouped, rate_kl_uniform(p, x_t, x0, logits, t, native=False))
