@@ -45,6 +45,8 @@ static inline float log1p_pos(float u, float w, float rw) {
     return (f + y + 0.693359375f * fe) + (u - (w - 1.0f)) * rw;
 }
 
+#define BLK 256 /* classes per float partial sum */
+
 static double phi(double d, double r) {
     /* r - 1 - log r from d = r - 1 and r, a series where it cancels (as in rates.phi) */
     if (fabs(d) < 1e-2) return d * d * (0.5 - d * (1.0 / 3 - d * (0.25 - d * 0.2)));
@@ -59,12 +61,19 @@ static double row(const float *restrict l, float *restrict e, float *restrict q,
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int64_t i = 0; i < K; i++) mx = l[i] > mx ? l[i] : mx;
+    /* sums: float lanes over blocks of BLK classes, the blocks' sums in float64 (as accurate as
+     * a cascade sum, and the float lanes run twice as wide as float64 ones) */
     double S = 0.0;
-#pragma omp simd reduction(+ : S)
-    for (int64_t i = 0; i < K; i++) {
-        float v = expf(l[i] - mx);
-        e[i] = v;
-        S += v;
+    for (int64_t i0 = 0; i0 < K; i0 += BLK) {
+        const int64_t i1 = i0 + BLK < K ? i0 + BLK : K;
+        float fs = 0.0f;
+#pragma omp simd reduction(+ : fs)
+        for (int64_t i = i0; i < i1; i++) {
+            const float v = expf(l[i] - mx);
+            e[i] = v;
+            fs += v;
+        }
+        S += fs;
     }
     const int same = z == x0;
     const double inv = 1.0 / S;
@@ -72,8 +81,13 @@ static double row(const float *restrict l, float *restrict e, float *restrict q,
     e[z] = 0.0f;
     e[x0] = 0.0f;
     double so = 0.0;
-#pragma omp simd reduction(+ : so)
-    for (int64_t i = 0; i < K; i++) so += e[i];
+    for (int64_t i0 = 0; i0 < K; i0 += BLK) {
+        const int64_t i1 = i0 + BLK < K ? i0 + BLK : K;
+        float fs = 0.0f;
+#pragma omp simd reduction(+ : fs)
+        for (int64_t i = i0; i < i1; i++) fs += e[i];
+        so += fs;
+    }
     const double others = so * inv; /* no cancellation as p(z) -> 1 */
     const double rest_z = others + (same ? 0.0 : px0), rest_x0 = others + (same ? 0.0 : pz);
     const double A = same ? a * c1 / (c0 * c0) : a / c0;
@@ -86,20 +100,26 @@ static double row(const float *restrict l, float *restrict e, float *restrict q,
     const float u1 = (float)(A1 * inv); /* A' p(y) = u1 e(y) */
     const float fi = (float)inv;
     double log_sum = 0.0, r2 = 0.0;
-    if (want_grad) {
-#pragma omp simd reduction(+ : log_sum, r2)
-        for (int64_t i = 0; i < K; i++) {
-            const float u = u1 * e[i], w = 1.0f + u, rw = 1.0f / w, pw = fi * e[i] * rw;
-            log_sum += log1p_pos(u, w, rw);
-            q[i] = pw;
-            r2 += pw;
+    for (int64_t i0 = 0; i0 < K; i0 += BLK) {
+        const int64_t i1 = i0 + BLK < K ? i0 + BLK : K;
+        float fl = 0.0f, fr = 0.0f;
+        if (want_grad) {
+#pragma omp simd reduction(+ : fl, fr)
+            for (int64_t i = i0; i < i1; i++) {
+                const float u = u1 * e[i], w = 1.0f + u, rw = 1.0f / w, pw = fi * e[i] * rw;
+                fl += log1p_pos(u, w, rw);
+                q[i] = pw;
+                fr += pw;
+            }
+        } else {
+#pragma omp simd reduction(+ : fl)
+            for (int64_t i = i0; i < i1; i++) {
+                const float u = u1 * e[i], w = 1.0f + u;
+                fl += log1p_pos(u, w, 1.0f / w);
+            }
         }
-    } else {
-#pragma omp simd reduction(+ : log_sum)
-        for (int64_t i = 0; i < K; i++) {
-            const float u = u1 * e[i], w = 1.0f + u;
-            log_sum += log1p_pos(u, w, 1.0f / w);
-        }
+        log_sum += fl;
+        r2 += fr;
     }
     const double A1o = A1 * others;
     double tail = A1o - log_sum;
