@@ -6,8 +6,9 @@
  * (A' others - sum log1p(A' p)), the at most two classes in M are float64 scalars, and the
  * gradient of the row's value is ca p + cb p / (1 + A' p) outside M.
  *
- * Built by discdiff.native with the system C compiler; on x86-64 glibc the exp and log1p
- * loops call libmvec's vector variants (declared below), so they run 16 floats at a time.
+ * Built by discdiff.native with the system C compiler; on x86-64 glibc the exp loop calls
+ * libmvec's vector expf (declared below) and the log1p loop its own branch-free log1p_pos, so
+ * both run 16 floats at a time with AVX-512.
  */
 #include <math.h>
 #include <omp.h>
