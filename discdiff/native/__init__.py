@@ -26,6 +26,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from discdiff.cache import cache_root
+
 __all__ = ["library", "reason", "cache_dir"]
 
 _SOURCE = Path(__file__).with_name("uniform_kl.c")
@@ -36,10 +38,7 @@ _state: dict[str, object] = {}
 
 def cache_dir() -> Path:
     """Where built kernels live: ``$DISCDIFF_CACHE/native``, by default ``~/.cache/discdiff/native``."""
-    root = os.environ.get("DISCDIFF_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "discdiff"
-    )
-    return Path(root) / "native"
+    return cache_root() / "native"
 
 
 def _cpu_flags() -> str:

@@ -254,9 +254,10 @@ def rate_kl_uniform(
     uses it where it can.
     """
     a, c0, c1, scale = _uniform_scalars(proc, x_t, t)
-    if native or (native is None and fused.available(logits)):
-        if not fused.available(logits):
-            why = reason() or f"logits on {logits.device}"
-            raise RuntimeError(f"the fused uniform rate-KL kernel is unavailable: {why}")
+    use = native is not False and fused.available(logits)
+    if native and not use:
+        why = reason() or f"logits on {logits.device}"
+        raise RuntimeError(f"the fused uniform rate-KL kernel is unavailable: {why}")
+    if use:
         return fused.uniform_rate_kl(logits, x_t, x0.long(), a, c0, c1, scale)
     return _UniformRateKL.apply(logits, x_t, x0.long(), a, c0, c1, scale)
