@@ -117,6 +117,13 @@ SkipNonfinite = Annotated[
         help="Skip up to N batches with a non-finite loss (default 0: stop, naming the step)."
     ),
 ]
+TimeBudget = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds the training loop may take (resumed sessions included): the run times its "
+        "own steps and fixes --steps (then a cap) so that warm-up and cosine decay end in time.",
+    ),
+]
 WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay (default 0).")]
 GradClip = Annotated[float | None, typer.Option(help="Gradient norm clip (0 = off; default 1.0).")]
 Precision = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default auto).")]

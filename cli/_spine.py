@@ -27,7 +27,11 @@ _FLAG_FIELDS = {
     "log_every": "log_every",
     "skip_nonfinite": "skip_nonfinite",
     "compile": "compile",
+    "time_budget": "time_budget",
 }
+
+#: the step cap of a run with --time-budget and no --steps: the budget alone decides
+BUDGET_CAP = 10**9
 
 
 def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,14 +64,25 @@ def resolve_train_config(
     the task's defaults. On resume each flag that changes a saved value is announced."""
     from discdiff.training import TrainConfig
 
+    if saved is not None and "data_on_device" not in saved:
+        saved = {**saved, "data_on_device": False}  # runs saved before it used the DataLoader
     base = {**defaults, **(saved or {})}
     explicit = {k: v for k, v in given.items() if v is not None}
+    budget = explicit.get("time_budget")
+    if budget is not None and not (0 < budget < float("inf")):
+        raise ValueError(f"--time-budget must be a finite number of seconds > 0, got {budget}")
     if saved:
         for key, value in explicit.items():
             if key in saved and saved[key] != value:
                 typer.echo(
                     f"note: --resume with {key} {saved[key]!r} -> {value!r} (flag)", err=True
                 )
+    if (
+        budget is not None
+        and "steps" not in explicit
+        and budget != (saved or {}).get("time_budget")
+    ):
+        explicit["steps"] = BUDGET_CAP  # a new budget: the steps are planned, not the default
     settings = {**base, **explicit}
     for off in ("ema_decay", "grad_clip"):  # 0 on the command line means off
         if settings.get(off) == 0:

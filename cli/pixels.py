@@ -31,6 +31,7 @@ from discdiff.cli._options import (
     SkipNonfinite,
     Temperature,
     Threads,
+    TimeBudget,
     Warmup,
     WarmupOld,
     compiled,
@@ -107,6 +108,7 @@ def train(
     ckpt_every: CkptEvery = None,
     log_every: LogEvery = None,
     skip_nonfinite: SkipNonfinite = None,
+    time_budget: TimeBudget = None,
     grad_checkpointing: GradCheckpointing = False,
     seed: SeedOrSaved = None,
     resume: Annotated[

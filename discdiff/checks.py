@@ -13,10 +13,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["trusted_values", "check_values"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["trusted_values", "check_values", "reads_are_free", "as_if_accelerator"]
 
 _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("discdiff_trusted", default=False)
+_ACCELERATOR: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "discdiff_as_if_accelerator", default=False
+)
 
 
 @contextlib.contextmanager
@@ -32,3 +39,25 @@ def trusted_values() -> Iterator[None]:
 def check_values() -> bool:
     """Whether value-reading checks should run (False inside :func:`trusted_values`)."""
     return not _TRUSTED.get()
+
+
+def reads_are_free(t: Tensor) -> bool:
+    """Whether reading ``t``'s values costs nothing: it lives on the CPU (no device to wait
+    for), nothing is being compiled (a read would be a graph break) and no test asked for
+    accelerator behaviour (:func:`as_if_accelerator`). Optional checks and shortcuts that read
+    values ask this first."""
+    import torch
+
+    return t.device.type == "cpu" and not _ACCELERATOR.get() and not torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def as_if_accelerator() -> Iterator[None]:
+    """Within the block CPU tensors are treated as if on an accelerator by
+    :func:`reads_are_free` (and the Trainer), so a CPU test can show that a code path makes no
+    host sync where a GPU would make it pay for one."""
+    token = _ACCELERATOR.set(True)
+    try:
+        yield
+    finally:
+        _ACCELERATOR.reset(token)

@@ -280,3 +280,22 @@ def test_aromatic_fine_tuning_from_the_kekulized_model(tmp_path, capsys) -> None
                  "--out", str(tmp_path / "back"), "--init", str(ft), "--steps", "1"])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and "train it with --aromatic" in err and len(err.splitlines()) == 1
+
+
+def test_train_with_a_time_budget_plans_its_steps_and_resume_keeps_them(tmp_path, capsys) -> None:
+    """--time-budget: the run fixes its own step count (recorded in config.json) and ends in
+    time; --resume with the same budget keeps the plan; a NaN budget is one line, exit 2."""
+    data = tmp_path / "tiny.smi"
+    data.write_text("\n".join(TINY_SMILES) + "\n")
+    run = tmp_path / "run"
+    base = ["molecules", "train", "--data", str(data), "--out", str(run), "--batch-size", "4"]
+    base += [*TINY_MODEL, "--log-every", "2", "--eval-every", "0", "--no-progress"]
+    out = run_ok([*base, "--time-budget", "2", "--warmup", "3"])
+    steps = json.loads((run / "config.json").read_text())["train"]["steps"]
+    assert 10 < steps < 10**9 and f"done at step {steps}" in out
+    out = run_ok([*base, "--resume"])  # the budget is spent: nothing more to train
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == steps
+    for bad in ("nan", "0", "-3"):
+        code = main([*base[:5], str(tmp_path / f"r{bad}"), *base[6:], "--time-budget", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "--time-budget" in err[0], err

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from discdiff.checks import reads_are_free
+
 __all__ = [
     "sinusoidal_embedding",
     "TimestepEmbedder",
@@ -44,7 +46,7 @@ def check_unit_time(t: Tensor) -> None:
     otherwise embed it silently). Checked on the CPU only: on an accelerator it would cost a
     host sync per call, and under torch.compile it would be a data-dependent branch (a graph
     break; an error with fullgraph=True)."""
-    if t.device.type != "cpu" or not t.numel() or torch.compiler.is_compiling():
+    if not t.numel() or not reads_are_free(t):
         return
     bad = (t < 0) | (t > 1) | t.isnan()
     if bool(bad.any()):

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discdiff.checks import reads_are_free
 from discdiff.nn.embeddings import LabelEmbedder, check_unit_time, sinusoidal_embedding
 
 __all__ = [
@@ -172,6 +173,14 @@ def triu_bonds(dense: Tensor) -> Tensor:
     N = dense.shape[1]
     iu, ju = torch.triu_indices(N, N, 1, device=dense.device)
     return dense[:, iu, ju]
+
+
+def _one_hot(ids: Tensor, num_classes: int) -> Tensor:
+    """Float one-hot (..., num_classes) of ids in [0, num_classes) by one comparison: unlike
+    ``F.one_hot`` it reads no values (that one checks the range with two host reads on a CPU,
+    and with none on CUDA), so the same code path makes no read anywhere."""
+    classes = torch.arange(num_classes, device=ids.device)
+    return (ids.unsqueeze(-1) == classes).float()
 
 
 def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -437,6 +446,12 @@ class GraphTransformerDenoiser(nn.Module):
                 )
             if v.dtype not in (torch.int64, torch.int32):
                 raise TypeError(f"x_t[{name!r}] must hold integer ids, got dtype {v.dtype}")
+        for name, v, high in (
+            ("atoms", atoms, cfg.atom_num_states),
+            ("bonds", bonds, cfg.bond_num_states),
+        ):  # read only where it is free; on an accelerator the ids come from checked callers
+            if v.numel() and reads_are_free(v) and not (0 <= int(v.min()) <= int(v.max()) < high):
+                raise ValueError(f"x_t[{name!r}] has ids outside [0, {high})")
         B, N = atoms.shape
         if N > cfg.max_nodes:
             raise ValueError(f"{N} nodes exceed max_nodes = {cfg.max_nodes}")
@@ -474,8 +489,8 @@ class GraphTransformerDenoiser(nn.Module):
         bonds_dense = dense_bonds(bonds.long(), N, cfg.bond_num_states)  # (B, N, N)
         node_f, edge_f, glob_f = self._structure(bonds_dense, node_mask, pair_mask)
 
-        x = F.one_hot(atoms.long(), cfg.atom_num_states).float()  # (B, N, Sa)
-        e = F.one_hot(bonds_dense, cfg.bond_num_states + 1).float()  # (B, N, N, Sb + 1)
+        x = _one_hot(atoms.long(), cfg.atom_num_states)  # (B, N, Sa)
+        e = _one_hot(bonds_dense, cfg.bond_num_states + 1)  # (B, N, N, Sb + 1)
         if node_f is not None:
             x = torch.cat([x, node_f], dim=-1)
             e = torch.cat([e, edge_f], dim=-1)
@@ -490,9 +505,7 @@ class GraphTransformerDenoiser(nn.Module):
         # no padded node: every mask is all ones, and the passes applying them are skipped.
         # Known for free on a CPU; on an accelerator the check would be a host sync per call,
         # and under torch.compile a data-dependent branch (a graph break): masks kept there.
-        padded = (
-            atoms.device.type != "cpu" or torch.compiler.is_compiling() or not bool(node_mask.all())
-        )
+        padded = not reads_are_free(node_mask) or not bool(node_mask.all())
         if padded:
             X = X * node_mask[..., None].float()
             E = E * ((pair_mask | eye) & node_mask[:, :, None])[..., None].float()

@@ -221,8 +221,9 @@ class Task(ABC):
     def dataset(self, split: str) -> Any:
         """A map-style Dataset (or a re-iterable of batches) of one split."""
 
-    def count_tokens(self, batch: Any) -> int:
-        """Positions in a batch (the Trainer's tokens/s); default: the number of examples."""
+    def count_tokens(self, batch: Any) -> int | Tensor:
+        """Positions in a batch (the Trainer's tokens/s); default: the number of examples.
+        A device scalar may be returned where reading it would wait for the device."""
         return int(self.units(batch).numel())
 
     def collate(self) -> Any:

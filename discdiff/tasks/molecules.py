@@ -32,6 +32,7 @@ import torch
 from rdkit import Chem
 from torch import Tensor, nn
 
+from discdiff.checks import reads_are_free
 from discdiff.chem.graph import (
     GraphVocab,
     encode_smiles,
@@ -249,12 +250,14 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         size = batch["atoms"].shape[0] if isinstance(batch, dict) else int(batch.num_graphs)
         return torch.ones(size, dtype=torch.float64)
 
-    def count_tokens(self, batch: Any) -> int:
-        """Real atoms and atom pairs in a batch."""
+    def count_tokens(self, batch: Any) -> int | Tensor:
+        """Real atoms and atom pairs in a batch: an int, or a device scalar for a batch on an
+        accelerator (reading it there would be a host sync per step)."""
         if not isinstance(batch, dict):  # a PyG Batch: atoms, and pairs within each graph
             counts = torch.bincount(batch.batch, minlength=int(batch.num_graphs))
             return int(counts.sum()) + int((counts * (counts - 1) // 2).sum())
-        return int(batch["node_mask"].sum()) + int(batch["edge_mask"].sum())
+        total = batch["node_mask"].sum() + batch["edge_mask"].sum()
+        return int(total) if reads_are_free(total) else total
 
     def sample(
         self,

@@ -51,6 +51,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     skip_nonfinite: int = 0
+    data_on_device: bool | None = None
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_zero: bool = False) -> None:
@@ -92,6 +94,15 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}"
             )
+        if self.data_on_device is not None and not isinstance(self.data_on_device, bool):
+            raise ValueError(
+                f"TrainConfig.data_on_device must be a bool or None, got {self.data_on_device!r}"
+            )
+        tb = self.time_budget
+        if tb is not None and (
+            isinstance(tb, bool) or not isinstance(tb, int | float) or not 0 < tb < math.inf
+        ):
+            raise ValueError(f"TrainConfig.time_budget must be a finite number > 0, got {tb!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"TrainConfig.compile must be a bool, got {self.compile!r}")
 

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 __all__ = [
     "BatchStream",
+    "resident_fields",
+    "fits_on_device",
     "eval_batches",
     "is_map_dataset",
     "batch_len",
@@ -52,6 +54,32 @@ def batch_len(batch: Any) -> int:
     if isinstance(batch, list | tuple) and batch:
         return batch_len(batch[0])
     return 0
+
+
+def resident_fields(data: object) -> dict[str, Tensor] | None:
+    """The tensors of a map-style dataset that batches by indexing, or None.
+
+    A dataset qualifies by a ``fields`` mapping of tensors whose first dimension is its length,
+    with ``collate([data[i] for i in idx]) == {k: v[idx] for k, v in fields.items()}`` (as
+    :class:`discdiff.tasks.molecule_data.GraphDataset` promises): its batches can then be
+    gathered on the device from one resident copy, with no DataLoader and no Python per item.
+    """
+    fields = getattr(data, "fields", None)
+    if not is_map_dataset(data) or not isinstance(fields, Mapping) or not fields:
+        return None
+    n = len(data)  # type: ignore[arg-type]
+    ok = all(isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == n for v in fields.values())
+    return dict(fields) if ok else None
+
+
+def fits_on_device(fields: Mapping[str, Tensor], device: torch.device, share: float = 0.25) -> bool:
+    """Whether the fields take at most ``share`` of the device's free memory (always on a CPU,
+    where they are in memory already)."""
+    if device.type != "cuda":
+        return True
+    nbytes = sum(v.numel() * v.element_size() for v in fields.values())
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
 
 
 def round_robin(stream: Iterable[Any], world: int, rank: int, start: int) -> Iterator[Any]:
@@ -149,8 +177,11 @@ class BatchStream:
         collate_fn: Callable[[list[Any]], Any],
         num_workers: int = 0,
         pin_memory: bool = False,
+        resident: Mapping[str, Tensor] | None = None,
     ) -> None:
         self.data = data
+        #: the dataset's fields on the training device (:func:`resident_fields`), or None
+        self.resident = dict(resident) if resident is not None else None
         self.micro_batch_size = micro_batch_size
         self.seed, self.world, self.rank = seed, world, rank
         self.collate_fn, self.num_workers, self.pin_memory = collate_fn, num_workers, pin_memory
@@ -167,6 +198,9 @@ class BatchStream:
 
     def _epoch_batches(self, epoch: int, start: int) -> Iterator[Any]:
         """This rank's batches of ``epoch`` from its ``start``-th on."""
+        if self.resident is not None:
+            yield from self._resident_batches(epoch, start)
+            return
         if is_map_dataset(self.data) and getattr(self.data, "epoch_items", None) is not None:
             yield from self._random_batches(epoch, start)
             return
@@ -200,6 +234,30 @@ class BatchStream:
                 )
             return
         yield from round_robin(self.data, self.world, self.rank, start)
+
+    def _resident_batches(self, epoch: int, start: int) -> Iterator[dict[str, Tensor]]:
+        """Batches gathered from the resident fields: epoch e visits the examples in the order
+        of a permutation drawn on their device by a generator seeded with (seed, e); global
+        micro-batch k is positions [k W m, (k + 1) W m) of it and rank r takes its m (the
+        last partial batch is dropped). No host sync, no Python per example; resuming at batch
+        k draws the same permutation and skips to k."""
+        fields = self.resident
+        assert fields is not None
+        first_field = next(iter(fields.values()))
+        n, device = int(first_field.shape[0]), first_field.device
+        size, world = self.micro_batch_size, self.world
+        count = n // (size * world)
+        if count == 0:
+            raise ValueError(
+                f"train_data has {n} examples, fewer than one global micro-batch of {size * world}"
+            )
+        gen = torch.Generator(device=device)
+        gen.manual_seed(_key(self.seed, "resident", epoch) & (2**63 - 1))
+        order = torch.randperm(n, generator=gen, device=device)  # (n,)
+        for k in range(start, count):
+            first = (k * world + self.rank) * size
+            idx = order[first : first + size]  # (m,)
+            yield {name: v.index_select(0, idx) for name, v in fields.items()}
 
     def _random_batches(self, epoch: int, start: int) -> Iterator[Any]:
         """Random-access windows (a dataset with ``epoch_items`` and ``stride``: every window

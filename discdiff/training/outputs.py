@@ -18,7 +18,7 @@ class StepResult:
     loss: Tensor
     grad_norm: Tensor | None
     items: int
-    tokens: int
+    tokens: int | Tensor
     metrics: dict[str, Tensor]
 
 

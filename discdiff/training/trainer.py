@@ -22,8 +22,10 @@ On the CPU a run that is killed and resumed ends with bit-identical weights.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,7 +38,9 @@ from torch.utils.data import Dataset
 from torch.utils.data import default_collate as _default_collate
 from tqdm.auto import tqdm
 
+from discdiff.checks import reads_are_free, trusted_values
 from discdiff.training import distributed as dist_utils
+from discdiff.training.budget import StepBudget
 from discdiff.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -45,7 +49,15 @@ from discdiff.training.checkpoint import (
     write_json_atomic,
 )
 from discdiff.training.config import TrainConfig, lr_at
-from discdiff.training.data import BatchStream, batch_len, eval_batches, is_map_dataset, round_robin
+from discdiff.training.data import (
+    BatchStream,
+    batch_len,
+    eval_batches,
+    fits_on_device,
+    is_map_dataset,
+    resident_fields,
+    round_robin,
+)
 from discdiff.training.device import (
     autocast_context,
     move_to_device,
@@ -200,7 +212,12 @@ class Trainer:
             collate_fn=self.collate_fn,
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
+            resident=self._resident(train_data),
         )
+        self._steps_run = 0  # steps this session: the first one checks values, later ones trust
+        self._budget: StepBudget | None = None
+        self._saved_budget: dict[str, Any] | None = None
+        self._wall = 0.0  # wall seconds of the earlier sessions of this run
         self._elapsed = 0.0
         self._stream_iter: Iterator[Any] | None = None
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -210,6 +227,24 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
 
     # -- data ------------------------------------------------------------------------------
+
+    def _resident(self, data: Any) -> dict[str, Tensor] | None:
+        """The training fields on the device when ``data_on_device`` says so (None: the
+        DataLoader path)."""
+        want = self.config.data_on_device
+        fields = resident_fields(data)
+        if want is False:
+            return None
+        if fields is None:
+            if want:
+                raise ValueError(
+                    "data_on_device=True needs a dataset with tensor fields (a `fields` dict "
+                    f"of (M, ...) tensors, as GraphDataset has); {type(data).__name__} has none"
+                )
+            return None
+        if want is None and not fits_on_device(fields, self.device):
+            return None
+        return {k: v.to(self.device) for k, v in fields.items()}
 
     @property
     def _data_epoch(self) -> int:
@@ -323,8 +358,11 @@ class Trainer:
                 "ema_updates": self.ema.num_updates if self.ema is not None else 0,
                 "lr": lr_at(max(self.step - 1, 0), self.config),
                 "elapsed_s": self._elapsed,
+                "wall_s": self._wall_now(),
                 "world_size": self.dist.world_size,
             }
+            if self._budget is not None:
+                train_state["budget"] = self._budget.state(self.config.steps)
             path = save_checkpoint(
                 self.run_dir,
                 self.step,
@@ -374,6 +412,8 @@ class Trainer:
         self.step = ckpt.step
         self.stream.load_state(state["data"])
         self._elapsed = float(state.get("elapsed_s", 0.0))
+        self._wall = float(state.get("wall_s", self._elapsed))
+        self._saved_budget = state.get("budget")
         rng = state.get("rng", [])
         if len(rng) == self.dist.world_size:
             self._set_rng_state(rng[self.dist.rank])
@@ -411,12 +451,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
         named_sum: dict[str, Tensor] = {}
-        items = tokens = 0
+        items = 0
+        # Values are checked on the first step of a session; later steps trust them where a
+        # check would cost a host sync (an accelerator): the data are the same kind of batch.
+        trusted = self._steps_run > 0 and not reads_are_free(self._first_bad)
+        tokens: int | Tensor = 0
         for micro in range(cfg.grad_accum):
             batch = next(batches)
             items += batch_len(batch)
             if self.count_tokens is not None:
-                tokens += int(self.count_tokens(batch))
+                n = self.count_tokens(batch)  # an int, or a device tensor (no sync)
+                tokens = tokens + (n if isinstance(n, Tensor) else int(n))
             batch = move_to_device(batch, self.device, non_blocking=True)
             last = micro == cfg.grad_accum - 1
             sync = (
@@ -424,7 +469,8 @@ class Trainer:
                 if self._ddp is not None and not last
                 else contextlib.nullcontext()
             )
-            with sync:
+            checks = trusted_values() if trusted else contextlib.nullcontext()
+            with sync, checks:
                 with autocast_context(self.device, cfg.precision):
                     values, named = split_loss(
                         self.loss_fn(self.model, batch, self.noise_generator), "loss_fn"
@@ -456,6 +502,7 @@ class Trainer:
             step_no = torch.full_like(self._first_bad, self.step + 1)
             self._first_bad = torch.where(bad & (self._first_bad < 0), step_no, self._first_bad)
         self.step += 1
+        self._steps_run += 1
         return StepResult(loss_sum, grad_norm, items, tokens, named_sum)
 
     def check_finite(self) -> None:
@@ -521,6 +568,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run_dir / "config.json", self._run_config())
             self.metrics.truncate_after(self.step)
+        self._session_start = time.perf_counter()
+        if cfg.time_budget is not None:
+            cfg = self._start_budget()
         if self.step >= cfg.steps:
             return self.last_metrics
 
@@ -528,8 +578,9 @@ class Trainer:
         self._stream_iter = iter(self.stream)
         world = self.dist.world_size
         previous = self._catch_signals()
+        planned = self._budget is None or self._saved_budget is not None
         bar = tqdm(
-            total=cfg.steps,
+            total=cfg.steps if planned else None,
             initial=self.step,
             desc="train",
             disable=not (self.progress and self.is_main),
@@ -581,16 +632,25 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", **{unit: f"{rate:.0f}"}
                     )
+                    if self._budget is not None and not last:
+                        cfg = self._check_budget(bar)
+                        last = self.step == cfg.steps
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or last):
+                    began = self._synced_clock()
                     row.update(self.evaluate())
                     tick = time.perf_counter()  # keep evaluation time out of throughput
+                    if self._budget is not None:
+                        self._budget.overhead("eval", self._synced_clock() - began)
                 if row:
                     self.metrics.log(self.step, row)
                     self.last_metrics = {"step": float(self.step), **row}
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
+                    began = self._synced_clock()
                     self.save()
                     saved_at = self.step
                     tick = time.perf_counter()
+                    if self._budget is not None:
+                        self._budget.overhead("ckpt", tick - began)
                 if self._signal is not None:
                     if saved_at != self.step:
                         self.save()
@@ -609,6 +669,92 @@ class Trainer:
         self._plot()
         self.metrics.close()
         return self.last_metrics
+
+    # -- the time budget -------------------------------------------------------------------
+
+    def _wall_now(self) -> float:
+        """Wall seconds of the run so far, earlier sessions included."""
+        start = getattr(self, "_session_start", None)
+        return self._wall + (time.perf_counter() - start if start is not None else 0.0)
+
+    def _synced_clock(self) -> float:
+        """perf_counter after the device has finished its queue (only with a time budget: the
+        clock must see the work done, not the work queued)."""
+        if self._budget is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _start_budget(self) -> TrainConfig:
+        """Build the step planner for ``time_budget`` (keeping a resumed run's cap and plan)."""
+        cfg = self.config
+        assert cfg.time_budget is not None
+        cap, planned, planned_at = StepBudget.resumed(
+            self._saved_budget, cfg.time_budget, cfg.steps
+        )
+        self._budget = StepBudget(
+            cfg.time_budget,
+            cap,
+            eval_every=cfg.eval_every,
+            ckpt_every=cfg.ckpt_every,
+            spent=self._wall,
+            sync=self._synced_clock,
+        )
+        self._budget.begin(self.step)
+        if planned_at is not None:  # the saved plan holds; it is refined only in its first half
+            self._budget.adopt(planned_at)
+            cfg = self._set_steps(max(planned, self.step), None)
+        if self._budget.used() >= cfg.time_budget and self.step > 0:
+            logger.warning(
+                "the time budget of %.0f s is spent (%.0f s used); stopping at step %d",
+                cfg.time_budget,
+                self._budget.used(),
+                self.step,
+            )
+            return self._set_steps(self.step, None)
+        return cfg
+
+    def _check_budget(self, bar: Any) -> TrainConfig:
+        """At a logging step: plan the step count again when the planner asks (rank 0's plan
+        on every rank)."""
+        budget = self._budget
+        assert budget is not None
+        if not budget.wants_check(self.step, self.config.steps):
+            return self.config
+        plan = budget.check(self.step)
+        if self.dist.world_size > 1:
+            plan = dist_utils.all_gather_objects(plan)[0]
+        if plan is None:
+            return self.config
+        first = budget.planned_at is None
+        budget.adopt(self.step)
+        if first or plan != self.config.steps:
+            rate = budget.rate or 0.0
+            msg = (
+                f"time budget {budget.seconds:.0f} s ({budget.used():.1f} s used): "
+                f"{1000 * rate:.2f} ms/step -> {plan} steps"
+            )
+            logger.info(msg)
+            if first and self.progress and self.is_main:
+                tqdm.write(msg, file=sys.stderr)
+        return self._set_steps(plan, bar)
+
+    def _set_steps(self, steps: int, bar: Any) -> TrainConfig:
+        """Make ``steps`` the run's step count (a warm-up that would not end before it shrinks
+        to a tenth), recorded in config.json."""
+        cfg = self.config
+        warmup = cfg.warmup_steps
+        if warmup >= steps and warmup > 0:
+            warmup = steps // 10
+            logger.warning("warm-up shortened to %d steps to end inside the budget", warmup)
+        if steps == cfg.steps and warmup == cfg.warmup_steps:
+            return cfg
+        self.config = dataclasses.replace(cfg, steps=steps, warmup_steps=warmup)
+        if self.is_main:
+            write_json_atomic(self.run_dir / "config.json", self._run_config())
+        if bar is not None:
+            bar.total = steps
+            bar.refresh()
+        return self.config
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGINT / SIGTERM finish the current step, save and stop (main thread only)."""

@@ -1,0 +1,315 @@
+"""The training step at the device's rate: data resident on the device, no host read inside a
+step, and a wall-clock budget turned into a step count (``TrainConfig.time_budget``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from discdiff.checks import as_if_accelerator, reads_are_free
+from discdiff.tasks.molecules import MoleculeTask
+from discdiff.training import TrainConfig, Trainer, load_checkpoint, lr_at
+from discdiff.training.budget import StepBudget
+from discdiff.training.data import BatchStream, resident_fields
+from tests._ddp_worker import ToyNet, ce_loss, toy_dataset
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that copy a device value to the host (``.item()``, ``bool()``, ``int()``
+    of a tensor all end in ``_local_scalar_dense``), with the discdiff lines that asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.where: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in ("_local_scalar_dense", "is_nonzero", "item"):
+            self.count += 1
+            self.where.append("".join(s for s in traceback.format_stack() if "discdiff" in s))
+        return func(*args, **(kwargs or {}))
+
+
+def molecule_trainer(tmp_path, **overrides):
+    task, sizes = MoleculeTask.example(tmp_path / "task")
+    torch.manual_seed(0)
+    model = task.build_denoiser(**sizes)
+    settings = dict(steps=12, batch_size=4, log_every=4, ckpt_every=0, ema_decay=0.9, seed=3)
+    settings.update(overrides)
+    return Trainer(
+        model,
+        task.loss_fn,
+        task.dataset("train"),
+        TrainConfig(**settings),
+        tmp_path / "run",
+        collate_fn=task.collate(),
+        count_tokens=task.count_tokens,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+
+
+# ---- data resident on the device ------------------------------------------------------------
+
+
+def test_resident_batches_equal_the_collated_items(tmp_path):
+    """A GraphDataset's gathered batch is what the DataLoader path collates from its items."""
+    task, _ = MoleculeTask.example(tmp_path)
+    data = task.dataset("train")
+    fields = resident_fields(data)
+    assert fields is not None and set(fields) >= {"atoms", "bonds", "node_mask", "edge_mask"}
+    idx = torch.tensor([5, 0, 3])
+    gathered = {k: v.index_select(0, idx) for k, v in fields.items()}
+    collated = task.collate()([data[int(i)] for i in idx])
+    assert gathered.keys() == collated.keys()
+    for k in gathered:
+        assert torch.equal(gathered[k], collated[k]), k
+    assert resident_fields(toy_dataset(8)) is None  # a TensorDataset has no fields
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_resident_stream_visits_each_example_once_per_epoch(world):
+    n, m = 50, 4
+    fields = {"x": torch.arange(n), "y": torch.arange(n) * 10}
+
+    def stream(rank, seed=1):
+        return BatchStream(
+            None, m, seed=seed, world=world, rank=rank, collate_fn=None, resident=fields
+        )
+
+    per_epoch = n // (m * world)
+    seen = []
+    for rank in range(world):
+        it = iter(stream(rank))
+        batches = [next(it) for _ in range(per_epoch)]
+        for b in batches:
+            assert torch.equal(b["y"], b["x"] * 10)  # fields stay aligned
+        seen += [int(v) for b in batches for v in b["x"]]
+    assert len(seen) == len(set(seen)) == per_epoch * m * world  # disjoint ranks, no repeats
+    first = [b["x"].tolist() for b, _ in zip(stream(0), range(2 * per_epoch), strict=False)]
+    again = [b["x"].tolist() for b, _ in zip(stream(0), range(2 * per_epoch), strict=False)]
+    assert first == again  # a function of the seed
+    assert first[:per_epoch] != first[per_epoch:]  # each epoch its own order
+    other = [b["x"].tolist() for b, _ in zip(stream(0, seed=2), range(per_epoch), strict=False)]
+    assert other != first[:per_epoch]
+    # resuming at (epoch 1, position 1) gives what the uninterrupted stream gave there
+    resumed = stream(0)
+    resumed.load_state({"epoch": 1, "position": 1})
+    assert next(iter(resumed))["x"].tolist() == first[per_epoch + 1]
+
+
+def test_trainer_keeps_graph_data_on_the_device_unless_told_not_to(tmp_path):
+    assert molecule_trainer(tmp_path / "a").stream.resident is not None
+    assert molecule_trainer(tmp_path / "b", data_on_device=False).stream.resident is None
+    with pytest.raises(ValueError, match="data_on_device=True needs a dataset with tensor fields"):
+        Trainer(
+            ToyNet(),
+            ce_loss,
+            toy_dataset(16),
+            TrainConfig(steps=2, batch_size=4, data_on_device=True),
+            tmp_path / "c",
+            device="cpu",
+            progress=False,
+        )
+
+
+def test_resident_run_killed_and_resumed_is_bit_identical(tmp_path):
+    straight = molecule_trainer(tmp_path / "s", steps=9, ckpt_every=3, log_every=1)
+    straight.fit()
+
+    class Killed(Exception):
+        pass
+
+    killed = molecule_trainer(tmp_path / "k", steps=9, ckpt_every=3, log_every=1)
+    calls = 0
+    inner = killed.loss_fn
+
+    def dying(model, batch, gen):
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Killed
+        return inner(model, batch, gen)
+
+    killed.loss_fn = dying
+    with pytest.raises(Killed):
+        killed.fit()
+    resumed = molecule_trainer(tmp_path / "k", steps=9, ckpt_every=3, log_every=1)
+    resumed.fit(resume=True)
+    for name, value in straight.module.state_dict().items():
+        assert torch.equal(value, resumed.module.state_dict()[name]), name
+
+
+# ---- no host read inside a step -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_a_molecule_training_step_reads_nothing_back_on_an_accelerator(tmp_path, grad_accum):
+    """Device-resident data, loss, backward, clip, fused AdamW and EMA: no value crosses to
+    the host in a step after the first (the first checks the data's values). Under
+    ``as_if_accelerator`` the CPU takes the decisions a GPU takes; on a real CPU the same step
+    still checks its values (the counter sees those reads, so it can fail)."""
+    trainer = molecule_trainer(tmp_path, grad_accum=grad_accum, grad_clip=1.0)
+    with as_if_accelerator():
+        assert not reads_are_free(torch.zeros(()))
+        first = HostReads()
+        with first:
+            trainer.train_step()
+        assert first.count > 0  # the first step validates ids and times
+        later = HostReads()
+        with later:
+            for _ in range(3):
+                result = trainer.train_step()
+        assert later.count == 0, "\n---\n".join(later.where[:3])
+    assert isinstance(result.tokens, torch.Tensor)  # counted on the device
+    cpu = HostReads()
+    with cpu:
+        trainer.train_step()
+    assert cpu.count > 0
+
+
+# ---- the time budget --------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_plans_the_steps_that_fit_at_the_measured_rate():
+    clock = FakeClock()
+    b = StepBudget(100.0, 10**9, settle=2, window=1.0, clock=clock)
+    b.begin(0)
+    clock.now = 1.0  # 2 settling steps took a second (compilation): not timed
+    assert b.check(2) is None
+    clock.now += 0.5  # 5 steps at 0.1 s: the window (1 s) is not over yet
+    assert b.check(7) is None
+    clock.now += 0.5
+    plan = b.check(12)  # 10 steps at 0.1 s each
+    assert b.rate == pytest.approx(0.1)
+    left = 0.98 * (100.0 - 2.0) - 0.02 * 100.0  # no checkpoint seen yet: 2% kept for it
+    assert plan == 12 + math.floor(left / 0.1)
+    b.adopt(12)
+    # evaluation time is kept out of the rate and planned for at its period
+    b.eval_every, b.ckpt_every = 100, 200
+    b.overhead("eval", 3.0)
+    b.overhead("ckpt", 1.0)
+    clock.now += 4.0 + 1.0  # 10 more steps at 0.1 s, plus the evaluation and checkpoint
+    assert b.check(22) == 22 + math.floor(
+        (0.98 * (100.0 - 7.0) - 4.0) / (0.1 + 3.0 / 100 + 1.0 / 200)
+    )
+    assert b.check(23) is None  # planned again only when the timed steps have doubled
+
+
+def test_budget_caps_spends_earlier_sessions_and_never_plans_backwards():
+    clock = FakeClock()
+    b = StepBudget(10.0, 50, settle=0, window=0.1, spent=4.0, clock=clock)
+    b.begin(0)
+    b.check(0)
+    clock.now = 0.2
+    assert b.check(20) == 50  # 0.01 s/step would allow ~560 more: the cap holds
+    late = StepBudget(10.0, 10**9, settle=0, window=0.1, spent=9.9, clock=clock)
+    late.begin(30)
+    late.check(30)
+    clock.now += 1.0
+    assert late.check(31) == 31  # the budget is spent: stop where the run is
+    assert not late.wants_check(31, 1000) or late.planned_at is None
+    late.adopt(31)
+    assert late.wants_check(400, 1000) and not late.wants_check(500, 1000)
+
+
+def test_budget_resume_keeps_the_saved_plan_and_cap():
+    saved = {"seconds": 60.0, "cap": 10**9, "steps": 4000, "planned_at": 40}
+    assert StepBudget.resumed(saved, 60.0, 4000) == (10**9, 4000, 40)
+    assert StepBudget.resumed(saved, 60.0, 10**9) == (10**9, 4000, 40)
+    assert StepBudget.resumed(saved, 60.0, 3000) == (3000, 3000, 40)  # a new, lower cap
+    assert StepBudget.resumed(saved, 90.0, 4000) == (4000, 4000, None)  # a new budget
+    assert StepBudget.resumed(None, 60.0, 77) == (77, 77, None)
+    with pytest.raises(ValueError, match="time budget"):
+        StepBudget(float("nan"), 10)
+
+
+def test_trainer_with_a_time_budget_ends_in_time_with_the_schedule_finished(tmp_path):
+    budget = 3.0
+    trainer = molecule_trainer(
+        tmp_path, steps=10**9, log_every=2, ckpt_every=40, warmup_steps=5, time_budget=budget
+    )
+    start = time.perf_counter()
+    metrics = trainer.fit()
+    took = time.perf_counter() - start
+    steps = trainer.config.steps
+    assert steps < 10**9 and metrics["step"] == steps > 20
+    assert took < budget + 1.5, took  # the final checkpoint included
+    assert took > 0.4 * budget, took  # it used the time
+    assert metrics["lr"] == pytest.approx(lr_at(steps - 1, trainer.config))
+    assert lr_at(steps, trainer.config) == pytest.approx(trainer.config.final_lr)
+    saved = json.loads((tmp_path / "run/config.json").read_text())["train"]
+    assert saved["steps"] == steps and saved["time_budget"] == budget
+    state = load_checkpoint(tmp_path / f"run/checkpoints/step_{steps:08d}").train_state
+    assert state["budget"]["steps"] == steps and state["budget"]["cap"] == 10**9
+    assert state["wall_s"] == pytest.approx(took, abs=1.0)
+
+
+def test_a_resumed_budget_run_keeps_its_plan_and_counts_the_time_spent(tmp_path):
+    budget = 2.0
+    first = molecule_trainer(tmp_path, steps=10**9, log_every=2, ckpt_every=10, time_budget=budget)
+    calls = 0
+    inner = first.loss_fn
+
+    class Killed(Exception):
+        pass
+
+    def dying(model, batch, gen):
+        nonlocal calls
+        calls += 1
+        if first._budget is not None and first._budget.planned_at is not None and calls > 60:
+            raise Killed
+        return inner(model, batch, gen)
+
+    first.loss_fn = dying
+    with pytest.raises(Killed):
+        first.fit()
+    ckpt = sorted((tmp_path / "run/checkpoints").glob("step_*"))[-1]
+    state = load_checkpoint(ckpt).train_state
+    planned = state["budget"]["steps"]
+    resumed = molecule_trainer(
+        tmp_path, steps=10**9, log_every=2, ckpt_every=10, time_budget=budget
+    )
+    start = time.perf_counter()
+    resumed.fit(resume=True)
+    took = time.perf_counter() - start
+    assert took < budget - state["wall_s"] + 1.5
+    assert resumed.step == resumed.config.steps
+    assert abs(resumed.config.steps - planned) <= planned  # refined, not started anew
+    final = load_checkpoint(tmp_path / f"run/checkpoints/step_{resumed.step:08d}").train_state
+    assert final["wall_s"] > state["wall_s"]
+
+
+def test_time_budget_is_validated():
+    for bad in (0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="time_budget"):
+            TrainConfig(time_budget=bad)
+    with pytest.raises(ValueError, match="data_on_device"):
+        TrainConfig(data_on_device="yes")
+
+
+def test_the_resident_stream_counts_per_epoch():
+    fields = {"x": torch.arange(10)}
+    s = BatchStream(None, 4, seed=0, collate_fn=None, resident=fields)
+    it = iter(s)
+    next(it), next(it)
+    assert s.state() == {"epoch": 0, "position": 2}
+    next(it)
+    assert s.state() == {"epoch": 1, "position": 1}
+    with pytest.raises(ValueError, match="fewer than one global micro-batch"):
+        next(iter(BatchStream(None, 11, seed=0, collate_fn=None, resident=fields)))
