@@ -17,6 +17,10 @@ Sections (each reports its figures or the one-line reason it failed; none stops 
    ``torch.cuda.set_sync_debug_mode`` during sampling (the samplers promise none per step).
 5. ``molecules``: the shipped QM9 model, 2,000 molecules with the valence guard: molecules/s
    and strict validity.
+6. ``molecule_train``: the graph denoiser's training step at DiGress's QM9 size, batch 512,
+   bf16: graphs/s with the DataLoader, with the graphs resident on the device, compiled, and
+   with CUDA graphs (interleaved, each against the DataLoader path), and the host syncs per
+   resident step (``torch.cuda.set_sync_debug_mode``; the goal is 0).
 
 ``--quick`` shrinks every size (a CPU smoke run for the test suite; its figures mean nothing).
 The JSON holds every figure printed.
@@ -113,6 +117,9 @@ def train(device: torch.device, quick: bool, peak: float, compile_too: bool) -> 
             step = functools.partial(trainer.train_step, batches)
             first = timed(step, device, 2 if compiled else 1)
             times = timed(step, device, steps)
+            if not compiled:
+                _, syncs = _count_syncs(lambda step=step: [step() for _ in range(3)], device)
+                out["eager_host_syncs_per_step"] = syncs / 3 if syncs >= 0 else -1.0
         key = "compiled" if compiled else "eager"
         sec = statistics.median(times)
         tok = B * L / sec
@@ -227,6 +234,61 @@ def molecules(device: torch.device, quick: bool) -> dict[str, float]:
     return {"molecules_per_s": n / sec, "seconds": sec, "validity": m["validity"]}
 
 
+def molecule_train(device: torch.device, quick: bool, compile_too: bool) -> dict[str, float]:
+    """The graph denoiser's training step at DiGress's QM9 size (8 layers, node 192, edge 64,
+    8 heads), batch 512, bf16 on CUDA: graphs/s for the DataLoader path, device-resident data,
+    compiled and CUDA-graph variants (interleaved, median), and host syncs per resident step."""
+    from discdiff.tasks.molecules import MoleculeTask
+    from discdiff.training.config import TrainConfig as TC
+
+    if quick:
+        task, _ = MoleculeTask.example(Path(tempfile.mkdtemp()))
+        sizes = dict(num_layers=1, node_dim=16, edge_dim=8, num_heads=2, node_ff_dim=16,
+                     edge_ff_dim=8, global_dim=8, global_ff_dim=8)  # fmt: skip
+        batch, rounds = 4, 3
+    else:
+        from discdiff.tasks.molecule_data import prepare_molecule_data
+
+        prep = prepare_molecule_data("qm9")
+        task = MoleculeTask.from_graphs(prep.graphs, prep.vocab, max_nodes=prep.max_nodes,
+                                        dataset="qm9")  # fmt: skip
+        task.attach_data(task.graph_dataset(prep.graphs), task.graph_dataset(prep.val_graphs))
+        sizes = dict(num_layers=8, node_dim=192, edge_dim=64, num_heads=8, node_ff_dim=384,
+                     edge_ff_dim=128, global_dim=64, global_ff_dim=128)  # fmt: skip
+        batch, rounds = 512, 30
+    variants = {"loader": {"data_on_device": False}, "resident": {"data_on_device": True}}
+    if compile_too:
+        variants["compiled"] = {"data_on_device": True, "compile": True}
+        if device.type == "cuda":
+            variants["cuda_graphs"] = {"data_on_device": True, "cuda_graphs": True}
+    out: dict[str, float] = {}
+    trainers = {}
+    tmp = Path(tempfile.mkdtemp())
+    for name, opts in variants.items():
+        torch.manual_seed(0)
+        tc = TC(steps=10**6, batch_size=batch, lr=1e-4, warmup_steps=1, ema_decay=0.999,
+                ckpt_every=0, log_every=10**6, **opts)  # fmt: skip
+        trainers[name] = Trainer(task.build_denoiser(**sizes), task.loss_fn, task.dataset("train"),
+                                 tc, tmp / name, collate_fn=task.collate(),
+                                 count_tokens=task.count_tokens, device=str(device),
+                                 progress=False, tensorboard=False)  # fmt: skip
+        first = timed(trainers[name].train_step, device, 3)
+        out[f"{name}_warmup_s"] = sum(first)
+    out["params_m"] = count_parameters(trainers["loader"].module) / 1e6
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, tr in trainers.items():
+            times[name] += timed(tr.train_step, device, 1)
+    for name, ts in times.items():
+        out[f"{name}_graphs_per_s"] = batch / statistics.median(ts)
+        out[f"{name}_speedup"] = statistics.median(
+            a / b for a, b in zip(times["loader"], ts, strict=True)
+        )
+    _, syncs = _count_syncs(lambda: [trainers["resident"].train_step() for _ in range(5)], device)
+    out["resident_host_syncs_per_step"] = syncs / 5 if syncs >= 0 else -1.0
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -248,7 +310,9 @@ def main() -> None:
                      ("train", lambda: train(device, args.quick, peak[0], not args.no_compile)),
                      ("attention", lambda: attention(device, args.quick)),
                      ("sampling", lambda: sampling(device, args.quick)),
-                     ("molecules", lambda: molecules(device, args.quick))):  # fmt: skip
+                     ("molecules", lambda: molecules(device, args.quick)),
+                     ("molecule_train",
+                      lambda: molecule_train(device, args.quick, not args.no_compile))):  # fmt: skip
         start = time.perf_counter()
         try:
             res = fn()

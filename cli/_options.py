@@ -134,6 +134,15 @@ Compile = Annotated[
     ),
 ]
 
+CudaGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs",
+        help="CUDA only: compile the denoiser with CUDA graphs (torch.compile's "
+        "reduce-overhead mode), so a step's small kernels are replayed as one graph.",
+    ),
+]
+
 
 def compiled(model: Any, on: bool) -> Any:
     """``model`` under ``torch.compile`` (dynamic shapes) when ``on``; the first call's time

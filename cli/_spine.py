@@ -27,6 +27,7 @@ _FLAG_FIELDS = {
     "log_every": "log_every",
     "skip_nonfinite": "skip_nonfinite",
     "compile": "compile",
+    "cuda_graphs": "cuda_graphs",
     "time_budget": "time_budget",
 }
 
@@ -38,8 +39,9 @@ def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
     """The shared training flags among a command's parameters (its ``locals()``), as
     TrainConfig fields; None means not given."""
     out = {field: values[flag] for flag, field in _FLAG_FIELDS.items() if flag in values}
-    if out.get("compile") is False:  # a switch left off is "not given" (resume keeps the run's)
-        out["compile"] = None
+    for switch in ("compile", "cuda_graphs"):  # a switch left off is "not given" (resume keeps it)
+        if out.get(switch) is False:
+            out[switch] = None
     return out
 
 

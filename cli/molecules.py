@@ -33,6 +33,7 @@ from discdiff.cli._options import (
     BatchSize,
     CkptEvery,
     Compile,
+    CudaGraphs,
     Device,
     Ema,
     EmaOld,
@@ -232,6 +233,7 @@ def train(
     device: Device = "auto",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     progress: Progress = True,
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""

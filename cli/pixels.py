@@ -19,6 +19,7 @@ import typer
 from discdiff.cli._options import (
     CkptEvery,
     Compile,
+    CudaGraphs,
     Device,
     Ema,
     EmaOld,
@@ -117,6 +118,7 @@ def train(
     device: Device = "auto",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a denoiser on an image data set; --resume continues a run bit-for-bit."""

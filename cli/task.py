@@ -20,6 +20,7 @@ from discdiff.cli._options import (
     BatchSize,
     CkptEvery,
     Compile,
+    CudaGraphs,
     Device,
     Ema,
     EvalBatches,
@@ -144,6 +145,7 @@ def train(
     device: Device = "auto",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     progress: Progress = True,
 ) -> None:
     """Train task NAME into --out (the spine's run layout; --resume continues it)."""

@@ -313,3 +313,123 @@ def test_the_resident_stream_counts_per_epoch():
     assert s.state() == {"epoch": 1, "position": 1}
     with pytest.raises(ValueError, match="fewer than one global micro-batch"):
         next(iter(BatchStream(None, 11, seed=0, collate_fn=None, resident=fields)))
+
+
+@pytest.mark.parametrize("task_name", ["text", "pixels"])
+def test_sequence_training_steps_read_nothing_back_on_an_accelerator(tmp_path, task_name):
+    """The text and pixel tasks' steps on batches collated on the host (where reading is free:
+    the text collate notes there whether the batch is padded) make no host read."""
+    from discdiff.tasks import TASKS
+
+    task, sizes = TASKS.get(task_name).example(tmp_path / "task")
+    torch.manual_seed(0)
+    trainer = Trainer(
+        task.new_model(**sizes),
+        task.loss,
+        task.dataset("train"),
+        TrainConfig(steps=10, batch_size=4, log_every=10, ckpt_every=0, ema_decay=0.9),
+        tmp_path / "run",
+        collate_fn=task.collate(),
+        count_tokens=task.count_tokens,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+    stream = iter(trainer.stream)
+    batches = [next(stream) for _ in range(3)]
+    if task_name == "text":
+        assert all(isinstance(b["full"], bool) for b in batches)
+    with as_if_accelerator():
+        trainer.train_step(iter(batches[:1]))
+        reads = HostReads()
+        with reads:
+            trainer.train_step(iter(batches[1:2]))
+            trainer.train_step(iter(batches[2:]))
+    assert reads.count == 0, "\n---\n".join(reads.where[:3])
+
+
+def test_padding_cond_reads_the_mask_only_where_free():
+    from discdiff.tasks.text_config import _padding_cond
+
+    full = torch.ones(2, 3, dtype=torch.bool)
+    part = full.clone()
+    part[0, 2] = False
+    assert _padding_cond(full) is None and _padding_cond(part)["padding_mask"] is part
+    assert _padding_cond(part, True) is None  # the host's word is taken
+    with as_if_accelerator():
+        reads = HostReads()
+        with reads:
+            assert _padding_cond(full)["padding_mask"] is full  # unknown: the mask is kept
+        assert reads.count == 0
+
+
+def test_training_on_padded_graphs_never_imports_torch_geometric(tmp_path):
+    """PyG (and the transformers it pulls in where installed) is imported only where a PyG
+    object is built: a padded-graph training run from a fresh interpreter does not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile, pathlib\n"
+        "from discdiff.tasks.molecules import MoleculeTask\n"
+        "from discdiff.tasks import runs\n"
+        "from discdiff.training import TrainConfig\n"
+        "task, sizes = MoleculeTask.example(pathlib.Path(tempfile.mkdtemp()))\n"
+        "model = task.build_denoiser(**sizes)\n"
+        "runs.train(task, model, TrainConfig(steps=2, batch_size=4, ckpt_every=0),\n"
+        "           pathlib.Path(tempfile.mkdtemp()) / 'run', device='cpu', progress=False)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch_geometric', 'transformers'))))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cuda_graphs_are_refused_off_cuda(tmp_path):
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
+        molecule_trainer(tmp_path, cuda_graphs=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_molecule_steps_resident_synchronisation_free_and_graph_captured(tmp_path):
+    """On a GPU: graphs resident on the device, no host sync in a step after the first
+    (torch's own sync detector), and the CUDA-graph step learns like the eager one."""
+    import warnings
+
+    task, sizes = MoleculeTask.example(tmp_path / "task")
+    losses = {}
+    for name, opts in (("eager", {}), ("graphs", {"cuda_graphs": True})):
+        torch.manual_seed(0)
+        trainer = Trainer(
+            task.build_denoiser(**sizes),
+            task.loss_fn,
+            task.dataset("train"),
+            TrainConfig(steps=40, batch_size=8, ckpt_every=0, ema_decay=0.9, seed=1, **opts),
+            tmp_path / name,
+            collate_fn=task.collate(),
+            count_tokens=task.count_tokens,
+            device="cuda",
+            progress=False,
+            tensorboard=False,
+        )
+        assert trainer.stream.resident is not None
+        assert all(v.device.type == "cuda" for v in trainer.stream.resident.values())
+        for _ in range(3):
+            trainer.train_step()
+        torch.cuda.synchronize()
+        if name == "eager":
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    for _ in range(3):
+                        trainer.train_step()
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+            assert not syncs, syncs[:3]
+        out = [float(trainer.train_step().loss) for _ in range(30)]
+        losses[name] = sum(out[-10:]) / 10
+        assert all(math.isfinite(v) for v in out)
+    assert losses["graphs"] == pytest.approx(losses["eager"], rel=0.25)

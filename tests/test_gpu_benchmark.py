@@ -25,7 +25,27 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(out.read_text())
-    for section in ("matmul", "train", "attention", "sampling", "molecules"):
+    for section in ("matmul", "train", "attention", "sampling", "molecules", "molecule_train"):
         assert "error" not in got[section], (section, got[section])
     assert got["train"]["eager_tokens_per_s"] > 0 and got["molecules"]["validity"] == 1.0
     assert got["sampling"]["ancestral_overhead"] >= 0
+    assert got["molecule_train"]["resident_graphs_per_s"] > 0
+
+
+def test_recipe_scripts_parse_and_the_independent_count_counts():
+    """The GPU recipe and its bring script are valid bash; count_molecules counts by RDKit."""
+    root = SCRIPT.parent
+    for script in ("gpu_recipe.sh", "gpu_bring.sh"):
+        res = subprocess.run(["bash", "-n", str(root / script)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    sys.path.insert(0, str(root))
+    try:
+        import count_molecules as cm
+    finally:
+        sys.path.remove(str(root))
+    lines = ["c1ccccc1O\ts0\tstrict", "CCO\ts1\tstrict", "CCO\ts2\tstrict", "C(C)(C)(C)(C)C\ts3\tx",
+             "CC.O\ts4\tstrict", "*\ts5\tinvalid"]  # fmt: skip
+    got = cm.count(lines, whole={"CCO"})
+    assert got["samples"] == 6 and got["valid"] == 4 / 6 and got["connected"] == 3 / 6
+    assert got["aromatic_of_valid"] == 1 / 4 and got["unique_of_valid"] == 3 / 4
+    assert got["novel_of_unique"] == 2 / 3  # phenol and CC.O are not in the set

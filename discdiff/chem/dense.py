@@ -100,7 +100,8 @@ def to_dense_fields(graphs: Sequence[Graph], max_nodes: int) -> dict[str, torch.
 def dense_fields_to_graphs(
     atoms: torch.Tensor, bonds: torch.Tensor, node_mask: torch.Tensor
 ) -> list[Graph]:
-    """Split padded fields atoms (B, N), bonds (B, E), node_mask (B, N) into per-graph pairs.
+    """Split padded fields atoms (B, N), bonds (B, E), node_mask (B, N) into per-graph pairs,
+    on the CPU wherever the fields were (one copy each, not two reads per graph).
 
     Real nodes must come first in each row (as :func:`to_dense_fields` and samplers lay them out).
     """
@@ -109,6 +110,7 @@ def dense_fields_to_graphs(
             f"atoms and node_mask must both be (B, N), got {tuple(atoms.shape)} and "
             f"{tuple(node_mask.shape)}"
         )
+    atoms, bonds, node_mask = atoms.cpu(), bonds.cpu(), node_mask.cpu()
     n = atoms.shape[1]
     dense = triu_to_dense(bonds, n)  # (B, N, N)
     out = []

@@ -202,9 +202,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
 
     def collate(self) -> Callable[[Sequence[Any]], Any]:
         """PyG items -> a ``Batch``; padded items -> torch's default collate."""
-        from discdiff.chem.pyg import collate_graphs
-
-        return collate_graphs
+        return collate_molecules
 
     def dataset(self, split: str | Sequence[Graph]) -> GraphDataset:
         """A split's graphs: attached, or saved in the run dir ("test" is the held-out split).
@@ -476,6 +474,17 @@ def resolve_checkpoint(spec: str | os.PathLike[str] | None) -> Path:
     if str(spec) in SHIPPED and not Path(spec).exists():
         return shipped_checkpoint(str(spec))
     return Path(spec)
+
+
+def collate_molecules(items: Sequence[Any]) -> Any:
+    """Padded items (dicts) -> torch's default collate; PyG ``Data`` items -> a PyG ``Batch``
+    (torch-geometric is imported only then: with transformers beside it, that import alone
+    costs seconds before the first step)."""
+    if items and isinstance(items[0], dict):
+        return torch.utils.data.default_collate(list(items))
+    from discdiff.chem.pyg import collate_graphs
+
+    return collate_graphs(items)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

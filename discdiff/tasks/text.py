@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from discdiff.checks import reads_are_free
 from discdiff.losses import continuous_elbo, dfm_loss, score_entropy_loss, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
@@ -69,6 +70,7 @@ from discdiff.tasks.text_config import (
     TextDenoiser,
     TextTaskConfig,
     _padding_cond,
+    collate_text,
     text_processes,
 )
 from discdiff.tasks.text_data import (
@@ -247,9 +249,15 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         return self._files
 
     @staticmethod
-    def count_tokens(batch: dict[str, Tensor]) -> int:
-        """Real tokens in a batch (the Trainer's tokens/s and nats per token)."""
-        return int(batch["mask"].sum())
+    def count_tokens(batch: dict[str, Tensor]) -> int | Tensor:
+        """Real tokens in a batch (the Trainer's tokens/s and nats per token); a device scalar
+        where reading it would be a host sync."""
+        total = batch["mask"].sum()
+        return int(total) if reads_are_free(total) else total
+
+    def collate(self) -> Any:
+        """Batches that say on the host whether they are padded (:func:`collate_text`)."""
+        return collate_text
 
     def units(self, batch: dict[str, Tensor]) -> Tensor:
         """Characters per chunk, (B,): the denominator of bits per character."""
@@ -307,7 +315,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         terms, or the SUNDAE loss)."""
         ids, mask = batch["ids"], batch["mask"]  # (B, L), (B, L)
         den = self.denoiser(model)
-        cond = _padding_cond(mask)
+        cond = _padding_cond(mask, batch.get("full"))
         if self.config.objective == "sundae":
             return sundae_loss(
                 self.process,
@@ -362,7 +370,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             self.denoiser(model),
             ids,
             mask,
-            cond=_padding_cond(mask),
+            cond=_padding_cond(mask, batch.get("full")),
             t_min=self.config.t_min,
             boundary=True,
             generator=generator,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from discdiff.checks import reads_are_free
 from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
@@ -122,6 +124,21 @@ class TextDenoiser(nn.Module):
         return self.model(x_t, t, cond)
 
 
-def _padding_cond(mask: Tensor) -> dict[str, Tensor] | None:
-    """cond for the transformer: None when nothing is padded (keeps the fast attention path)."""
-    return None if bool(mask.all()) else {"padding_mask": mask}
+def _padding_cond(mask: Tensor, full: bool | None = None) -> dict[str, Tensor] | None:
+    """cond for the transformer: None when nothing is padded (keeps the fast attention path).
+    ``full``: whether the batch is known to be unpadded (the text collate says so on the host,
+    before the batch moves); unknown, it is read only where reading is free, and on an
+    accelerator the mask is passed on (a read there would be a host sync per step)."""
+    if full is None and reads_are_free(mask):
+        full = bool(mask.all())
+    return None if full else {"padding_mask": mask}
+
+
+def collate_text(items: list[dict[str, Tensor]]) -> dict[str, Any]:
+    """torch's default collate of text items, plus ``full``: a host bool saying whether no
+    position is padded (read here on the CPU, so the loss need not read the device's mask)."""
+    from torch.utils.data import default_collate
+
+    batch = default_collate(items)
+    batch["full"] = bool(batch["mask"].all())
+    return batch

@@ -53,6 +53,7 @@ class TrainConfig:
     skip_nonfinite: int = 0
     data_on_device: bool | None = None
     time_budget: float | None = None
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_zero: bool = False) -> None:
@@ -103,8 +104,9 @@ class TrainConfig:
             isinstance(tb, bool) or not isinstance(tb, int | float) or not 0 < tb < math.inf
         ):
             raise ValueError(f"TrainConfig.time_budget must be a finite number > 0, got {tb!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"TrainConfig.compile must be a bool, got {self.compile!r}")
+        for name in ("compile", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
     @property
     def final_lr(self) -> float:

@@ -184,7 +184,12 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.module, device_ids=ids)
             wrapped = self._ddp
-        self.model = torch.compile(wrapped) if config.compile else wrapped
+        if config.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ValueError(f"cuda_graphs=True needs a CUDA device, got {self.device}")
+            self.model = torch.compile(wrapped, mode="reduce-overhead")
+        else:
+            self.model = torch.compile(wrapped) if config.compile else wrapped
 
         decay, no_decay = [], []
         for param in self.module.parameters():
@@ -470,6 +475,8 @@ class Trainer:
                 else contextlib.nullcontext()
             )
             checks = trusted_values() if trusted else contextlib.nullcontext()
+            if cfg.cuda_graphs:  # a new iteration: the last replay's outputs may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             with sync, checks:
                 with autocast_context(self.device, cfg.precision):
                     values, named = split_loss(

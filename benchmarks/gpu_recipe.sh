@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The QM9 model from minutes of one GPU, in one call on an offline GPU machine:
+# install from the carried wheels, train the DiGress-size graph denoiser under --time-budget,
+# sample 10,000 molecules twice (raw: no guard, no repair, no rejection, for the model's own
+# validity; and the chemist's default: guards and rejection, timed), count them with RDKit
+# outside the library's metric code (benchmarks/count_molecules.py), export the weights.
+#
+#   bash benchmarks/gpu_bring.sh                           # here, beforehand (fills .gpu/)
+#   bash benchmarks/gpu_recipe.sh                          # there: carry .gpu, results in $OUT
+#
+# Environment: OUT (results, default ./gpu_out), BUDGET (training seconds, default 420),
+# TRAIN_FLAGS (extra `molecules train` flags, e.g. "--cuda-graphs" once benchmarks/gpu.py has
+# shown that variant fastest), SAMPLES (default 10000). Each stage has its own timeout and
+# writes its log as it goes, so a cut run still says how far it got.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+BUDGET=${BUDGET:-420}
+SAMPLES=${SAMPLES:-10000}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
+mkdir -p "$OUT"
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/recipe.log"; }
+stage() {  # stage NAME SECONDS CMD...: run with a timeout, log to $OUT/NAME.log
+  local name=$1 limit=$2; shift 2
+  log "$name: $*"
+  local start=$SECONDS
+  timeout "$limit" "$@" > >(tee "$OUT/$name.log") 2>&1
+  local rc=$?
+  log "$name: rc $rc in $((SECONDS - start)) s"
+  return $rc
+}
+
+# 1. install what the image lacks (RDKit) and the project, from local files only
+W=$(mktemp -d)
+stage install 120 bash -c "python3 -m pip install -q --no-index --no-deps --no-compile \
+  --target $W/site .gpu/whl/*.whl && python3 -m pip install -q --no-index --no-deps \
+  --no-build-isolation --no-compile --target $W/site ." || exit 1
+export PYTHONPATH=$W/site PATH=$W/site/bin:$PATH DISCDIFF_CACHE=$W/cache PYTHONUNBUFFERED=1
+cp -r .gpu/cache "$DISCDIFF_CACHE"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/recipe.log" 2>&1
+
+# 2. train: DiGress's QM9 size (8 layers, node 192, edge 64, 8 heads), batch 512, bf16
+RUN=$OUT/run
+# shellcheck disable=SC2086
+stage train $((BUDGET + 120)) discdiff molecules train --data qm9 --out "$RUN" \
+  --layers 8 --node-dim 192 --edge-dim 64 --heads 8 --batch-size 512 --lr 5e-4 --warmup 500 \
+  --ema 0.999 --eval-every 0 --ckpt-every 5000 --log-every 100 --time-budget "$BUDGET" \
+  --device cuda --no-progress $TRAIN_FLAGS || exit 1
+cp "$RUN/metrics.csv" "$RUN/config.json" "$OUT/" 2>/dev/null
+[ -f "$RUN/loss_curve.png" ] && cp "$RUN/loss_curve.png" "$OUT/"
+
+# 3. sample: the model alone, then the chemist's default (guards + rejection)
+stage sample_raw 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
+  --no-valence-guard --no-motif-guard --no-repair --no-reject --keep-invalid \
+  --batch-size 2500 --device cuda --no-progress --out "$OUT/raw.smi"
+stage sample_default 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
+  --batch-size 2500 --device cuda --no-progress --out "$OUT/default.smi"
+
+# 4. count with RDKit alone (validity, aromatic share, uniqueness, novelty against all of QM9)
+for kind in raw default; do
+  stage "count_$kind" 120 python3 benchmarks/count_molecules.py "$OUT/$kind.smi" \
+    --json "$OUT/count_$kind.json"
+done
+
+# 5. the checkpoint as one file (EMA weights, fp32: 3.97 M parameters = 15.9 MB) + its entry
+stage export 60 discdiff molecules export "$RUN" --out "$OUT/qm9_gpu_model.safetensors"
+rm -rf "$RUN/checkpoints"  # the exported file is what comes back
+ls -l "$OUT" | tee -a "$OUT/recipe.log"
