@@ -433,3 +433,28 @@ def test_cuda_molecule_steps_resident_synchronisation_free_and_graph_captured(tm
         losses[name] = sum(out[-10:]) / 10
         assert all(math.isfinite(v) for v in out)
     assert losses["graphs"] == pytest.approx(losses["eager"], rel=0.25)
+
+
+def test_ema_reuses_its_update_plan_and_follows_replaced_tensors():
+    from torch import nn
+
+    from discdiff.training import EMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(model, 0.5)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    before = ema.shadow["0.weight"].clone()
+    ema.update(model)
+    plan = ema._plan
+    assert torch.allclose(ema.shadow["0.weight"], 0.5 * before + 0.5 * model[0].weight)
+    ema.update(model)
+    assert ema._plan is plan  # the same tensors: no walk of the state dict
+    model[0].weight = nn.Parameter(torch.full((4, 3), 7.0))  # a new tensor under the old name
+    model[1].running_mean.fill_(3.0)  # buffers are copied, not averaged
+    old = ema.shadow["0.weight"].clone()
+    ema.update(model)
+    assert ema._plan is not plan
+    assert torch.allclose(ema.shadow["0.weight"], 0.5 * old + 0.5 * 7.0)
+    assert torch.equal(ema.shadow["1.running_mean"], torch.full((4,), 3.0))

@@ -9,6 +9,7 @@ is kept under the model's own state-dict names, so it saves and loads like model
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -51,6 +52,7 @@ class EMA:
             raise ValueError(f"EMA decay must be a float in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.num_updates = 0
+        self._plan: tuple | None = None
         param_ids = {id(p) for p in model.parameters()}
         self._averaged: set[str] = set()
         self.shadow: dict[str, Tensor] = {}
@@ -67,22 +69,50 @@ class EMA:
             raise ValueError(f"model does not match the EMA: missing {missing}, unexpected {extra}")
         return live
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Fold the model's current weights into the average (call after each optimizer step)."""
+    @staticmethod
+    def _fingerprint(model: nn.Module) -> tuple:
+        """Which tensors the model holds now (identity and dtype): the update plan is rebuilt
+        only when it changes (a replaced parameter or buffer, a cast)."""
+        return (id(model),) + tuple(
+            (id(t), t.dtype, t.device) for t in itertools.chain(model.parameters(), model.buffers())
+        )
+
+    def _update_plan(
+        self, model: nn.Module
+    ) -> tuple[list[tuple[list[Tensor], list[Tensor]]], list]:
         live = self._live(model)
         averaged: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
+        copies = []
         for name, shadow in self.shadow.items():
-            value = live[name].detach()
-            if name in self._averaged:  # grouped by (device, dtype): one foreach call each
+            value = live[name]
+            if name in self._averaged and value.dtype == shadow.dtype:
+                # grouped by (device, dtype): one foreach call each
                 group = averaged.setdefault((shadow.device, shadow.dtype), ([], []))
                 group[0].append(shadow)
-                group[1].append(value.to(shadow.dtype))
+                group[1].append(value)
             else:
-                shadow.copy_(value)
-        for shadows, values in averaged.values():
+                copies.append((name, shadow, value))
+        return list(averaged.values()), copies
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Fold the model's current weights into the average (call after each optimizer step).
+
+        The pairs of (average, weight) are gathered once and reused while the model holds the
+        same tensors: one fused lerp per (device, dtype), no Python per tensor (a state-dict
+        walk and a detach per tensor cost 1-2 ms a step at DiGress's size)."""
+        key = self._fingerprint(model)
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, *self._update_plan(model))
+        _, groups, copies = self._plan
+        for shadows, values in groups:
             # shadow + (1 - decay) (value - shadow) = decay shadow + (1 - decay) value
             torch._foreach_lerp_(shadows, values, 1.0 - self.decay)
+        for name, shadow, value in copies:
+            if name in self._averaged:  # another dtype than the average's
+                shadow.lerp_(value.to(shadow.dtype), 1.0 - self.decay)
+            else:
+                shadow.copy_(value)
         self.num_updates += 1
 
     @torch.no_grad()
