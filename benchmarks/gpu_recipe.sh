@@ -10,14 +10,18 @@
 #
 # Environment: OUT (results, default ./gpu_out), BUDGET (training seconds, default 420),
 # TRAIN_FLAGS (extra `molecules train` flags, e.g. "--cuda-graphs" once benchmarks/gpu.py has
-# shown that variant fastest), SAMPLES (default 10000). Each stage has its own timeout and
-# writes its log as it goes, so a cut run still says how far it got.
+# shown that variant fastest), SAMPLES (default 10000), MODEL (the size flags), DEVICE
+# (default cuda), INSTALL=0 (use the discdiff on PATH: a CPU smoke run of the recipe). Each
+# stage has its own timeout and writes its log as it goes, so a cut run says how far it got.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 BUDGET=${BUDGET:-420}
 SAMPLES=${SAMPLES:-10000}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
+MODEL=${MODEL:---layers 8 --node-dim 192 --edge-dim 64 --heads 8 --batch-size 512}
+DEVICE=${DEVICE:-cuda}
+INSTALL=${INSTALL:-1}
 mkdir -p "$OUT"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/recipe.log"; }
 stage() {  # stage NAME SECONDS CMD...: run with a timeout, log to $OUT/NAME.log
@@ -31,34 +35,39 @@ stage() {  # stage NAME SECONDS CMD...: run with a timeout, log to $OUT/NAME.log
 }
 
 # 1. install what the image lacks (RDKit) and the project, from local files only
-W=$(mktemp -d)
-stage install 120 bash -c "python3 -m pip install -q --no-index --no-deps --no-compile \
-  --target $W/site .gpu/whl/*.whl && python3 -m pip install -q --no-index --no-deps \
-  --no-build-isolation --no-compile --target $W/site ." || exit 1
-export PYTHONPATH=$W/site PATH=$W/site/bin:$PATH DISCDIFF_CACHE=$W/cache PYTHONUNBUFFERED=1
-cp -r .gpu/cache "$DISCDIFF_CACHE"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/recipe.log" 2>&1
+PY=python3
+if [ "$INSTALL" = 1 ]; then
+  W=$(mktemp -d)
+  stage install 120 bash -c "python3 -m pip install -q --no-index --no-deps --no-compile \
+    --target $W/site .gpu/whl/*.whl && python3 -m pip install -q --no-index --no-deps \
+    --no-build-isolation --no-compile --target $W/site ." || exit 1
+  export PYTHONPATH=$W/site PATH=$W/site/bin:$PATH DISCDIFF_CACHE=$W/cache
+  cp -r .gpu/cache "$DISCDIFF_CACHE"
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/recipe.log" 2>&1
+else
+  PY=$(dirname "$(command -v discdiff)")/python
+fi
+export PYTHONUNBUFFERED=1
 
 # 2. train: DiGress's QM9 size (8 layers, node 192, edge 64, 8 heads), batch 512, bf16
 RUN=$OUT/run
 # shellcheck disable=SC2086
-stage train $((BUDGET + 120)) discdiff molecules train --data qm9 --out "$RUN" \
-  --layers 8 --node-dim 192 --edge-dim 64 --heads 8 --batch-size 512 --lr 5e-4 --warmup 500 \
-  --ema 0.999 --eval-every 0 --ckpt-every 5000 --log-every 100 --time-budget "$BUDGET" \
-  --device cuda --no-progress $TRAIN_FLAGS || exit 1
+stage train $((BUDGET + 120)) discdiff molecules train --data qm9 --out "$RUN" $MODEL \
+  --lr 5e-4 --warmup 500 --ema 0.999 --eval-every 0 --ckpt-every 5000 --log-every 100 \
+  --time-budget "$BUDGET" --device "$DEVICE" --no-progress $TRAIN_FLAGS || exit 1
 cp "$RUN/metrics.csv" "$RUN/config.json" "$OUT/" 2>/dev/null
 [ -f "$RUN/loss_curve.png" ] && cp "$RUN/loss_curve.png" "$OUT/"
 
 # 3. sample: the model alone, then the chemist's default (guards + rejection)
 stage sample_raw 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
   --no-valence-guard --no-motif-guard --no-repair --no-reject --keep-invalid \
-  --batch-size 2500 --device cuda --no-progress --out "$OUT/raw.smi"
+  --batch-size 2500 --device "$DEVICE" --no-progress --out "$OUT/raw.smi"
 stage sample_default 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
-  --batch-size 2500 --device cuda --no-progress --out "$OUT/default.smi"
+  --batch-size 2500 --device "$DEVICE" --no-progress --out "$OUT/default.smi"
 
 # 4. count with RDKit alone (validity, aromatic share, uniqueness, novelty against all of QM9)
 for kind in raw default; do
-  stage "count_$kind" 120 python3 benchmarks/count_molecules.py "$OUT/$kind.smi" \
+  stage "count_$kind" 120 "$PY" benchmarks/count_molecules.py "$OUT/$kind.smi" \
     --json "$OUT/count_$kind.json"
 done
 

@@ -144,28 +144,56 @@ CudaGraphs = Annotated[
 ]
 
 
-def compiled(model: Any, on: bool) -> Any:
-    """``model`` under ``torch.compile`` (dynamic shapes) when ``on``; the first call's time
-    (compile time plus one forward) is printed once. Same parameters, config and modes."""
-    if not on:
+def compiled(model: Any, on: bool, cuda_graphs: bool = False) -> Any:
+    """``model`` under ``torch.compile`` when ``on`` (dynamic shapes) or ``cuda_graphs`` (CUDA
+    graphs: ``mode="reduce-overhead"``, a graph recorded per shape and replayed; each call's
+    outputs are copied out, since the next replay reuses their memory and samplers may keep a
+    prediction across steps). The first call's time (compile plus one forward) is printed
+    once. Same parameters, config and modes."""
+    if not (on or cuda_graphs):
         return model
     import time
 
     import torch
+
+    if cuda_graphs:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        if device.type != "cuda":
+            raise ValueError(
+                f"--cuda-graphs needs the model on a CUDA device (--device cuda), got {device}"
+            )
+
+    def copied(out: Any) -> Any:
+        if isinstance(out, torch.Tensor):
+            return out.clone()
+        if isinstance(out, dict):
+            return {k: copied(v) for k, v in out.items()}
+        if isinstance(out, tuple | list):
+            return type(out)(copied(v) for v in out)
+        return out
 
     class Compiled(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
             self.config = getattr(model, "config", None)
-            self._fn = torch.compile(model, dynamic=True)
+            if cuda_graphs:
+                self._fn = torch.compile(model, mode="reduce-overhead", dynamic=False)
+            else:
+                self._fn = torch.compile(model, dynamic=True)
             self._first = True
+
+        def _call(self, *args: Any, **kwargs: Any) -> Any:
+            if not cuda_graphs:
+                return self._fn(*args, **kwargs)
+            torch.compiler.cudagraph_mark_step_begin()
+            return copied(self._fn(*args, **kwargs))
 
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             if not self._first:
-                return self._fn(*args, **kwargs)
+                return self._call(*args, **kwargs)
             start = time.perf_counter()
-            out = self._fn(*args, **kwargs)
+            out = self._call(*args, **kwargs)
             self._first = False
             typer.echo(f"torch.compile: first call {time.perf_counter() - start:.1f} s", err=True)
             return out

@@ -116,6 +116,7 @@ def sample(
         bool, typer.Option(help="Report novelty (fetches the training data if it must).")
     ] = True,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     progress: Progress = True,
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
@@ -130,7 +131,7 @@ def sample(
     set_threads(threads)
     dev = _device(device)
     model, task = load_pretrained(resolve_checkpoint(checkpoint), device=dev)
-    model = compiled(model, compile)
+    model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = ms.sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
@@ -359,6 +360,7 @@ def evaluate(
     device: Device = "cpu",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     fcd: Annotated[
         bool, typer.Option(help="Add FCD to the test split (pip install 'discdiff[fcd]').")
     ] = False,
@@ -387,7 +389,7 @@ def evaluate(
         model, task = load_run(run_dir, device=dev, use_ema=False if raw else None)
     else:
         model, task = load_pretrained(run_dir, device=dev)
-    model = compiled(model, compile)
+    model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance)
     records, metrics, _ = ms.sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,

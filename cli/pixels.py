@@ -211,6 +211,7 @@ def sample(
     device: Device = "auto",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Draw images from a trained run with any registered sampler; save them as one PNG grid."""
@@ -225,7 +226,7 @@ def sample(
         raise ValueError(f"--out must name a .png file, got {str(out)!r}")
     check_output(out, (".png",), "--out")
     task, model = _load(run_dir, device)
-    model = compiled(model, compile)
+    model = compiled(model, compile, cuda_graphs)
     k = task.config.num_labels
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)

@@ -224,6 +224,7 @@ def sample(
     seed: Seed = 0,
     device: Device = "auto",
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     threads: Threads = 0,
 ) -> None:
     """Draw N samples from a run with any registered sampler; print or write them."""
@@ -239,7 +240,7 @@ def sample(
     if out is not None:
         check_output(out, (".txt",), "--out")
     task, model = runs.load_run(run_dir, device=device)
-    model = compiled(model, compile)
+    model = compiled(model, compile, cuda_graphs)
     s = make_sampler(sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt))
     try:
         s.check_processes(task.processes)

@@ -351,6 +351,7 @@ def sample(
     device: Device = "auto",
     threads: Threads = 0,
     compile: Compile = False,
+    cuda_graphs: CudaGraphs = False,
     seed: Seed = 0,
 ) -> None:
     """Sample texts from a trained run, optionally with a fixed prefix or infill template."""
@@ -370,7 +371,7 @@ def sample(
             options[name] = value
     s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p, **options)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
-    model = compiled(model, compile)
+    model = compiled(model, compile, cuda_graphs)
     judge_run = None
     if judge is not None:
         judge_run = load_text_run(judge, device=device)

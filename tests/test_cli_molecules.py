@@ -299,3 +299,12 @@ def test_train_with_a_time_budget_plans_its_steps_and_resume_keeps_them(tmp_path
         code = main([*base[:5], str(tmp_path / f"r{bad}"), *base[6:], "--time-budget", bad])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and "--time-budget" in err[0], err
+
+
+def test_cuda_graphs_off_cuda_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    out = tmp_path / "m.smi"
+    code = main(["molecules", "sample", "-n", "2", "--steps", "2", "--device", "cpu",
+                 "--cuda-graphs", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--cuda-graphs needs" in err[0], err
+    assert not out.exists()
