@@ -105,8 +105,11 @@ def bits_per_token(nats: Tensor, num_tokens: Tensor | int) -> Tensor:
 
 
 def _x0_nll(logits: Tensor, x0: Tensor) -> Tensor:
-    """-log softmax(logits)[x0] per position, (B, ...)."""
-    return -torch.log_softmax(logits.float(), -1).gather(-1, x0.long().unsqueeze(-1)).squeeze(-1)
+    """-log softmax(logits)[x0] per position, (B, ...) (:func:`discdiff.processes.rates.x0_nll`:
+    blocked, with no (B, ..., K) buffer of its own)."""
+    from discdiff.processes.rates import x0_nll
+
+    return x0_nll(logits, x0)
 
 
 def _sample_steps(

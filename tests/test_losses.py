@@ -404,3 +404,63 @@ def test_continuous_elbo_ce_weight_adds_the_cross_entropy_and_its_gradient():
     assert abs(float(g1)) > L * 0.9  # the cross-entropy's own: about 1 a position
     with pytest.raises(ValueError, match="ce_weight"):
         loss(m, -1.0)
+
+
+# ---- the x_0 cross-entropy, block by block ----------------------------------------------------
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+@pytest.mark.parametrize("K", [2, 7, 256, 50257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_blocked_x0_nll_matches_float64_log_softmax(K, dtype, blocked, monkeypatch):
+    """Values and gradients against float64 brute force, both paths at every K, across block
+    boundaries (blocks of 3 rows forced), with -inf logits off the target; the caller's logits
+    are left as they were; the gradient has the logits' dtype."""
+    from discdiff.processes import rates
+
+    monkeypatch.setattr(rates, "_NLL_BLOCK_CPU", 3 * K)  # 3 rows a block: 50 rows = 17 blocks
+    monkeypatch.setattr(rates, "_NLL_BLOCKED_FROM", 0 if blocked else 10**9)
+    gen = torch.Generator().manual_seed(K)
+    B, L = 2, 25
+    base = torch.randn(B, L, K, generator=gen, dtype=torch.float64) * 6
+    x0 = torch.randint(0, K, (B, L), generator=gen)
+    if K > 2:
+        base[0, 0, (x0[0, 0] + 1) % K] = -torch.inf  # a class the model rules out
+    logits = base.to(dtype).requires_grad_()
+    kept = logits.detach().clone()
+    g = torch.rand(B, L, generator=gen)
+    nll = rates.x0_nll(logits, x0)
+    (nll * g).sum().backward()
+    ref_in = logits.detach().double().requires_grad_()
+    ref = -torch.log_softmax(ref_in, -1).gather(-1, x0[..., None]).squeeze(-1)
+    (ref * g.double()).sum().backward()
+    assert nll.dtype == torch.float32 and logits.grad.dtype == dtype
+    assert torch.equal(logits.detach(), kept)  # the backward never wrote into the logits
+    torch.testing.assert_close(nll.double(), ref, rtol=1e-6, atol=1e-5)
+    tol = 8e-3 if dtype == torch.bfloat16 else 2e-6
+    torch.testing.assert_close(logits.grad.double(), ref_in.grad, rtol=1e-5, atol=tol)
+
+
+def test_blocked_x0_nll_keeps_no_buffer_the_size_of_the_logits(monkeypatch):
+    """What the loss saves for its backward, beyond the logits the model made: O(positions)."""
+    from discdiff.processes import rates
+    from discdiff.processes.rates import x0_nll
+
+    monkeypatch.setattr(rates, "_NLL_BLOCKED_FROM", 2**18)  # these logits: 2^18 elements
+    N, K = 64, 4096
+    logits = torch.randn(N, K, requires_grad=True)
+    saved: list[int] = []
+
+    def pack(t):
+        if t.data_ptr() != logits.data_ptr():
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        x0_nll(logits, torch.randint(0, K, (N,))).sum().backward()
+    assert sum(saved) <= 2 * N, saved  # the ids and the log-normaliser
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        saved.clear()
+        logp = torch.log_softmax(logits.float(), -1)
+        (-logp.gather(-1, torch.zeros(N, 1, dtype=torch.long))).sum().backward()
+    assert sum(saved) >= N * K  # the plain form keeps the log-probabilities
