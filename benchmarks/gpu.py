@@ -105,31 +105,38 @@ def train(device: torch.device, quick: bool, peak: float, compile_too: bool) -> 
         return continuous_elbo(proc, m, batch["x0"], generator=g)
 
     steps = 3 if quick else 12
-    for compiled in (False, True) if compile_too else (False,):
+    variants = {"eager": {}}
+    if compile_too:
+        variants["compiled"] = {"compile": True}
+        if device.type == "cuda":
+            variants["graphs"] = {"cuda_graphs": True}
+    batch = {"x0": torch.stack([d["x0"] for d in data]).to(device)}  # the step, not the copy
+    for key, opts in variants.items():
         torch.manual_seed(0)
         model = TransformerDenoiser(cfg)
         out["params_m"] = count_parameters(model) / 1e6
         tc = TrainConfig(steps=10**6, batch_size=B, lr=1e-4, warmup_steps=1, eval_every=0,
-                         ckpt_every=10**6, log_every=10**6, compile=compiled)  # fmt: skip
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(model, loss, data, tc, Path(tmp), device=str(device),
-                              progress=False)  # fmt: skip
-            batches = itertools.repeat({"x0": torch.stack([d["x0"] for d in data])})
-            step = functools.partial(trainer.train_step, batches)
-            first = timed(step, device, 2 if compiled else 1)
-            times = timed(step, device, steps)
-            if not compiled:
-                _, syncs = _count_syncs(lambda step=step: [step() for _ in range(3)], device)
-                out["eager_host_syncs_per_step"] = syncs / 3 if syncs >= 0 else -1.0
-        key = "compiled" if compiled else "eager"
+                         ckpt_every=10**6, log_every=10**6, **opts)  # fmt: skip
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = Trainer(model, loss, data, tc, Path(tmp), device=str(device),
+                                  progress=False)  # fmt: skip
+                step = functools.partial(trainer.train_step, itertools.repeat(batch))
+                first = timed(step, device, 1 if key == "eager" else 3)
+                times = timed(step, device, steps)
+                if key == "eager":
+                    _, syncs = _count_syncs(lambda step=step: [step() for _ in range(3)], device)
+                    out["eager_host_syncs_per_step"] = syncs / 3 if syncs >= 0 else -1.0
+        except Exception as err:  # one variant failing must not hide the others
+            out[f"{key}_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            continue
         sec = statistics.median(times)
         tok = B * L / sec
         out[f"{key}_tokens_per_s"] = tok
         out[f"{key}_mfu"] = 3 * flops_per_token(cfg, L) * tok / peak
-        if compiled:
-            out["compile_seconds"] = sum(first)
-    if compile_too:
-        out["compiled_speedup"] = out["compiled_tokens_per_s"] / out["eager_tokens_per_s"]
+        if key != "eager":
+            out[f"{key}_compile_seconds"] = sum(first)
+            out[f"{key}_speedup"] = tok / out["eager_tokens_per_s"]
     return out
 
 
@@ -282,16 +289,18 @@ def molecule_train(device: torch.device, quick: bool, compile_too: bool) -> dict
     out: dict[str, float] = {}
     trainers = {}
     tmp = Path(tempfile.mkdtemp())
-    for name, opts in variants.items():
+    for name, opts in list(variants.items()):
         torch.manual_seed(0)
         tc = TC(steps=10**6, batch_size=batch, lr=1e-4, warmup_steps=1, ema_decay=0.999,
                 ckpt_every=0, log_every=10**6, **opts)  # fmt: skip
-        trainers[name] = Trainer(task.build_denoiser(**sizes), task.loss_fn, task.dataset("train"),
-                                 tc, tmp / name, collate_fn=task.collate(),
-                                 count_tokens=task.count_tokens, device=str(device),
-                                 progress=False, tensorboard=False)  # fmt: skip
-        first = timed(trainers[name].train_step, device, 3)
-        out[f"{name}_warmup_s"] = sum(first)
+        try:  # one variant failing must not hide the others
+            tr = Trainer(task.build_denoiser(**sizes), task.loss_fn, task.dataset("train"), tc,
+                         tmp / name, collate_fn=task.collate(), count_tokens=task.count_tokens,
+                         device=str(device), progress=False, tensorboard=False)  # fmt: skip
+            out[f"{name}_warmup_s"] = sum(timed(tr.train_step, device, 3))
+            trainers[name] = tr
+        except Exception as err:
+            out[f"{name}_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
     out["params_m"] = count_parameters(trainers["loader"].module) / 1e6
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):
