@@ -683,3 +683,23 @@ def test_caching_never_writes_into_the_denoisers_output():
 
     res = CachingSampler(20).sample(same_buffer, proc, (4, L), generator=gen(2))
     assert torch.equal(buffer, before) and int(res.samples.max()) < V
+
+
+def test_a_temperature_a_sampler_cannot_apply_is_refused_not_dropped(monkeypatch):
+    """Common options reach every sampler; one that lacks a temperature drops it at 1.0 (it
+    changes nothing) and refuses any other value in one line naming the flag."""
+    from discdiff.samplers import AncestralSampler, make_sampler, register_sampler
+    from discdiff.samplers.registry import SAMPLERS
+
+    class NoTemperature(AncestralSampler):
+        def __init__(self, steps: int = 4) -> None:
+            super().__init__(steps)
+
+    monkeypatch.setattr(SAMPLERS, "_items", dict(SAMPLERS._items))  # registered for this test
+    register_sampler("no-temperature-test", NoTemperature)
+    got = make_sampler("no-temperature-test", steps=3, temperature=1.0, top_p=None, guidance=1.0,
+                       grid_power=2.0)  # fmt: skip
+    assert isinstance(got, NoTemperature)
+    for key, value in (("temperature", 0.5), ("top_p", 0.9), ("guidance", 2.0)):
+        with pytest.raises(ValueError, match=f"takes no {key}: --{key.replace('_', '-')}"):
+            make_sampler("no-temperature-test", steps=3, **{key: value})

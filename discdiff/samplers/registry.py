@@ -25,11 +25,19 @@ __all__ = ["SAMPLERS", "register_sampler", "make_sampler", "sampler_options", "C
 #: name -> Sampler subclass
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 
-#: settings the CLI passes to any sampler; a sampler without one of them simply ignores it
-#: (first-hitting has no ``steps``: it makes one call per masked token)
+#: settings the CLI passes to any sampler. A sampler without one of them ignores it at its
+#: neutral value (:data:`NEUTRAL`) or where it is structural (first-hitting has no ``steps``:
+#: it makes one call per masked token; samplers without a time grid have no ``grid_power``);
+#: a temperature, top-p or guidance it cannot apply is refused, never dropped.
 COMMON_OPTIONS = frozenset(
     {"steps", "temperature", "top_p", "guidance", "null_label", "grid_power"}
 )
+#: the values of common options that change nothing (a sampler that lacks them loses nothing)
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "temperature": (1.0,),
+    "top_p": (1.0, None),
+    "guidance": (1.0,),
+}
 
 
 def register_sampler(name: str, cls: type[Sampler] | None = None, *, replace: bool = False) -> Any:
@@ -55,8 +63,9 @@ def sampler_options(cls: type[Sampler]) -> list[str]:
 def make_sampler(name: str, **options: Any) -> Sampler:
     """The sampler registered as ``name`` with ``options``.
 
-    Options in :data:`COMMON_OPTIONS` that the sampler does not take are dropped (so one
-    command line serves every sampler); any other unknown option is an error naming it.
+    Options in :data:`COMMON_OPTIONS` that the sampler does not take are dropped at their
+    neutral values (so one command line serves every sampler); a temperature, top-p or
+    guidance it cannot apply, and any other unknown option, is an error naming it.
     """
     cls = SAMPLERS.get(name)
     accepted = set(sampler_options(cls))
@@ -65,6 +74,13 @@ def make_sampler(name: str, **options: Any) -> Sampler:
         raise ValueError(
             f"sampler {name!r} has no option(s) {unknown}; it takes {sorted(accepted)}"
         )
+    for key, neutral in NEUTRAL.items():
+        if key in options and key not in accepted and options[key] not in neutral:
+            flag = key.replace("_", "-")
+            raise ValueError(
+                f"sampler {name!r} takes no {key}: --{flag} {options[key]!r} would be ignored "
+                f"(leave it at {neutral[0]!r} or choose a sampler that takes it)"
+            )
     return cls(**{k: v for k, v in options.items() if k in accepted})
 
 

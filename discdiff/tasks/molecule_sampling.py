@@ -69,6 +69,12 @@ class GraphSampling:
             raise ValueError(
                 f"sampler {sampler!r} cannot serve the {self.config.process!r} process: {err}"
             ) from err
+        if valence_guard:
+            raise ValueError(
+                f"the valence guard draws the sample with the ancestral sampler only; sampler "
+                f"{sampler!r} cannot apply it (pass --no-valence-guard, valence_guard=False, to "
+                "sample with it unguarded)"
+            )
         return s
 
     def sample_fields(
