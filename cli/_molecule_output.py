@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import typer
 
 from discdiff.cli._spine import check_output
-from discdiff.files import atomic_path
+from discdiff.files import is_stream, output_path
 
 OUT_FORMATS = (".sdf", ".smi", ".csv")
 
@@ -95,24 +95,36 @@ def report_records(records: list, conditioning: dict, task) -> None:
 def write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):
     from discdiff.chem.export import write_grid, write_molecules
 
-    with atomic_path(out) as tmp:
+    fmt = stream_format(conformers, hydrogens) if is_stream(out) else out.suffix.lower()
+    with output_path(out, fmt) as tmp:
         written = write_molecules(
             tmp, records, keep_invalid=keep_invalid, hydrogens=hydrogens,
             conformers=conformers, seed=seed,
         )  # fmt: skip
     typer.echo(f"wrote {written} molecules to {out}")
     invalid = sum(not r.valid for r in records)
-    if invalid and out.suffix.lower() == ".smi" and not keep_invalid:
+    if invalid and fmt == ".smi" and not keep_invalid:
         typer.echo(
             f"left {invalid} invalid sample(s) out of {out} (--keep-invalid keeps them, flagged)"
         )
     if grid is not None:
-        with atomic_path(grid) as tmp:
+        with output_path(grid, ".png") as tmp:
             shown = write_grid(tmp, records, grid_size)
         typer.echo(f"wrote a grid of the first {shown} molecules to {grid}")
 
 
+def stream_format(conformers: bool, hydrogens: bool) -> str:
+    """The format of ``--out -`` (standard output) and special files: SMILES lines, or SDF
+    where only SDF can carry what was asked (hydrogens, 3-D coordinates)."""
+    return ".sdf" if conformers or hydrogens else ".smi"
+
+
 def check_outputs(out, grid, conformers, hydrogens) -> None:
+    if is_stream(out):
+        check_output(out, OUT_FORMATS, "--out")
+        if grid is not None:
+            check_output(grid, (".png",), "--grid")
+        return
     if out.suffix.lower() not in OUT_FORMATS:
         raise ValueError(f"--out {str(out)!r}: unknown extension; expected one of {OUT_FORMATS}")
     if (conformers or hydrogens) and out.suffix.lower() != ".sdf":

@@ -9,7 +9,13 @@ from typing import Any
 
 import typer
 
-__all__ = ["resolve_train_config", "check_new_run", "check_output", "train_flags"]
+__all__ = [
+    "resolve_train_config",
+    "check_new_run",
+    "check_output",
+    "output_suffix",
+    "train_flags",
+]
 
 #: shared training flag (the command's parameter name) -> TrainConfig field
 _FLAG_FIELDS = {
@@ -96,11 +102,29 @@ def resolve_train_config(
     return TrainConfig.from_dict(settings)
 
 
-def check_output(path: Path, suffixes: tuple[str, ...] | None, flag: str) -> Path:
+def check_output(
+    path: Path, suffixes: tuple[str, ...] | None, flag: str, streams: bool = True
+) -> Path:
     """Refuse a bad output path before any work: a wrong suffix, a folder, a parent that is a
-    file or not writable (the file itself is later written atomically)."""
-    from discdiff.files import check_writable
+    file or not writable (the file itself is later written atomically). ``-`` (standard
+    output) and special files (/dev/stdout, a pipe, /dev/null) are written through, in the
+    first of ``suffixes``' formats; ``streams=False`` refuses them (an output of several files)."""
+    from discdiff.files import check_writable, claim_stdout, is_stream
 
+    if is_stream(path):
+        if not streams:
+            raise ValueError(f"{flag} {str(path)!r}: this output is several files; name a file")
+        check_writable(path, flag)
+        claim_stdout(path)
+        return path
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ValueError(f"{flag} {str(path)!r}: expected one of {', '.join(suffixes)}")
     return check_writable(path, flag)
+
+
+def output_suffix(path: Path, suffixes: tuple[str, ...]) -> str:
+    """The format an output is written in: its suffix, or the first of ``suffixes`` for ``-``
+    and special files."""
+    from discdiff.files import is_stream
+
+    return suffixes[0] if is_stream(path) else path.suffix.lower()

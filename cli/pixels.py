@@ -222,8 +222,6 @@ def sample(
     set_threads(threads)
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file, got {str(out)!r}")
     check_output(out, (".png",), "--out")
     task, model = _load(run_dir, device)
     model = compiled(model, compile, cuda_graphs)
@@ -239,9 +237,11 @@ def sample(
     except TypeError as err:
         raise ValueError(str(err)) from err
     ids = task.sample(model, n, s, labels=labels, generator=generator, progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
     c = task.config
-    px.save_grid(ids, out, c.levels, c.height, c.width)
+    from discdiff.files import output_path
+
+    with output_path(out, ".png") as tmp:
+        px.save_grid(ids, tmp, c.levels, c.height, c.width)
     typer.echo(f"wrote {n} samples ({c.data}, {c.levels} levels, {c.process}) to {out}")
 
 
@@ -314,6 +314,6 @@ def evaluate(
         report.update({k: v for k, v in q.items() if k not in ("samples", "labels")})
         report["guidance"] = guidance
     if json_out is not None:
-        from discdiff.files import write_json_atomic
+        from discdiff.files import write_output
 
-        write_json_atomic(json_out, report)
+        write_output(json_out, (json.dumps(report, indent=2) + "\n").encode())

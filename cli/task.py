@@ -203,10 +203,12 @@ def evaluate(
     )
     typer.echo(f"{split}: {ev.format()}")
     if json_out is not None:
-        from discdiff.training.checkpoint import write_json_atomic
+        import json
+
+        from discdiff.files import write_output
 
         doc = {"task": task.name, "split": split, "value": ev.value, "se": ev.se, "unit": ev.unit}
-        write_json_atomic(json_out, doc)
+        write_output(json_out, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 @app.command()
@@ -257,9 +259,9 @@ def sample(
     if out is None:
         typer.echo(body, nl=False)
         return
-    from discdiff.training.checkpoint import write_text_atomic
+    from discdiff.files import write_output
 
-    write_text_atomic(out, body)
+    write_output(out, body.encode("utf-8"))
     typer.echo(f"wrote {len(lines)} samples to {out}")
 
 
@@ -275,7 +277,7 @@ def export(
     _import(imports)
     from discdiff.tasks import runs
 
-    check_output(out, (".safetensors",), "--out")
+    check_output(out, (".safetensors",), "--out", streams=False)
     task, model = runs.load_run(run_dir, use_ema=False if raw else None)
     weights, cfg = runs.export(task, model, out)
     typer.echo(f"wrote {weights} and {cfg}")

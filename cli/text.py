@@ -407,9 +407,9 @@ def sample(
         )
     body = _write_samples(texts)
     if out is not None:
-        from discdiff.files import write_text_atomic
+        from discdiff.files import write_output
 
-        write_text_atomic(out, body)
+        write_output(out, body.encode("utf-8"))
         typer.echo(f"wrote {n} samples to {out} ({calls} denoiser calls)")
     else:
         typer.echo(body, nl=False)

@@ -7,12 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "STDOUT",
+    "output_path",
+    "write_output",
+    "is_stream",
+    "claim_stdout",
     "atomic_path",
     "write_text_atomic",
     "write_json_atomic",
@@ -102,8 +110,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def check_writable(path: str | os.PathLike[str], flag: str = "output") -> Path:
     """Refuse, before any work, an output path that cannot be written: a folder, a parent that
-    is a file, or a folder without write permission (one-line ValueError)."""
+    is a file, or a folder without write permission (one-line ValueError). ``-`` and special
+    files are written through (:func:`output_path`): they need write permission only."""
     out = Path(path)
+    if is_stream(path):
+        if str(path) != STDOUT and not os.access(path, os.W_OK):
+            raise ValueError(f"{flag} {str(out)!r}: no permission to write it")
+        return out
+    out = _regular_target(out)
     if out.is_dir():
         raise ValueError(f"{flag} {str(out)!r} is a folder, not a file")
     for parent in out.parents:
@@ -114,3 +128,95 @@ def check_writable(path: str | os.PathLike[str], flag: str = "output") -> Path:
                 raise ValueError(f"{flag} {str(out)!r}: no permission to write in {str(parent)!r}")
             break
     return out
+
+
+# ---- outputs a user names: a regular file (atomic), standard output, or a special file ------
+
+#: the output name that means standard output
+STDOUT = "-"
+_DATA_STDOUT: Any = None  # the stream the data goes to once an output claimed stdout
+
+
+def _is_own_stdout(path: str | os.PathLike[str]) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """Whether an output is ``-`` or an existing file that is not a regular one (a terminal, a
+    pipe, /dev/null, /dev/full, /dev/stdout): written through, never replaced by a rename."""
+    if str(path) == STDOUT:
+        return True
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: /dev/stdout -> /proc/self/fd/1
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def claim_stdout(path: str | os.PathLike[str] = STDOUT) -> None:
+    """An output goes to standard output (``-``, or a name of this process's stdout): the data
+    keep the stream stdout is now, and every message after this goes to stderr, so that
+    ``cmd --out - | next`` sees the data alone."""
+    global _DATA_STDOUT
+    if str(path) != STDOUT and not _is_own_stdout(path):
+        return
+    if _DATA_STDOUT is None or sys.stdout is not sys.stderr:
+        _DATA_STDOUT = sys.stdout
+        sys.stdout = sys.stderr
+
+
+def _deliver(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` through to standard output or a special file (no temporary, no rename)."""
+    if str(path) == STDOUT or _is_own_stdout(path):
+        claimed = _DATA_STDOUT is not None and sys.stdout is sys.stderr
+        stream = _DATA_STDOUT if claimed else sys.stdout
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+        else:
+            stream.write(data.decode("utf-8"))
+        stream.flush()
+        return
+    try:
+        with open(path, "wb") as handle:  # O_TRUNC on a device is a no-op; a full one raises
+            handle.write(data)
+            handle.flush()
+    except OSError as err:
+        raise OSError(f"cannot write {str(path)!r}: {err.strerror or err}") from err
+
+
+def _regular_target(path: str | os.PathLike[str]) -> Path:
+    """The file a rename must replace: a symlink's target (the link itself stays a link)."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+
+def write_output(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a user-named output: ``-`` and special files through, a regular file (or a
+    symlink's target) atomically."""
+    if is_stream(path):
+        _deliver(path, data)
+    else:
+        _write_bytes_atomic(_regular_target(path), data)
+        usual_permissions(_regular_target(path))
+
+
+@contextlib.contextmanager
+def output_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """``with output_path(out, ".smi") as tmp: writer(tmp)`` for a user-named output: the
+    writer writes a temporary file (named with ``out``'s suffix, or ``suffix`` for ``-`` and
+    special files, so format-by-extension writers work); on success it replaces ``out``
+    atomically, or is copied through to standard output or the special file."""
+    if is_stream(path):
+        with tempfile.TemporaryDirectory(prefix="discdiff-out-") as folder:
+            tmp = Path(folder) / f"out{suffix or Path(str(path)).suffix}"
+            yield tmp
+            if tmp.exists():
+                _deliver(path, tmp.read_bytes())
+        return
+    with atomic_path(_regular_target(path)) as tmp:
+        yield tmp
