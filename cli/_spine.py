@@ -10,6 +10,10 @@ from typing import Any
 import typer
 
 __all__ = [
+    "TrainFlags",
+    "train_command",
+    "task_train_defaults",
+    "SPINE_DEFAULTS",
     "resolve_train_config",
     "check_new_run",
     "check_output",
@@ -41,6 +45,90 @@ _FLAG_FIELDS = {
 BUDGET_CAP = 10**9
 
 
+def _shared_train_options() -> list[tuple[str, Any, Any]]:
+    """(parameter name, Annotated option, default) of the flags every ``train`` command has:
+    declared here once, so they are spelled, helped and defaulted alike in every task."""
+    from discdiff.cli import _options as o
+
+    return [
+        ("resume", o.Resume, False),
+        ("steps", o.Steps, None),
+        ("batch_size", o.BatchSize, None),
+        ("lr", o.Lr, None),
+        ("warmup", o.Warmup, None),
+        ("warmup_steps", o.WarmupOld, None),
+        ("ema", o.Ema, None),
+        ("ema_decay", o.EmaOld, None),
+        ("weight_decay", o.WeightDecay, None),
+        ("grad_clip", o.GradClip, None),
+        ("precision", o.Precision, None),
+        ("eval_every", o.EvalEvery, None),
+        ("eval_batches", o.EvalBatches, None),
+        ("ckpt_every", o.CkptEvery, None),
+        ("log_every", o.LogEvery, None),
+        ("skip_nonfinite", o.SkipNonfinite, None),
+        ("time_budget", o.TimeBudget, None),
+        ("compile", o.Compile, False),
+        ("cuda_graphs", o.CudaGraphs, False),
+        ("device", o.Device, "auto"),
+        ("threads", o.Threads, 0),
+        ("progress", o.Progress, True),
+    ]
+
+
+class TrainFlags:
+    """The shared training flags a ``train`` command was given (attributes by parameter name):
+    :meth:`given` turns them into TrainConfig fields (None = not given)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        from discdiff.cli._options import deprecated
+
+        self.__dict__.update(values)
+        self.warmup = deprecated(self.warmup, self.warmup_steps, "--warmup", "--warmup-steps")
+        self.ema = deprecated(self.ema, self.ema_decay, "--ema", "--ema-decay")
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+    def given(self) -> dict[str, Any]:
+        """The flags as TrainConfig fields (None: not given; a switch left off is not given)."""
+        return train_flags(vars(self))
+
+
+def train_command(fn: Any) -> Any:
+    """A task's ``train`` command with the shared training flags added to its own options:
+    ``fn`` declares what is its own and takes ``flags: TrainFlags``; the command line shows
+    both, the shared ones last, the same in every task."""
+    import inspect
+    import typing
+
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    shared = _shared_train_options()
+    names = {name for name, _, _ in shared}
+    own = []
+    for p in sig.parameters.values():
+        if p.name == "flags":
+            continue
+        if p.name in names:
+            raise TypeError(f"{fn.__name__} declares the shared training flag {p.name!r} itself")
+        own.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+    kind = inspect.Parameter.KEYWORD_ONLY
+    added = [inspect.Parameter(n, kind, default=d, annotation=a) for n, a, d in shared]
+    own = [p.replace(kind=kind) for p in own]
+
+    def command(**kwargs: Any) -> Any:
+        flags = TrainFlags({n: kwargs.pop(n) for n in names})
+        return fn(**kwargs, flags=flags)
+
+    command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__
+    command.__doc__, command.__module__ = fn.__doc__, fn.__module__
+    command.__signature__ = sig.replace(parameters=own + added, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in own + added}
+    return command
+
+
 def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
     """The shared training flags among a command's parameters (its ``locals()``), as
     TrainConfig fields; None means not given."""
@@ -49,6 +137,16 @@ def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:
         if out.get(switch) is False:
             out[switch] = None
     return out
+
+
+#: what a task without training defaults of its own trains with (Task.train_defaults adds to it)
+SPINE_DEFAULTS: dict[str, Any] = {"steps": 1000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100}
+
+
+def task_train_defaults(task_cls: Any) -> dict[str, Any]:
+    """A task class's training defaults: :data:`SPINE_DEFAULTS` under its ``train_defaults``
+    (the same whether the task is trained by its own command or by ``discdiff task train``)."""
+    return {**SPINE_DEFAULTS, **getattr(task_cls, "train_defaults", {})}
 
 
 def check_new_run(out: Path, resume: bool) -> bool:
@@ -96,8 +194,9 @@ def resolve_train_config(
         if settings.get(off) == 0:
             settings[off] = None
     if "warmup_steps" not in explicit and not saved and "steps" in settings:
+        # the default warm-up, at most a tenth of the steps
         settings["warmup_steps"] = min(
-            int(settings.get("warmup_steps", 1000)), max(int(settings["steps"]) - 1, 0)
+            int(settings.get("warmup_steps", 1000)), max(int(settings["steps"]) // 10, 0)
         )
     return TrainConfig.from_dict(settings)
 

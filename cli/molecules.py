@@ -30,34 +30,25 @@ from discdiff.cli._molecule_options import (
     ValenceGuard,
 )
 from discdiff.cli._options import (
-    BatchSize,
-    CkptEvery,
     Compile,
     CudaGraphs,
     Device,
-    Ema,
-    EmaOld,
-    EvalBatches,
-    EvalEvery,
-    LogEvery,
-    Lr,
     Progress,
-    Resume,
     SamplerOpt,
     Seed,
-    SkipNonfinite,
-    Steps,
     Temperature,
     Threads,
-    TimeBudget,
-    Warmup,
-    WarmupOld,
     compiled,
-    deprecated,
     sampler_help,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, resolve_train_config, train_flags
+from discdiff.cli._spine import (
+    TrainFlags,
+    check_new_run,
+    resolve_train_config,
+    task_train_defaults,
+    train_command,
+)
 
 app = typer.Typer(
     help="Molecule graphs: sample (shipped QM9 model), train, evaluate.",
@@ -151,32 +142,11 @@ def _device(spec: str) -> str:
     return str(resolve_device(spec))
 
 
-#: training defaults of the molecule task (flags override; --resume keeps the run's)
-TRAIN_DEFAULTS = {
-    "steps": 6000,
-    "batch_size": 128,
-    "lr": 1e-3,
-    "warmup_steps": 200,
-    "ema_decay": 0.999,
-    "eval_every": 1000,
-    "eval_batches": 4,
-    "ckpt_every": 500,
-    "log_every": 50,
-}
-
-
 @app.command()
+@train_command
 def train(
     data: Annotated[str, typer.Option(help="qm9 | moses | a SMILES/CSV file.")] = "qm9",
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/molecules"),
-    resume: Resume = False,
-    steps: Steps = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    warmup: Warmup = None,
-    warmup_steps: WarmupOld = None,
-    ema: Ema = None,
-    ema_decay: EmaOld = None,
     seed: Seed = 0,
     process: Annotated[str, typer.Option(help="marginal | uniform | absorbing (registered).")] = (
         "marginal"
@@ -225,38 +195,25 @@ def train(
             "processes, priors and sizes are kept; new label tables start at zero."
         ),
     ] = None,
-    eval_every: EvalEvery = None,
-    eval_batches: EvalBatches = None,
-    ckpt_every: CkptEvery = None,
-    log_every: LogEvery = None,
-    skip_nonfinite: SkipNonfinite = None,
-    time_budget: TimeBudget = None,
-    device: Device = "auto",
-    threads: Threads = 0,
-    compile: Compile = False,
-    cuda_graphs: CudaGraphs = False,
-    progress: Progress = True,
+    *,
+    flags: TrainFlags,
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""
     from discdiff.tasks import runs
     from discdiff.tasks.molecule_data import prepare_molecule_data
     from discdiff.tasks.molecules import MoleculeTask
 
-    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
-    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--layers", layers)):
-        if v is not None:
-            ms.positive(v, name)
-    workers = set_threads(threads)
+    ms.positive(layers, "--layers")
+    workers = set_threads(flags.threads)
     saved_train, start = None, None
-    if check_new_run(out, resume):
+    if check_new_run(out, flags.resume):
         task, model_entry, saved_train = runs.saved_settings(out)
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
     else:
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]
         start = mi.initial_model(init) if init is not None else None
         limit = start[1].config.max_nodes if start is not None else max_nodes or None
-        with mo.encoding_bar(progress) as bar:
+        with mo.encoding_bar(flags.progress) as bar:
             prep = prepare_molecule_data(
                 data,
                 max_train=max_train or None,
@@ -308,16 +265,17 @@ def train(
         typer.echo(f"initialised from {init}" + (f" ({len(fresh)} new tensors)" if fresh else ""))
     n_params = sum(p.numel() for p in model.parameters())
     typer.echo(f"denoiser: {n_params:,} parameters; process {task.config.process}")
-    given = {**train_flags(locals()), "seed": seed if saved_train is None else None}
-    defaults = dict(TRAIN_DEFAULTS, seed=seed)
+    given = {**flags.given(), "seed": seed if saved_train is None else None}
+    defaults = dict(task_train_defaults(MoleculeTask), seed=seed)
     n_train = len(task.dataset("train"))
     if saved_train is None:
         defaults["batch_size"] = min(given["batch_size"] or defaults["batch_size"], n_train)
         given["batch_size"] = None
     config = resolve_train_config(given, defaults, saved_train)
     result = runs.train(
-        task, model, config, out, resume=resume, device=device, progress=progress, tensorboard=False
-    )
+        task, model, config, out, resume=flags.resume, device=flags.device,
+        progress=flags.progress, tensorboard=False,
+    )  # fmt: skip
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
 

@@ -17,31 +17,27 @@ from typing import Annotated, Any
 import typer
 
 from discdiff.cli._options import (
-    CkptEvery,
     Compile,
     CudaGraphs,
     Device,
-    Ema,
-    EmaOld,
-    EvalBatches,
     GradCheckpointing,
-    LogEvery,
     SamplerOpt,
     Seed,
     SeedOrSaved,
-    SkipNonfinite,
     Temperature,
     Threads,
-    TimeBudget,
-    Warmup,
-    WarmupOld,
     compiled,
-    deprecated,
     sampler_help,
     sampler_options,
     set_threads,
 )
-from discdiff.cli._spine import check_output, resolve_train_config, train_flags
+from discdiff.cli._spine import (
+    TrainFlags,
+    check_output,
+    resolve_train_config,
+    task_train_defaults,
+    train_command,
+)
 
 app = typer.Typer(
     name="pixels",
@@ -54,7 +50,6 @@ app = typer.Typer(
 #: training defaults used when neither the command line nor a resumed run sets a value
 _TASK_DEFAULTS: dict[str, Any] = {"data": "mnist", "levels": 16, "process": "absorbing"}
 _MODEL_DEFAULTS: dict[str, Any] = {"num_layers": 4, "d_model": 128, "num_heads": 4, "patch": 1}
-_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 5000, "batch_size": 64, "lr": 5e-4}
 
 
 def _merge(
@@ -67,6 +62,7 @@ def _merge(
 
 
 @app.command()
+@train_command
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory (checkpoints, metrics).")],
     data: Annotated[
@@ -78,11 +74,6 @@ def train(
     process: Annotated[
         str | None, typer.Option(help="absorbing | uniform | gaussian (default absorbing)")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default 5000).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step (default 64).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-4).")] = None,
-    warmup: Warmup = None,
-    warmup_steps: WarmupOld = None,
     layers: Annotated[int | None, typer.Option(help="Transformer blocks (default 4).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Model width (default 128).")] = None,
     heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).")] = None,
@@ -100,26 +91,10 @@ def train(
         float | None,
         typer.Option(help="Probability of training with the null label (default 0.1)."),
     ] = None,
-    ema: Ema = None,
-    ema_decay: EmaOld = None,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Validation bits/dim every N steps (0 = never).")
-    ] = None,
-    eval_batches: EvalBatches = None,
-    ckpt_every: CkptEvery = None,
-    log_every: LogEvery = None,
-    skip_nonfinite: SkipNonfinite = None,
-    time_budget: TimeBudget = None,
     grad_checkpointing: GradCheckpointing = False,
     seed: SeedOrSaved = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
-    ] = False,
-    device: Device = "auto",
-    threads: Threads = 0,
-    compile: Compile = False,
-    cuda_graphs: CudaGraphs = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    *,
+    flags: TrainFlags,
 ) -> None:
     """Train a denoiser on an image data set; --resume continues a run bit-for-bit."""
     import torch
@@ -127,9 +102,8 @@ def train(
     from discdiff.tasks import pixels as px
     from discdiff.training import TrainConfig
 
-    set_threads(threads)
-    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
-    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
+    set_threads(flags.threads)
+    resume = flags.resume
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}
     saved_train: dict[str, Any] = {}
@@ -167,8 +141,8 @@ def train(
         _MODEL_DEFAULTS,
     )
     train_config = resolve_train_config(
-        {**train_flags(locals()), "seed": seed},
-        {**TrainConfig().to_dict(), **_TRAIN_DEFAULTS},
+        {**flags.given(), "seed": seed},
+        {**TrainConfig().to_dict(), **task_train_defaults(px.PixelTask)},
         saved_train or None,
     )
     task = px.PixelTask(config)
@@ -177,7 +151,7 @@ def train(
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     metrics = px.train_pixels(
-        task, model, train_config, out, resume=resume, device=device, progress=progress
+        task, model, train_config, out, resume=resume, device=flags.device, progress=flags.progress
     )
     shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"trained {config.process} on {config.data} ({config.levels} levels) -> {out}")

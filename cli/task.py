@@ -17,32 +17,26 @@ from typing import Annotated, Any
 import typer
 
 from discdiff.cli._options import (
-    BatchSize,
-    CkptEvery,
     Compile,
     CudaGraphs,
     Device,
-    Ema,
-    EvalBatches,
-    EvalEvery,
-    LogEvery,
-    Lr,
-    Progress,
-    Resume,
     SamplerOpt,
     Seed,
-    SkipNonfinite,
-    Steps,
     Temperature,
     Threads,
-    TimeBudget,
-    Warmup,
     compiled,
     sampler_help,
     sampler_options,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
+from discdiff.cli._spine import (
+    TrainFlags,
+    check_new_run,
+    check_output,
+    resolve_train_config,
+    task_train_defaults,
+    train_command,
+)
 
 app = typer.Typer(
     help="Any registered task (built-in or a plug-in's): list, train, eval, sample, export.",
@@ -119,6 +113,7 @@ def list_(imports: Imports = None) -> None:
 
 
 @app.command()
+@train_command
 def train(
     name: Annotated[str, typer.Argument(help="A registered task (see `discdiff task list`).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory.")],
@@ -129,34 +124,19 @@ def train(
         str | None, typer.Option(help="Denoiser sizes as JSON, e.g. '{\"num_layers\": 2}'.")
     ] = None,
     imports: Imports = None,
-    resume: Resume = False,
-    steps: Steps = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    warmup: Warmup = None,
-    ema: Ema = None,
-    eval_every: EvalEvery = None,
-    eval_batches: EvalBatches = None,
-    ckpt_every: CkptEvery = None,
-    log_every: LogEvery = None,
-    skip_nonfinite: SkipNonfinite = None,
-    time_budget: TimeBudget = None,
     seed: Seed = 0,
-    device: Device = "auto",
-    threads: Threads = 0,
-    compile: Compile = False,
-    cuda_graphs: CudaGraphs = False,
-    progress: Progress = True,
+    *,
+    flags: TrainFlags,
 ) -> None:
     """Train task NAME into --out (the spine's run layout; --resume continues it)."""
-    set_threads(threads)
+    set_threads(flags.threads)
     _import(imports)
     import torch
 
     from discdiff.tasks import TASKS, runs
 
     saved = None
-    if check_new_run(out, resume):
+    if check_new_run(out, flags.resume):
         task, entry, saved = runs.saved_settings(out)
         typer.echo(f"resuming {out} ({task.name})")
     else:
@@ -166,10 +146,11 @@ def train(
         entry = task.model_entry(task.new_model(**_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)
     model = task.build_model(entry)
-    given = {**train_flags(locals()), "seed": seed if saved is None else None}
-    defaults = {"steps": 1000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100}
-    cfg = resolve_train_config(given, {**defaults, **type(task).train_defaults}, saved)
-    metrics = runs.train(task, model, cfg, out, resume=resume, device=device, progress=progress)
+    given = {**flags.given(), "seed": seed if saved is None else None}
+    cfg = resolve_train_config(given, task_train_defaults(type(task)), saved)
+    metrics = runs.train(
+        task, model, cfg, out, resume=flags.resume, device=flags.device, progress=flags.progress
+    )
     shown = {k: round(v, 4) for k, v in metrics.items() if k in ("step", "train_loss", "eval_loss")}
     typer.echo(f"trained {task.name} -> {out}: {shown}")
 

@@ -16,55 +16,29 @@ from typing import Annotated
 import typer
 
 from discdiff.cli._options import (
-    BatchSize,
-    CkptEvery,
     Compile,
     CudaGraphs,
     Device,
-    Ema,
-    EmaOld,
-    EvalBatches,
-    EvalEvery,
     GradCheckpointing,
-    GradClip,
-    LogEvery,
-    Lr,
-    Precision,
     Progress,
-    Resume,
     SamplerOpt,
     Seed,
-    SkipNonfinite,
-    Steps,
     Temperature,
     Threads,
-    TimeBudget,
     UseEma,
-    WarmupOld,
-    WeightDecay,
     compiled,
-    deprecated,
     sampler_help,
     sampler_options,
     set_threads,
 )
-from discdiff.cli._spine import check_new_run, check_output, resolve_train_config, train_flags
-
-#: training defaults of the text task (flags override; --resume keeps the run's)
-TRAIN_DEFAULTS = {
-    "steps": 10_000,
-    "batch_size": 64,
-    "lr": 3e-4,
-    "weight_decay": 0.0,
-    "grad_clip": 1.0,
-    "ema_decay": None,
-    "precision": "auto",
-    "compile": False,
-    "eval_every": 500,
-    "eval_batches": 8,
-    "ckpt_every": 1000,
-    "log_every": 10,
-}
+from discdiff.cli._spine import (
+    TrainFlags,
+    check_new_run,
+    check_output,
+    resolve_train_config,
+    task_train_defaults,
+    train_command,
+)
 
 app = typer.Typer(
     help="Text: train a character/BPE diffusion model on a corpus, sample, evaluate (bits/char).",
@@ -107,6 +81,7 @@ def prepare(
 
 
 @app.command()
+@train_command
 def train(
     corpus: Annotated[
         str,
@@ -119,7 +94,6 @@ def train(
     process: Annotated[
         str, typer.Option(help="A registered process with a continuous ELBO: absorbing | uniform.")
     ] = "absorbing",
-    steps: Steps = None,
     objective: Annotated[
         str,
         typer.Option(
@@ -170,44 +144,21 @@ def train(
     mlp_ratio: Annotated[float, typer.Option(help="MLP width / model width.")] = 4.0,
     cond_dim: Annotated[int, typer.Option(help="Width of the time conditioning vector.")] = 128,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.0,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    warmup: Annotated[
-        int | None, typer.Option(help="Warm-up steps (default: steps // 10, at most 1000).")
-    ] = None,
-    warmup_steps: WarmupOld = None,
-    weight_decay: WeightDecay = None,
-    grad_clip: GradClip = None,
-    ema: Ema = None,
-    ema_decay: EmaOld = None,
-    eval_every: EvalEvery = None,
-    eval_batches: EvalBatches = None,
-    ckpt_every: CkptEvery = None,
-    log_every: LogEvery = None,
-    skip_nonfinite: SkipNonfinite = None,
-    time_budget: TimeBudget = None,
-    precision: Precision = None,
-    compile: Compile = False,
-    cuda_graphs: CudaGraphs = False,
     grad_checkpointing: GradCheckpointing = False,
-    device: Device = "auto",
-    threads: Threads = 0,
     seed: Seed = 0,
-    resume: Resume = False,
-    progress: Progress = True,
+    *,
+    flags: TrainFlags,
 ) -> None:
     """Train a text diffusion model on CORPUS into --out."""
-    set_threads(threads)
+    set_threads(flags.threads)
 
     import torch
 
     from discdiff.tasks import runs
     from discdiff.tasks.text import TextTask, TextTaskConfig
 
-    warmup = deprecated(warmup, warmup_steps, "--warmup", "--warmup-steps")
-    ema = deprecated(ema, ema_decay, "--ema", "--ema-decay")
     saved_train = None
-    if check_new_run(out, resume):
+    if check_new_run(out, flags.resume):
         task, model_entry, saved_train = runs.saved_settings(out)
         if not isinstance(task, TextTask):
             raise ValueError(f"{str(out)!r} is a {task.name} run, not a text run")
@@ -230,7 +181,7 @@ def train(
         from discdiff.datasets.token_files import prepared_cache
 
         data_dir, made = prepared_cache(
-            corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress
+            corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress
         )
         if made:
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
@@ -251,13 +202,8 @@ def train(
             model = task.new_model(**sizes)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    total = steps if steps is not None else (saved_train or TRAIN_DEFAULTS)["steps"]
-    defaults = dict(TRAIN_DEFAULTS, warmup_steps=min(1000, max(total, 0) // 10), seed=seed)
-    given = {
-        **train_flags(locals()),
-        "seed": seed if saved_train is None else None,
-        "compile": compile or None,
-    }
+    defaults = dict(task_train_defaults(TextTask), seed=seed)
+    given = {**flags.given(), "seed": seed if saved_train is None else None}
     train_config = resolve_train_config(given, defaults, saved_train)
     causal = getattr(getattr(model, "config", None), "causal", False)
     metrics = runs.train(
@@ -265,10 +211,10 @@ def train(
         model,
         train_config,
         out,
-        resume=resume,
+        resume=flags.resume,
         loss_fn=task.ar_loss_fn if causal else None,
-        device=device,
-        progress=progress,
+        device=flags.device,
+        progress=flags.progress,
         tensorboard=True,
     )
     shown = {

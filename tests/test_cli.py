@@ -111,3 +111,29 @@ def test_compiled_sampling_gives_the_eager_samples(tmp_path) -> None:
         outs.append(out.read_text())
     assert outs[0] == outs[1]
     assert len(outs[2].splitlines()) == 8 and "invalid" not in outs[2]
+
+
+def test_every_train_command_has_the_shared_training_flags_alike():
+    """Declared once (cli/_spine.py): the same flags, help and defaults on every `train`, and
+    each task's defaults live on its Task class, so `discdiff task train NAME` trains as
+    `discdiff NAME train` does."""
+    import typer
+
+    from discdiff.cli._spine import _shared_train_options, task_train_defaults
+    from discdiff.cli.main import app
+    from discdiff.tasks import TASKS
+
+    root = typer.main.get_command(app)
+    shared = {name for name, _, _ in _shared_train_options()}
+    seen = {}
+    for group in ("molecules", "text", "pixels", "task"):
+        params = {p.name: p for p in root.commands[group].commands["train"].params}
+        assert shared <= set(params), (group, sorted(shared - set(params)))
+        seen[group] = {n: (params[n].opts, params[n].help, params[n].default) for n in shared}
+    assert seen["molecules"] == seen["text"] == seen["pixels"] == seen["task"]
+    for name in ("molecules", "text", "pixels"):
+        cls = TASKS.get(name)
+        assert (
+            cls.train_defaults and task_train_defaults(cls)["steps"] == cls.train_defaults["steps"]
+        )
+    assert task_train_defaults(TASKS.get("text"))["lr"] == 3e-4

@@ -38,13 +38,18 @@ class HostReads(TorchDispatchMode):
 
 def molecule_trainer(tmp_path, **overrides):
     task, sizes = MoleculeTask.example(tmp_path / "task")
+    return task_trainer(task, sizes, tmp_path, **overrides)
+
+
+def task_trainer(task, sizes, tmp_path, **overrides):
+    """The Trainer as the spine builds it for ``task``'s example data, on the CPU."""
     torch.manual_seed(0)
-    model = task.build_denoiser(**sizes)
+    model = task.new_model(**sizes)
     settings = dict(steps=12, batch_size=4, log_every=4, ckpt_every=0, ema_decay=0.9, seed=3)
     settings.update(overrides)
     return Trainer(
         model,
-        task.loss_fn,
+        task.loss,
         task.dataset("train"),
         TrainConfig(**settings),
         tmp_path / "run",
@@ -322,19 +327,7 @@ def test_sequence_training_steps_read_nothing_back_on_an_accelerator(tmp_path, t
     from discdiff.tasks import TASKS
 
     task, sizes = TASKS.get(task_name).example(tmp_path / "task")
-    torch.manual_seed(0)
-    trainer = Trainer(
-        task.new_model(**sizes),
-        task.loss,
-        task.dataset("train"),
-        TrainConfig(steps=10, batch_size=4, log_every=10, ckpt_every=0, ema_decay=0.9),
-        tmp_path / "run",
-        collate_fn=task.collate(),
-        count_tokens=task.count_tokens,
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-    )
+    trainer = task_trainer(task, sizes, tmp_path, steps=10, log_every=10)
     stream = iter(trainer.stream)
     batches = [next(stream) for _ in range(3)]
     if task_name == "text":

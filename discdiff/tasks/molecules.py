@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from rdkit import Chem
@@ -86,6 +86,18 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
 
     config_class = MoleculeTaskConfig
     unit = "nats/molecule"
+    #: the molecule task's training defaults (flags override; --resume keeps the run's)
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 6000,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "warmup_steps": 200,
+        "ema_decay": 0.999,
+        "eval_every": 1000,
+        "eval_batches": 4,
+        "ckpt_every": 500,
+        "log_every": 50,
+    }
 
     def __init__(self, config: MoleculeTaskConfig) -> None:
         if not isinstance(config, MoleculeTaskConfig):

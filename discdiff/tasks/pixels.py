@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +111,13 @@ class PixelTask(Task):
     config_class = PixelConfig
     unit = "bits/dim"
     splits = ("train", "val", "valid", "test")
+    #: the pixel task's training defaults (flags override; --resume keeps the run's)
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 5000,
+        "batch_size": 64,
+        "lr": 5e-4,
+        "warmup_steps": 0,
+    }
 
     def __init__(self, config: PixelConfig) -> None:
         if not isinstance(config, PixelConfig):

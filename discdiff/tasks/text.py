@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +119,23 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
 
     config_class = TextTaskConfig
     unit = "bits/char"
+    #: the text task's training defaults (flags override; --resume keeps the run's); the
+    #: warm-up is at most a tenth of the steps
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 10_000,
+        "batch_size": 64,
+        "lr": 3e-4,
+        "warmup_steps": 1000,
+        "weight_decay": 0.0,
+        "grad_clip": 1.0,
+        "ema_decay": None,
+        "precision": "auto",
+        "compile": False,
+        "eval_every": 500,
+        "eval_batches": 8,
+        "ckpt_every": 1000,
+        "log_every": 10,
+    }
 
     def __init__(self, config: TextTaskConfig, tokenizer: Tokenizer) -> None:
         if not isinstance(config, TextTaskConfig):
