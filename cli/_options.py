@@ -256,3 +256,43 @@ def sampler_help(extra: str = "") -> str:
     from discdiff.samplers import SAMPLERS
 
     return f"A registered sampler: {' | '.join(SAMPLERS.names())}.{extra}"
+
+
+Imports = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        help="A Python file or module to import first (it registers its task, sampler, "
+        "process, objective or denoiser).",
+    ),
+]
+
+
+def import_plugins(paths: list[str] | None) -> None:
+    """Import ``--import`` files (``x.py``, once per file) and modules, so that what they
+    register is found by name like the built-in things."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for item in paths or []:
+        path = Path(item)
+        if path.suffix == ".py":
+            if not path.is_file():
+                raise FileNotFoundError(f"--import {item!r}: no such file")
+            loaded = sys.modules.get(path.stem)
+            if (
+                loaded is not None
+                and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve()
+            ):
+                continue
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as err:
+                raise ValueError(f"--import {item!r}: {err}") from err

@@ -58,38 +58,54 @@ def _register_subapps() -> None:
         app.add_typer(sub.app, name=name)
 
 
-def _finite_floats(fn: Any) -> Any:
-    """``fn`` refusing NaN and infinite float arguments (one line naming the flag, exit 2):
-    ``--temperature nan`` once wrote empty samples and exited 0."""
-    import functools
+def _every_command(fn: Any) -> Any:
+    """``fn`` as every command is: with ``--import`` (files and modules imported before the
+    command runs, so a newcomer's sampler, process, objective, denoiser or task reaches any
+    command from one file) and refusing NaN and infinite float arguments in one line naming
+    the flag (``--temperature nan`` once wrote empty samples and exited 0)."""
     import inspect
     import math
+    import typing
+
+    from discdiff.cli._options import Imports, import_plugins
 
     sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in params]
+    own_import = "imports" in sig.parameters
+    if not own_import:
+        kind = inspect.Parameter.KEYWORD_ONLY
+        params = [p.replace(kind=kind) for p in params]
+        params.append(inspect.Parameter("imports", kind, default=None, annotation=Imports))
 
-    @functools.wraps(fn)  # Typer reads the signature through __wrapped__
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        for name, value in sig.bind_partial(*args, **kwargs).arguments.items():
+    def command(**kwargs: Any) -> Any:
+        for name, value in kwargs.items():
             for v in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ValueError(f"--{name.replace('_', '-')} {v}: not a finite number")
-        return fn(*args, **kwargs)
+        import_plugins(kwargs.get("imports") if own_import else kwargs.pop("imports", None))
+        return fn(**kwargs)
 
-    checked.finite_floats = True  # type: ignore[attr-defined]
-    return checked
+    command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__
+    command.__doc__, command.__module__ = fn.__doc__, fn.__module__
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.every_command = True  # type: ignore[attr-defined]
+    return command
 
 
-def _check_floats_everywhere(typer_app: typer.Typer) -> None:
+def _wrap_every_command(typer_app: typer.Typer) -> None:
     for info in typer_app.registered_commands:
-        if info.callback is not None and not getattr(info.callback, "finite_floats", False):
-            info.callback = _finite_floats(info.callback)
+        if info.callback is not None and not getattr(info.callback, "every_command", False):
+            info.callback = _every_command(info.callback)
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
-            _check_floats_everywhere(group.typer_instance)
+            _wrap_every_command(group.typer_instance)
 
 
 _register_subapps()
-_check_floats_everywhere(app)
+_wrap_every_command(app)
 
 
 def torch_oom() -> type:

@@ -45,41 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Imports = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--import",
-        help="A Python file or module to import first (it registers its task, sampler, ...).",
-    ),
-]
-
-
-def _import(paths: list[str] | None) -> None:
-    import importlib
-    import importlib.util
-    import sys
-
-    for item in paths or []:
-        path = Path(item)
-        if path.suffix == ".py":
-            if not path.is_file():
-                raise FileNotFoundError(f"--import {item!r}: no such file")
-            loaded = sys.modules.get(path.stem)
-            if (
-                loaded is not None
-                and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve()
-            ):
-                continue
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            try:
-                importlib.import_module(item)
-            except ImportError as err:
-                raise ValueError(f"--import {item!r}: {err}") from err
-
 
 def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
     if not text:
@@ -95,9 +60,8 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
 
 
 @app.command("list")
-def list_(imports: Imports = None) -> None:
+def list_() -> None:
     """What is registered: tasks, processes, schedules, samplers and denoisers."""
-    _import(imports)
     import discdiff as dd
 
     for title, reg in (
@@ -123,14 +87,12 @@ def train(
     sizes: Annotated[
         str | None, typer.Option(help="Denoiser sizes as JSON, e.g. '{\"num_layers\": 2}'.")
     ] = None,
-    imports: Imports = None,
     seed: Seed = 0,
     *,
     flags: TrainFlags,
 ) -> None:
     """Train task NAME into --out (the spine's run layout; --resume continues it)."""
     set_threads(flags.threads)
-    _import(imports)
     import torch
 
     from discdiff.tasks import TASKS, runs
@@ -163,14 +125,12 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
     limit: Annotated[int | None, typer.Option(help="Score only the first N examples.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures.")] = None,
-    imports: Imports = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = 0,
 ) -> None:
     """The task's held-out bound in its own unit, with its standard error."""
     set_threads(threads)
-    _import(imports)
     import torch
 
     from discdiff.tasks import runs
@@ -203,7 +163,6 @@ def sample(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here (.txt lines), not stdout.")
     ] = None,
-    imports: Imports = None,
     seed: Seed = 0,
     device: Device = "auto",
     compile: Compile = False,
@@ -212,7 +171,6 @@ def sample(
 ) -> None:
     """Draw N samples from a run with any registered sampler; print or write them."""
     set_threads(threads)
-    _import(imports)
     import torch
 
     from discdiff.samplers import make_sampler
@@ -251,11 +209,9 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
     out: Annotated[Path, typer.Option("--out", help="Weights file (NAME.safetensors).")],
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
-    imports: Imports = None,
 ) -> None:
     """Write a run's weights (EMA by default) and its model entry: one file pair any task's
     `from_pretrained` reads."""
-    _import(imports)
     from discdiff.tasks import runs
 
     check_output(out, (".safetensors",), "--out", streams=False)

@@ -352,6 +352,24 @@ class GraphLayer(nn.Module):
 class GraphTransformerDenoiser(nn.Module):
     """Graph transformer over (atoms, bonds) ids -> per-field logits; see the module docstring."""
 
+    @classmethod
+    def conformance_example(
+        cls, generator: torch.Generator
+    ) -> tuple[GraphTransformerConfig, dict[str, Tensor], Tensor, dict[str, Tensor]]:
+        """(a small config, x_t {"atoms": (3, 5), "bonds": (3, 10)} ids, t (3,), cond with a
+        node mask): what the denoiser conformance suite runs it on."""
+        cfg = GraphTransformerConfig(
+            atom_num_states=5, atom_num_classes=4, bond_num_states=4, bond_num_classes=4,
+            max_nodes=6, num_layers=2, node_dim=16, edge_dim=8, global_dim=8, num_heads=2,
+            node_ff_dim=16, edge_ff_dim=8, global_ff_dim=8, time_freq_dim=8,
+        )  # fmt: skip
+        x_t = {
+            "atoms": torch.randint(0, 5, (3, 5), generator=generator),
+            "bonds": torch.randint(0, 4, (3, 10), generator=generator),
+        }
+        cond = {"node_mask": torch.ones(3, 5, dtype=torch.bool)}
+        return cfg, x_t, torch.rand(3, generator=generator), cond
+
     def __init__(self, config: GraphTransformerConfig) -> None:
         super().__init__()
         if not isinstance(config, GraphTransformerConfig):

@@ -247,6 +247,17 @@ class Block(nn.Module):
 class TransformerDenoiser(nn.Module):
     """Transformer over (B, L) ids -> (B, L, K) logits over x_0; see the module docstring."""
 
+    @classmethod
+    def conformance_example(
+        cls, generator: torch.Generator
+    ) -> tuple[TransformerConfig, Tensor, Tensor, dict[str, Tensor] | None]:
+        """(a small config, x_t (3, 8) ids with masks among them, t (3,), cond): what the
+        denoiser conformance suite (tests/conformance/test_denoisers.py) runs it on."""
+        cfg = TransformerConfig(num_states=7, num_classes=6, num_layers=1, d_model=16,
+                                num_heads=2, cond_dim=8, max_len=8)  # fmt: skip
+        x_t = torch.randint(0, 7, (3, 8), generator=generator)
+        return cfg, x_t, torch.rand(3, generator=generator), None
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         if not isinstance(config, TransformerConfig):
