@@ -73,5 +73,7 @@ done
 
 # 5. the checkpoint as one file (EMA weights, fp32: 3.97 M parameters = 15.9 MB) + its entry
 stage export 60 discdiff molecules export "$RUN" --out "$OUT/qm9_gpu_model.safetensors"
+size=$(stat -c %s "$OUT/qm9_gpu_model.safetensors" 2>/dev/null || echo 0)
+log "export: $size bytes (the limit is 16 MiB = 16777216; DiGress's size in fp32: 15934440)"
 rm -rf "$RUN/checkpoints"  # the exported file is what comes back
 ls -l "$OUT" | tee -a "$OUT/recipe.log"

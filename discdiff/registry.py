@@ -92,6 +92,30 @@ def load_plugins(force: bool = False) -> dict[str, str]:
     return dict(_plugin_errors)
 
 
+def import_package_modules(package: str, path: Any) -> list[str]:
+    """Import every module of a package folder that is not imported yet (names without a
+    leading underscore): a new file in ``discdiff/samplers/`` (or processes/, nn/, tasks/) that
+    registers what it defines reaches every command with no edit of the package's
+    ``__init__.py``. A module that fails to import is reported as a RuntimeWarning naming it,
+    and the others still load. Returns the modules imported now."""
+    import pkgutil
+    import sys
+
+    done = []
+    for info in pkgutil.iter_modules(path):
+        name = f"{package}.{info.name}"
+        if info.name.startswith("_") or name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except Exception as err:  # a broken drop-in must not take the library down
+            warnings.warn(
+                f"{name} failed to import: {type(err).__name__}: {err}", RuntimeWarning, 2
+            )
+    return done
+
+
 class Registry(Generic[T]):
     """A name -> object table for one kind of thing (``kind`` is used in messages).
 

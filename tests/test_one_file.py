@@ -65,3 +65,35 @@ def test_a_sampler_from_one_file_reaches_every_task(tmp_path, monkeypatch, capsy
     assert uses() == 4
     assert all(json.loads(line)["steps"] == 3 for line in log.read_text().splitlines())
     capsys.readouterr()
+
+
+def test_a_package_folder_imports_its_new_files_by_itself(tmp_path, monkeypatch):
+    """The mechanism samplers/, processes/, nn/ and tasks/ use: every module of the folder is
+    imported with the package, so a new file's registration needs no edit of __init__.py; a
+    broken file is a warning naming it, and the rest still load."""
+    import sys
+
+    import pytest
+
+    from discdiff.samplers.registry import SAMPLERS
+
+    monkeypatch.setattr(SAMPLERS, "_items", dict(SAMPLERS._items))
+    pkg = tmp_path / "droppkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from discdiff.registry import import_package_modules\n"
+        "import_package_modules(__name__, __path__)\n"
+    )
+    (pkg / "fresh.py").write_text(
+        "from discdiff.samplers import AncestralSampler, register_sampler\n"
+        "@register_sampler('dropped-in')\n"
+        "class DroppedIn(AncestralSampler):\n"
+        "    pass\n"
+    )
+    (pkg / "broken.py").write_text("raise RuntimeError('half-written')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="droppkg.broken failed to import"):
+        __import__("droppkg")
+    assert "dropped-in" in SAMPLERS.names()
+    for name in [m for m in sys.modules if m.startswith("droppkg")]:
+        del sys.modules[name]

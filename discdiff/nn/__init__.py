@@ -139,3 +139,9 @@ build_denoiser = denoiser_from_config
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# every module of this folder registers what it defines: a new file needs no edit here
+from discdiff.registry import import_package_modules as _import_package_modules  # noqa: E402
+
+_import_package_modules(__name__, __path__)

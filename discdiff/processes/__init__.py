@@ -31,3 +31,8 @@ __all__ = [
     "process_config",
     "process_from_config",
 ]
+
+# every module of this folder registers what it defines: a new file needs no edit here
+from discdiff.registry import import_package_modules as _import_package_modules  # noqa: E402
+
+_import_package_modules(__name__, __path__)

@@ -11,8 +11,12 @@ __all__ = ["Task", "Evaluation", "TASKS", "register_task", "load_builtin_tasks"]
 
 
 def load_builtin_tasks() -> None:
-    """Import the built-in task modules so that they register themselves."""
+    """Import the task modules of this folder so that they register themselves (a new task
+    file here needs no edit of this one)."""
+    from discdiff.registry import import_package_modules
     from discdiff.tasks import molecules, pixels, text  # noqa: F401
+
+    import_package_modules(__name__, __path__)
 
 
 load_builtin_tasks()
