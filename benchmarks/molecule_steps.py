@@ -70,7 +70,8 @@ def main() -> None:
     rows = {}
     for steps, power in args.configs:
         gen = torch.Generator().manual_seed(args.seed)
-        sampler = task.make_sampler(steps, "ancestral", power, guard, 1.0, guard, **opts)
+        sampler = task.make_sampler("ancestral", steps=steps, grid_power=power,
+                                    valence_guard=guard, motif_guard=guard, **opts)  # fmt: skip
         start = time.perf_counter()
         graphs = task.sample_graphs(
             model, args.n, steps=steps, sampler=sampler, batch_size=args.batch_size,

@@ -88,8 +88,9 @@ def _sample(task, model, n, args, gen, guard, **cond) -> tuple[list, float, floa
     opts = {"temperature": args.temperature} if args.temperature != 1 else {}
     if guard[0]:
         opts["guard_steps"] = args.guard_steps
-    sampler = task.make_sampler(args.steps, "ancestral", args.time_power, guard[0],
-                                cond.get("guidance", 1.0), guard[1], **opts)  # fmt: skip
+    sampler = task.make_sampler("ancestral", steps=args.steps, grid_power=args.time_power,
+                                valence_guard=guard[0], guidance=cond.get("guidance", 1.0),
+                                motif_guard=guard[1], **opts)  # fmt: skip
     kw = dict(steps=args.steps, sampler=sampler, batch_size=args.batch_size,
               grid_power=args.time_power, generator=gen,
               reject=Rejection() if guard[2] else None, stats=stats, **cond)  # fmt: skip

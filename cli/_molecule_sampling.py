@@ -91,8 +91,8 @@ def sample_and_report(
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     sampler_obj = task.make_sampler(
-        steps, sampler, time_power, valence_guard, conditioning.get("guidance", 1.0),
-        motif_guard, **(options or {}),
+        sampler, steps=steps, grid_power=time_power, valence_guard=valence_guard,
+        guidance=conditioning.get("guidance", 1.0), motif_guard=motif_guard, **(options or {}),
     )  # fmt: skip
     stats = RejectionStats()
     start = time.perf_counter()

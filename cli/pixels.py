@@ -203,13 +203,10 @@ def sample(
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    s = task.sampler(
-        steps, guidance, sampler, temperature=temperature, **sampler_options(sampler_opt)
-    )
-    try:
-        s.check_processes(task.processes)
-    except TypeError as err:
-        raise ValueError(str(err)) from err
+    s = task.make_sampler(
+        sampler, steps=steps, guidance=guidance, temperature=temperature,
+        **sampler_options(sampler_opt),
+    )  # fmt: skip
     ids = task.sample(model, n, s, labels=labels, generator=generator, progress=progress)
     c = task.config
     from discdiff.files import output_path

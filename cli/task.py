@@ -173,7 +173,6 @@ def sample(
     set_threads(threads)
     import torch
 
-    from discdiff.samplers import make_sampler
     from discdiff.tasks import runs
 
     if n < 1:
@@ -182,18 +181,11 @@ def sample(
         check_output(out, (".txt",), "--out")
     task, model = runs.load_run(run_dir, device=device)
     model = compiled(model, compile, cuda_graphs)
-    s = make_sampler(sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt))
-    try:
-        s.check_processes(task.processes)
-    except TypeError as err:
-        raise ValueError(str(err)) from err
+    s = task.make_sampler(
+        sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt)
+    )
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    result = task.sample(model, n, s, generator=gen)
-    items = result[0] if isinstance(result, tuple) else result
-    lines = [
-        x if isinstance(x, str) else " ".join(map(str, torch.as_tensor(x).flatten().tolist()))
-        for x in items
-    ]
+    lines = task.format_samples(task.sample(model, n, s, generator=gen))
     body = "".join(f"{line}\n" for line in lines)
     if out is None:
         typer.echo(body, nl=False)

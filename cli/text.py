@@ -304,7 +304,7 @@ def sample(
     set_threads(threads)
     import torch
 
-    from discdiff.tasks.text import load_text_run, make_sampler
+    from discdiff.tasks.text import load_text_run
 
     if out is not None:
         check_output(out, None, "--out")
@@ -315,8 +315,8 @@ def sample(
     for name, value in (("argmax", argmax or None), ("starts", starts), ("early_stop", early_stop)):
         if value is not None:
             options[name] = value
-    s = make_sampler(sampler, steps, temperature=temperature, top_p=top_p, **options)
     task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    s = task.make_sampler(sampler, steps=steps, temperature=temperature, top_p=top_p, **options)
     model = compiled(model, compile, cuda_graphs)
     judge_run = None
     if judge is not None:

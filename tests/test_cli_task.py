@@ -99,3 +99,21 @@ def test_list_and_errors(tmp_path, capsys):
         == 2
     )
     assert "--config is not valid JSON" in capsys.readouterr().err
+
+
+def test_task_sample_of_a_molecule_run_prints_guarded_smiles(tmp_path, capsys):
+    """`task sample` asks the task for its sampler (the molecule task adds its valence guard)
+    and for how a sample reads (SMILES); it once failed on the graphs' tuples."""
+    from rdkit import Chem
+
+    data = tmp_path / "tiny.smi"
+    data.write_text("CCO\nCC(=O)O\nc1ccoc1\nCC#N\nOCC(O)CO\nCC(C)O\nC1CC1N\nCOC=O\n")
+    run = tmp_path / "run"
+    assert main(["molecules", "train", "--data", str(data), "--out", str(run), "--steps", "2",
+                 "--batch-size", "4", "--layers", "1", "--node-dim", "8", "--edge-dim", "4",
+                 "--heads", "2", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["task", "sample", str(run), "-n", "4", "--steps", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert all(Chem.MolFromSmiles(line) is not None for line in lines), lines  # guarded: valid

@@ -248,9 +248,9 @@ def test_bad_config_and_arguments(graphs: list, tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown MoleculeTaskConfig keys"):
         MoleculeTaskConfig.from_dict({**d, "extra": 1})
     with pytest.raises(ValueError, match="absorbing"):
-        task.make_sampler(3, "first_hitting")
+        task.make_sampler("first_hitting", steps=3, valence_guard=False)
     with pytest.raises(ValueError, match="unknown sampler"):
-        task.make_sampler(3, "magic")
+        task.make_sampler("magic", steps=3)
     with pytest.raises(ValueError, match="num_samples"):
         task.sample_graphs(model, 0)
     absorbing, _ = make(graphs, "absorbing")

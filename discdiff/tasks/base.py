@@ -230,6 +230,45 @@ class Task(ABC):
         """The collate function for :meth:`dataset` items (None: torch's default)."""
         return None
 
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def format_samples(self, samples: Any) -> list[str]:
+        """One line of text per sample (what ``discdiff task sample`` prints): strings as they
+        are, id tensors as space-separated ids. A task whose samples read better otherwise
+        (molecules: SMILES) overrides it."""
+        items = samples[0] if isinstance(samples, tuple) else samples
+        return [
+            x if isinstance(x, str) else " ".join(map(str, torch.as_tensor(x).flatten().tolist()))
+            for x in items
+        ]
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        """Sampler settings only this task knows (its default steps, a time grid): what
+        :meth:`make_sampler` gives a sampler unless the caller sets them."""
+        return {}
+
+    def make_sampler(self, name: str = "ancestral", **options: Any) -> Any:
+        """The one way to a sampler for this task: the registered sampler ``name`` with the
+        task's :meth:`sampler_defaults`, then ``options`` (None = not given); a guidance scale
+        other than 1 gets the task's null label; the task's processes are checked (one line)."""
+        from discdiff.samplers import make_sampler
+
+        opts = {**self.sampler_defaults(), **{k: v for k, v in options.items() if v is not None}}
+        if opts.get("guidance", 1.0) != 1.0 and opts.get("null_label") is None:
+            null = getattr(self, "null_label", None)
+            if null is None:
+                raise ValueError(
+                    f"guidance {opts['guidance']} needs a label-conditioned model; the "
+                    f"{self.name} task has no null label"
+                )
+            opts["null_label"] = null
+        sampler = make_sampler(name, **opts)
+        try:
+            sampler.check_processes(self.processes)
+        except TypeError as err:
+            raise ValueError(f"sampler {name!r} cannot serve this {self.name} task: {err}") from err
+        return sampler
+
     # ---- the objective --------------------------------------------------------------------
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:

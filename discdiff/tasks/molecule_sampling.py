@@ -11,7 +11,8 @@ from torch import Tensor
 
 from discdiff.chem.graph import dense_fields_to_graphs, num_edges, sample_node_counts
 from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
-from discdiff.samplers import SAMPLERS, Sampler, make_sampler
+from discdiff.samplers import SAMPLERS, Sampler
+from discdiff.tasks.base import Task
 
 __all__ = ["GraphSampling", "GRID_POWER", "SAMPLE_STEPS"]
 
@@ -28,54 +29,48 @@ class GraphSampling:
     :class:`~discdiff.tasks.molecules.MoleculeTask` (uses its ``config`` and ``processes``)."""
 
     # ---- sampling ---------------------------------------------------------------------------
+    def sampler_defaults(self) -> dict[str, Any]:
+        """50 ancestral steps on the warped grid t_k = (1 - k/n) ** 3 (GRID_POWER)."""
+        return {"steps": SAMPLE_STEPS, "grid_power": GRID_POWER}
+
     def make_sampler(
         self,
-        steps: int,
-        sampler: str = "ancestral",
-        grid_power: float = GRID_POWER,
+        name: str = "ancestral",
+        *,
         valence_guard: bool = True,
-        guidance: float = 1.0,
         motif_guard: bool = True,
         **options: Any,
     ) -> Sampler:
-        """A registered sampler that fits this task's processes (checked now, one line).
+        """The task's sampler (:meth:`Task.make_sampler`: defaults, null label, the processes
+        checked), with the molecule constraint where the sampler can apply it.
 
-        ``grid_power`` warps the ancestral time grid (t_k = (1 - k/n) ** power, see
-        :func:`discdiff.samplers.time_grid`); samplers without a grid ignore it.
         ``valence_guard`` (ancestral): the last reverse step draws x_0, the sample, under the
         valence constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`; option
         ``guard_steps="all"``: every step's draw), so no sampled atom has more bonds than its
-        element and charge allow; False is plain ancestral sampling.
-        ``motif_guard`` (with the valence guard): the last draw also refuses the bonds that
-        would make a strained or unstable motif (:mod:`discdiff.chem.motif_guard`: double bonds
-        in 3- and 4-rings, triple bonds in rings, allenes, acyl and vinyl fluorides, peroxides).
-        ``guidance``: the classifier-free guidance scale of a property-conditioned model
-        (1 = the conditional model; w > 1 pushes further towards the target).
+        element and charge allow; another sampler cannot apply it and refuses it (one line:
+        ``valence_guard=False`` samples unguarded). ``motif_guard`` (with the valence guard):
+        the last draw also refuses the bonds that would make a strained or unstable motif
+        (:mod:`discdiff.chem.motif_guard`). ``grid_power`` warps the ancestral time grid
+        (t_k = (1 - k/n) ** power); ``guidance``: the classifier-free guidance scale of a
+        property-conditioned model (1 = the conditional model).
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS.names()}")
-        if guidance != 1.0:
-            options = {**options, "guidance": float(guidance), "null_label": self.null_label}
-        if sampler == "ancestral" and valence_guard:
-            from discdiff.chem.valence import ValenceGuardedSampler
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS.names()}")
+        if not (valence_guard and SAMPLERS.get(name) is SAMPLERS.get("ancestral")):
+            sampler = Task.make_sampler(self, name, **options)  # type: ignore[arg-type]
+            if valence_guard:
+                raise ValueError(
+                    f"the valence guard draws the sample with the ancestral sampler only; "
+                    f"sampler {name!r} cannot apply it (pass --no-valence-guard, "
+                    "valence_guard=False, to sample with it unguarded)"
+                )
+            return sampler
+        from discdiff.chem.valence import ValenceGuardedSampler
 
-            return ValenceGuardedSampler(
-                steps, self.vocab, grid_power=grid_power, motifs=motif_guard, **options
-            )
-        s = make_sampler(sampler, steps=steps, grid_power=grid_power, **options)
-        try:
-            s.check_processes(self.processes)
-        except TypeError as err:
-            raise ValueError(
-                f"sampler {sampler!r} cannot serve the {self.config.process!r} process: {err}"
-            ) from err
-        if valence_guard:
-            raise ValueError(
-                f"the valence guard draws the sample with the ancestral sampler only; sampler "
-                f"{sampler!r} cannot apply it (pass --no-valence-guard, valence_guard=False, to "
-                "sample with it unguarded)"
-            )
-        return s
+        opts = {**self.sampler_defaults(), **{k: v for k, v in options.items() if v is not None}}
+        if opts.get("guidance", 1.0) != 1.0:
+            opts["null_label"] = self.null_label
+        return ValenceGuardedSampler(vocab=self.vocab, motifs=motif_guard, **opts)
 
     def sample_fields(
         self,
@@ -124,7 +119,7 @@ class GraphSampling:
             fixed_b = fixed_b | inside[None, :]
         fixed = {"atoms": (values_a, fixed_a), "bonds": (values_b, fixed_b)}
         if isinstance(sampler, str):
-            sampler = self.make_sampler(steps, sampler, grid_power)
+            sampler = self.make_sampler(sampler, steps=steps, grid_power=grid_power)
         cond: dict[str, Tensor] = {"node_mask": node_mask}
         if label is not None:
             cond["label"] = label.to(dev)
@@ -189,8 +184,9 @@ class GraphSampling:
             raise ValueError("guidance needs a target (a property-conditioned model)")
         if isinstance(sampler, str):
             sampler = self.make_sampler(
-                steps, sampler, grid_power, valence_guard, guidance, motif_guard
-            )
+                sampler, steps=steps, grid_power=grid_power, valence_guard=valence_guard,
+                guidance=guidance, motif_guard=motif_guard,
+            )  # fmt: skip
         if isinstance(scaffold, str):
             scaffold = self.scaffold_graph(scaffold)
         counts = self.node_counts(

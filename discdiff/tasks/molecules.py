@@ -289,6 +289,20 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             model, n, sampler=sampler, batch_size=batch_size, generator=generator, **conditioning
         )
 
+    def format_samples(self, samples: Any) -> list[str]:
+        """A SMILES per sampled graph (RDKit's canonical form where it sanitises; the raw
+        graph's SMILES, marked ``invalid``, where it does not)."""
+        from discdiff.chem.metrics import sanitize_or_none
+
+        out = []
+        for mol in self.to_mols(samples):
+            ok = sanitize_or_none(mol)
+            if ok is not None:
+                out.append(Chem.MolToSmiles(ok))
+            else:
+                out.append(f"{Chem.MolToSmiles(mol, canonical=False)}\tinvalid")
+        return out
+
     def denoiser_config(self, **sizes: Any) -> GraphTransformerConfig:
         """A :class:`GraphTransformerConfig` matching the processes; ``sizes`` set its widths."""
         pa, pb = self.processes["atoms"], self.processes["bonds"]

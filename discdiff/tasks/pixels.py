@@ -269,22 +269,9 @@ class PixelTask(Task):
         """Pixels in a batch (so the trainer logs nats per dimension)."""
         return int(batch[0].numel())
 
-    def sampler(
-        self,
-        steps: int | None = None,
-        guidance: float = 1.0,
-        name: str = "ancestral",
-        **options: Any,
-    ) -> Sampler:
-        """A registered sampler (default ancestral) with CFG over this task's null label;
-        ``steps`` <= T in discrete time (default min(T, 100))."""
-        from discdiff.samplers import make_sampler
-
-        if steps is None:
-            steps = min(self.process.num_steps or 100, 100)
-        return make_sampler(
-            name, steps=steps, guidance=guidance, null_label=self.null_label, **options
-        )
+    def sampler_defaults(self) -> dict[str, Any]:
+        """Reverse steps: min(T, 100) (at most T in discrete time)."""
+        return {"steps": min(self.process.num_steps or 100, 100)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +394,7 @@ def sample_images(
     unconditional one). ``steps``: reverse steps (default min(T, 100)).
     """
     y = check_labels(task, labels)
-    sampler = task.sampler(steps, guidance)
+    sampler = task.make_sampler("ancestral", steps=steps, guidance=guidance)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -276,6 +276,10 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         """Batches that say on the host whether they are padded (:func:`collate_text`)."""
         return collate_text
 
+    def sampler_defaults(self) -> dict[str, Any]:
+        """256 reverse steps (first-hitting takes none: one call per masked token)."""
+        return {"steps": 256}
+
     def units(self, batch: dict[str, Tensor]) -> Tensor:
         """Characters per chunk, (B,): the denominator of bits per character."""
         return batch["chars"]
