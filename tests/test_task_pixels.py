@@ -329,3 +329,22 @@ def test_sample_quality_reports_every_figure(digits8, classifier) -> None:
     assert q["labels"].tolist() == [k for k in range(10) for _ in range(2)]
     assert 0 <= q["agreement"] <= 1 and q["classifier_accuracy"] > 0.9
     assert q["nn_samples"] > 0 and q["nn_heldout"] > 0 and q["copies"] >= 0
+
+
+def test_the_state_count_is_asked_of_the_process_not_assumed(monkeypatch):
+    """The absorbing factory under another name: the denoiser still gets the mask state (it was
+    `levels + 1 if process == "absorbing"`, so the first loss raised IndexError)."""
+    import torch
+
+    from discdiff.processes import PROCESSES, register_process
+    from discdiff.tasks.pixels import PixelConfig, PixelTask
+
+    monkeypatch.setattr(PROCESSES, "_items", dict(PROCESSES._items))
+    register_process("masked-under-another-name", PROCESSES.get("absorbing"))
+    task = PixelTask(PixelConfig(data="digits", levels=4, process="masked-under-another-name"))
+    torch.manual_seed(0)
+    model = task.new_model(num_layers=1, d_model=16, num_heads=2, cond_dim=8)
+    assert model.config.num_states == task.process.num_states == 5
+    batch = next(iter(torch.utils.data.DataLoader(task.dataset("train"), batch_size=4)))
+    loss = task.loss(model, batch, torch.Generator().manual_seed(0))
+    assert loss.shape == (4,) and bool(torch.isfinite(loss).all())

@@ -162,7 +162,7 @@ def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> T
         raise TypeError(f"config must be a PixelConfig, got {type(config).__name__}")
     o = options or ModelOptions()
     cfg = TransformerConfig(
-        num_states=config.levels + 1 if config.process == "absorbing" else config.levels,
+        num_states=make_process(config).num_states,  # asked, not assumed (a mask state or none)
         num_classes=config.levels,
         num_layers=o.num_layers,
         d_model=o.d_model,
