@@ -61,7 +61,7 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
 
 @app.command("list")
 def list_() -> None:
-    """What is registered: tasks, processes, schedules, samplers and denoisers."""
+    """What is registered: tasks, processes, schedules, samplers, denoisers and objectives."""
     import discdiff as dd
 
     for title, reg in (
@@ -70,6 +70,7 @@ def list_() -> None:
         ("schedules", dd.SCHEDULES),
         ("samplers", dd.SAMPLERS),
         ("denoisers", dd.DENOISERS),
+        ("objectives", dd.OBJECTIVES),
     ):
         typer.echo(f"{title}:")
         for name, doc in reg.describe().items():
@@ -103,7 +104,8 @@ def train(
         typer.echo(f"resuming {out} ({task.name})")
     else:
         cls = TASKS.get(name)
-        task = cls(cls.config_class.from_dict(_json_arg(config, "--config")))
+        config_obj = cls.config_class.from_dict(_json_arg(config, "--config"))
+        task = cls.create(config_obj, progress=flags.progress)
         torch.manual_seed(seed)
         entry = task.model_entry(task.new_model(**_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)

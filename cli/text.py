@@ -97,9 +97,10 @@ def train(
     objective: Annotated[
         str,
         typer.Option(
-            help="elbo | sundae (uniform only) | score_entropy (SEDD: the output read as log "
-            "concrete scores; its loss is an ELBO too) | dfm (discrete flow matching's "
-            "generalized KL; with --schedule kappa-poly or kappa-cosine)"
+            help="A registered objective: elbo | sundae (uniform only) | score_entropy (SEDD: "
+            "the output read as log concrete scores; its loss is an ELBO too) | dfm (discrete "
+            "flow matching's generalized KL; with --schedule kappa-poly or kappa-cosine) | "
+            "your own (register_objective in a file given to --import)"
         ),
     ] = "elbo",
     unroll_steps: Annotated[int, typer.Option(help="SUNDAE unrolled steps.")] = 2,
@@ -415,8 +416,5 @@ def evaluate(
         )
     shown = split if file is None else str(file)
     typer.echo(f"{shown}: {result.format(per_token=task.config.tokenizer == 'bpe')}")
-    if task.config.objective == "sundae":
-        typer.echo(
-            "note: SUNDAE is not trained on a likelihood bound; this is the ELBO of its denoiser "
-            "read as an x0 predictor (an upper bound on that model's NLL, usually loose)"
-        )
+    if task.objective.note:
+        typer.echo(f"note: {task.objective.note}")

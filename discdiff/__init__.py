@@ -31,6 +31,7 @@ from discdiff.nn import (
     denoiser_from_config,
     register_denoiser,
 )
+from discdiff.objectives import OBJECTIVES, Objective, register_objective
 from discdiff.processes import (
     PROCESSES,
     Absorbing,
@@ -119,6 +120,9 @@ __all__ = [
     "SAMPLERS",
     "DENOISERS",
     "TASKS",
+    "OBJECTIVES",
+    "Objective",
+    "register_objective",
     "register_process",
     "register_schedule",
     "register_sampler",

@@ -97,3 +97,58 @@ def test_a_package_folder_imports_its_new_files_by_itself(tmp_path, monkeypatch)
     assert "dropped-in" in SAMPLERS.names()
     for name in [m for m in sys.modules if m.startswith("droppkg")]:
         del sys.modules[name]
+
+
+OBJECTIVE_PLUGIN = '''
+from discdiff.objectives import OBJECTIVES, Objective, register_objective
+
+elbo = OBJECTIVES.get("elbo")
+
+
+def half(*args, **kwargs):
+    """Half the ELBO: a newcomer's objective (trivial on purpose, its use is checked)."""
+    return 0.5 * elbo.loss(*args, **kwargs)
+
+
+register_objective("half-elbo", Objective(loss=half, note="trained on half the ELBO"),
+                   replace=True)
+'''
+
+
+def test_an_objective_from_one_file_reaches_text_train_eval_and_task_train(
+    tmp_path, capsys, monkeypatch
+):
+    """Objectives are registered like processes and samplers: a file that registers one makes
+    it a valid --objective of `text train` and of `task train text`, and `text eval` says its
+    note; no string switch anywhere knows its name."""
+    import json
+
+    from discdiff.objectives import OBJECTIVES
+
+    monkeypatch.setattr(OBJECTIVES, "_items", dict(OBJECTIVES._items))  # this test's only
+    monkeypatch.setattr(OBJECTIVES, "_names", dict(OBJECTIVES._names))
+    plugin = tmp_path / "half_elbo.py"
+    plugin.write_text(OBJECTIVE_PLUGIN)
+    words = "a b c d e f g h".split()
+    rng = random.Random(1)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)))
+    run = tmp_path / "run"
+    tiny = ["--seq-len", "16", "--layers", "1", "--d-model", "16", "--heads", "2",
+            "--cond-dim", "8", "--steps", "2", "--batch-size", "4", "--eval-every", "0",
+            "--no-progress"]  # fmt: skip
+    assert main(["text", "train", str(corpus), "--out", str(run), "--objective", "half-elbo",
+                 "--import", str(plugin), *tiny]) == 0  # fmt: skip
+    assert json.loads((run / "task.json").read_text())["objective"] == "half-elbo"
+    capsys.readouterr()
+    assert main(["text", "eval", str(run), "--import", str(plugin), "--max-chunks", "2"]) == 0
+    assert "note: trained on half the ELBO" in capsys.readouterr().out
+    config = json.dumps({"corpus": str(corpus), "objective": "half-elbo", "seq_len": 16})
+    sizes = json.dumps({"num_layers": 1, "d_model": 16, "num_heads": 2, "cond_dim": 8})
+    assert main(["task", "train", "text", "--out", str(tmp_path / "run2"), "--config", config,
+                 "--sizes", sizes, "--steps", "2", "--batch-size", "4", "--eval-every", "0",
+                 "--import", str(plugin), "--no-progress"]) == 0  # fmt: skip
+    OBJECTIVES.unregister("half-elbo")  # as in a process that never imported the file
+    assert main(["text", "train", str(corpus), "--out", str(tmp_path / "r3"), "--objective",
+                 "half-elbo", *tiny]) == 2  # one line, exit 2  # fmt: skip
+    assert "objective='half-elbo' is not one of" in capsys.readouterr().err

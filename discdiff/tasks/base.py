@@ -177,6 +177,12 @@ class Task(ABC):
 
     # ---- a small instance, for the conformance suite and the docs ---------------------------
     @classmethod
+    def create(cls, config: Any, *, progress: bool = False) -> Task:
+        """A new task of ``config``, with what it needs made first (the text task prepares
+        its corpus and tokenizer): how ``discdiff task train NAME`` makes any task."""
+        return cls(config)
+
+    @classmethod
     def example(cls, folder: Path) -> tuple[Task, dict[str, Any]]:
         """A tiny instance of this task with data made or found offline (files may go in
         ``folder``) and the denoiser sizes for a model that trains in a second. Every task

@@ -59,7 +59,6 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.checks import reads_are_free
-from discdiff.losses import continuous_elbo, dfm_loss, score_entropy_loss, sundae_loss
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
 from discdiff.tasks.base import Task, register_task
@@ -71,6 +70,7 @@ from discdiff.tasks.text_config import (
     TextTaskConfig,
     _padding_cond,
     collate_text,
+    objective,
     text_processes,
 )
 from discdiff.tasks.text_data import (
@@ -147,7 +147,8 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         K = tokenizer.vocab_size
         self.process: Process = make_process(config.process, K, schedule=config.schedule)
         self.processes = {"tokens": self.process}
-        if config.objective in ("score_entropy", "dfm"):
+        self.objective = objective(config.objective)
+        if self.objective.needs_scores:
             from discdiff.processes.scores import has_scores
 
             if not has_scores(self.process):
@@ -335,34 +336,10 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         """The configured objective on a batch, (B,) nats (the ELBO with or without boundary
         terms, or the SUNDAE loss)."""
         ids, mask = batch["ids"], batch["mask"]  # (B, L), (B, L)
-        den = self.denoiser(model)
-        cond = _padding_cond(mask, batch.get("full"))
-        if self.config.objective == "sundae":
-            return sundae_loss(
-                self.process,
-                den,
-                ids,
-                mask,
-                unroll_steps=self.config.unroll_steps,
-                cond=cond,
-                generator=generator,
-            )
-        if self.config.objective == "dfm":
-            return dfm_loss(
-                self.process, den, ids, mask, cond=cond, t_min=self.config.t_min,
-                generator=generator,
-            )  # fmt: skip
-        bound = score_entropy_loss if self.config.objective == "score_entropy" else continuous_elbo
-        return bound(
-            self.process,
-            den,
-            ids,
-            mask,
-            cond=cond,
-            t_min=self.config.t_min,
-            boundary=boundary,
-            generator=generator,
-        )
+        return self.objective.loss(
+            self.process, self.denoiser(model), ids, mask, cond=_padding_cond(mask, batch.get("full")),
+            generator=generator, boundary=boundary, config=self.config,
+        )  # fmt: skip
 
     def loss_fn(
         self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator
@@ -385,17 +362,10 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         of a score model, the continuous ELBO of the denoiser read as an x_0 predictor
         otherwise (for SUNDAE: a bound, though not the objective it was trained on)."""
         ids, mask = batch["ids"], batch["mask"]
-        bound = score_entropy_loss if self.config.objective == "score_entropy" else continuous_elbo
-        return bound(
-            self.process,
-            self.denoiser(model),
-            ids,
-            mask,
-            cond=_padding_cond(mask, batch.get("full")),
-            t_min=self.config.t_min,
-            boundary=True,
-            generator=generator,
-        )
+        return self.objective.evaluate(
+            self.process, self.denoiser(model), ids, mask, cond=_padding_cond(mask, batch.get("full")),
+            generator=generator, config=self.config,
+        )  # fmt: skip
 
     def evaluate(
         self,

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.checks import reads_are_free
+from discdiff.objectives import OBJECTIVES, objective
 from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
-OBJECTIVES = ("elbo", "sundae", "score_entropy", "dfm")
 TOKENIZERS = ("char", "bpe")
 
 
@@ -69,22 +69,17 @@ class TextTaskConfig(TaskConfig):
                 f"{', '.join(map(repr, text_processes()))} (registered processes with "
                 "a continuous-time ELBO)"
             )
-        for name, allowed in (
-            ("objective", OBJECTIVES),
-            ("tokenizer", TOKENIZERS),
-        ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(
+                f"tokenizer={self.tokenizer!r} is not one of {', '.join(map(repr, TOKENIZERS))}"
+            )
+        problem = objective(self.objective).problem(self.process)  # a registered objective
         for name, low in (("unroll_steps", 1), ("seq_len", 1), ("vocab_size", 256)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: expected an int >= {low}")
-        if self.objective == "sundae" and self.process != "uniform":  # the loss assumes it
-            raise ValueError(
-                f"objective='sundae' needs process='uniform' (SUNDAE corrupts uniformly), "
-                f"got process={self.process!r}"
-            )
+        if problem is not None:
+            raise ValueError(f"objective={self.objective!r} {problem}")
         if not isinstance(self.self_conditioning, bool):
             raise ValueError(f"self_conditioning={self.self_conditioning!r}: expected a bool")
         if self.time_conditioning is not None and not isinstance(self.time_conditioning, bool):
@@ -98,9 +93,8 @@ class TextTaskConfig(TaskConfig):
     def time_conditioned(self) -> bool:
         """Whether the denoiser sees t (the resolved ``time_conditioning``)."""
         if self.time_conditioning is None:
-            if self.objective == "score_entropy":
-                return True  # scores depend on t, even for a masking process
-            return self.process != "absorbing" and self.objective != "sundae"
+            default = objective(self.objective).time_conditioned
+            return default if default is not None else self.process != "absorbing"
         return self.time_conditioning
 
 

@@ -78,7 +78,7 @@ class TextSampling:
                     "the task hands samplers x0 logits (a score model is converted exactly): "
                     "use output='x0' (the default)"
                 )
-            if self.config.objective == "score_entropy":  # every sampler reads x_0 logits
+            if self.objective.output == "scores":  # every sampler reads x_0 logits
                 from discdiff.samplers.scores import ScoresAsX0
 
                 den = ScoresAsX0(den, self.process)
