@@ -107,7 +107,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'discdiff' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+from discdiff.version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -501,7 +501,7 @@ def sundae_loss(
     """
     if not isinstance(unroll_steps, int) or unroll_steps < 1:
         raise ValueError(f"unroll_steps must be a positive integer, got {unroll_steps!r}")
-    from discdiff.samplers.sundae import has_uniform_noise
+    from discdiff.processes.base import has_uniform_noise
 
     procs, x0d, single = as_field_dict(process, x0)
     for name, proc in procs.items():  # the same check as SundaeSampler's

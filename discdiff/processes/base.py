@@ -151,3 +151,13 @@ class Process(ABC):
             return False
         check_ids(x0, self.num_classes, "x0")
         return True
+
+
+def has_uniform_noise(process: Process) -> bool:
+    """Whether ``process`` corrupts towards the uniform distribution over its classes (no mask
+    state): the capability SUNDAE's sampler and loss assume (Uniform, or any process alike)."""
+    limit = getattr(process, "limit", None)
+    if not isinstance(limit, Tensor) or getattr(process, "mask_id", None) is not None:
+        return False
+    K = process.num_classes
+    return process.num_states == K and bool(torch.allclose(limit, torch.full_like(limit, 1 / K)))

@@ -22,20 +22,10 @@ import torch
 from torch import Tensor
 
 from discdiff.categorical import sample_categorical, uniform
-from discdiff.processes.base import Process
+from discdiff.processes.base import Process, has_uniform_noise
 from discdiff.samplers.base import Sampler, SamplingRun, _check_positive_int, time_grid
 
-__all__ = ["SundaeSampler", "has_uniform_noise"]
-
-
-def has_uniform_noise(process: Process) -> bool:
-    """Whether ``process`` corrupts towards the uniform distribution over its classes (no mask
-    state): the capability SUNDAE's sampler and loss assume (Uniform, or any process alike)."""
-    limit = getattr(process, "limit", None)
-    if not isinstance(limit, Tensor) or getattr(process, "mask_id", None) is not None:
-        return False
-    K = process.num_classes
-    return process.num_states == K and bool(torch.allclose(limit, torch.full_like(limit, 1 / K)))
+__all__ = ["SundaeSampler", "has_uniform_noise"]  # the capability now lives on processes.base
 
 
 class SundaeSampler(Sampler):

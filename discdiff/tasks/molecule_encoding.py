@@ -132,7 +132,7 @@ def _flat(kept: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
 def _cache_key(smiles: Sequence[str], vocab: GraphVocab, max_nodes: int | None) -> str:
     from rdkit import __version__ as rdkit_version
 
-    from discdiff import __version__
+    from discdiff.version import __version__
 
     head = json.dumps(
         [_FORMAT, __version__, rdkit_version, vocab.to_dict(), max_nodes], sort_keys=True

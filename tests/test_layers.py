@@ -1,0 +1,56 @@
+"""The arrows of the architecture, read from the imports (README, "Architecture"): nothing
+imports upwards, and no module but the package's own __init__ imports the package root."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "discdiff"
+
+#: package -> the discdiff packages it must never import (lower layers never reach up)
+FORBIDDEN = {
+    "schedules": {"processes", "losses", "samplers", "nn", "training", "tasks", "chem", "cli"},
+    "processes": {"losses", "samplers", "nn", "training", "tasks", "chem", "cli", "objectives"},
+    "losses": {"samplers", "training", "tasks", "chem", "cli", "objectives"},
+    "objectives": {"samplers", "training", "tasks", "chem", "cli"},
+    "samplers": {"training", "tasks", "cli", "objectives"},
+    "nn": {"losses", "samplers", "training", "tasks", "chem", "cli", "objectives"},
+    "training": {"samplers", "tasks", "chem", "cli", "nn", "objectives"},
+    "chem": {"tasks", "cli", "training"},
+}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+            if node.module == "discdiff":
+                out += [f"discdiff.{a.name}" for a in node.names]
+    return out
+
+
+def _package(path: Path) -> str:
+    rel = path.relative_to(ROOT)
+    return rel.parts[0].removesuffix(".py")
+
+
+def test_no_module_imports_upwards_or_the_package_root():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path == ROOT / "__init__.py":
+            continue
+        pkg = _package(path)
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] != "discdiff":
+                continue
+            if len(parts) == 1:
+                wrong.append(f"{path.relative_to(ROOT)} imports the package root")
+            elif parts[1] in FORBIDDEN.get(pkg, set()):
+                wrong.append(f"{path.relative_to(ROOT)} ({pkg}) imports {name}")
+    assert not wrong, "\n".join(wrong)
