@@ -139,9 +139,18 @@ def main(argv: list[str] | None = None) -> int:
 
     reuse_freed_memory()  # large tensors without a page fault per page (discdiff.memory)
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode Typer returns an exit code instead of raising it: a command's
+        # typer.Exit(n), and 130 for Ctrl-C (dropped before: an interrupted command exited 0)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            return code
     except typer.Exit as exc:
         return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 1

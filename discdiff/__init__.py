@@ -8,6 +8,7 @@ Task-specific code lives in ``discdiff.tasks``, chemistry in ``discdiff.chem``, 
 
 from typing import Any
 
+from discdiff import startup as _startup  # noqa: F401  (first: Ctrl-C while the CLI starts)
 from discdiff.losses import (
     bits_per_token,
     continuous_elbo,

@@ -94,3 +94,60 @@ def test_the_output_layer_routes_by_kind(tmp_path, capsysbinary):
 def test_export_refuses_standard_output(tmp_path, capsys):
     assert main(["task", "export", str(tmp_path), "--out", "-"]) == 2
     assert "several files" in capsys.readouterr().err
+
+
+def test_an_interrupted_or_exiting_command_keeps_its_exit_code(monkeypatch, capsys):
+    """Ctrl-C inside a command is "interrupted" and 130 (it was exit 0 with no word: Typer
+    returns the code without standalone mode), and a command's typer.Exit(n) is n."""
+    import typer
+
+    import discdiff as dd
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dd.TASKS, "describe", interrupt)
+    assert main(["task", "list"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+
+    def leave():
+        raise typer.Exit(3)
+
+    monkeypatch.setattr(dd.TASKS, "describe", leave)
+    assert main(["task", "list"]) == 3
+
+
+def test_the_entry_point_turns_an_early_ctrl_c_into_130(monkeypatch, capsys):
+    import discdiff.cli.main as cli_main
+    from discdiff.cli import entry
+
+    def early(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "main", early)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("delay", [0.3, 3.0])
+def test_ctrl_c_at_any_moment_of_the_command_is_130_and_no_output(tmp_path, delay):
+    """SIGINT while torch is still importing (it was a KeyboardInterrupt traceback, rc -2) or
+    while sampling (it was exit 0 with no word): "interrupted", exit 130, no output file."""
+    import signal
+    import time
+
+    script = Path(sys.executable).parent / "discdiff"
+    assert script.is_file(), f"the console script {script} is missing (pip install -e .)"
+    out = tmp_path / "m.smi"
+    cmd = [str(script), "molecules", "sample", "-n", "20000", "--no-novelty", "--threads", "1",
+           "--no-progress", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert not out.exists()
