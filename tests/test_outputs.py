@@ -151,3 +151,26 @@ def test_ctrl_c_at_any_moment_of_the_command_is_130_and_no_output(tmp_path, dela
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted"
     assert not out.exists()
+
+
+def test_an_sdf_write_that_fails_is_an_error_not_an_empty_file(tmp_path, monkeypatch):
+    """The SDF goes to disk through Python's write, which raises on a full disk (RDKit's own
+    writer swallowed ENOSPC: a 0-byte file and exit 0)."""
+    from rdkit import Chem
+
+    from discdiff.chem.export import decode_samples, write_molecules
+
+    records = decode_samples([Chem.MolFromSmiles("CCO"), Chem.MolFromSmiles("c1ccccc1")])
+    path = tmp_path / "m.sdf"
+    assert write_molecules(path, records) == 2
+    assert len(list(Chem.SDMolSupplier(str(path)))) == 2
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.suffix == ".sdf":
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_molecules(tmp_path / "n.sdf", records)

@@ -20,6 +20,7 @@ repair, no fragment dropped: a disconnected sample stays whole, dot-separated).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,10 @@ def write_molecules(
         path.write_text("".join(lines), encoding="utf-8")
         return len(lines)
     if suffix == ".sdf":
-        with Chem.SDWriter(str(path)) as w:
+        # RDKit's writer swallows a failed write (a full disk gave a 0-byte file and exit 0):
+        # it writes to memory, and Python's own write, which raises, puts it on disk
+        buffer = io.StringIO()
+        with Chem.SDWriter(buffer) as w:
             for r in records:
                 m = Chem.Mol(r.mol) if r.mol is not None else Chem.Mol()
                 note = ""
@@ -164,6 +168,7 @@ def write_molecules(
                 if conformers:
                     m.SetProp("conformer", note or "none (invalid)")
                 w.write(m)
+        path.write_text(buffer.getvalue(), encoding="utf-8")
         return len(records)
     with path.open("w", newline="", encoding="utf-8") as f:
         rows = [{"index": str(r.index), **_annotations(r)} for r in records]
