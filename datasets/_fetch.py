@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from discdiff.cache import cache_root
@@ -40,8 +41,10 @@ def fetch_package(name: str, version: str, cache: str | os.PathLike[str] | None 
     folder = cache_dir(cache) / "packages"
     folder.mkdir(parents=True, exist_ok=True)
     found = _find_archive(folder, name, version)
-    if found is not None:
+    if found is not None and _readable(found):
         return found
+    if found is not None:  # a damaged cache entry (a download cut short): fetched again
+        found.unlink()
     cmd = [
         sys.executable,
         "-m",
@@ -62,22 +65,47 @@ def fetch_package(name: str, version: str, cache: str | os.PathLike[str] | None 
     return found
 
 
+def _readable(archive: Path) -> bool:
+    """Whether a cached archive opens: a zip's central directory (at its end, so a truncated
+    wheel fails) or a tar's first header."""
+    try:
+        if archive.suffix in {".whl", ".zip"}:
+            return zipfile.is_zipfile(archive)
+        return tarfile.is_tarfile(archive)
+    except OSError:
+        return False
+
+
+def _damaged(archive: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"the cached archive {str(archive)!r} is damaged ({type(err).__name__}: {err}); delete "
+        "it and it is fetched again"
+    )
+
+
 def list_members(archive: Path) -> list[str]:
     """Names of the files inside a wheel/zip or tar archive."""
-    if archive.suffix in {".whl", ".zip"}:
-        with zipfile.ZipFile(archive) as zf:
-            return zf.namelist()
-    with tarfile.open(archive) as tf:
-        return [m.name for m in tf.getmembers() if m.isfile()]
+    try:
+        if archive.suffix in {".whl", ".zip"}:
+            with zipfile.ZipFile(archive) as zf:
+                return zf.namelist()
+        with tarfile.open(archive) as tf:
+            return [m.name for m in tf.getmembers() if m.isfile()]
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+        raise _damaged(archive, err) from err
 
 
 def read_member(archive: Path, member: str) -> bytes:
-    """Bytes of one file inside the archive (exact member name)."""
-    if archive.suffix in {".whl", ".zip"}:
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(member)
-    with tarfile.open(archive) as tf:
-        f = tf.extractfile(member)
-        if f is None:
-            raise FileNotFoundError(f"{member} is not a file in {archive.name}")
-        return f.read()
+    """Bytes of one file inside the archive (exact member name); a damaged archive is one
+    ValueError naming it."""
+    try:
+        if archive.suffix in {".whl", ".zip"}:
+            with zipfile.ZipFile(archive) as zf:
+                return zf.read(member)
+        with tarfile.open(archive) as tf:
+            f = tf.extractfile(member)
+            if f is None:
+                raise FileNotFoundError(f"{member} is not a file in {archive.name}")
+            return f.read()
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as err:
+        raise _damaged(archive, err) from err

