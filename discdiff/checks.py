@@ -48,7 +48,9 @@ def reads_are_free(t: Tensor) -> bool:
     values ask this first."""
     import torch
 
-    return t.device.type == "cpu" and not _ACCELERATOR.get() and not torch.compiler.is_compiling()
+    if torch.compiler.is_compiling():  # first: dynamo cannot trace a ContextVar's get
+        return False
+    return t.device.type == "cpu" and not _ACCELERATOR.get()
 
 
 @contextlib.contextmanager
