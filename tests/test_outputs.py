@@ -129,10 +129,11 @@ def test_the_entry_point_turns_an_early_ctrl_c_into_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "interrupted\n"
 
 
-@pytest.mark.parametrize("delay", [0.3, 3.0])
+@pytest.mark.parametrize("delay", [1.0, 3.0])
 def test_ctrl_c_at_any_moment_of_the_command_is_130_and_no_output(tmp_path, delay):
     """SIGINT while torch is still importing (it was a KeyboardInterrupt traceback, rc -2) or
-    while sampling (it was exit 0 with no word): "interrupted", exit 130, no output file."""
+    while sampling (it was exit 0 with no word): "interrupted", exit 130, no output file. (Only
+    Python's own first ~0.1 s, before the package's first line runs, is out of reach.)"""
     import signal
     import time
 
