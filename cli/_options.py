@@ -296,3 +296,36 @@ def import_plugins(paths: list[str] | None) -> None:
                 importlib.import_module(item)
             except ImportError as err:
                 raise ValueError(f"--import {item!r}: {err}") from err
+
+
+def with_options(
+    fn: Any,
+    added: list[tuple[str, Any, Any]],
+    call: Any,
+    *,
+    drop: tuple[str, ...] = (),
+) -> Any:
+    """``fn`` as a Typer command with the options ``added`` ((name, Annotated type, default))
+    after its own (less ``drop``); ``call(kwargs)`` runs it. Typer reads the signature and
+    annotations made here, so options shared by many commands are declared once."""
+    import inspect
+    import typing
+
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    kind = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation), kind=kind)
+        for p in sig.parameters.values()
+        if p.name not in drop
+    ]
+    params += [inspect.Parameter(n, kind, default=d, annotation=a) for n, a, d in added]
+
+    def command(**kwargs: Any) -> Any:
+        return call(kwargs)
+
+    command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__
+    command.__doc__, command.__module__ = fn.__doc__, fn.__module__
+    command.__signature__ = sig.replace(parameters=params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command

@@ -101,32 +101,20 @@ def train_command(fn: Any) -> Any:
     ``fn`` declares what is its own and takes ``flags: TrainFlags``; the command line shows
     both, the shared ones last, the same in every task."""
     import inspect
-    import typing
 
-    sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn, include_extras=True)
+    from discdiff.cli._options import with_options
+
     shared = _shared_train_options()
     names = {name for name, _, _ in shared}
-    own = []
-    for p in sig.parameters.values():
-        if p.name == "flags":
-            continue
-        if p.name in names:
-            raise TypeError(f"{fn.__name__} declares the shared training flag {p.name!r} itself")
-        own.append(p.replace(annotation=hints.get(p.name, p.annotation)))
-    kind = inspect.Parameter.KEYWORD_ONLY
-    added = [inspect.Parameter(n, kind, default=d, annotation=a) for n, a, d in shared]
-    own = [p.replace(kind=kind) for p in own]
+    clash = sorted(names & set(inspect.signature(fn).parameters))
+    if clash:
+        raise TypeError(f"{fn.__name__} declares the shared training flag(s) {clash} itself")
 
-    def command(**kwargs: Any) -> Any:
+    def call(kwargs: dict[str, Any]) -> Any:
         flags = TrainFlags({n: kwargs.pop(n) for n in names})
         return fn(**kwargs, flags=flags)
 
-    command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__
-    command.__doc__, command.__module__ = fn.__doc__, fn.__module__
-    command.__signature__ = sig.replace(parameters=own + added, return_annotation=None)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in own + added}
-    return command
+    return with_options(fn, shared, call, drop=("flags",))
 
 
 def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:

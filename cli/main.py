@@ -65,21 +65,12 @@ def _every_command(fn: Any) -> Any:
     the flag (``--temperature nan`` once wrote empty samples and exited 0)."""
     import inspect
     import math
-    import typing
 
-    from discdiff.cli._options import Imports, import_plugins
+    from discdiff.cli._options import Imports, import_plugins, with_options
 
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())
-    hints = typing.get_type_hints(fn, include_extras=True)
-    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in params]
-    own_import = "imports" in sig.parameters
-    if not own_import:
-        kind = inspect.Parameter.KEYWORD_ONLY
-        params = [p.replace(kind=kind) for p in params]
-        params.append(inspect.Parameter("imports", kind, default=None, annotation=Imports))
+    own_import = "imports" in inspect.signature(fn).parameters
 
-    def command(**kwargs: Any) -> Any:
+    def call(kwargs: dict[str, Any]) -> Any:
         for name, value in kwargs.items():
             for v in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(v, float) and not math.isfinite(v):
@@ -87,10 +78,8 @@ def _every_command(fn: Any) -> Any:
         import_plugins(kwargs.get("imports") if own_import else kwargs.pop("imports", None))
         return fn(**kwargs)
 
-    command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__
-    command.__doc__, command.__module__ = fn.__doc__, fn.__module__
-    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
+    added = [] if own_import else [("imports", Imports, None)]
+    command = with_options(fn, added, call)
     command.every_command = True  # type: ignore[attr-defined]
     return command
 

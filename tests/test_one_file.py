@@ -9,6 +9,21 @@ import random
 
 from discdiff.cli.main import main
 
+#: a text run that trains in a second
+TINY_TEXT = ["--seq-len", "16", "--layers", "1", "--d-model", "16", "--heads", "2",
+             "--cond-dim", "8", "--steps", "2", "--batch-size", "4", "--eval-every", "0",
+             "--no-progress"]  # fmt: skip
+
+
+def tiny_corpus(folder):
+    """Sixty lines of eight words (seeded)."""
+    words = "the king and queen of england went to war with france in spring".split()
+    rng = random.Random(0)
+    path = folder / "tiny.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)))
+    return path
+
+
 PLUGIN = '''
 import json, os
 from discdiff.samplers import AncestralSampler, register_sampler
@@ -41,15 +56,9 @@ def test_a_sampler_from_one_file_reaches_every_task(tmp_path, monkeypatch, capsy
                  "--no-reject", "--out", str(out), *use]) == 0  # fmt: skip
     assert uses() == 1 and out.is_file()
     # text: a tiny run, then its samples
-    words = "the king and queen of england went to war with france in spring".split()
-    rng = random.Random(0)
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)))
+    corpus = tiny_corpus(tmp_path)
     text_run = tmp_path / "text_run"
-    tiny = ["--seq-len", "16", "--layers", "1", "--d-model", "16", "--heads", "2",
-            "--cond-dim", "8", "--steps", "2", "--batch-size", "4", "--eval-every", "0",
-            "--no-progress"]  # fmt: skip
-    assert main(["text", "train", str(corpus), "--out", str(text_run), *tiny]) == 0
+    assert main(["text", "train", str(corpus), "--out", str(text_run), *TINY_TEXT]) == 0
     assert main(["text", "sample", str(text_run), "-n", "1", "--length", "16", *use]) == 0
     assert uses() == 2
     # pixels
@@ -129,14 +138,9 @@ def test_an_objective_from_one_file_reaches_text_train_eval_and_task_train(
     monkeypatch.setattr(OBJECTIVES, "_names", dict(OBJECTIVES._names))
     plugin = tmp_path / "half_elbo.py"
     plugin.write_text(OBJECTIVE_PLUGIN)
-    words = "a b c d e f g h".split()
-    rng = random.Random(1)
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)))
+    corpus = tiny_corpus(tmp_path)
     run = tmp_path / "run"
-    tiny = ["--seq-len", "16", "--layers", "1", "--d-model", "16", "--heads", "2",
-            "--cond-dim", "8", "--steps", "2", "--batch-size", "4", "--eval-every", "0",
-            "--no-progress"]  # fmt: skip
+    tiny = TINY_TEXT
     assert main(["text", "train", str(corpus), "--out", str(run), "--objective", "half-elbo",
                  "--import", str(plugin), *tiny]) == 0  # fmt: skip
     assert json.loads((run / "task.json").read_text())["objective"] == "half-elbo"
