@@ -2,6 +2,7 @@
 flash attention, sampling throughput and host syncs, the molecule sampler.
 
     python benchmarks/gpu.py [--device cuda] [--out gpu.json] [--quick] [--no-compile]
+                             [--sections matmul,train,...] [--skip train.compiled,...]
 
 Sections (each reports its figures or the one-line reason it failed; none stops the others):
 
@@ -23,7 +24,9 @@ Sections (each reports its figures or the one-line reason it failed; none stops 
    with CUDA graphs (interleaved, each against the DataLoader path), and the host syncs per
    resident step (``torch.cuda.set_sync_debug_mode``; the goal is 0).
 
-``--quick`` shrinks every size (a CPU smoke run for the test suite; its figures mean nothing).
+``--sections`` runs only the named sections (in the order above); ``--skip SECTION.VARIANT``
+leaves out one variant of a section (``train.compiled``, ``molecule_train.cuda_graphs``) where
+device time is short. ``--quick`` shrinks every size (a CPU smoke run for the test suite; its figures mean nothing).
 The JSON holds every figure printed.
 """
 
@@ -53,6 +56,8 @@ from discdiff.processes import Absorbing
 from discdiff.samplers import AncestralSampler, CachingSampler, FirstHittingSampler
 from discdiff.schedules import LogLinear
 from discdiff.training import TrainConfig, Trainer
+
+SKIP: set[str] = set()  # "section.variant" names left out (--skip)
 
 
 def sync(device: torch.device) -> None:
@@ -110,6 +115,7 @@ def train(device: torch.device, quick: bool, peak: float, compile_too: bool) -> 
         variants["compiled"] = {"compile": True}
         if device.type == "cuda":
             variants["graphs"] = {"cuda_graphs": True}
+    variants = {k: v for k, v in variants.items() if f"train.{k}" not in SKIP}
     batch = {"x0": torch.stack([d["x0"] for d in data]).to(device)}  # the step, not the copy
     for key, opts in variants.items():
         torch.manual_seed(0)
@@ -286,6 +292,8 @@ def molecule_train(device: torch.device, quick: bool, compile_too: bool) -> dict
         variants["compiled"] = {"data_on_device": True, "compile": True}
         if device.type == "cuda":
             variants["cuda_graphs"] = {"data_on_device": True, "cuda_graphs": True}
+    variants = {k: v for k, v in variants.items() if k in ("loader", "resident")
+                or f"molecule_train.{k}" not in SKIP}  # fmt: skip
     out: dict[str, float] = {}
     trainers = {}
     tmp = Path(tempfile.mkdtemp())
@@ -322,7 +330,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled training step")
+    ap.add_argument("--sections", default="", help="comma-separated sections to run (all)")
+    ap.add_argument("--skip", default="", help="comma-separated SECTION.VARIANT to leave out")
     args = ap.parse_args()
+    SKIP.update(x for x in args.skip.split(",") if x)
+    wanted = {x for x in args.sections.split(",") if x}
     from discdiff.memory import reuse_freed_memory
 
     reuse_freed_memory()  # as the command line does (discdiff.memory)
@@ -340,6 +352,8 @@ def main() -> None:
                      ("molecules", lambda: molecules(device, args.quick)),
                      ("molecule_train",
                       lambda: molecule_train(device, args.quick, not args.no_compile))):  # fmt: skip
+        if wanted and name not in wanted:
+            continue
         start = time.perf_counter()
         try:
             res = fn()
