@@ -1,4 +1,5 @@
-"""Categorical sampling utilities: temperature, nucleus (top-p) filtering, Gumbel-max draws.
+"""Categorical sampling utilities: temperature, nucleus (top-p) filtering, Gumbel-max draws,
+one-hot codes.
 
 Every draw goes through an explicit ``torch.Generator``. When the generator lives on another
 device than the tensors (a CPU generator with CUDA logits), the noise is drawn on the
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "one_hot",
     "uniform",
     "gumbel",
     "apply_temperature",
@@ -21,6 +23,16 @@ __all__ = [
     "sample_categorical",
     "sample_inverse_cdf",
 ]
+
+
+def one_hot(ids: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot (..., num_classes) of ids by one comparison; an id outside [0, num_classes)
+    gives a zero row. Unlike ``F.one_hot`` it reads no values: that one checks the range with
+    two host reads on a CPU (none on CUDA), so hot paths built on it could not be held to "no
+    host read per step" by the CPU suite."""
+    classes = torch.arange(num_classes, device=ids.device)
+    hot = ids.unsqueeze(-1) == classes
+    return hot if dtype == torch.bool else hot.to(dtype)
 
 
 def uniform(

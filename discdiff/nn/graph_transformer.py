@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discdiff.categorical import one_hot
 from discdiff.checks import reads_are_free
 from discdiff.nn.embeddings import LabelEmbedder, check_unit_time, sinusoidal_embedding
 
@@ -173,14 +174,6 @@ def triu_bonds(dense: Tensor) -> Tensor:
     N = dense.shape[1]
     iu, ju = torch.triu_indices(N, N, 1, device=dense.device)
     return dense[:, iu, ju]
-
-
-def _one_hot(ids: Tensor, num_classes: int) -> Tensor:
-    """Float one-hot (..., num_classes) of ids in [0, num_classes) by one comparison: unlike
-    ``F.one_hot`` it reads no values (that one checks the range with two host reads on a CPU,
-    and with none on CUDA), so the same code path makes no read anywhere."""
-    classes = torch.arange(num_classes, device=ids.device)
-    return (ids.unsqueeze(-1) == classes).float()
 
 
 def _masked_pool(h: Tensor, mask: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -507,8 +500,8 @@ class GraphTransformerDenoiser(nn.Module):
         bonds_dense = dense_bonds(bonds.long(), N, cfg.bond_num_states)  # (B, N, N)
         node_f, edge_f, glob_f = self._structure(bonds_dense, node_mask, pair_mask)
 
-        x = _one_hot(atoms.long(), cfg.atom_num_states)  # (B, N, Sa)
-        e = _one_hot(bonds_dense, cfg.bond_num_states + 1)  # (B, N, N, Sb + 1)
+        x = one_hot(atoms.long(), cfg.atom_num_states)  # (B, N, Sa)
+        e = one_hot(bonds_dense, cfg.bond_num_states + 1)  # (B, N, N, Sb + 1)
         if node_f is not None:
             x = torch.cat([x, node_f], dim=-1)
             e = torch.cat([e, edge_f], dim=-1)

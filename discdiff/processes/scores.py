@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from discdiff.categorical import one_hot
 from discdiff.processes.base import expand_time
 from discdiff.processes.rates import phi
 
@@ -33,7 +34,7 @@ __all__ = ["scores_from_x0", "x0_from_scores", "score_entropy", "has_scores"]
 
 def has_scores(process: object) -> bool:
     """Whether ``process`` is a mixing process (a limit distribution and a continuous rate)."""
-    return getattr(process, "limit", None) is not None and getattr(process, "num_steps", 1) is None
+    return callable(getattr(process, "limit_on", None)) and getattr(process, "num_steps", 1) is None
 
 
 def _setup(proc, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -42,9 +43,9 @@ def _setup(proc, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor
     K = proc.num_classes
     a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)
     a, oma = a64.float(), (1.0 - a64).float()
-    limit = proc.limit.to(x_t.device).float()  # (S,)
+    limit = proc.limit_on(x_t.device).float()  # (S,)
     m_z = limit[x_t].unsqueeze(-1)  # (B, .., 1)
-    z_onehot = torch.nn.functional.one_hot(x_t.long().clamp_max(K), K + 1)[..., :K].float()
+    z_onehot = one_hot(x_t.long(), K)
     return a, oma, limit[:K], m_z, z_onehot
 
 
@@ -93,7 +94,7 @@ def score_entropy(proc, x_t: Tensor, x0: Tensor, log_scores: Tensor, t: Tensor) 
     a, oma, m, m_z, zhot = _setup(proc, x_t, t)
     beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, ..)
     K = proc.num_classes
-    x0hot = torch.nn.functional.one_hot(x0.long(), K).float()
+    x0hot = one_hot(x0.long(), K)
     marg = a * x0hot + oma * m  # q(y | x0) over the classes
     q_z = (x_t == x0.long()).float().unsqueeze(-1) * a + oma * m_z  # q(z | x0)
     r = marg / q_z.clamp_min(1e-30)  # true ratios

@@ -75,7 +75,7 @@ class AncestralSampler(Sampler):
         cache = self._new_cache(run, grid, x)
         n = grid.numel() - 1
         # every step's (B,) times made at once: row i is a view (no allocation per step)
-        times = grid.to(run.device)[:, None].expand(n + 1, run.batch)
+        times = run.grid_times(grid)
         for i in run.progress_bar(range(n), total=n):
             t, s = times[i], times[i + 1]
             logp = self._denoise(run, x, t, cache)

@@ -323,9 +323,14 @@ class SamplingRun:
         lu = self._call(x, t, self._uncond, rows)
         return {k: lu[k] + w * (lp[k] - lu[k]) for k in lp}
 
-    def full_time(self, t: float | Tensor) -> Tensor:
+    def full_time(self, t: float) -> Tensor:
         """A scalar time as a (B,) float64 tensor on the device."""
         return torch.full((self.batch,), float(t), dtype=torch.float64, device=self.device)
+
+    def grid_times(self, grid: Tensor) -> Tensor:
+        """Every grid time as a (B,) row, (n + 1, B) float64 on the device: made once, so
+        that a step takes row i (a view) instead of reading grid[i] back to the host."""
+        return grid.to(self.device, torch.float64)[:, None].expand(grid.numel(), self.batch)
 
 
 class Sampler(ABC):

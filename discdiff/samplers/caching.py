@@ -277,19 +277,20 @@ class FirstHittingSampler(Sampler):
             score = uniform((B, masked.shape[1]), gen, dev).masked_fill(~masked, -1.0)  # (B, N)
             pos = score.argmax(1)  # (B,)
             # which token: a draw from the denoiser at that position, per field
+            # (scatter and where throughout: a boolean-mask index would be a host sync per step)
             flat = {k: v.reshape(B, -1) for k, v in x.items()}
             for j, k in enumerate(names):
-                local = (pos - offsets[j]).clamp(0, sizes[j] - 1)  # (B,)
+                local = (pos - offsets[j]).clamp(0, sizes[j] - 1).unsqueeze(1)  # (B, 1)
                 lp_k = logp[k].reshape(B, sizes[j], -1)  # (B, N_k, K)
-                lp_at = lp_k[torch.arange(B, device=dev), local]  # (B, K)
-                token = sample_inverse_cdf(lp_at, gen)  # (B,)
-                here = active & (pos >= offsets[j]) & (pos < offsets[j + 1])
-                new = flat[k].clone()
-                new[here, local[here]] = token[here]
-                flat[k] = new
+                lp_at = lp_k.gather(1, local.unsqueeze(2).expand(-1, -1, lp_k.shape[2]))
+                token = sample_inverse_cdf(lp_at.squeeze(1), gen)  # (B,)
+                here = active & (pos >= offsets[j]) & (pos < offsets[j + 1])  # (B,)
+                old = flat[k].gather(1, local).squeeze(1)
+                value = torch.where(here, token.to(old.dtype), old)
+                flat[k] = flat[k].scatter(1, local, value.unsqueeze(1))
             x = {k: flat[k].reshape(x[k].shape) for k in names}
-            masked = masked.clone()
-            masked[active, pos[active]] = False
+            at = pos.unsqueeze(1)  # (B, 1)
+            masked = masked.scatter(1, at, masked.gather(1, at) & ~active.unsqueeze(1))
             # the event time: 1 - alpha(s) = (1 - alpha(t)) u^(1/n) with n the masked count before
             u = uniform((B,), gen, dev, torch.float64)
             n = count.clamp_min(1).double()

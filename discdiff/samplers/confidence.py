@@ -64,6 +64,18 @@ class ConfidenceSampler(Sampler):
         """gamma(r): the fraction of the initially masked positions still masked at progress r."""
         return math.cos(0.5 * math.pi * r) if self.schedule == "cosine" else 1.0 - r
 
+    def steps_needed(self, initial: int) -> int:
+        """The steps after which a row with ``initial`` masked positions has none left (the
+        loop's own count, in the same float64 arithmetic): the sampler stops there."""
+        left = initial
+        for j in range(self.steps):
+            if left == 0:
+                return j
+            r = (j + 1) / self.steps
+            target = 0 if j == self.steps - 1 else math.floor(initial * self.masked_fraction(r))
+            left -= min(left, max(left - target, 1))
+        return self.steps
+
     def _sample(self, run: SamplingRun) -> dict[str, Tensor]:
         dev, gen = run.device, run.generator
         x = run.prior()
@@ -71,10 +83,12 @@ class ConfidenceSampler(Sampler):
         schedule = next(iter(run.processes.values())).schedule
         masked = flatten_fields({k: x[k] == p.mask_id for k, p in run.processes.items()})  # (B, N)
         initial = masked.sum(1)  # (B,) M
+        # how many steps the rows need follows from M alone: read once, not once per step
+        needed = max((self.steps_needed(m) for m in set(initial.tolist())), default=0)
         for j in run.progress_bar(range(self.steps), total=self.steps):
-            left = masked.sum(1)  # (B,)
-            if not bool((left > 0).any()):
+            if j >= needed:
                 break
+            left = masked.sum(1)  # (B,)
             frac = left.double() / initial.clamp_min(1).double()  # fraction still masked
             t = time_for_alpha(schedule, 1.0 - frac)  # (B,)
             logp = run.log_probs(x, t)

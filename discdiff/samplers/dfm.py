@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from discdiff.categorical import sample_categorical, uniform
+from discdiff.categorical import one_hot, sample_categorical, uniform
 from discdiff.processes.base import Process, expand_time
 from discdiff.samplers.base import (
     Sampler,
@@ -62,8 +62,9 @@ class DFMEulerSampler(Sampler):
         x = run.prior()
         run.record(x)
         n = grid.numel() - 1
+        times = run.grid_times(grid)  # (n + 1, B)
         for i in run.progress_bar(range(n), total=n):
-            t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
+            t, s = times[i], times[i + 1]
             logp = run.log_probs(x, t)
             out = {}
             for k, proc in run.processes.items():
@@ -85,17 +86,17 @@ class DFMEulerSampler(Sampler):
         dkappa = -proc.schedule.alpha_prime(t)  # d kappa / d tau
         h = (t - s).double()
         coef = torch.where(kappa < 1, dkappa / (1.0 - kappa).clamp_min(1e-300), 0.0)
-        onehot1 = torch.nn.functional.one_hot(x1.long(), S).double()  # (B, .., S)
+        onehot1 = one_hot(x1.long(), S, torch.float64)  # (B, .., S)
         u = expand_time(coef, x).unsqueeze(-1) * onehot1
         if self.div_free > 0:
             inside = (kappa > 0) & (kappa < 1)
             c = torch.where(
                 inside, self.div_free * dkappa / (kappa * (1.0 - kappa)).clamp_min(1e-300), 0.0
             )
-            src = proc.limit.to(x.device).double()  # (S,)
+            src = proc.limit_on(x.device)  # (S,)
             k_ = expand_time(kappa, x).unsqueeze(-1)
             u = u + expand_time(c, x).unsqueeze(-1) * ((1.0 - k_) * src + k_ * onehot1)
-        here = torch.nn.functional.one_hot(x.long(), S).bool()
+        here = one_hot(x.long(), S, torch.bool)
         u = torch.where(here, torch.zeros_like(u), u)
         intensity = u.sum(-1)  # (B, ..)
         jump = uniform(x.shape, gen, x.device).double() < -torch.expm1(

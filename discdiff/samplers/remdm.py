@@ -111,12 +111,12 @@ class ReMDMSampler(Sampler):
         sig = self.sigmas(grid, a)  # (n,)
         # the time the denoiser is told: the grid's, or the one whose alpha the loop uses
         told = grid if self.strategy != "loop" else time_for_alpha(schedule, a)
-        a, sig, told = a.to(dev), sig.to(dev), told.to(dev)
+        a, sig, told = a.to(dev), sig.to(dev), run.grid_times(told)  # told: (n + 1, B)
         x = run.prior()
         run.record(x)
         n = grid.numel() - 1
         for i in run.progress_bar(range(n), total=n):
-            logp = run.log_probs(x, run.full_time(told[i]))
+            logp = run.log_probs(x, told[i])
             a_t, a_s, s = a[i], a[i + 1], sig[i]
             unmask = ((a_s - (1.0 - s) * a_t) / (1.0 - a_t).clamp_min(1e-300)).clamp(0.0, 1.0)
             out = {}

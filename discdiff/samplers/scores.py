@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discdiff.categorical import sample_categorical
+from discdiff.categorical import one_hot, sample_categorical
 from discdiff.fields import SINGLE
 from discdiff.processes.base import Process, expand_time
 from discdiff.processes.scores import has_scores, scores_from_x0, x0_from_scores
@@ -172,8 +172,9 @@ class TauLeapingSampler(Sampler):
         x = run.prior()
         run.record(x)
         n = grid.numel() - 1
+        times = run.grid_times(grid)  # (n + 1, B)
         for i in run.progress_bar(range(n), total=n):
-            t, s = run.full_time(grid[i]), run.full_time(grid[i + 1])
+            t, s = times[i], times[i + 1]
             logp = run.log_probs(x, t)
             out = {}
             for k, proc in run.processes.items():
@@ -193,9 +194,9 @@ class TauLeapingSampler(Sampler):
         lam = torch.log(a_s / a_t.clamp_min(1e-300))  # (B,) integrated rate
         lam = torch.where(a_t > 0, lam, torch.full_like(lam, torch.inf))
         scores = scores_from_x0(proc, x, logp, t).exp()  # (B, .., K); entry z is 1
-        m_z = proc.limit.to(x.device).float()[x]  # (B, ..)
+        m_z = proc.limit_on(x.device).float()[x]  # (B, ..)
         jump = expand_time(lam.float().to(x.device), x).unsqueeze(-1) * m_z.unsqueeze(-1) * scores
-        zhot = torch.nn.functional.one_hot(x.long().clamp_max(K), K + 1)[..., :K].bool()
+        zhot = one_hot(x.long(), K, torch.bool)
         jump = torch.where(zhot, torch.zeros_like(jump), jump)
         jump = torch.nan_to_num(jump, nan=0.0, posinf=1e30)
         total = jump.sum(-1, keepdim=True)

@@ -83,3 +83,40 @@ def test_sampler_config_round_trip(name):
     again = Sampler.from_config(cfg)
     assert type(again) is type(sampler)
     assert again.config() == sampler.config()
+
+
+#: (sampler, process) pairs known to read the device every step, and why; each is checked to
+#: still do so, so that a fix has to remove its entry here
+READS_PER_STEP = {
+    ("ancestral", "gaussian"): "the dense process builds each example's (S, S) span on the host "
+    "from its (s, t) step indices (processes/dense.py posterior_log)",
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_sampler_makes_no_host_sync_per_step(name):
+    """The ops that make a GPU wait for its host (value reads, boolean-mask indexing, nonzero:
+    counted on the CPU under accelerator rules) happen a fixed number of times per sample,
+    not once per step or per token: twice the steps and twice the length, the same count
+    (SUNDAE's early stop reads once every STOP_CHECK_EVERY steps)."""
+    from discdiff.checks import as_if_accelerator
+    from discdiff.samplers.sundae import STOP_CHECK_EVERY
+    from tests._host_syncs import HostSyncs
+
+    runs = ((8, L), (16, 2 * L))
+    allowed = (runs[1][0] - runs[0][0]) // STOP_CHECK_EVERY if name == "sundae" else 0
+    for pname, proc in usable(make_sampler(name, steps=4)):
+        counts, where = [], []
+        for steps, length in runs:
+            sampler = make_sampler(name, steps=steps)
+            syncs = HostSyncs()
+            with as_if_accelerator(), syncs:
+                sampler.sample(Fixed(proc.num_states), proc, (B, length),
+                               generator=torch.Generator().manual_seed(3))  # fmt: skip
+            counts.append(syncs.count)
+            where = syncs.where
+        grows = counts[1] - counts[0] > allowed
+        if (name, pname) in READS_PER_STEP:
+            assert grows, f"{name} on {pname} no longer reads per step: drop its entry"
+            continue
+        assert not grows, (name, pname, counts, where[-1:])
