@@ -231,6 +231,7 @@ class DiscreteSchedule(Schedule):
         self._alphas = torch.cat(
             [torch.ones(1, dtype=torch.float64), torch.exp(torch.cumsum(log_keep, 0))]
         )
+        self._alphas_on: dict[torch.device, Tensor] = {}  # per device, made once
 
     @property
     def betas(self) -> Tensor:
@@ -243,11 +244,12 @@ class DiscreteSchedule(Schedule):
         return self._alphas.clone()
 
     def step_index(self, t: Tensor) -> Tensor:
-        """Integer step k = t * T (long), checking that t lies on the grid."""
+        """Integer step k = t * T (long), checking that t lies on the grid (a read of t,
+        skipped inside :func:`discdiff.checks.trusted_values`)."""
         t = _check_time(t)
         kt = t * self.num_steps
         k = torch.round(kt)
-        if t.numel() and bool(((kt - k).abs() > _GRID_TOL).any()):
+        if t.numel() and check_values() and bool(((kt - k).abs() > _GRID_TOL).any()):
             bad = t[(kt - k).abs() > _GRID_TOL].flatten()[0].item()
             raise ValueError(
                 f"time {bad} is not on the grid k/{self.num_steps} of this {self.num_steps}-step schedule"
@@ -256,7 +258,9 @@ class DiscreteSchedule(Schedule):
 
     def _alpha(self, t: Tensor) -> Tensor:
         k = self.step_index(t)
-        return self._alphas.to(k.device)[k]
+        if k.device not in self._alphas_on:
+            self._alphas_on[k.device] = self._alphas.to(k.device)
+        return self._alphas_on[k.device][k]
 
     def alpha_prime(self, t: Tensor) -> Tensor:
         raise TypeError("a discrete-time schedule has no derivative; use a continuous schedule")

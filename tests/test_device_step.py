@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import math
 import time
-import traceback
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from discdiff.checks import as_if_accelerator, reads_are_free
 from discdiff.tasks.molecules import MoleculeTask
@@ -18,22 +16,7 @@ from discdiff.training import TrainConfig, Trainer, load_checkpoint, lr_at
 from discdiff.training.budget import StepBudget
 from discdiff.training.data import BatchStream, resident_fields
 from tests._ddp_worker import ToyNet, ce_loss, toy_dataset
-
-
-class HostReads(TorchDispatchMode):
-    """Counts the ops that copy a device value to the host (``.item()``, ``bool()``, ``int()``
-    of a tensor all end in ``_local_scalar_dense``), with the discdiff lines that asked."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.where: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket.__name__ in ("_local_scalar_dense", "is_nonzero", "item"):
-            self.count += 1
-            self.where.append("".join(s for s in traceback.format_stack() if "discdiff" in s))
-        return func(*args, **(kwargs or {}))
+from tests._host_syncs import HostSyncs as HostReads
 
 
 def molecule_trainer(tmp_path, **overrides):
@@ -480,3 +463,32 @@ def test_compiled_molecule_step_on_resident_data_learns_like_eager(tmp_path):
         trainer = molecule_trainer(tmp_path / name, compile=on, steps=6, ema_decay=None)
         losses[name] = [float(trainer.train_step().loss) for _ in range(6)]
     torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-3, atol=1e-3)
+
+
+def test_hot_paths_take_the_limit_from_the_per_device_copy(tmp_path, monkeypatch):
+    """``limit`` is a fresh CPU tensor; moving it to the device at each call was a host-to-device
+    copy (a sync on CUDA: the 2 per molecule step torch's detector saw on an H200, one per
+    field). Training steps and the samplers that use m read the cached per-device copy."""
+    from discdiff.processes.mixing import MixingProcess
+    from discdiff.samplers import make_sampler
+
+    trainer = molecule_trainer(tmp_path)
+
+    def refuse(self):
+        raise AssertionError("limit built in a hot path: use limit_on(device)")
+
+    monkeypatch.setattr(MixingProcess, "limit", property(refuse))
+    trainer.train_step()
+    proc = make_process_for_test()
+    for name in ("tau-leaping", "dfm-euler"):
+        opts = {"div_free": 0.5} if name == "dfm-euler" else {}
+        make_sampler(name, steps=3, **opts).sample(
+            lambda x, t, cond=None: torch.zeros(*x.shape, 4), proc, (2, 5),
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+
+
+def make_process_for_test():
+    from discdiff.processes import make_process
+
+    return make_process("uniform", 4)

@@ -100,6 +100,11 @@ class MixingProcess(Process):
         """The limit distribution m (S,), float64: where every token ends up at alpha = 0."""
         return self._m.clone()
 
+    def limit_on(self, device: torch.device | str) -> Tensor:
+        """m (S,) float64 on ``device``, made once per device: the hot paths' copy (moving
+        ``limit`` there at each call is a host-to-device copy, which waits for the device)."""
+        return self._m_on(torch.device(device))[0]
+
     def _m_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if device not in self._cache:
             self._cache[device] = (self._m.to(device), self._log_m.to(device))

@@ -115,7 +115,7 @@ def _terms(proc, x_t: Tensor, x0: Tensor, logits: Tensor, t: Tensor) -> tuple[Te
     a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t).unsqueeze(-1)  # (B, 1.., 1)
     a, oma = a64.float(), (1.0 - a64).float()
     beta = expand_time(proc.schedule.rate(t).to(x_t.device), x_t).float()  # (B, 1..)
-    m = proc.limit.to(x_t.device).float()  # (S,)
+    m = proc.limit_on(x_t.device).float()  # (S,)
     S = proc.num_states
     p = torch.softmax(logits.float(), -1)
     if S > proc.num_classes:
