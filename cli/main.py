@@ -38,7 +38,13 @@ def _root(
 
 
 #: task sub-apps: (command name, module under discdiff.cli holding a Typer ``app``)
-TASKS = (("molecules", "molecules"), ("text", "text"), ("pixels", "pixels"), ("task", "task"))
+TASKS = (
+    ("molecules", "molecules"),
+    ("text", "text"),
+    ("pixels", "pixels"),
+    ("task", "task"),
+    ("models", "models"),
+)
 
 
 def _register_subapps() -> None:

@@ -9,6 +9,7 @@ Task-specific code lives in ``discdiff.tasks``, chemistry in ``discdiff.chem``, 
 from typing import Any
 
 from discdiff import startup as _startup  # noqa: F401  (first: Ctrl-C while the CLI starts)
+from discdiff.catalogue import ModelCard, model_card, model_cards
 from discdiff.losses import (
     bits_per_token,
     continuous_elbo,
@@ -143,6 +144,10 @@ __all__ = [
     "load_run",
     "from_pretrained",
     "export_model",
+    # the shipped models
+    "model_cards",
+    "model_card",
+    "ModelCard",
     # schedules
     "Schedule",
     "ContinuousSchedule",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ import torch
 from rdkit import Chem
 from torch import Tensor, nn
 
+from discdiff.catalogue import model_cards, model_path
 from discdiff.checks import reads_are_free
 from discdiff.chem.graph import (
     GraphVocab,
@@ -74,8 +75,6 @@ PROCESS_KINDS = ("marginal", "uniform", "absorbing")  # the built-in ones; plug-
 FIELDS = ("atoms", "bonds")
 _DATA_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
 
-
-_ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 Graph = tuple[Tensor, Tensor]
 
@@ -476,21 +475,34 @@ def load_run(
 
 
 #: the models that ship with the package: name -> weights file in discdiff/assets
-SHIPPED = {
-    "qm9": "qm9_model.safetensors",  # unconditional, 33,000 CPU steps
-    "qm9-qed": "qm9_qed_model.safetensors",  # the QM9 model fine-tuned with QED as a condition
-}
+def _shipped() -> dict[str, Path]:
+    """The shipped molecule models by name (from the catalogue: discdiff.catalogue)."""
+    return {n: c.path for n, c in model_cards().items() if c.task == "molecules"}
+
+
+class _ShippedNames(Mapping[str, Path]):
+    """``SHIPPED``: the shipped molecule models' names -> weights, read from the catalogue."""
+
+    def __getitem__(self, name: str) -> Path:
+        return _shipped()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_shipped())
+
+    def __len__(self) -> int:
+        return len(_shipped())
+
+
+SHIPPED: Mapping[str, Path] = _ShippedNames()
 
 
 def shipped_checkpoint(name: str = "qm9") -> Path:
-    """Path of a checkpoint shipped with the package (weights; config JSON beside): ``"qm9"``
-    (unconditional) or ``"qm9-qed"`` (conditioned on QED, for ``--target qed=...``)."""
+    """Path of a molecule model shipped with the package (weights; config JSON beside), checked
+    against its card's sha256: ``"qm9"`` (unconditional) or ``"qm9-qed"`` (conditioned on QED,
+    for ``--target qed=...``); ``discdiff models list`` shows them all."""
     if name not in SHIPPED:
         raise ValueError(f"no shipped checkpoint {name!r}; the shipped ones are {sorted(SHIPPED)}")
-    path = _ASSETS / SHIPPED[name]
-    if not path.is_file():
-        raise FileNotFoundError(f"the shipped checkpoint {str(path)!r} is missing")
-    return path
+    return model_path(name)
 
 
 def resolve_checkpoint(spec: str | os.PathLike[str] | None) -> Path:

@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from discdiff.catalogue import model_cards, model_path
 from discdiff.files import usual_permissions
 from discdiff.tasks.base import TASK_FILE, TASK_TYPE, TASKS, Task, read_task_file
 from discdiff.training import (
@@ -242,12 +243,15 @@ def from_pretrained(
     use_ema: bool | None = None,
     task_type: str | None = None,
 ) -> tuple[Task, nn.Module]:
-    """(task, model in eval mode) from a run dir, a checkpoint dir or exported weights.
+    """(task, model in eval mode) from a run dir, a checkpoint dir, exported weights or the
+    name of a shipped model (``discdiff models list``; its file checked against its card).
 
     ``task_type`` names the task for a model entry that does not (files written before the
     task spine); otherwise the entry's own ``task_type`` decides.
     """
     p = Path(path)
+    if not p.exists() and str(path) in model_cards():  # a file of that name wins
+        p = model_path(str(path))
     if p.is_dir():
         if (p / TASK_FILE).is_file():
             return load_run(p, device=str(device), use_ema=use_ema)
@@ -261,7 +265,10 @@ def from_pretrained(
             return task, model.to(device).eval()
         raise FileNotFoundError(f"{str(p)!r} is neither a run dir nor a checkpoint dir")
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+        raise FileNotFoundError(
+            f"checkpoint {str(p)!r} does not exist (nor is it a shipped model: "
+            f"{', '.join(model_cards())})"
+        )
     cfg = config_path(p)
     if not cfg.is_file():
         raise FileNotFoundError(f"checkpoint config {str(cfg)!r} does not exist")
