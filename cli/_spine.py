@@ -137,10 +137,70 @@ def task_train_defaults(task_cls: Any) -> dict[str, Any]:
     return {**SPINE_DEFAULTS, **getattr(task_cls, "train_defaults", {})}
 
 
+#: what a run dir holds (task.json, the training settings, checkpoints, logs, the lock) and
+#: what a prepared data dir holds: no command's --out may name one of these
+RUN_FILES = frozenset(
+    {"task.json", "config.json", "metrics.csv", "loss_curve.png", ".lock", "tokenizer",
+     "checkpoints", "tensorboard"}
+)  # fmt: skip
+DATA_FILES = frozenset({"meta.json", "tokenizer", "train.bin", "val.bin", "test.bin"})
+
+
+def folder_kind(folder: Path) -> str | None:
+    """``"run dir"``, ``"prepared data dir"`` or None: what ``folder`` holds, by its files."""
+    if (folder / "task.json").is_file() or (
+        (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
+    ):
+        return "run dir"
+    if (folder / "meta.json").is_file() and any(
+        (folder / f"{split}.bin").is_file() for split in ("train", "val", "test")
+    ):
+        return "prepared data dir"
+    return None
+
+
+def refuse_owned(path: Path, flag: str, own: str | None = None) -> None:
+    """Refuse an output that would write over a file of a run dir (its checkpoints, settings,
+    logs) or of a prepared data dir (its token files, tokenizer, meta), in one line naming the
+    folder. ``own``: the kind of folder this command itself makes (``text prepare`` remakes a
+    prepared data dir), whose files it may replace."""
+    import os
+
+    target = Path(os.path.realpath(path))
+    for folder in target.parents:
+        kind = folder_kind(folder)
+        if kind is None or kind == own:
+            continue
+        first = target.relative_to(folder).parts[0]
+        if first in (RUN_FILES if kind == "run dir" else DATA_FILES):
+            raise ValueError(
+                f"{flag} {str(path)!r} would write over {first!r} of the {kind} {str(folder)!r}; "
+                "name a file outside it"
+            )
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse a run's --out that is not a run's folder to make: the current directory, a
+    prepared data dir, or a folder inside a run or prepared data dir."""
+    if str(out) in ("", "."):
+        raise ValueError("--out: name a folder for the run (not the current directory)")
+    kind = folder_kind(out)
+    if kind is not None and kind != "run dir":
+        raise ValueError(f"--out {str(out)!r} is a {kind}; name another folder for the run")
+    for folder in out.resolve().parents:
+        if folder_kind(folder) is not None:
+            raise ValueError(
+                f"--out {str(out)!r} lies inside the {folder_kind(folder)} {str(folder)!r}; "
+                "name a folder outside it"
+            )
+
+
 def check_new_run(out: Path, resume: bool) -> bool:
-    """Whether ``out`` holds a run to resume; refuses to overwrite one without --resume."""
+    """Whether ``out`` holds a run to resume; refuses to overwrite one without --resume, and
+    a folder that is not a run's (:func:`check_run_folder`)."""
     from discdiff.training import latest_checkpoint
 
+    check_run_folder(out)
     has_run = latest_checkpoint(out) is not None
     if has_run and not resume:
         raise ValueError(f"run dir {str(out)!r} already has checkpoints; pass --resume")
@@ -190,12 +250,17 @@ def resolve_train_config(
 
 
 def check_output(
-    path: Path, suffixes: tuple[str, ...] | None, flag: str, streams: bool = True
+    path: Path,
+    suffixes: tuple[str, ...] | None,
+    flag: str,
+    streams: bool = True,
+    own: str | None = None,
 ) -> Path:
     """Refuse a bad output path before any work: a wrong suffix, a folder, a parent that is a
-    file or not writable (the file itself is later written atomically). ``-`` (standard
-    output) and special files (/dev/stdout, a pipe, /dev/null) are written through, in the
-    first of ``suffixes``' formats; ``streams=False`` refuses them (an output of several files)."""
+    file or not writable (the file itself is later written atomically), a file of a run or
+    prepared data dir (:func:`refuse_owned`; ``own``: the kind this command makes). ``-``
+    (standard output) and special files (/dev/stdout, a pipe, /dev/null) are written through,
+    in the first of ``suffixes``' formats; ``streams=False`` refuses them (several files)."""
     from discdiff.files import check_writable, claim_stdout, is_stream
 
     if is_stream(path):
@@ -206,6 +271,7 @@ def check_output(
         return path
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ValueError(f"{flag} {str(path)!r}: expected one of {', '.join(suffixes)}")
+    refuse_owned(path, flag, own)
     return check_writable(path, flag)
 
 

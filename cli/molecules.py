@@ -45,6 +45,7 @@ from discdiff.cli._options import (
 from discdiff.cli._spine import (
     TrainFlags,
     check_new_run,
+    check_output,
     resolve_train_config,
     task_train_defaults,
     train_command,
@@ -375,8 +376,7 @@ def export(
     """Write a run's latest weights (EMA by default) as safetensors + config JSON beside."""
     from discdiff.tasks.molecules import load_run, save_pretrained
 
-    if out.suffix != ".safetensors":
-        raise ValueError(f"--out {str(out)!r}: expected a .safetensors file")
+    check_output(out, (".safetensors",), "--out", streams=False)
     model, task = load_run(run_dir, use_ema=False if raw else None)
     weights, cfg = save_pretrained(model, task, out)
     typer.echo(f"wrote {weights} and {cfg}")

@@ -34,6 +34,7 @@ from discdiff.cli._options import (
 from discdiff.cli._spine import (
     TrainFlags,
     check_output,
+    check_run_folder,
     resolve_train_config,
     task_train_defaults,
     train_command,
@@ -103,6 +104,7 @@ def train(
     from discdiff.training import TrainConfig
 
     set_threads(flags.threads)
+    check_run_folder(out)
     resume = flags.resume
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}

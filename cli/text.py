@@ -35,6 +35,7 @@ from discdiff.cli._spine import (
     TrainFlags,
     check_new_run,
     check_output,
+    folder_kind,
     resolve_train_config,
     task_train_defaults,
     train_command,
@@ -68,7 +69,11 @@ def prepare(
     set_threads(threads)
     from discdiff.datasets.token_files import prepare_corpus
 
-    check_output(out / "meta.json", None, "--out")
+    if str(out) in ("", "."):
+        raise ValueError("--out: name a folder for the prepared data (not the current directory)")
+    if folder_kind(out) == "run dir":
+        raise ValueError(f"--out {str(out)!r} is a run dir; name another folder for the data")
+    check_output(out / "meta.json", None, "--out", own="prepared data dir")
     meta = prepare_corpus(
         corpus, out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress
     )
