@@ -9,9 +9,10 @@ import typer
 __all__ = ["Device", "Seed", "SeedOrSaved", "Threads", "set_threads"]
 
 _SEED_HELP = "Random seed: the same seed gives the same result on CPU."
-Seed = Annotated[int, typer.Option(help=_SEED_HELP)]
+SEED_MAX = 2**63 - 1  # torch's generators take a 64-bit seed; derived seeds stay below this
+Seed = Annotated[int, typer.Option(help=_SEED_HELP, min=0, max=SEED_MAX)]
 #: for commands that resume a run: unset means the run's own seed (0 for a new run)
-SeedOrSaved = Annotated[int | None, typer.Option(help=_SEED_HELP)]
+SeedOrSaved = Annotated[int | None, typer.Option(help=_SEED_HELP, min=0, max=SEED_MAX)]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (auto = cuda if present).")]
 Threads = Annotated[
     int,
@@ -60,25 +61,39 @@ def busy_cores(window: float = 0.1) -> float:
         return 0.0
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; the CPU count elsewhere)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def safe_threads() -> int:
     """Threads that do not oversubscribe the machine: the usable cores minus the ones other
     processes keep busy (:func:`busy_cores`), at least 1. A 2-thread process beside a busy one
     can run 30x slower than with 1 thread; an idle machine gets every core."""
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, min(cores, round(cores - busy_cores())))
 
 
 def set_threads(threads: int) -> int:
-    """Apply ``--threads`` (0 = :func:`safe_threads`); a negative count is an error."""
+    """Apply ``--threads`` (0 = :func:`safe_threads`); a negative count is an error, and more
+    threads than usable cores are cut to the cores, with a notice (oversubscribed, torch's
+    threads wait on each other: 1,000 threads on 2 cores ran about 300x slower)."""
     if threads < 0:
         raise ValueError(f"--threads must be >= 0, got {threads}")
     import torch
 
+    cores = usable_cores()
+    if threads > cores:
+        typer.echo(
+            f"notice: --threads {threads} is more than the {cores} usable cores; using {cores}",
+            err=True,
+        )
+        threads = cores
     n = threads or safe_threads()
     torch.set_num_threads(n)
     return n

@@ -220,6 +220,14 @@ def resolve_train_config(
 
     if saved is not None and "data_on_device" not in saved:
         saved = {**saved, "data_on_device": False}  # runs saved before it used the DataLoader
+    if saved:
+        try:  # the run's own settings must parse as saved, before any flag replaces one
+            TrainConfig.from_dict({**defaults, **saved})
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"the run's saved training settings do not parse ({err}); config.json was "
+                "edited or damaged: restore it, or start a new run"
+            ) from None
     base = {**defaults, **(saved or {})}
     explicit = {k: v for k, v in given.items() if v is not None}
     budget = explicit.get("time_budget")

@@ -8,7 +8,7 @@ import typer
 
 
 def demo(
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0, max=2**63 - 1)] = 0,
 ) -> None:
     """Show the core API on a tiny example: corrupt a sequence and score it with a loss."""
     import torch

@@ -205,6 +205,9 @@ def train(
     from discdiff.tasks.molecules import MoleculeTask
 
     ms.positive(layers, "--layers")
+    for value, flag in ((max_train, "--max-train"), (max_nodes, "--max-nodes")):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0 (0 = all), got {value}")
     workers = set_threads(flags.threads)
     saved_train, start = None, None
     if check_new_run(out, flags.resume):
@@ -219,6 +222,7 @@ def train(
                 data,
                 max_train=max_train or None,
                 max_nodes=limit,
+                pad_to=limit if start is not None else None,
                 workers=workers,
                 progress=bar,
                 aromatic=aromatic,

@@ -156,7 +156,12 @@ def evaluate(
 
 @app.command()
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory of any task, a checkpoint, exported weights or a shipped model."
+        ),
+    ],
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 8,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
@@ -181,7 +186,7 @@ def sample(
         raise ValueError(f"-n must be >= 1, got {n}")
     if out is not None:
         check_output(out, (".txt",), "--out")
-    task, model = runs.load_run(run_dir, device=device)
+    task, model = runs.from_pretrained(run_dir, device=device)
     model = compiled(model, compile, cuda_graphs)
     s = task.make_sampler(
         sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt)

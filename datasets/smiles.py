@@ -24,9 +24,9 @@ _DELIMITERS = (",", "\t", ";")
 
 def _read_text(path: Path) -> str:
     if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with gzip.open(path, "rt", encoding="utf-8-sig") as f:
             return f.read()
-    return path.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8-sig")
 
 
 def read_smiles_file(path: str | os.PathLike[str], column: str | None = None) -> list[str]:

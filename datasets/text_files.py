@@ -84,6 +84,8 @@ def list_text_files(path: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"text corpus path {str(root)!r} does not exist")
     if root.is_file():
         return [root]
+    if not root.is_dir():  # /dev/null, a FIFO, a device
+        raise ValueError(f"corpus {str(root)!r} is neither a regular file nor a folder")
     files = sorted(
         (p for p in root.rglob("*.txt") if p.is_file()),
         key=lambda p: p.relative_to(root).as_posix(),

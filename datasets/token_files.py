@@ -93,6 +93,8 @@ def _files(spec: str) -> list[Path]:
         )
     if root.is_file():
         return [root]
+    if not root.is_dir():  # /dev/null, a FIFO, a device
+        raise ValueError(f"corpus {str(root)!r} is neither a regular file nor a folder")
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix in (".txt", ".jsonl")),
         key=lambda p: p.relative_to(root).as_posix(),

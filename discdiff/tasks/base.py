@@ -431,6 +431,13 @@ class Task(ABC):
 def read_task_file(folder: Path) -> dict[str, Any]:
     """``task.json`` of a folder as a dict; one-line errors for a missing or corrupt file."""
     path = Path(folder) / TASK_FILE
+    if Path(folder).is_file():
+        hint = (
+            " (exported weights: `discdiff task sample FILE` or dd.from_pretrained)"
+            if Path(folder).suffix == ".safetensors"
+            else ""
+        )
+        raise ValueError(f"{str(folder)!r} is a file, not a run dir{hint}")
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"run dir {str(folder)!r} does not exist")
     if not path.is_file():

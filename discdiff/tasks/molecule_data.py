@@ -170,6 +170,7 @@ def prepare_molecule_data(
     progress: Callable[[int, int], None] | None = None,
     cache: Path | None | bool = None,
     aromatic: bool = False,
+    pad_to: int | None = None,
 ) -> PreparedData:
     """Read ``source`` ("qm9", "moses" or a SMILES/CSV file), pick its vocabulary (QM9's,
     MOSES's, or the file's own elements and charges, stated in the report) and encode both
@@ -181,6 +182,8 @@ def prepare_molecule_data(
     The training SMILES are encoded by :func:`encode_smiles` (``workers`` processes,
     ``progress(done, total)``, the result cached under ``cache``; False: not cached).
     ``aromatic``: aromatic bonds as a class of their own (DiGress's bonds) instead of kekulized.
+    The graphs are padded to the largest one kept (``max_nodes`` only filters: a limit far above
+    the data costs nothing), or to ``pad_to`` (a model to fine-tune fixes its own size).
     """
     fixed = {"qm9": GraphVocab.qm9, "moses": GraphVocab.moses}.get(source)
     smiles = _read(source, max_train, "train")
@@ -208,9 +211,9 @@ def prepare_molecule_data(
             graphs = val_graphs
         name = str(Path(source).resolve())
     top = max(int(a.shape[0]) for a, _ in graphs + val_graphs)
-    return PreparedData(
-        voc, graphs, val_graphs, skipped, name, shown, fixed is None, max_nodes or top
-    )
+    if pad_to is not None and pad_to < top:
+        raise ValueError(f"graphs of {top} atoms do not fit the padded size {pad_to}")
+    return PreparedData(voc, graphs, val_graphs, skipped, name, shown, fixed is None, pad_to or top)
 
 
 def cached_canonical_set(smiles: Sequence[str], cache: Path | None = None) -> set[str]:

@@ -100,7 +100,8 @@ class GraphSampling:
         if int(counts.min()) < 1 or int(counts.max()) > self.config.max_nodes:
             raise ValueError(f"node counts must lie in [1, max_nodes={self.config.max_nodes}]")
         dev = next((p.device for p in getattr(model, "parameters", list)()), torch.device("cpu"))
-        B, N = counts.numel(), int(counts.max())
+        # at least 2 nodes: one-atom graphs alone would leave no bond to hold (a (B, 0) field)
+        B, N = counts.numel(), max(int(counts.max()), min(2, self.config.max_nodes))
         node_mask = (torch.arange(N)[None, :] < counts[:, None]).to(dev)  # (B, N)
         ii, jj = torch.triu_indices(N, N, 1, device=dev)
         edge_mask = node_mask[:, ii] & node_mask[:, jj]  # (B, E)

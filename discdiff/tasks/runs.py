@@ -249,6 +249,9 @@ def from_pretrained(
     ``task_type`` names the task for a model entry that does not (files written before the
     task spine); otherwise the entry's own ``task_type`` decides.
     """
+    from discdiff.training.device import resolve_device
+
+    device = resolve_device(device)  # "auto" too
     p = Path(path)
     if not p.exists() and str(path) in model_cards():  # a file of that name wins
         p = model_path(str(path))

@@ -57,15 +57,23 @@ class TextEval:
         """One line for humans."""
         kind = "NLL" if self.exact else f"ELBO ({self.samples} sample(s) per chunk)"
         line = (
-            f"{kind}: {self.bpc:.4f} +- {self.bpc_se:.4f} bits/char over {self.num_chars} "
-            f"characters in {self.num_chunks} chunks"
+            f"{kind}: {self.bpc:.4f}{_pm(self.bpc_se)} bits/char over {self.num_chars} "
+            f"characters in {self.num_chunks} chunk{'s' if self.num_chunks != 1 else ''}"
         )
         if per_token:
+            ppl = f"{self.perplexity:.2f}" if math.isfinite(self.perplexity) else "beyond 1e308"
             line += (
-                f"; {self.bits_per_token:.4f} +- {self.bits_per_token_se:.4f} bits/token, "
-                f"perplexity {self.perplexity:.2f} over {self.num_tokens} tokens"
+                f"; {self.bits_per_token:.4f}{_pm(self.bits_per_token_se)} bits/token, "
+                f"perplexity {ppl} over {self.num_tokens} tokens"
             )
+        if self.num_chunks < 2:
+            line += " (one chunk: no standard error; evaluate more text for one)"
         return line
+
+
+def _pm(se: float) -> str:
+    """'' where there is no standard error (one chunk), else ' +- se'."""
+    return f" +- {se:.4f}" if math.isfinite(se) else ""
 
 
 def summarise(nats: Tensor, tokens: Tensor, chars: Tensor, samples: int, exact: bool) -> TextEval:
@@ -79,7 +87,7 @@ def summarise(nats: Tensor, tokens: Tensor, chars: Tensor, samples: int, exact: 
         bpc_se=_ratio_se(nats, chars) / ln2,
         bits_per_token=bpt,
         bits_per_token_se=_ratio_se(nats, tokens) / ln2,
-        perplexity=2.0**bpt,
+        perplexity=2.0**bpt if bpt < 1024 else math.inf,  # 2.0 ** 1024 overflows a float
         num_chunks=int(nats.numel()),
         num_tokens=int(tokens.sum()),
         num_chars=int(chars.sum()),
@@ -90,6 +98,26 @@ def summarise(nats: Tensor, tokens: Tensor, chars: Tensor, samples: int, exact: 
 
 # ---- sampling with given text ----------------------------------------------------------------
 _MASK_RE = re.compile(r"\[MASK(?::(\d+))?\]")
+#: what looks like a blank but is not one ([mask], [MASK:-3], [MASK:abc], [MASK 4])
+_NEAR_MASK_RE = re.compile(r"\[\s*mask\b[^\]]*\]", re.IGNORECASE)
+
+
+def _encode_piece(tokenizer: Tokenizer, text: str) -> list[int]:
+    """A given piece of a template as ids; a piece the model cannot spell is one line naming
+    the character (the template is input, not a tokenizer setting to change)."""
+    near = _NEAR_MASK_RE.search(text)
+    if near is not None:
+        raise ValueError(
+            f"{near.group(0)!r} in the template is not a blank: write [MASK] or [MASK:n] with "
+            "n >= 1 (capitals, no spaces)"
+        )
+    try:
+        return tokenizer.encode(text)
+    except ValueError as err:
+        raise ValueError(
+            f"the template's text cannot be spelled by this model's tokenizer: "
+            f"{str(err).split('; build it with')[0]}"
+        ) from None
 
 
 def parse_infill(template: str, tokenizer: Tokenizer, length: int) -> tuple[Tensor, Tensor]:
@@ -106,7 +134,7 @@ def parse_infill(template: str, tokenizer: Tokenizer, length: int) -> tuple[Tens
     given: list[bool] = []
     pos = 0
     for m in _MASK_RE.finditer(template):
-        piece = tokenizer.encode(template[pos : m.start()]) if m.start() > pos else []
+        piece = _encode_piece(tokenizer, template[pos : m.start()]) if m.start() > pos else []
         values += piece
         given += [True] * len(piece)
         n = int(m.group(1)) if m.group(1) is not None else 1
@@ -115,7 +143,7 @@ def parse_infill(template: str, tokenizer: Tokenizer, length: int) -> tuple[Tens
         values += [0] * n
         given += [False] * n
         pos = m.end()
-    piece = tokenizer.encode(template[pos:]) if pos < len(template) else []
+    piece = _encode_piece(tokenizer, template[pos:]) if pos < len(template) else []
     values += piece
     given += [True] * len(piece)
     if len(values) > length:

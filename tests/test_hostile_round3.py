@@ -1,0 +1,132 @@
+"""The third hostile battery's cases: each fails before its fix (one line and exit 2, or the
+right answer, where there was a traceback, a silent wrong result or a misleading message)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from discdiff.cli.main import main
+from tests.test_one_file import TINY_TEXT, tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("round3")
+    corpus = tiny_corpus(folder)
+    run = folder / "run"
+    assert main(["text", "train", str(corpus), "--out", str(run), *TINY_TEXT]) == 0
+    return corpus, run
+
+
+def one_line_error(capsys, argv, *needles):
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_seed_out_of_range_names_the_flag(text_run, capsys):
+    """Typer's usage error (exit 2, naming --seed), not an OverflowError from torch."""
+    _, run = text_run
+    for seed in (str(2**64), "-1"):
+        capsys.readouterr()
+        assert main(["text", "sample", str(run), "-n", "1", "--seed", seed]) == 2
+        assert "Invalid value for '--seed'" in capsys.readouterr().err
+
+
+def test_more_threads_than_cores_are_cut_with_a_notice(capsys):
+    from discdiff.cli._options import set_threads, usable_cores
+
+    assert set_threads(1000) == usable_cores()
+    assert torch.get_num_threads() == usable_cores()
+    assert "more than the" in capsys.readouterr().err
+
+
+def test_negative_molecule_limits_are_refused_and_a_huge_max_nodes_pads_to_the_data(
+    tmp_path, capsys
+):
+    data = tmp_path / "tiny.smi"
+    data.write_text("\n".join(["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O"]) + "\n")
+    base = ["molecules", "train", "--data", str(data), "--steps", "1", "--layers", "1",
+            "--node-dim", "16", "--edge-dim", "8", "--heads", "2", "--batch-size", "2",
+            "--eval-every", "0", "--no-progress"]  # fmt: skip
+    one_line_error(
+        capsys, [*base, "--out", str(tmp_path / "a"), "--max-train", "-5"], "--max-train"
+    )
+    one_line_error(
+        capsys, [*base, "--out", str(tmp_path / "b"), "--max-nodes", "-1"], "--max-nodes"
+    )
+    assert main([*base, "--out", str(tmp_path / "c"), "--max-nodes", "100000000"]) == 0
+    task = json.loads((tmp_path / "c" / "task.json").read_text())
+    assert task["max_nodes"] == 6  # the largest molecules (glycerol, furan), not 10^8 (80 TB asked)
+
+
+def test_one_atom_molecules_sample():
+    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+
+    model, task = load_pretrained(shipped_checkpoint())
+    graphs = task.sample_graphs(model, 3, num_atoms=1, steps=4)
+    assert all(int(g[0].shape[0]) == 1 for g in graphs)
+
+
+def test_one_chunk_has_no_standard_error_and_a_huge_loss_no_overflow():
+    from discdiff.tasks.text_eval import summarise
+
+    one = summarise(torch.tensor([10.0]), torch.tensor([8.0]), torch.tensor([8.0]), 1, False)
+    line = one.format(per_token=True)
+    assert "nan" not in line and "no standard error" in line
+    huge = summarise(
+        torch.tensor([1e6, 2e6]), torch.tensor([8.0, 8.0]), torch.tensor([8.0, 8]), 1, False
+    )
+    assert huge.perplexity == math.inf and "beyond" in huge.format(per_token=True)
+
+
+def test_wrong_kinds_of_path_are_named(text_run, tmp_path, capsys):
+    corpus, run = text_run
+    one_line_error(capsys, ["text", "sample", str(corpus), "-n", "1"], "is a file, not a run dir")
+    one_line_error(capsys, ["text", "train", "/dev/null", "--out", str(tmp_path / "r"), *TINY_TEXT],
+                   "neither a regular file nor a folder")  # fmt: skip
+
+
+def test_exported_weights_and_shipped_names_sample_through_task_sample(text_run, tmp_path, capsys):
+    _, run = text_run
+    out = tmp_path / "m.safetensors"
+    assert main(["task", "export", str(run), "--out", str(out)]) == 0
+    assert main(["task", "sample", str(out), "-n", "2", "--steps", "4"]) == 0
+    assert main(["task", "sample", "qm9", "-n", "2", "--steps", "4"]) == 0
+
+
+def test_a_csv_with_a_byte_order_mark_finds_its_smiles_column(tmp_path):
+    from discdiff.datasets.smiles import read_smiles_file
+
+    path = tmp_path / "m.csv"
+    path.write_bytes("\ufeffsmiles,name\nCCO,ethanol\nCC,ethane\n".encode())
+    assert read_smiles_file(path) == ["CCO", "CC"]
+
+
+@pytest.mark.parametrize("template", ["ab [MASK:-3] c", "ab [mask:4]", "ab [MASK:abc]", "[ MASK ]"])
+def test_infill_markers_that_are_not_blanks_are_refused(text_run, capsys, template):
+    _, run = text_run
+    one_line_error(capsys, ["text", "sample", str(run), "-n", "1", "--infill", template],
+                   "is not a blank")  # fmt: skip
+
+
+def test_saved_settings_that_do_not_parse_are_refused_on_resume(text_run, tmp_path, capsys):
+    import shutil
+
+    corpus, run = text_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    doc = json.loads((copy / "config.json").read_text())
+    doc["train"]["batch_size"] = "eight"
+    (copy / "config.json").write_text(json.dumps(doc))
+    one_line_error(capsys, ["text", "train", str(corpus), "--out", str(copy), "--resume",
+                            "--steps", "3", "--batch-size", "4", "--no-progress"],
+                   "do not parse")  # fmt: skip
