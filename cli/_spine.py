@@ -78,12 +78,15 @@ def _shared_train_options() -> list[tuple[str, Any, Any]]:
 
 class TrainFlags:
     """The shared training flags a ``train`` command was given (attributes by parameter name):
-    :meth:`given` turns them into TrainConfig fields (None = not given)."""
+    :meth:`given` turns them into TrainConfig fields (None = not given). ``explicit``: the
+    command's parameters (its own and the shared ones) given on the command line."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], explicit: frozenset[str] = frozenset()) -> None:
         from discdiff.cli._options import deprecated
 
         self.__dict__.update(values)
+        self.explicit = explicit
+        self.arguments: frozenset[str] = frozenset()  # set by train_command: positional names
         self.warmup = deprecated(self.warmup, self.warmup_steps, "--warmup", "--warmup-steps")
         self.ema = deprecated(self.ema, self.ema_decay, "--ema", "--ema-decay")
         for name in ("steps", "batch_size"):
@@ -94,6 +97,25 @@ class TrainFlags:
     def given(self) -> dict[str, Any]:
         """The flags as TrainConfig fields (None: not given; a switch left off is not given)."""
         return train_flags(vars(self))
+
+    def refuse_changes(self, run: Path, pairs: Mapping[str, tuple[Any, Any]]) -> None:
+        """On --resume: refuse each task or model setting given on the command line that
+        differs from the run's own. ``pairs``: parameter name -> (value given, run's value).
+        A run's task and model are fixed (its data, process, sizes...); training flags may
+        change, with a notice (:func:`resolve_train_config`)."""
+        for name, (given, saved) in pairs.items():
+            if name in self.explicit and not _same(given, saved):
+                flag = name.upper() if name in self.arguments else "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"--resume: {flag} {given!r} differs from the run's {saved!r} in "
+                    f"{str(run)!r}; a run's task and model are fixed (train a new --out)"
+                )
+
+
+def _same(given: Any, saved: Any) -> bool:
+    if isinstance(given, float | int) and isinstance(saved, float | int):
+        return float(given) == float(saved)
+    return given == saved
 
 
 def train_command(fn: Any) -> Any:
@@ -111,10 +133,28 @@ def train_command(fn: Any) -> Any:
         raise TypeError(f"{fn.__name__} declares the shared training flag(s) {clash} itself")
 
     def call(kwargs: dict[str, Any]) -> Any:
-        flags = TrainFlags({n: kwargs.pop(n) for n in names})
+        ctx = kwargs.pop("_ctx", None)
+        flags = TrainFlags({n: kwargs.pop(n) for n in names}, given_on_command_line(ctx))
+        if ctx is not None:
+            flags.arguments = frozenset(
+                p.name for p in ctx.command.params if getattr(p, "param_type_name", "") == "argument"
+            )
         return fn(**kwargs, flags=flags)
 
-    return with_options(fn, shared, call, drop=("flags",))
+    return with_options(fn, [*shared, ("_ctx", typer.Context, None)], call, drop=("flags",))
+
+
+def given_on_command_line(ctx: Any) -> frozenset[str]:
+    """The parameters of the running command that the user gave (command line or
+    environment), not left at their defaults."""
+    if ctx is None:
+        return frozenset()
+    out = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out.add(name)
+    return frozenset(out)
 
 
 def train_flags(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,30 @@ def train(
     saved_train, start = None, None
     if check_new_run(out, flags.resume):
         task, model_entry, saved_train = runs.saved_settings(out)
+        if not isinstance(task, MoleculeTask):
+            raise ValueError(f"{str(out)!r} is a {task.name} run, not a molecules run")
+        c, m = task.config, ((model_entry.get("denoiser") or {}).get("config") or {})
+        saved_data = c.dataset if c.dataset in ("qm9", "moses") else str(c.dataset)
+        given_data = data if data in ("qm9", "moses") else str(Path(data).resolve())
+        flags.refuse_changes(
+            out,
+            {
+                "data": (given_data, saved_data),
+                "process": (process, c.process),
+                "schedule": (schedule, c.schedule),
+                "edge_weight": (edge_weight, c.edge_weight),
+                "ce_weight": (ce_weight, c.ce_weight),
+                "aromatic": (aromatic, not c.vocab.get("kekulize", True)),
+                "max_nodes": (max_nodes, c.max_nodes if max_nodes else max_nodes),
+                "properties": (properties.replace(" ", ""), ",".join(c.properties)),
+                "label_dropout": (label_dropout, c.label_dropout),
+                "layers": (layers, m.get("num_layers")),
+                "node_dim": (node_dim, m.get("node_dim")),
+                "edge_dim": (edge_dim, m.get("edge_dim")),
+                "heads": (heads, m.get("num_heads")),
+                "init": (init, None),
+            },
+        )
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
     else:
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]

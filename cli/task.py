@@ -101,6 +101,22 @@ def train(
     saved = None
     if check_new_run(out, flags.resume):
         task, entry, saved = runs.saved_settings(out)
+        if TASKS.get(name) is not type(task):
+            raise ValueError(f"--resume: {str(out)!r} is a {task.name} run, not {name!r}")
+        own = {
+            "--config": (_json_arg(config, "--config") if config else {}, task.config.to_dict()),
+            "--sizes": (
+                _json_arg(sizes, "--sizes") if sizes else {},
+                (entry.get("denoiser") or {}).get("config") or {},
+            ),
+        }
+        for flag, (given_doc, saved_doc) in own.items():
+            for key, value in given_doc.items():
+                if key in saved_doc and saved_doc[key] != value:
+                    raise ValueError(
+                        f"--resume: {flag} {key}={value!r} differs from the run's "
+                        f"{saved_doc[key]!r}; a run's task and model are fixed (train a new --out)"
+                    )
         typer.echo(f"resuming {out} ({task.name})")
     else:
         cls = TASKS.get(name)

@@ -85,6 +85,15 @@ def prepare(
     )
 
 
+def same_corpus(given: str, saved: str) -> str:
+    """The run's corpus as given now where both name the same file or folder (a path may be
+    written another way, or from another directory), else as the run saved it."""
+    a, b = Path(given).expanduser(), Path(saved).expanduser()
+    if a.exists() and b.exists() and a.resolve() == b.resolve():
+        return given
+    return saved
+
+
 @app.command()
 @train_command
 def train(
@@ -168,10 +177,38 @@ def train(
         task, model_entry, saved_train = runs.saved_settings(out)
         if not isinstance(task, TextTask):
             raise ValueError(f"{str(out)!r} is a {task.name} run, not a text run")
+        c, m = task.config, ((model_entry.get("denoiser") or {}).get("config") or {})
+        flags.refuse_changes(
+            out,
+            {
+                "corpus": (corpus, same_corpus(corpus, c.corpus)),
+                "process": (process, c.process),
+                "schedule": (schedule, c.schedule),
+                "objective": (objective, c.objective),
+                "unroll_steps": (unroll_steps, c.unroll_steps),
+                "seq_len": (seq_len, c.seq_len),
+                "tokenizer": (tokenizer, c.tokenizer),
+                "vocab_size": (vocab_size, c.vocab_size),
+                "time_conditioning": (time_conditioning, c.time_conditioning),
+                "self_conditioning": (self_conditioning, c.self_conditioning),
+                "autoregressive": (autoregressive, bool(m.get("causal", False))),
+                "layers": (layers, m.get("num_layers")),
+                "d_model": (d_model, m.get("d_model")),
+                "heads": (heads, m.get("num_heads")),
+                "mlp_ratio": (mlp_ratio, m.get("mlp_ratio")),
+                "cond_dim": (cond_dim, m.get("cond_dim")),
+                "dropout": (dropout, m.get("dropout")),
+            },
+        )
         torch.manual_seed(seed)
         model = task.build_model(model_entry)
         typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})")
     else:
+        if autoregressive and "objective" in flags.explicit and objective != "elbo":
+            raise ValueError(
+                f"--autoregressive trains the AR yardstick on its exact NLL; --objective "
+                f"{objective!r} does not apply to it"
+            )
         config = TextTaskConfig(  # validated before any corpus is read
             corpus=corpus,
             process=process,

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from discdiff.cli.main import main
 from tests.test_one_file import TINY_TEXT, tiny_corpus
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +133,48 @@ def test_saved_settings_that_do_not_parse_are_refused_on_resume(text_run, tmp_pa
     one_line_error(capsys, ["text", "train", str(corpus), "--out", str(copy), "--resume",
                             "--steps", "3", "--batch-size", "4", "--no-progress"],
                    "do not parse")  # fmt: skip
+
+
+def test_resume_refuses_a_changed_task_or_model_setting(text_run, tmp_path, capsys):
+    """--resume with another process, corpus, length, tokenizer or size went on with the run's
+    own and said nothing; now each is one line naming the flag, and the same values pass."""
+    import shutil
+
+    corpus, run = text_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    base = ["text", "train", str(corpus), "--out", str(copy), "--resume", "--no-progress"]
+    for extra, needle in ((["--process", "uniform"], "--process 'uniform'"),
+                          (["--seq-len", "64"], "--seq-len 64"),
+                          (["--tokenizer", "bpe"], "--tokenizer 'bpe'"),
+                          (["--layers", "3"], "--layers 3"),
+                          (["--autoregressive"], "--autoregressive")):  # fmt: skip
+        one_line_error(capsys, [*base, "--steps", "3", *extra], needle, "differs from the run's")
+    other = tmp_path / "other.txt"
+    other.write_text("a different corpus\n" * 50)
+    one_line_error(capsys, ["text", "train", str(other), "--out", str(copy), "--resume",
+                            "--steps", "3", "--no-progress"], "CORPUS")  # fmt: skip
+    # the run's own values (the corpus spelt another way too) and training flags go on
+    same = ["text", "train", str(corpus.parent / "." / corpus.name), "--out", str(copy),
+            "--resume", "--no-progress", "--seq-len", "16", "--layers", "1"]  # fmt: skip
+    assert main([*same, "--steps", "3", "--lr", "5e-4"]) == 0
+    one_line_error(capsys, ["text", "train", str(corpus), "--out", str(tmp_path / "ar"),
+                            "--autoregressive", "--objective", "score_entropy", *TINY_TEXT],
+                   "does not apply")  # fmt: skip
+
+
+def test_resume_refuses_changed_molecule_and_task_settings(tmp_path, capsys):
+    data = tmp_path / "tiny.smi"
+    data.write_text("\n".join(["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O"]) + "\n")
+    run = tmp_path / "m"
+    base = ["molecules", "train", "--data", str(data), "--out", str(run), "--layers", "1",
+            "--node-dim", "16", "--edge-dim", "8", "--heads", "2", "--batch-size", "2",
+            "--eval-every", "0", "--no-progress"]  # fmt: skip
+    assert main([*base, "--steps", "1"]) == 0
+    for extra in (["--aromatic"], ["--process", "uniform"], ["--data", "qm9"], ["--heads", "4"]):
+        one_line_error(capsys, [*base, "--resume", "--steps", "2", *extra], "differs")
+    assert main([*base, "--resume", "--steps", "2"]) == 0
+    dna = ["task", "train", "dna", "--import", str(EXAMPLES / "dna_task.py"), "--out",
+           str(tmp_path / "d"), "--steps", "1", "--no-progress"]  # fmt: skip
+    assert main([*dna, "--config", '{"length": 16}']) == 0
+    one_line_error(capsys, [*dna, "--resume", "--config", '{"length": 32}'], "--config length=32")
