@@ -55,14 +55,22 @@ _PIECE = 1 << 12  # characters per piece of a BPE encoding batch (smaller balanc
 
 
 def is_prepared(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a finished prepared data dir."""
-    meta = Path(path) / META
+    """Whether ``path`` is a finished prepared data dir. A folder that looks like one but whose
+    meta.json is damaged, or holds token files without a meta.json, is one ValueError naming
+    that (taking it for a corpus folder said "no *.txt files")."""
+    folder = Path(path)
+    meta = folder / META
     if not meta.is_file():
+        if folder.is_dir() and any((folder / f"{s}.bin").is_file() for s in SPLITS):
+            raise ValueError(f"{str(folder)!r} holds token files but no {META}: prepare it again")
         return False
     try:
-        return json.loads(meta.read_text()).get("format") == FORMAT
-    except (OSError, ValueError):
-        return False
+        doc = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{str(meta)!r} cannot be read ({err}): prepare the data again") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{str(meta)!r} was not written by `discdiff text prepare` ({FORMAT})")
+    return True
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ def prepare_corpus(
     dest = Path(out)
     source = _source_hash(spec)
     settings = {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
-    if is_prepared(dest):
+    if _intact(dest, clear=True):
         return _reuse(dest, source, settings)
     if dest.exists() and any(dest.iterdir()):
         raise ValueError(f"--out {str(dest)!r} exists and is not a prepared data dir")
@@ -246,6 +254,25 @@ def prepare_corpus(
         return _prepare_locked(
             spec, dest, source, settings, tokenizer, vocab_size, block, progress, bpe_sample
         )
+
+
+def _intact(dest: Path, clear: bool = False) -> bool:
+    """Whether ``dest`` is a prepared data dir whose files match their meta.json. A damaged one
+    (edited or truncated files, a garbled meta.json, token files without one) is False, and
+    with ``clear`` its own files are removed so that it can be prepared again in place."""
+    try:
+        if not is_prepared(dest):
+            return False
+        files = TokenFiles(dest)
+        files.verify()
+        files.tokenizer()
+        return True
+    except (ValueError, OSError):
+        if clear:
+            for name in (META, *(f"{s}.bin" for s in SPLITS)):
+                (dest / name).unlink(missing_ok=True)
+            shutil.rmtree(dest / "tokenizer", ignore_errors=True)
+        return False
 
 
 def _reuse(dest: Path, source: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +331,7 @@ def _prepare_locked(
             chars.discard(EOD)
             tok: Any = CharTokenizer(sorted(chars) + [EOD])
         else:
-            train_text = (p for s, p, _ in stream() if s == "train")
+            train_text = (q for s, p, _ in stream() if s == "train" for q in _pieces(p))
             tok = BPETokenizer.train(_with_eod(_capped(train_text, bpe_sample)), vocab_size)
         eod_ids = tok.encode(EOD)
         if len(eod_ids) != 1:
@@ -313,10 +340,16 @@ def _prepare_locked(
         dtype = _dtype(tok.vocab_size)
         tok.save(tmp / "tokenizer")
         stats = {s: _SplitStats() for s in SPLITS}
+        hashes = {s: hashlib.sha256() for s in SPLITS}
         handles = {s: open(tmp / f"{s}.bin", "wb") for s in SPLITS}
         bar = _bar(progress, spec)
         try:
             for split, piece, ends in stream():
+                if EOD in piece:
+                    raise ValueError(
+                        f"corpus {spec!r} holds U+001E, the end-of-document mark the token "
+                        "files use: remove it (or replace it) from the text first"
+                    )
                 ids = _encode(tok, piece)
                 st = stats[split]
                 st.chars += len(piece)
@@ -324,7 +357,9 @@ def _prepare_locked(
                     ids = np.append(ids, eod)
                     st.documents += 1
                 st.tokens += int(ids.size)
-                handles[split].write(ids.astype(dtype, copy=False).tobytes())
+                data = ids.astype(dtype, copy=False).tobytes()
+                handles[split].write(data)
+                hashes[split].update(data)
                 if bar is not None:
                     bar.update(len(piece.encode("utf-8", errors="surrogatepass")))
         finally:
@@ -346,6 +381,8 @@ def _prepare_locked(
             "dtype": dtype.name,
             "eod_id": int(eod),
             "splits": {s: vars(stats[s]) for s in SPLITS},
+            "sha256": {s: hashes[s].hexdigest() for s in SPLITS},
+            "tokenizer_sha256": _tree_sha256(tmp / "tokenizer"),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         if dest.exists():
@@ -355,6 +392,23 @@ def _prepare_locked(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _tree_sha256(folder: Path) -> str:
+    """One sha256 over a folder's files (relative names and contents, in sorted order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _capped(pieces: Iterator[str], limit: int) -> Iterator[str]:
@@ -390,15 +444,30 @@ def _encode(tok: Any, text: str) -> np.ndarray:
             bad = chr(int(codes[np.argmax(ids < 0)]))
             raise ValueError(f"character {bad!r} is not in the tokenizer's alphabet")
         return ids
-    pieces, start = [], 0  # ~4 KB pieces cut at line ends, encoded in parallel (Rust threads)
-    while start < len(text):
-        stop = text.find("\n", start + _PIECE)
-        stop = len(text) if stop < 0 else stop + 1
+    # no offsets wanted: the fast batch skips them (about 2x over encode_batch at 4 KB pieces)
+    batch = tok._tok.encode_batch_fast(_pieces(text), add_special_tokens=False)
+    return np.concatenate([np.asarray(enc.ids, dtype=np.int64) for enc in batch])
+
+
+def _pieces(text: str) -> list[str]:
+    """~4 KB pieces cut at line ends, for the BPE trainer and encoder (encoded in parallel by
+    Rust threads). Text without a line end for 16 KB is cut before a space (the byte-level
+    pre-tokenizer starts a word there, so the ids are the same), else hard: a 50 MB line as
+    one piece took gigabytes in both."""
+    pieces, start, n = [], 0, len(text)
+    while start < n:
+        far = min(start + 4 * _PIECE, n)
+        stop = text.find("\n", start + _PIECE, far)
+        if stop >= 0:
+            stop += 1
+        elif far == n:
+            stop = n
+        else:
+            space = text.rfind(" ", start + _PIECE, far)
+            stop = space if space > start + _PIECE and text[space - 1] != " " else far
         pieces.append(text[start:stop])
         start = stop
-    # no offsets wanted: the fast batch skips them (about 2x over encode_batch at 4 KB pieces)
-    batch = tok._tok.encode_batch_fast(pieces, add_special_tokens=False)
-    return np.concatenate([np.asarray(enc.ids, dtype=np.int64) for enc in batch])
+    return pieces
 
 
 def _bar(progress: bool, spec: str) -> Any:
@@ -437,7 +506,7 @@ def prepared_cache(
             st = path.stat()
             key.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     dest = cache_dir() / "prepared" / key.hexdigest()[:20]
-    if is_prepared(dest):
+    if _intact(dest, clear=True):  # a damaged cache entry is made again
         return dest, False
     _prune(dest.parent)
     prepare_corpus(spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
@@ -466,25 +535,80 @@ class TokenFiles:
         if not is_prepared(self.path):
             raise FileNotFoundError(f"{str(self.path)!r} is not a prepared data dir (no {META})")
         self.meta = json.loads((self.path / META).read_text())
-        self.dtype = np.dtype(self.meta["dtype"])
-        self.eod_id = int(self.meta["eod_id"])
+        where = str(self.path / META)
+        try:
+            self.dtype = np.dtype(self.meta["dtype"])
+            self.vocab_size = int(self.meta["vocab_size"])
+            self.eod_id = int(self.meta["eod_id"])
+            counts = {s: int(self.meta["splits"][s]["tokens"]) for s in SPLITS}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where!r} lacks or garbles an entry ({err!r})") from None
+        if self.dtype.kind != "u" or self.vocab_size < 1:
+            raise ValueError(f"{where!r}: dtype {self.dtype} / vocab_size {self.vocab_size}")
+        if self.vocab_size - 1 > np.iinfo(self.dtype).max:
+            raise ValueError(f"{where!r}: vocab_size {self.vocab_size} does not fit {self.dtype}")
+        if not 0 <= self.eod_id < self.vocab_size:
+            raise ValueError(f"{where!r}: eod_id {self.eod_id} is outside [0, {self.vocab_size})")
         for s in SPLITS:
-            want = self.meta["splits"][s]["tokens"] * self.dtype.itemsize
-            got = (self.path / f"{s}.bin").stat().st_size
+            want = counts[s] * self.dtype.itemsize
+            path = self.path / f"{s}.bin"
+            got = path.stat().st_size if path.is_file() else None
             if got != want:
+                raise ValueError(f"{path} has {got} bytes, meta.json says {want}")
+        self._checked: set[str] = set()
+        self._tokenizer: Any = None
+
+    def verify(self, split: str | None = None) -> None:
+        """Check a split's file (every split's: None) against meta.json's sha256 and its ids
+        against the vocabulary, once per split: data edited after ``prepare`` (a test split
+        changed after training, ids beyond the vocabulary) are refused in one line naming
+        the file instead of being scored or trained on. Files prepared before hashes were
+        recorded get the id-range check alone."""
+        for s in SPLITS if split is None else (split,):
+            if s in self._checked:
+                continue
+            path = self.path / f"{s}.bin"
+            want = (self.meta.get("sha256") or {}).get(s)
+            if want is not None and _file_sha256(path) != want:
                 raise ValueError(
-                    f"{self.path / (s + '.bin')} has {got} bytes, meta.json says {want}"
+                    f"{str(path)!r} changed after it was prepared (its sha256 is not meta.json's):"
+                    " prepare the data again"
                 )
+            ids = np.memmap(path, dtype=self.dtype, mode="r") if path.stat().st_size else None
+            top = int(ids.max()) if ids is not None and ids.size else -1
+            if top >= self.vocab_size:
+                raise ValueError(
+                    f"{str(path)!r} holds id {top}, outside the vocabulary of {self.vocab_size}"
+                )
+            self._checked.add(s)
 
     def tokenizer(self) -> Any:
-        from discdiff.tokenizers import load_tokenizer
+        """The data's tokenizer, checked against meta.json (its hash where recorded, and its
+        vocabulary size)."""
+        if self._tokenizer is None:
+            from discdiff.tokenizers import load_tokenizer
 
-        return load_tokenizer(self.path / "tokenizer")
+            folder = self.path / "tokenizer"
+            want = self.meta.get("tokenizer_sha256")
+            if want is not None and folder.is_dir() and _tree_sha256(folder) != want:
+                raise ValueError(
+                    f"{str(folder)!r} changed after the data were prepared: prepare them again"
+                )
+            tok = load_tokenizer(folder)
+            if tok.vocab_size != self.vocab_size:
+                raise ValueError(
+                    f"{str(folder)!r} has {tok.vocab_size} ids but meta.json says "
+                    f"{self.vocab_size}: the data dir was edited; prepare it again"
+                )
+            self._tokenizer = tok
+        return self._tokenizer
 
     def tokens(self, split: str) -> np.memmap:
-        """The split's token ids, memory-mapped (read-only), (n,)."""
+        """The split's token ids, memory-mapped (read-only), (n,); checked on first use
+        (:meth:`verify`)."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not one of {', '.join(map(repr, SPLITS))}")
+        self.verify(split)
         return np.memmap(self.path / f"{split}.bin", dtype=self.dtype, mode="r")
 
     def chars(self, split: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -52,6 +53,12 @@ def _check_ids(ids: list[int], vocab_size: int) -> None:
     if bad is not None:
         raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
 
+
+#: the largest BPE vocabulary trained (ids beyond it would not help a diffusion model's softmax
+#: and the trainer's memory grows with it; Llama 3 uses 128,256)
+BPE_MAX_VOCAB = 1 << 20
+#: non-space runs longer than this train the merges with their first characters only
+BPE_LONGEST_WORD = 64
 
 class Tokenizer(ABC):
     """What a text task needs from a tokenizer: a vocabulary size, encode/decode, save/load."""
@@ -233,14 +240,18 @@ class BPETokenizer(Tokenizer):
         """Learn merges from ``texts`` (any iterable of strings) up to ``vocab_size`` tokens.
 
         vocab_size counts the 256 byte symbols plus merges (a small corpus may stop short of
-        it); pad=True adds one id on top. Deterministic for a given corpus.
+        it), at most :data:`BPE_MAX_VOCAB`; pad=True adds one id on top. Deterministic for a
+        given corpus. Runs of more than :data:`BPE_LONGEST_WORD` non-space characters (URLs,
+        base64, a file without spaces) train the merges with their start only: the trainer's
+        memory grows with the distinct words it holds, and one 50 MB word took 7 GB.
         """
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
-        if not isinstance(vocab_size, int) or vocab_size < 256:
+        if not isinstance(vocab_size, int) or not 256 <= vocab_size <= BPE_MAX_VOCAB:
             raise ValueError(
-                f"vocab_size={vocab_size!r}: expected an int >= 256 (the byte symbols)"
+                f"vocab_size={vocab_size!r}: expected an int in [256, {BPE_MAX_VOCAB:,}] (the 256 "
+                "byte symbols plus merges)"
             )
         if not isinstance(min_frequency, int) or min_frequency < 1:
             raise ValueError(f"min_frequency={min_frequency!r}: expected an int >= 1")
@@ -255,7 +266,13 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer)
+        long_run = re.compile(rf"(\S{{{BPE_LONGEST_WORD}}})\S+")
+        try:
+            tok.train_from_iterator((long_run.sub(r"\1", t) for t in texts), trainer)
+        except BaseException as err:  # a Rust panic arrives as pyo3's PanicException
+            if isinstance(err, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            raise ValueError(f"BPE training failed in the tokenizers library: {err}") from None
         return cls(tok, pad=pad)
 
     @property

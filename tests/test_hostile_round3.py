@@ -178,3 +178,125 @@ def test_resume_refuses_changed_molecule_and_task_settings(tmp_path, capsys):
            str(tmp_path / "d"), "--steps", "1", "--no-progress"]  # fmt: skip
     assert main([*dna, "--config", '{"length": 16}']) == 0
     one_line_error(capsys, [*dna, "--resume", "--config", '{"length": 32}'], "--config length=32")
+
+
+# ---- prepared data: integrity, hostile corpora, bounded BPE ----------------------------------
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    from discdiff.datasets.token_files import prepare_corpus
+
+    corpus = tiny_corpus(tmp_path)
+    data = tmp_path / "data"
+    prepare_corpus(str(corpus), data)
+    return corpus, data
+
+
+def _edit_meta(data, **changes):
+    doc = json.loads((data / "meta.json").read_text())
+    doc.update(changes)
+    (data / "meta.json").write_text(json.dumps(doc))
+
+
+def test_prepared_data_that_disagree_with_their_meta_are_refused(prepared, tmp_path):
+    import shutil
+
+    from discdiff.datasets.token_files import TokenFiles, is_prepared, prepare_corpus
+
+    corpus, data = prepared
+    files = TokenFiles(data)
+    files.verify()
+    vocab = files.vocab_size
+
+    def copy(name):
+        dest = tmp_path / name
+        shutil.copytree(data, dest)
+        return dest
+
+    bad = copy("vocab")
+    _edit_meta(bad, vocab_size=vocab - 3)  # meta.json's vocab_size changed from V to V - 3
+    with pytest.raises(ValueError, match="eod_id|ids but meta.json"):
+        TokenFiles(bad).tokenizer()
+    bad = copy("eod")
+    _edit_meta(bad, eod_id=vocab + 5)
+    with pytest.raises(ValueError, match="eod_id .* outside"):
+        TokenFiles(bad)
+    bad = copy("ids")  # an id outside the vocabulary, meta's hash updated to match
+    raw = bytearray((bad / "test.bin").read_bytes())
+    raw[3] = 250
+    (bad / "test.bin").write_bytes(bytes(raw))
+    import hashlib
+
+    doc = json.loads((bad / "meta.json").read_text())
+    doc["sha256"]["test"] = hashlib.sha256(bytes(raw)).hexdigest()
+    (bad / "meta.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="holds id 250, outside the vocabulary"):
+        TokenFiles(bad).tokens("test")
+    bad = copy("edited")  # a split edited after prepare
+    raw = bytearray((bad / "test.bin").read_bytes())
+    raw[3] = (raw[3] + 1) % vocab
+    (bad / "test.bin").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="changed after it was prepared"):
+        TokenFiles(bad).tokens("test")
+    TokenFiles(bad).tokens("train")  # the untouched splits still read
+    bad = copy("garbled")
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot be read"):
+        is_prepared(bad)
+    bad = copy("nometa")
+    (bad / "meta.json").unlink()
+    with pytest.raises(ValueError, match="token files but no meta.json"):
+        is_prepared(bad)
+    prepare_corpus(str(corpus), bad)  # preparing again repairs it in place
+    assert TokenFiles(bad).verify() is None
+
+
+def test_an_edited_test_split_is_not_scored(text_run, tmp_path, capsys):
+    """A run trained on a data dir; its test split edited afterwards: eval refuses it."""
+    import shutil
+
+    from discdiff.datasets.token_files import prepare_corpus
+
+    corpus, _ = text_run
+    data = tmp_path / "data"
+    prepare_corpus(str(corpus), data)
+    run = tmp_path / "run"
+    assert main(["text", "train", str(data), "--out", str(run), *TINY_TEXT]) == 0
+    assert main(["text", "eval", str(run), "--max-chunks", "2"]) == 0
+    raw = bytearray((data / "test.bin").read_bytes())
+    raw[0] = (raw[0] + 1) % 4  # another id of the vocabulary
+    (data / "test.bin").write_bytes(bytes(raw))
+    one_line_error(capsys, ["text", "eval", str(run), "--max-chunks", "2"], "changed after")
+    shutil.rmtree(data)
+
+
+def test_a_corpus_holding_the_end_of_document_mark_is_refused(tmp_path):
+    from discdiff.datasets.token_files import prepare_corpus
+
+    path = tmp_path / "eod.txt"
+    path.write_text("hello\x1eworld\n" * 50)
+    with pytest.raises(ValueError, match="U\\+001E"):
+        prepare_corpus(str(path), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_bpe_vocabulary_is_bounded_and_long_lines_are_cut_into_pieces():
+    from discdiff.datasets.token_files import _PIECE, _encode, _pieces
+    from discdiff.tokenizers import BPE_MAX_VOCAB, BPETokenizer
+
+    with pytest.raises(ValueError, match="1,048,576"):
+        BPETokenizer.train(["abc abd"], 10**9)
+    assert BPE_MAX_VOCAB == 1 << 20
+    import random
+
+    rng = random.Random(1)
+    words = ["".join(rng.choices("abcdefghij", k=rng.randint(1, 7))) for _ in range(300)]
+    line = " ".join(rng.choices(words, k=40_000))  # 180 KB and no line end
+    pieces = _pieces(line)
+    assert "".join(pieces) == line and max(map(len, pieces)) <= 4 * _PIECE and len(pieces) > 10
+    tok = BPETokenizer.train([line[:50_000]], 400)
+    whole = tok._tok.encode(line, add_special_tokens=False).ids
+    assert _encode(tok, line).tolist() == whole  # cut before spaces: the same ids
+    one_word = "x" * 100_000  # the trainer sees its first 64 characters, not 100 KB
+    assert BPETokenizer.train([one_word, "ab ab ab"], 300).vocab_size >= 256
