@@ -137,7 +137,9 @@ def train_command(fn: Any) -> Any:
         flags = TrainFlags({n: kwargs.pop(n) for n in names}, given_on_command_line(ctx))
         if ctx is not None:
             flags.arguments = frozenset(
-                p.name for p in ctx.command.params if getattr(p, "param_type_name", "") == "argument"
+                p.name
+                for p in ctx.command.params
+                if getattr(p, "param_type_name", "") == "argument"
             )
         return fn(**kwargs, flags=flags)
 

@@ -10,6 +10,7 @@ stays exactly as written; the blanks and every position after the template are g
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -276,6 +277,9 @@ def _write_samples(texts: list[str]) -> str:
 def sample(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `text train`.")],
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option(help="Samples drawn at once (memory grows with it).")
+    ] = 64,
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 256,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     length: Annotated[
@@ -342,6 +346,7 @@ def sample(
     compile: Compile = False,
     cuda_graphs: CudaGraphs = False,
     seed: Seed = 0,
+    progress: Progress = True,
 ) -> None:
     """Sample texts from a trained run, optionally with a fixed prefix or infill template."""
     set_threads(threads)
@@ -351,9 +356,17 @@ def sample(
 
     if out is not None:
         check_output(out, None, "--out")
+    for value, flag in ((n, "-n"), (batch_size, "--batch-size")):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     options = sampler_options(sampler_opt)
     if proportion is not None:
-        parts = [float(p) for p in proportion.split(",")]
+        try:
+            parts = [float(p) for p in proportion.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--proportion {proportion!r}: expected a number or START,END (two numbers)"
+            ) from None
         options["proportion"] = parts[0] if len(parts) == 1 else tuple(parts)
     for name, value in (("argmax", argmax or None), ("starts", starts), ("early_stop", early_stop)):
         if value is not None:
@@ -371,20 +384,49 @@ def sample(
         if not getattr(judge_run[1].config, "causal", False):
             raise ValueError(f"--judge {judge} is not an autoregressive run (--autoregressive)")
     gen = torch.Generator().manual_seed(seed)
-    if getattr(getattr(model, "config", None), "causal", False):
-        if infill is not None:
-            raise ValueError("an autoregressive run samples left to right: no --infill")
-        ids = task.sample_ar(
-            model, n, length or task.config.seq_len, temperature=temperature, top_p=top_p,
-            prefix=task.tokenizer.encode(prefix) if prefix else None, generator=gen,
-        )  # fmt: skip
-        texts, calls = [task.tokenizer.decode(row) for row in ids], ids.shape[1]
-        sampler = "autoregressive"
-    else:
-        texts, ids, calls = task.sample(
-            model, n, s, length=length, prefix=prefix, infill=infill, generator=gen,
-            block=block, stop_at_eod=stop_at_eod,
-        )  # fmt: skip
+    total_len = length or task.config.seq_len
+    if total_len < 1:
+        raise ValueError(f"--length must be >= 1, got {total_len}")
+    from discdiff.tasks.probes import check_sampling_size
+
+    mc = getattr(model, "config", None)
+    check_sampling_size(
+        min(n, batch_size), min(total_len, task.config.seq_len), task.process.num_states,
+        getattr(mc, "d_model", 0), getattr(mc, "num_heads", 0),
+        output_bytes=n * total_len * 9,  # int64 ids and about a byte of text per token
+        device=next(model.parameters()).device,
+    )  # fmt: skip
+    texts, parts, calls = [], [], 0
+    bar = None
+    if progress and n > batch_size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="sampling", unit="sample", disable=None)
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        if getattr(mc, "causal", False):
+            if infill is not None:
+                raise ValueError("an autoregressive run samples left to right: no --infill")
+            ids_b = task.sample_ar(
+                model, m, total_len, temperature=temperature, top_p=top_p,
+                prefix=task.tokenizer.encode(prefix) if prefix else None, generator=gen,
+            )  # fmt: skip
+            texts_b, calls_b = [task.tokenizer.decode(row) for row in ids_b], ids_b.shape[1]
+            sampler = "autoregressive"
+        else:
+            texts_b, ids_b, calls_b = task.sample(
+                model, m, s, length=length, prefix=prefix, infill=infill, generator=gen,
+                block=block, stop_at_eod=stop_at_eod,
+                progress=progress and bar is None and sys.stderr.isatty(),  # a terminal only
+            )  # fmt: skip
+        texts += texts_b
+        parts.append(ids_b)
+        calls += calls_b
+        if bar is not None:
+            bar.update(m)
+    if bar is not None:
+        bar.close()
+    ids = torch.cat(parts)
     if judge_run is not None:
         from discdiff.tasks.text_metrics import unigram_entropy
 
@@ -428,6 +470,7 @@ def evaluate(
     device: Device = "auto",
     threads: Threads = 0,
     seed: Seed = 0,
+    progress: Progress = True,
 ) -> None:
     """Print the negative ELBO of a split in bits per character (+ per token, perplexity for BPE)."""
     set_threads(threads)
@@ -455,6 +498,7 @@ def evaluate(
             max_chunks=max_chunks,
             max_tokens=max_tokens,
             generator=gen,
+            progress=progress,
         )
     shown = split if file is None else str(file)
     typer.echo(f"{shown}: {result.format(per_token=task.config.tokenizer == 'bpe')}")

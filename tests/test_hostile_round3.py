@@ -300,3 +300,66 @@ def test_bpe_vocabulary_is_bounded_and_long_lines_are_cut_into_pieces():
     assert _encode(tok, line).tolist() == whole  # cut before spaces: the same ids
     one_word = "x" * 100_000  # the trainer sees its first 64 characters, not 100 KB
     assert BPETokenizer.train([one_word, "ab ab ab"], 300).vocab_size >= 256
+
+
+# ---- sizes: refused up front, or batched with progress -----------------------------------------
+
+
+def test_sampling_sizes_that_cannot_fit_are_refused_up_front(text_run, capsys, monkeypatch):
+    from discdiff.tasks import probes
+
+    _, run = text_run
+    one_line_error(capsys, ["text", "sample", str(run), "-n", "1000000000", "--length", "8"],
+                   "the samples alone would take")  # fmt: skip
+    monkeypatch.setattr(probes, "device_memory", lambda device=None: 2**20)  # 1 MiB free
+    one_line_error(capsys, ["text", "sample", str(run), "-n", "4096", "--batch-size", "4096"],
+                   "--batch-size")  # fmt: skip
+    one_line_error(capsys, ["text", "sample", str(run), "-n", "1", "--batch-size", "0"],
+                   "--batch-size must be >= 1")  # fmt: skip
+    one_line_error(capsys, ["text", "sample", str(run), "--sampler", "sundae", "--proportion",
+                            "0.9,abc"], "--proportion '0.9,abc'")  # fmt: skip
+
+
+def test_text_samples_in_batches_are_the_ones_asked_for(text_run, tmp_path):
+    _, run = text_run
+    out = tmp_path / "s.txt"
+    assert main(["text", "sample", str(run), "-n", "5", "--batch-size", "2", "--length", "8",
+                 "--steps", "4", "--out", str(out)]) == 0  # fmt: skip
+    body = out.read_text()
+    assert body.count("=== sample") == 5 and "=== sample 4 ===" in body
+    again = tmp_path / "t.txt"
+    assert main(["text", "sample", str(run), "-n", "5", "--batch-size", "2", "--length", "8",
+                 "--steps", "4", "--out", str(again)]) == 0  # fmt: skip
+    assert again.read_text() == body  # the same seed, the same samples
+
+
+def test_long_semi_autoregressive_samples_carry_a_bounded_context():
+    """The context of each next window is the last window - block ids made so far (kept as a
+    running tail: it re-joined every piece made so far, quadratic in the length)."""
+    import torch
+
+    from discdiff.processes import Absorbing
+    from discdiff.samplers import AncestralSampler, sample_blocks
+    from discdiff.schedules import LogLinear
+
+    K, window, block = 5, 8, 3
+    seen = []
+
+    class Recording(AncestralSampler):
+        def sample(self, *args, fixed=None, **kw):
+            res = super().sample(*args, fixed=fixed, **kw)
+            seen.append((fixed, res.samples))
+            return res
+
+    proc = Absorbing(K, LogLinear())
+    res = sample_blocks(Recording(4), lambda x, t, cond=None: torch.randn(*x.shape, K), proc, 3,
+                        50, window, block, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert res.samples.shape == (3, 50) and int(res.samples.max()) < K
+    made = window
+    for fixed, _ in seen[1:]:
+        values, given = fixed
+        keep = window - block
+        assert bool(given[:, :keep].all()) and not bool(given[:, keep:].any())
+        assert torch.equal(values[:, :keep], res.samples[:, made - keep : made])
+        made += values.shape[1] - keep
+    assert made == 50

@@ -40,7 +40,8 @@ def sample_blocks(
     """``batch`` sequences of ``length`` ids from a model whose context is ``window`` ids,
     (batch, length) in the result; ``block`` new positions per window after the first
     (default window // 2). ``fixed`` (values, mask) of shape (batch, window) holds given
-    positions of the first window (a prompt)."""
+    positions of the first window (a prompt). ``progress``: one bar over the tokens made
+    (a single window: the sampler's own bar over its steps)."""
     for name, v in (("batch", batch), ("length", length), ("window", window)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}: expected an int >= 1")
@@ -50,29 +51,43 @@ def sample_blocks(
     first = min(window, length)
     if fixed is not None:
         fixed = (fixed[0][:, :first], fixed[1][:, :first])
+    bar = None
+    if progress and length > window:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=length, desc="sampling", unit="token", disable=None)
     res = sampler.sample(
         denoiser, process, (batch, first), cond=cond, fixed=fixed, generator=generator,
-        device=device, progress=progress,
+        device=device, progress=progress and bar is None,
     )  # fmt: skip
     out = [res.samples]
     calls, rows = res.num_calls, res.rows_evaluated
     done = _ended(res.samples, eos_id)
     made = first
+    keep = window - block  # the context carried into the next window
+    ctx = res.samples[:, res.samples.shape[1] - keep :] if keep > 0 else res.samples[:, :0]
+    if bar is not None:
+        bar.update(first)
     while made < length and not bool(done.all()):
         new = min(block, length - made)
-        ctx = torch.cat(out, 1)[:, -(window - block) :] if window > block else out[0][:, :0]
         span = ctx.shape[1] + new
         values = torch.cat([ctx, torch.zeros(batch, new, dtype=ctx.dtype, device=ctx.device)], 1)
         mask = torch.arange(span, device=ctx.device).expand(batch, span) < ctx.shape[1]
         res = sampler.sample(
             denoiser, process, (batch, span), cond=cond, fixed=(values, mask),
-            generator=generator, device=device, progress=progress,
+            generator=generator, device=device, progress=False,
         )  # fmt: skip
         piece = res.samples[:, ctx.shape[1] :]
         out.append(piece)
+        if keep > 0:  # the last ``keep`` ids (a running tail: no re-joining of every piece)
+            ctx = torch.cat([ctx, piece], 1)[:, -keep:]
+        if bar is not None:
+            bar.update(new)
         calls, rows = calls + res.num_calls, rows + res.rows_evaluated
         done = done | _ended(piece, eos_id)
         made += new
+    if bar is not None:
+        bar.close()
     ids = torch.cat(out, 1)
     if made < length:  # every row ended: pad with EOS
         pad = torch.full((batch, length - made), int(eos_id), dtype=ids.dtype, device=ids.device)

@@ -314,12 +314,14 @@ class Task(ABC):
         fn: Callable[[Any], Tensor] | None = None,
         generator: torch.Generator | None = None,
         keep: Callable[[Any], Any] | None = None,
+        progress: bool = False,
     ) -> tuple[Tensor, list[Any]]:
         """Per-example nats (N,) float64 of ``fn(batch)`` (default: :meth:`nll`) over the first
         ``limit`` examples of a split, averaged over ``samples`` draws, and what ``keep`` takes
         of each batch (CPU; default the batch itself) for the denominators of a unit: a large
         split keeps only its counts, so memory stays bounded. The model is in eval mode
-        meanwhile."""
+        meanwhile. ``progress``: a bar over the denoiser calls (with the total where the task
+        knows its split's size, :meth:`num_examples`)."""
         from discdiff.training import move_to_device
 
         check_int(batch_size, "batch_size")
@@ -336,17 +338,37 @@ class Task(ABC):
         was = model.training
         model.eval()
         nats, seen = [], []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            count = self.num_examples(split)
+            if count is not None and limit is not None:
+                count = min(count, limit)
+            calls = None if count is None else -(-count // batch_size) * samples
+            bar = tqdm(total=calls, desc=f"eval {split}", unit="call", disable=None)
         try:
             for batch in self.batches(split, batch_size, limit):
                 b = move_to_device(batch, device)
-                total = sum(fn(b).double() for _ in range(samples))
+                total = torch.zeros((), dtype=torch.float64)
+                for _ in range(samples):
+                    total = total + fn(b).double()
+                    if bar is not None:
+                        bar.update(1)
                 nats.append((total / samples).cpu())
                 seen.append(batch if keep is None else keep(batch))
         finally:
             model.train(was)
+            if bar is not None:
+                bar.close()
         if not nats:
             raise ValueError(f"split {split!r} holds no examples")
         return torch.cat(nats), seen
+
+    def num_examples(self, split: str) -> int | None:
+        """How many examples ``split`` holds, where the task can tell without reading them
+        (None: unknown); progress bars and size estimates use it."""
+        return None
 
     def evaluate(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "available_memory",
     "check_model_size",
     "check_parameter_bytes",
+    "check_sampling_size",
 ]
 
 
@@ -103,3 +104,43 @@ def check_parameter_bytes(n: int, limit: int | None = None) -> None:
             f"the denoiser config asks for {n:,} parameters ({need / 2**30:.1f} GiB in float32), "
             f"more than the {cap / 2**30:.1f} GiB of memory available"
         )
+
+
+def device_memory(device: torch.device | str | None = None) -> int | None:
+    """Bytes free on ``device``: a GPU's free memory, else :func:`available_memory`."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    return available_memory()
+
+
+def check_sampling_size(
+    batch: int,
+    length: int,
+    num_states: int,
+    width: int,
+    heads: int,
+    *,
+    output_bytes: int = 0,
+    device: torch.device | str | None = None,
+) -> int:
+    """Bytes one sampling step of ``batch`` sequences of ``length`` tokens takes (the logits,
+    their log-softmax and draws, float32, (B, L, S) each; the denoiser's live activations,
+    about 8 of (B, L, width); one layer's attention scores, (B, heads, L, L)), checked with the
+    ``output_bytes`` the whole command keeps against the memory free on ``device``: a request
+    that cannot fit is one ValueError up front instead of an allocator's traceback minutes in."""
+    step = 4 * batch * length * (3 * num_states + 8 * width) + 4 * batch * heads * length**2
+    cap = device_memory(device)
+    if cap is not None and step > cap:
+        raise ValueError(
+            f"sampling {batch:,} sequences of {length:,} tokens at once needs about "
+            f"{step / 2**30:.1f} GiB, more than the {cap / 2**30:.1f} GiB free: draw fewer at once "
+            "(--batch-size) or shorter ones"
+        )
+    host = available_memory()
+    if host is not None and output_bytes > host:
+        raise ValueError(
+            f"the samples alone would take about {output_bytes / 2**30:.1f} GiB, more than the "
+            f"{host / 2**30:.1f} GiB of memory available: ask for fewer or shorter samples"
+        )
+    return step

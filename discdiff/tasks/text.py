@@ -378,11 +378,13 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         generator: torch.Generator | None = None,
         limit: int | None = None,
         max_tokens: int | None = None,
+        progress: bool = False,
     ) -> TextEval:
         """Negative ELBO (boundary terms on) over the split's chunks, averaged over ``samples``
         Monte-Carlo draws per chunk, as bits per character with its standard error (a causal
         model: its exact NLL, :meth:`evaluate_ar`). The split streams from its token file;
-        ``max_chunks`` / ``max_tokens`` score only its start (whole windows)."""
+        ``max_chunks`` / ``max_tokens`` score only its start (whole windows). ``progress``: a
+        bar over the denoiser calls."""
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples={samples!r}: expected an int >= 1")
         limit = max_chunks if max_chunks is not None else limit
@@ -390,8 +392,13 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         if getattr(getattr(model, "config", None), "causal", False):
             return self.evaluate_ar(model, split, batch_size=batch_size, max_chunks=limit)
         return self._score(
-            model, split, batch_size, limit, samples, exact=False, generator=generator
-        )
+            model, split, batch_size, limit, samples, exact=False, generator=generator,
+            progress=progress,
+        )  # fmt: skip
+
+    def num_examples(self, split: str) -> int | None:
+        """The split's windows of seq_len tokens."""
+        return len(self.chunks(split))
 
     def window_limit(self, max_chunks: int | None, max_tokens: int | None) -> int | None:
         """The windows to score for at most ``max_tokens`` tokens (whole windows), or
@@ -414,6 +421,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         exact: bool,
         fn: Callable[[dict[str, Tensor]], Tensor] | None = None,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> TextEval:
         if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
             raise ValueError(f"max_chunks={max_chunks!r}: expected None or an int >= 1")
@@ -432,6 +440,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             samples=samples,
             fn=fn,
             keep=lambda b: (b["mask"].sum(1), b["chars"]),  # counts only: memory bounded
+            progress=progress,
         )
         tokens = torch.cat([t for t, _ in seen])
         chars = torch.cat([c for _, c in seen])
