@@ -363,3 +363,23 @@ def test_long_semi_autoregressive_samples_carry_a_bounded_context():
         assert torch.equal(values[:, :keep], res.samples[:, made - keep : made])
         made += values.shape[1] - keep
     assert made == 50
+
+
+def test_a_deleted_latest_pointer_falls_back_to_the_newest_complete_checkpoint(
+    text_run, tmp_path, capsys
+):
+    import shutil
+
+    from discdiff.training import latest_checkpoint, list_checkpoints
+
+    corpus, run = text_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    want = latest_checkpoint(copy)
+    (copy / "checkpoints" / "latest").unlink()
+    assert latest_checkpoint(copy) == want == list_checkpoints(copy)[-1]
+    assert main(["text", "sample", str(copy), "-n", "1", "--steps", "2", "--length", "8"]) == 0
+    # a new run over it is refused as over any run with checkpoints
+    capsys.readouterr()
+    assert main(["text", "train", str(corpus), "--out", str(copy), *TINY_TEXT]) == 2
+    assert "already has checkpoints" in capsys.readouterr().err

@@ -266,12 +266,17 @@ class Checkpoint:
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The directory ``latest`` points to, or None when the run has no checkpoint yet.
 
-    A ``latest`` file naming a missing directory raises ``ValueError``.
+    Without a ``latest`` file, the newest complete checkpoint (one with its manifest: a
+    checkpoint directory is renamed into place only when complete, so it is sound) is the
+    latest; a deleted pointer said "no checkpoints yet" beside two complete ones, and a new
+    run would have been started over them. A ``latest`` file naming a missing directory
+    raises ``ValueError``.
     """
     root = Path(run_dir) / CHECKPOINTS_DIR
     pointer = root / LATEST
     if not pointer.is_file():
-        return None
+        complete = list_checkpoints(run_dir)
+        return complete[-1] if complete else None
     name = pointer.read_text().strip()
     target = root / name
     if _step_of(name) is None or not target.is_dir():
