@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from discdiff.files import sha256_file, sha256_tree
+
 __all__ = [
     "EOD",
     "META",
@@ -382,7 +384,7 @@ def _prepare_locked(
             "eod_id": int(eod),
             "splits": {s: vars(stats[s]) for s in SPLITS},
             "sha256": {s: hashes[s].hexdigest() for s in SPLITS},
-            "tokenizer_sha256": _tree_sha256(tmp / "tokenizer"),
+            "tokenizer_sha256": sha256_tree(tmp / "tokenizer"),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         if dest.exists():
@@ -392,23 +394,6 @@ def _prepare_locked(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return meta
-
-
-def _tree_sha256(folder: Path) -> str:
-    """One sha256 over a folder's files (relative names and contents, in sorted order)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _capped(pieces: Iterator[str], limit: int) -> Iterator[str]:
@@ -569,7 +554,7 @@ class TokenFiles:
                 continue
             path = self.path / f"{s}.bin"
             want = (self.meta.get("sha256") or {}).get(s)
-            if want is not None and _file_sha256(path) != want:
+            if want is not None and sha256_file(path) != want:
                 raise ValueError(
                     f"{str(path)!r} changed after it was prepared (its sha256 is not meta.json's):"
                     " prepare the data again"
@@ -590,7 +575,7 @@ class TokenFiles:
 
             folder = self.path / "tokenizer"
             want = self.meta.get("tokenizer_sha256")
-            if want is not None and folder.is_dir() and _tree_sha256(folder) != want:
+            if want is not None and folder.is_dir() and sha256_tree(folder) != want:
                 raise ValueError(
                     f"{str(folder)!r} changed after the data were prepared: prepare them again"
                 )

@@ -14,13 +14,14 @@ and their model entries beside them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
+
+from discdiff.files import sha256_file
 
 __all__ = ["ModelCard", "model_cards", "model_card", "model_path", "format_card", "MAX_BYTES"]
 
@@ -86,19 +87,11 @@ def model_card(name: str) -> ModelCard:
     return cards[name]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @cache
 def _checked(path: Path, size: int, digest: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"the shipped model file {str(path)!r} is missing")
-    if path.stat().st_size != size or _sha256(path) != digest:
+    if path.stat().st_size != size or sha256_file(path) != digest:
         raise ValueError(
             f"the shipped model file {str(path)!r} does not match its card (size or sha256): "
             "the installation is damaged; reinstall discdiff"

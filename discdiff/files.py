@@ -26,6 +26,8 @@ __all__ = [
     "write_json_atomic",
     "check_writable",
     "usual_permissions",
+    "sha256_file",
+    "sha256_tree",
 ]
 
 
@@ -220,3 +222,29 @@ def output_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         return
     with atomic_path(_regular_target(path)) as tmp:
         yield tmp
+
+
+# ---- content hashes: what a manifest records and a reader checks ----------------------------
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (read in 4 MiB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(folder: str | os.PathLike[str]) -> str:
+    """One sha256 over a folder's files: their relative names and contents, in sorted order."""
+    import hashlib
+
+    root = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()

@@ -60,6 +60,7 @@ BPE_MAX_VOCAB = 1 << 20
 #: non-space runs longer than this train the merges with their first characters only
 BPE_LONGEST_WORD = 64
 
+
 class Tokenizer(ABC):
     """What a text task needs from a tokenizer: a vocabulary size, encode/decode, save/load."""
 

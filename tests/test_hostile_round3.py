@@ -383,3 +383,33 @@ def test_a_deleted_latest_pointer_falls_back_to_the_newest_complete_checkpoint(
     capsys.readouterr()
     assert main(["text", "train", str(corpus), "--out", str(copy), *TINY_TEXT]) == 2
     assert "already has checkpoints" in capsys.readouterr().err
+
+
+def test_an_export_cut_short_or_mixed_is_refused_on_load(text_run, tmp_path, monkeypatch):
+    """Export A, then B over it killed before B's entry lands: B's weights beside A's entry
+    (and A's tokenizer) loaded and sampled silently; now the entry names its files by hash."""
+    import discdiff as dd
+    from discdiff.tasks import runs
+    from discdiff.tasks.molecules import MoleculeTask
+
+    _, run = text_run
+    out = tmp_path / "x.safetensors"
+    task_a, model_a = runs.load_run(run)
+    runs.export(task_a, model_a, out)
+    assert dd.from_pretrained(out)[0].config == task_a.config
+    task_b, sizes = MoleculeTask.example(tmp_path / "mol")
+    model_b = task_b.new_model(**sizes)
+
+    def killed(*args, **kwargs):
+        raise OSError("killed")
+
+    monkeypatch.setattr(runs, "write_json_atomic", killed)
+    with pytest.raises(OSError, match="killed"):
+        runs.export(task_b, model_b, out)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="does not belong with"):
+        dd.from_pretrained(out)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    runs.export(task_b, model_b, out)  # exporting again repairs it
+    assert isinstance(dd.from_pretrained(out)[0], MoleculeTask)
+    assert not (tmp_path / "x_files" / "tokenizer").exists()  # A's tokenizer is gone

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from discdiff.catalogue import model_cards, model_path
-from discdiff.files import usual_permissions
+from discdiff.files import sha256_file, sha256_tree, usual_permissions
 from discdiff.tasks.base import TASK_FILE, TASK_TYPE, TASKS, Task, read_task_file
 from discdiff.training import (
     TrainConfig,
@@ -213,18 +215,56 @@ def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tup
     if path.suffix != ".safetensors":
         raise ValueError(f"exported weights must be a .safetensors file, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    files = _files_dir(path)
-    files.mkdir(exist_ok=True)
-    task.save_files(files)
-    if not any(files.iterdir()):
-        files.rmdir()
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(tmp))
-    usual_permissions(tmp)
-    os.replace(tmp, path)
-    cfg = config_path(path)
-    write_json_atomic(cfg, task.model_entry(model))
+    files, tag = _files_dir(path), uuid.uuid4().hex[:8]
+    new_files = files.with_name(f".{files.name}.tmp-{tag}")
+    tmp = path.with_name(f".{path.name}.tmp-{tag}")
+    try:
+        new_files.mkdir()
+        task.save_files(new_files)
+        has_files = any(new_files.iterdir())
+        save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(tmp))
+        usual_permissions(tmp)
+        manifest = {
+            "weights_sha256": sha256_file(tmp),
+            "files_sha256": sha256_tree(new_files) if has_files else None,
+        }
+        # the files, then the weights, then the entry naming both by hash: a reader that
+        # finds the entry of another moment refuses the mix (:func:`_check_export`)
+        if files.exists():
+            old = files.with_name(f".{files.name}.old-{tag}")
+            os.replace(files, old)
+            shutil.rmtree(old, ignore_errors=True)
+        if has_files:
+            os.replace(new_files, files)
+        os.replace(tmp, path)
+        cfg = config_path(path)
+        write_json_atomic(cfg, {**task.model_entry(model), EXPORT_KEY: manifest})
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(new_files, ignore_errors=True)
     return path, cfg
+
+
+#: the model entry's record of the exported files it belongs with
+EXPORT_KEY = "export"
+
+
+def _check_export(entry: dict[str, Any], weights: Path, cfg: Path) -> None:
+    """The weights (and task files) beside an exported entry must be the ones it was written
+    with: an export cut short, or files of two exports mixed, load A's weights with B's
+    tokenizer without a word otherwise. Entries written before the record are taken as is."""
+    record = entry.get(EXPORT_KEY)
+    if not isinstance(record, dict):
+        return
+    files = _files_dir(weights)
+    found_files = sha256_tree(files) if files.is_dir() else None
+    if sha256_file(weights) != record.get("weights_sha256") or found_files != record.get(
+        "files_sha256"
+    ):
+        raise ValueError(
+            f"{str(cfg)!r} does not belong with {str(weights)!r} and its files (an export was "
+            "cut short, or two exports were mixed): export again"
+        )
 
 
 def _read_entry(path: Path) -> dict[str, Any]:
@@ -276,6 +316,8 @@ def from_pretrained(
     if not cfg.is_file():
         raise FileNotFoundError(f"checkpoint config {str(cfg)!r} does not exist")
     entry = _with_type(_read_entry(cfg), task_type)
+    _check_export(entry, p, cfg)
+    entry.pop(EXPORT_KEY, None)
     files = _files_dir(p)
     task = _entry_task(entry, files if files.is_dir() else None, str(cfg))
     model = task.build_model(entry)
