@@ -110,15 +110,15 @@ def torch_oom() -> type:
 
 
 def _user_errors() -> tuple[type, ...]:
-    """What a user can cause (bad values, files, disks, memory): one line and exit 2."""
+    """What a user can cause (bad values, files, disks, memory): one line and exit 2. A
+    TypeError or KeyError is a bug (a traceback and exit 1); a choice the user made that a
+    sampler cannot serve is a ProcessMismatch, a ValueError too."""
     import pickle
 
     from safetensors import SafetensorError
 
     return (
         ValueError,
-        TypeError,
-        KeyError,
         OSError,  # FileNotFoundError, PermissionError, disk full, read-only, ...
         FloatingPointError,
         MemoryError,
@@ -129,7 +129,8 @@ def _user_errors() -> tuple[type, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors (ValueError/TypeError/FileNotFoundError) become one line and exit 2."""
+    """Run the CLI; user errors (ValueError, OSError, ...: :func:`_user_errors`) become one line
+    and exit 2; a bug stays a traceback with exit 1."""
     from discdiff.memory import reuse_freed_memory
 
     reuse_freed_memory()  # large tensors without a page fault per page (discdiff.memory)

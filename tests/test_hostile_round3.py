@@ -413,3 +413,24 @@ def test_an_export_cut_short_or_mixed_is_refused_on_load(text_run, tmp_path, mon
     runs.export(task_b, model_b, out)  # exporting again repairs it
     assert isinstance(dd.from_pretrained(out)[0], MoleculeTask)
     assert not (tmp_path / "x_files" / "tokenizer").exists()  # A's tokenizer is gone
+
+
+def test_a_bug_is_a_traceback_and_a_users_choice_one_line(text_run, capsys, monkeypatch):
+    """TypeError and KeyError mapped to exit 2 made bugs look like user errors (a bug in
+    `task sample` said 'only integer tensors ... can be converted to an index'); now a bug
+    propagates (the console script prints its traceback and exits 1), while a sampler that
+    cannot serve the run's process, a user's choice, stays one line and exit 2."""
+    from discdiff.samplers import ProcessMismatch
+    from discdiff.tasks import runs
+
+    _, run = text_run
+    one_line_error(capsys, ["text", "sample", str(run), "-n", "1", "--sampler", "sundae"],
+                   "needs a Uniform process")  # fmt: skip
+    assert issubclass(ProcessMismatch, TypeError) and issubclass(ProcessMismatch, ValueError)
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(runs, "from_pretrained", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["task", "sample", str(run), "-n", "1"])

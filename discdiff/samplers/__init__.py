@@ -23,7 +23,7 @@ Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`
 """
 
 from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import Sampler, SampleResult, time_grid
+from discdiff.samplers.base import ProcessMismatch, Sampler, SampleResult, time_grid
 from discdiff.samplers.blocks import sample_blocks
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
@@ -42,6 +42,7 @@ from discdiff.samplers.sundae import SundaeSampler
 __all__ = [
     "SampleResult",
     "Sampler",
+    "ProcessMismatch",
     "time_grid",
     "AncestralSampler",
     "CachingSampler",

@@ -39,6 +39,7 @@ from discdiff.samplers.grid import (  # re-exported: the samplers import them fr
 __all__ = [
     "SampleResult",
     "Sampler",
+    "ProcessMismatch",
     "SamplingRun",
     "time_grid",
     "time_for_alpha",
@@ -46,6 +47,12 @@ __all__ = [
 ]
 
 Fields = Tensor | dict[str, Tensor]
+
+
+class ProcessMismatch(TypeError, ValueError):
+    """A sampler asked to run on a process it cannot serve (first-hitting on uniform noise,
+    SUNDAE on a mask state): a choice the user made, so the command line reports it in one line
+    with exit 2, while a plain TypeError is a bug. A TypeError, for callers that catch those."""
 
 
 @dataclass

@@ -37,7 +37,7 @@ from torch import Tensor
 from discdiff.categorical import process_logits, sample_inverse_cdf, uniform
 from discdiff.processes.base import Process
 from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import Sampler, SamplingRun, time_for_alpha, time_grid
+from discdiff.samplers.base import ProcessMismatch, Sampler, SamplingRun, time_for_alpha, time_grid
 
 __all__ = [
     "CachingSampler",
@@ -59,7 +59,7 @@ def check_absorbing(sampler: Sampler, processes: dict[str, Process]) -> None:
     for k, p in processes.items():
         if not has_mask_state(p):
             field = "" if len(processes) == 1 else f" (field {k!r})"
-            raise TypeError(
+            raise ProcessMismatch(
                 f"{type(sampler).__name__} needs a process with a mask state (e.g. Absorbing: "
                 f"train with the absorbing process), got {type(p).__name__}{field}"
             )

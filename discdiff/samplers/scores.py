@@ -29,6 +29,7 @@ from discdiff.processes.base import Process, expand_time
 from discdiff.processes.scores import has_scores, scores_from_x0, x0_from_scores
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import (
+    ProcessMismatch,
     Sampler,
     SampleResult,
     SamplingRun,
@@ -104,7 +105,7 @@ def _check_mixing(sampler: Sampler, processes: dict[str, Process]) -> None:
     for k, p in processes.items():
         if not has_scores(p):
             field = "" if list(processes) == [SINGLE] else f" (field {k!r})"
-            raise TypeError(
+            raise ProcessMismatch(
                 f"{type(sampler).__name__} needs a mixing process (uniform, absorbing, marginal) "
                 f"on a continuous schedule{field}, got {type(p).__name__}"
             )

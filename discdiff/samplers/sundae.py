@@ -25,7 +25,13 @@ from torch import Tensor
 
 from discdiff.categorical import sample_categorical, uniform
 from discdiff.processes.base import Process, has_uniform_noise
-from discdiff.samplers.base import Sampler, SamplingRun, _check_positive_int, time_grid
+from discdiff.samplers.base import (
+    ProcessMismatch,
+    Sampler,
+    SamplingRun,
+    _check_positive_int,
+    time_grid,
+)
 
 __all__ = ["SundaeSampler", "has_uniform_noise"]  # the capability now lives on processes.base
 
@@ -65,7 +71,7 @@ class SundaeSampler(Sampler):
         for k, p in processes.items():
             if not has_uniform_noise(p):
                 field = "" if len(processes) == 1 else f" (field {k!r})"
-                raise TypeError(
+                raise ProcessMismatch(
                     f"SundaeSampler needs a Uniform process (uniform noise, no mask state), "
                     f"got {type(p).__name__}{field}"
                 )
