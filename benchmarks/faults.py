@@ -358,7 +358,73 @@ def bad_inputs(folder: Path, text_run: Path, pixel_run: Path) -> list[tuple[str,
             ["task", "train", "text", "--out", str(folder / "t2"), "--config", "{bad"],
         ),
         ("threads -1", ["text", "sample", str(text_run), "--threads", "-1"]),
+        *round_three(folder, corpus, text_run, t, s),
     ]
+
+
+def round_three(
+    folder: Path, corpus: Path, text_run: Path, t: list[str], s: list[str]
+) -> list[tuple[str, list[str]]]:
+    """The third battery's families: a run's own files, prepared data that disagree with their
+    meta, hostile corpora and tokenizer settings, sizes that cannot fit, resume changes."""
+    data = folder / "data"
+    subprocess.run([*CLI, "text", "prepare", str(corpus), "--out", str(data), "--no-progress"],
+                   check=True, capture_output=True)  # fmt: skip
+
+    def damaged(name: str, edit) -> Path:
+        dest = folder / name
+        subprocess.run(["cp", "-r", str(data), str(dest)], check=True)
+        edit(dest)
+        return dest
+
+    def flip(dest: Path) -> None:
+        raw = bytearray((dest / "train.bin").read_bytes())
+        raw[5] = (raw[5] + 1) % 4
+        (dest / "train.bin").write_bytes(bytes(raw))
+
+    def vocab(dest: Path) -> None:
+        import json
+
+        meta = json.loads((dest / "meta.json").read_text())
+        meta["vocab_size"] = 10  # fewer ids than the data use
+        (dest / "meta.json").write_text(json.dumps(meta))
+
+    def no_meta(dest: Path) -> None:
+        (dest / "meta.json").unlink()
+
+    eod = folder / "eod.txt"
+    eod.write_text("a\x1eb\n" * 200)
+    weights = next((text_run / "checkpoints").glob("step_*/model.safetensors"))
+    out = ["--out", str(folder / "x.txt")]
+    return [
+        ("3: sample over the run's weights", [*s, "--out", str(weights)]),
+        ("3: export over a checkpoint",
+         ["task", "export", str(text_run), "--out", str(weights.with_name("e.safetensors"))]),
+        ("3: train into a prepared data dir", [*t, "--out", str(data)]),
+        ("3: train into the current directory", [*t, "--out", ""]),
+        ("3: resume with another process", [*t, "--out", str(text_run), "--resume",
+                                             "--process", "uniform"]),
+        ("3: resume with another corpus", ["text", "train", str(eod), "--out", str(text_run),
+                                           "--resume"]),
+        ("3: a train split edited after prepare", [*t[:2], str(damaged("d1", flip)),
+                                                   *t[3:], "--out", str(folder / "q1")]),
+        ("3: meta.json vocab_size changed", [*t[:2], str(damaged("d2", vocab)), *t[3:],
+                                             "--out", str(folder / "q2")]),
+        ("3: token files without meta.json", [*t[:2], str(damaged("d3", no_meta)), *t[3:],
+                                              "--out", str(folder / "q3")]),
+        ("3: corpus holding U+001E", ["text", "prepare", str(eod), "--out", str(folder / "d4")]),
+        ("3: BPE vocabulary 10^9", ["text", "prepare", str(corpus), "--out", str(folder / "d5"),
+                                    "--tokenizer", "bpe", "--vocab-size", "1000000000"]),
+        ("3: /dev/null as corpus", ["text", "train", "/dev/null", "--out", str(folder / "q4")]),
+        ("3: a file as run dir", ["text", "sample", str(corpus), "-n", "1"]),
+        ("3: -n 10^9 samples", ["text", "sample", str(text_run), "-n", "1000000000",
+                                "--length", "8"]),
+        ("3: --seed 2^64", [*s, "--seed", str(2**64), *out]),
+        ("3: infill [mask:4]", [*s, "--infill", "the [mask:4] king", *out]),
+        ("3: --proportion 0.9,abc", [*s, "--sampler", "sundae", "--proportion", "0.9,abc"]),
+        ("3: --max-train -5", ["molecules", "train", "--data", str(write_smiles(folder)),
+                               "--max-train", "-5", "--out", str(folder / "q5")]),
+    ]  # fmt: skip
 
 
 def part2() -> list[dict]:
