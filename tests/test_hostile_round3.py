@@ -434,3 +434,26 @@ def test_a_bug_is_a_traceback_and_a_users_choice_one_line(text_run, capsys, monk
     monkeypatch.setattr(runs, "from_pretrained", bug)
     with pytest.raises(KeyError, match="a bug"):
         main(["task", "sample", str(run), "-n", "1"])
+
+
+def test_after_a_nan_stop_the_advice_names_a_sound_checkpoint(tmp_path):
+    """The last finite checkpoint may hold weights of 1e30 already (the run had diverged):
+    the message named it as the one to resume from; now it names the newest sound one."""
+    import torch
+
+    from discdiff.training import save_checkpoint
+    from discdiff.training.trainer import checkpoint_advice
+
+    run = tmp_path / "run"
+    for step, scale in ((2, 1.0), (4, 3.0), (6, 1e30)):
+        save_checkpoint(run, step, model={"w": torch.full((3,), scale)})
+    advice = checkpoint_advice(run)
+    assert (
+        "step_00000006" in advice and "1.0e+30" in advice and "resume from step_00000004" in advice
+    )
+    run2 = tmp_path / "run2"
+    save_checkpoint(run2, 2, model={"w": torch.full((3,), 1e30)})
+    assert "no checkpoint is sound" in checkpoint_advice(run2)
+    run3 = tmp_path / "run3"
+    save_checkpoint(run3, 2, model={"w": torch.ones(3)})
+    assert checkpoint_advice(run3) == "; the last finite checkpoint is step_00000002"
