@@ -457,3 +457,27 @@ def test_after_a_nan_stop_the_advice_names_a_sound_checkpoint(tmp_path):
     run3 = tmp_path / "run3"
     save_checkpoint(run3, 2, model={"w": torch.ones(3)})
     assert checkpoint_advice(run3) == "; the last finite checkpoint is step_00000002"
+
+
+def test_a_run_refuses_data_prepared_again_from_other_text(tmp_path, capsys):
+    """The run records the prepared data's hashes (data.json): data prepared again from another
+    text with the same alphabet were trained on and scored as if the same."""
+    import shutil
+
+    from discdiff.datasets.token_files import prepare_corpus
+
+    a = tiny_corpus(tmp_path)
+    b = tmp_path / "b.txt"
+    b.write_text("\n".join(reversed(a.read_text().splitlines())))  # same characters, other text
+    data, run = tmp_path / "data", tmp_path / "run"
+    prepare_corpus(str(a), data)
+    assert main(["text", "train", str(data), "--out", str(run), *TINY_TEXT]) == 0
+    assert json.loads((run / "data.json").read_text())["splits"]["test"]
+    assert main(["text", "eval", str(run), "--max-chunks", "2"]) == 0
+    shutil.rmtree(data)
+    prepare_corpus(str(b), data)
+    one_line_error(capsys, ["text", "eval", str(run), "--max-chunks", "2"],
+                   "are not the ones this run was trained on")  # fmt: skip
+    assert main(["text", "train", str(data), "--out", str(run), "--resume", "--steps", "3",
+                 "--no-progress"]) == 2  # fmt: skip
+    assert "are not the ones" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -51,6 +51,7 @@ task; its run directory adds ``tokenizer/`` beside ``task.json``. Data live in
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -158,6 +159,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
                 )
         self._chunks: dict[str, PreparedWindows] = {}
         self._files: Any = None
+        self._data_record: dict[str, Any] | None = None  # data.json of a saved run
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -198,8 +200,17 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         return task
 
     def save_files(self, folder: Path) -> None:
-        """The tokenizer, in ``tokenizer/`` (task.json is the spine's)."""
+        """The tokenizer, in ``tokenizer/`` (task.json is the spine's), and ``data.json``: the
+        prepared data's hashes (source and splits) the run trains on, so that data prepared
+        again from another text are refused rather than trained or scored as if the same."""
         self.tokenizer.save(folder / TOKENIZER_DIR)
+        record = self._data_record
+        if record is None and self._files is not None:
+            record = _data_record(self._files.meta)
+        if record is not None:
+            from discdiff.files import write_json_atomic
+
+            write_json_atomic(folder / DATA_RECORD, record)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], folder: Path | None = None) -> TextTask:
@@ -208,7 +219,14 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             raise FileNotFoundError(
                 f"the text task needs its tokenizer: no {TOKENIZER_DIR}/ in {str(folder)!r}"
             )
-        return cls(TextTaskConfig.from_dict(config), load_tokenizer(Path(folder) / TOKENIZER_DIR))
+        task = cls(TextTaskConfig.from_dict(config), load_tokenizer(Path(folder) / TOKENIZER_DIR))
+        record = Path(folder) / DATA_RECORD
+        if record.is_file():
+            try:
+                task._data_record = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise ValueError(f"cannot read {str(record)!r}: {err}") from None
+        return task
 
     # -- data -----------------------------------------------------------------------------
     def dataset(self, split: str) -> PreparedWindows:
@@ -262,6 +280,16 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
                 raise ValueError(
                     f"the corpus {self.config.corpus!r} now gives another tokenizer than the "
                     f"run's ({files.path}); it changed since training"
+                )
+            now, then = _data_record(files.meta), self._data_record
+            if then is not None and now != then:
+                changed = [
+                    k for k in ("source", *now.get("splits", {})) if _part(now, k) != _part(then, k)
+                ]
+                raise ValueError(
+                    f"the prepared data of {self.config.corpus!r} ({files.path}) are not the ones "
+                    f"this run was trained on ({', '.join(changed) or 'their record'} changed): "
+                    "prepare them from the run's text, or score other text with --file"
                 )
             self._files = files
         return self._files
@@ -470,3 +498,17 @@ def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
 
 # the text-only names of the spine's functions (kept for their callers)
 from discdiff.tasks.text_runs import load_text_run, make_sampler, train_text  # noqa: E402
+
+#: the run's record of the prepared data it trains on (source and split hashes)
+DATA_RECORD = "data.json"
+
+
+def _data_record(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": (meta.get("source") or {}).get("sha256"),
+        "splits": dict(meta.get("sha256") or {}),
+    }
+
+
+def _part(record: dict[str, Any], key: str) -> Any:
+    return record.get("source") if key == "source" else record.get("splits", {}).get(key)
