@@ -96,6 +96,11 @@ def set_threads(threads: int) -> int:
         threads = cores
     n = threads or safe_threads()
     torch.set_num_threads(n)
+    import os
+
+    # the tokenizers library's Rust pool (BPE training and encoding) sizes itself from this when
+    # first used; without it `--threads 1` still ran on every core
+    os.environ.setdefault("RAYON_NUM_THREADS", str(n))
     return n
 
 

@@ -270,7 +270,13 @@ def train(
 
 
 def _write_samples(texts: list[str]) -> str:
-    return "".join(f"=== sample {i} ===\n{t}\n" for i, t in enumerate(texts))
+    """The samples as text; an end-of-document mark inside one (U+001E) is a line break."""
+    return "".join(
+        f"=== sample {i} ===\n{t.replace(EOD_MARK, chr(10))}\n" for i, t in enumerate(texts)
+    )
+
+
+EOD_MARK = "\x1e"  # the token files' end-of-document character (discdiff.datasets.token_files)
 
 
 @app.command()
@@ -430,7 +436,12 @@ def sample(
     if judge_run is not None:
         from discdiff.tasks.text_metrics import unigram_entropy
 
-        ppl, count = judge_run[0].generative_perplexity(judge_run[1], ids)
+        scored = None
+        eod = task._eod_id() if stop_at_eod else None
+        if eod is not None:  # up to each sample's end-of-document token, not the padding after
+            hit = (ids == eod).long()
+            scored = (hit.cumsum(1) - hit) == 0
+        ppl, count = judge_run[0].generative_perplexity(judge_run[1], ids, scored)
         typer.echo(
             f"generative perplexity under {judge}: {ppl:.3f} ({count} tokens); unigram "
             f"entropy {unigram_entropy(ids.tolist()):.3f} nats",

@@ -481,3 +481,29 @@ def test_a_run_refuses_data_prepared_again_from_other_text(tmp_path, capsys):
     assert main(["text", "train", str(data), "--out", str(run), "--resume", "--steps", "3",
                  "--no-progress"]) == 2  # fmt: skip
     assert "are not the ones" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_generative_perplexity_skips_the_padding_after_end_of_document(tmp_path):
+    """--stop-at-eod --judge scored the end-of-document padding too (487.7 against 30.4 in the
+    issue); the count is now up to each sample's first end-of-document token."""
+    import torch
+
+    from discdiff.cli.text import _write_samples
+    from discdiff.tasks.text import load_text_run
+
+    corpus = tiny_corpus(tmp_path)
+    ar = tmp_path / "ar"
+    assert (
+        main(["text", "train", str(corpus), "--out", str(ar), "--autoregressive", *TINY_TEXT]) == 0
+    )
+    task, model = load_text_run(ar)
+    eod = task._eod_id()
+    ids = torch.randint(0, eod, (2, 12))
+    ids[0, 5:] = eod  # ends at 5: 6 positions count (the mark itself too)
+    hit = (ids == eod).long()
+    scored = (hit.cumsum(1) - hit) == 0
+    _, count = task.generative_perplexity(model, ids, scored)
+    assert count == 6 + 12
+    _, everything = task.generative_perplexity(model, ids)
+    assert everything == 24
+    assert "\x1e" not in _write_samples(["one\x1etwo"])

@@ -104,10 +104,14 @@ class AutoregressiveYardstick:
         return ids
 
     @torch.no_grad()
-    def generative_perplexity(self, model: nn.Module, ids: Tensor) -> tuple[float, int]:
+    def generative_perplexity(
+        self, model: nn.Module, ids: Tensor, scored: Tensor | None = None
+    ) -> tuple[float, int]:
         """(perplexity, tokens scored) of samples ``ids`` (n, L) under this causal run: the
         exp of its mean exact NLL per token (the MDLM / ReMDM yardstick of sample quality);
-        windows of at most seq_len tokens."""
+        windows of at most seq_len tokens. ``scored`` (n, L) bool: the positions that count
+        (samples cut at their end-of-document token: the token itself, not the padding after
+        it, which a judge predicts almost for free); default all."""
         if not getattr(getattr(model, "config", None), "causal", False):
             raise ValueError("generative perplexity needs an autoregressive (causal) judge run")
         if bool((ids >= self.tokenizer.vocab_size).any()):
@@ -115,9 +119,18 @@ class AutoregressiveYardstick:
         dev = next(model.parameters()).device
         W = self.config.seq_len
         nats, count = 0.0, 0
+        if scored is not None and scored.shape != ids.shape:
+            raise ValueError(f"scored must have the samples' shape {tuple(ids.shape)}")
         for start in range(0, ids.shape[1], W):
             piece = ids[:, start : start + W].to(dev)
-            mask = torch.ones_like(piece, dtype=torch.bool)
+            if scored is None:
+                mask = torch.ones_like(piece, dtype=torch.bool)
+            else:
+                mask = scored[:, start : start + W].to(dev)
+            if not bool(mask.any()):
+                continue
             nats += float(self.ar_nll(model, piece, mask, self.tokenizer.vocab_size).sum())
-            count += piece.numel()
+            count += int(mask.sum())
+        if count == 0:
+            raise ValueError("no sample position to score")
         return float(torch.exp(torch.tensor(nats / count))), count
