@@ -614,20 +614,35 @@ def test_runs_on_the_denoiser_device_and_progress_bar(joint, sampler):
 
 
 def test_sundae_early_stop_is_an_unchanged_update_and_fires_when_sampling(joint):
-    """A row stops after the first step that leaves it unchanged, and stays frozen; with
-    stochastic proposals at temperature 0.8 this happens (the old proposal == state rule
-    needed every position's draw to agree and so almost never fired)."""
+    """A row stops after ``patience`` steps in a row that leave it unchanged (default
+    ceil(3 / rho): one unchanged step at rho = 0.3 froze rows far from converged), and stays
+    frozen; with stochastic proposals at temperature 0.8 this happens."""
+    import math
+
     proc = Uniform(V, LogLinear())
     oracle = ExactOracle(joint, proc)
     sampler = SundaeSampler(200, proportion=0.3, temperature=0.8)
+    assert sampler._patience == math.ceil(3 / 0.3) == 10
     res = sampler.sample(oracle, proc, (32, L), generator=gen(21), return_trajectory=True)
     assert res.num_calls < 200
     traj = torch.stack(res.trajectory)  # (steps + 1, B, L)
+    k = sampler._patience
     for row in range(32):
-        still = (traj[1:, row] == traj[:-1, row]).all(-1)  # (steps,)
-        assert bool(still.any())
-        first = int(still.nonzero()[0])
-        assert bool(still[first:].all())  # frozen from its first unchanged step on
+        still = (traj[1:, row] == traj[:-1, row]).all(-1).tolist()  # (steps,)
+        runs = [j for j in range(len(still) - k + 1) if all(still[j : j + k])]
+        assert runs, row  # it stopped
+        first = runs[0] + k  # frozen from the step after its k-th unchanged one
+        assert all(still[first:]), row
+        # no earlier stop: before ``first`` no k unchanged steps in a row
+        assert all(not all(still[j : j + k]) for j in range(runs[0])), row
+    one = SundaeSampler(200, proportion=0.3, temperature=0.8, patience=1)
+    quick = one.sample(oracle, proc, (32, L), generator=gen(21))
+    assert quick.num_calls < res.num_calls  # the old rule stopped much sooner
+    with pytest.raises(ValueError, match="would be ignored"):
+        SundaeSampler(10, argmax=True, proportion=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        SundaeSampler(10, argmax=True, temperature=0.5)
+    assert SundaeSampler(10, argmax=True)._patience == 1
 
 
 def test_sundae_argmax_with_starts_returns_the_best_scored_chain(joint):

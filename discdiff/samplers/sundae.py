@@ -3,9 +3,13 @@
 Start from uniform noise. Each step the denoiser predicts every position; a proposal is drawn
 from the prediction at the sampler's temperature, and a random proportion of the positions is
 replaced by the proposal. The proportion is a fixed fraction, or annealed linearly from
-``proportion[0]`` to ``proportion[1]``. With ``early_stop`` a row stops once a step leaves it
-unchanged (the updated sequence equals the previous one); sampling ends when every row has
-stopped, saving denoiser calls. Whether all have stopped is read every ``STOP_CHECK_EVERY``
+``proportion[0]`` to ``proportion[1]``. With ``early_stop`` a row stops once ``patience``
+steps in a row leave it unchanged (the updated sequence equals the previous one); sampling ends
+when every row has stopped, saving denoiser calls. One unchanged step is weak evidence when only
+a proportion rho of the positions could change in it (at rho = 0.3, 29 of 32 rows froze by step
+25, far from converged), so the default patience is ceil(3 / rho) steps (a position the model
+would still change survives that many steps with probability about e^-3), and 1 for argmax
+decoding, a deterministic map whose fixed point is final. Whether all have stopped is read every ``STOP_CHECK_EVERY``
 steps, not every step (each read waits for the device); stopped rows stay frozen meanwhile,
 so the samples are those of a check after every step, at up to 7 calls more.
 
@@ -19,6 +23,8 @@ trained with a time input sees decreasing noise levels; a SUNDAE network is told
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -52,6 +58,7 @@ class SundaeSampler(Sampler):
         starts: int = 1,
         guidance: float = 1.0,
         null_label: int | None = None,
+        patience: int | None = None,
     ) -> None:
         super().__init__(temperature, top_p, guidance, null_label)
         self.steps = _check_positive_int(steps, "steps")
@@ -62,6 +69,29 @@ class SundaeSampler(Sampler):
             )
         self.proportion = (float(pair[0]), float(pair[1]))
         self.argmax = bool(argmax)
+        if self.argmax:
+            ignored = [
+                name
+                for name, value, neutral in (
+                    ("proportion", self.proportion, (0.8, 0.8)),
+                    ("temperature", self.temperature, 1.0),
+                    ("top_p", self.top_p, 1.0),
+                )
+                if value != neutral
+            ]
+            if ignored:
+                raise ValueError(
+                    f"argmax-unrolled decoding replaces every position by the argmax: "
+                    f"{', '.join(ignored)} would be ignored; drop them or argmax"
+                )
+        self.patience = None if patience is None else _check_positive_int(patience, "patience")
+        self._patience = (
+            self.patience
+            if self.patience is not None
+            else 1
+            if self.argmax
+            else math.ceil(3.0 / min(self.proportion))
+        )
         self.early_stop = bool(early_stop)
         self.starts = _check_positive_int(starts, "starts")
         if self.starts > 1 and not self.argmax:
@@ -93,6 +123,7 @@ class SundaeSampler(Sampler):
         run.record(x)
         times = run.grid_times(grid)  # (steps + 1, B)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
+        streak = torch.zeros(B, dtype=torch.long, device=dev)  # unchanged steps in a row
         for j in run.progress_bar(range(self.steps), total=self.steps):
             logp = run.log_probs(x, times[j])
             if self.argmax:
@@ -114,7 +145,8 @@ class SundaeSampler(Sampler):
             x = new
             run.record(x)
             if self.early_stop:
-                done |= same
+                streak = torch.where(same, streak + 1, torch.zeros_like(streak))
+                done |= streak >= self._patience
                 if (j + 1) % STOP_CHECK_EVERY == 0 and bool(done.all()):
                     break
         return x
