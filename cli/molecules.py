@@ -152,7 +152,10 @@ def train(
     process: Annotated[str, typer.Option(help="marginal | uniform | absorbing (registered).")] = (
         "marginal"
     ),
-    schedule: Annotated[str, typer.Option(help="loglinear | cosine (registered).")] = "loglinear",
+    schedule: Annotated[
+        str,
+        typer.Option(help="loglinear | cosine (registered); options as NAME:VALUE or NAME:K=V."),
+    ] = "loglinear",
     edge_weight: Annotated[float, typer.Option(help="Loss weight of the bonds field.")] = 5.0,
     ce_weight: Annotated[
         float,

@@ -123,7 +123,8 @@ def train(
         str,
         typer.Option(
             help="A registered continuous schedule: loglinear | cosine | kappa-poly | "
-            "kappa-cosine | a plug-in's."
+            "kappa-cosine | a plug-in's; options as NAME:VALUE or NAME:KEY=VALUE,... "
+            "(kappa-poly:2 is the path kappa = tau^2), recorded in the run."
         ),
     ] = "loglinear",
     tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",

@@ -38,6 +38,7 @@ __all__ = [
     "SCHEDULES",
     "register_schedule",
     "make_schedule",
+    "parse_schedule_spec",
     "schedule_config",
     "schedule_from_config",
 ]
@@ -318,8 +319,38 @@ def register_schedule(name: str, factory: Any = None, *, replace: bool = False) 
     return SCHEDULES.register(name, factory, replace=replace)
 
 
+def parse_schedule_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"NAME"``, ``"NAME:VALUE"`` (the factory's first option) or ``"NAME:KEY=VALUE,..."``
+    -> (name, options): how a command line names a schedule with its options
+    (``--schedule kappa-poly:2``: discrete flow matching's path kappa = tau^2)."""
+    name, sep, rest = spec.partition(":")
+    if not sep:
+        return spec, {}
+    if not rest.strip():
+        raise ValueError(f"schedule {spec!r}: nothing after ':' (NAME:VALUE or NAME:KEY=VALUE)")
+    options: dict[str, Any] = {}
+    for part in rest.split(","):
+        key, eq, value = part.partition("=")
+        if not eq:
+            import inspect
+
+            params = [p for p in inspect.signature(SCHEDULES.get(name)).parameters.values()]
+            if len(rest.split(",")) != 1 or not params:
+                raise ValueError(f"schedule {spec!r}: write NAME:VALUE or NAME:KEY=VALUE,...")
+            key, value = params[0].name, part
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(
+                f"schedule {spec!r}: {key.strip()}={value!r} is not a number"
+            ) from None
+        options[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    return name, options
+
+
 def make_schedule(name: str | dict[str, Any] | Schedule, **options: Any) -> Schedule:
-    """The schedule registered as ``name`` built with ``options`` (or from a config dict).
+    """The schedule registered as ``name`` built with ``options`` (or from a config dict, or a
+    ``"NAME:VALUE"`` / ``"NAME:KEY=VALUE,..."`` spec: :func:`parse_schedule_spec`).
 
     The result remembers how it was made, so :func:`schedule_config` can save it.
     """
@@ -327,6 +358,9 @@ def make_schedule(name: str | dict[str, Any] | Schedule, **options: Any) -> Sche
         return name
     if isinstance(name, dict):
         return schedule_from_config(name)
+    if ":" in name:
+        name, parsed = parse_schedule_spec(name)
+        options = {**parsed, **options}
     factory = SCHEDULES.get(name)
     try:
         sched = factory(**options)

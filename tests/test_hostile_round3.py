@@ -507,3 +507,27 @@ def test_generative_perplexity_skips_the_padding_after_end_of_document(tmp_path)
     _, everything = task.generative_perplexity(model, ids)
     assert everything == 24
     assert "\x1e" not in _write_samples(["one\x1etwo"])
+
+
+def test_schedule_options_on_the_command_line_are_used_and_recorded(tmp_path, capsys):
+    """`--objective dfm --schedule kappa-poly` was PolynomialKappa(1), the linear path, with no
+    way to set the exponent; NAME:VALUE and NAME:KEY=VALUE now reach the factory and the run."""
+    from discdiff.schedules import PolynomialKappa, make_schedule, parse_schedule_spec
+
+    assert parse_schedule_spec("kappa-poly:2") == ("kappa-poly", {"exponent": 2})
+    assert parse_schedule_spec("kappa-poly:exponent=2.5") == ("kappa-poly", {"exponent": 2.5})
+    s = make_schedule("kappa-poly:3")
+    assert isinstance(s, PolynomialKappa) and s.exponent == 3.0
+    corpus = tiny_corpus(tmp_path)
+    losses = {}
+    for spec in ("kappa-poly", "kappa-poly:3"):
+        run = tmp_path / spec.replace(":", "_")
+        assert main(["text", "train", str(corpus), "--out", str(run), "--objective", "dfm",
+                     "--schedule", spec, *TINY_TEXT]) == 0  # fmt: skip
+        assert json.loads((run / "task.json").read_text())["schedule"] == spec
+        losses[spec] = capsys.readouterr().out
+    assert losses["kappa-poly"] != losses["kappa-poly:3"]
+    for bad, needle in (("kappa-poly:abc", "not a number"), ("nope:2", "'nope' is not one of"),
+                        ("d3pm-linear", "is not one of")):  # fmt: skip
+        one_line_error(capsys, ["text", "train", str(corpus), "--out", str(tmp_path / "x"),
+                                "--schedule", bad, *TINY_TEXT], needle)  # fmt: skip

@@ -238,7 +238,7 @@ def test_bad_config_and_arguments(graphs: list, tmp_path) -> None:
     d = task.config.to_dict()
     for key, value, msg in [
         ("process", "gaussian", "unknown process"),
-        ("schedule", "linear", "unknown schedule"),
+        ("schedule", "linear", "is not one of"),
         ("node_hist", [1.0] + [0.0] * task.config.max_nodes, "0 nodes"),
         ("atom_prior", [1.0, 2.0], "atom_prior"),
         ("edge_weight", 0.0, "edge_weight"),

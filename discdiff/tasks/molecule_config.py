@@ -11,7 +11,8 @@ from typing import Any
 
 from discdiff.chem.graph import GraphVocab
 from discdiff.processes import PROCESSES
-from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
+from discdiff.tasks.probes import check_continuous_schedule
 
 __all__ = ["MoleculeTaskConfig", "takes_prior"]
 
@@ -78,9 +79,7 @@ class MoleculeTaskConfig(TaskConfig):
         if process_problem(self.process, continuous_elbo=True, options_ok=True) is not None:
             kinds = usable_processes(continuous_elbo=True, options_ok=True)
             raise ValueError(f"unknown process {self.process!r}; expected one of {kinds}")
-        if self.schedule not in continuous_schedules():
-            kinds = continuous_schedules()
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {kinds}")
+        check_continuous_schedule(self.schedule)
         hist = _probs(self.node_hist, "node_hist", self.max_nodes + 1)
         if hist is None or hist[0] > 0:
             raise ValueError("node_hist must give probability 0 to graphs with 0 nodes")

@@ -14,6 +14,7 @@ __all__ = [
     "process_problem",
     "usable_processes",
     "continuous_schedules",
+    "check_continuous_schedule",
     "available_memory",
     "check_model_size",
     "check_parameter_bytes",
@@ -70,6 +71,26 @@ def continuous_schedules() -> list[str]:
         except (ValueError, TypeError):
             continue
     return out
+
+
+def check_continuous_schedule(spec: str) -> None:
+    """ValueError unless ``spec`` (a name, or ``NAME:VALUE`` / ``NAME:KEY=VALUE,...``) builds a
+    continuous-time schedule; the message lists the registered ones."""
+    from discdiff.schedules import make_schedule
+
+    cont = continuous_schedules()
+    name = spec.partition(":")[0]
+    if name not in cont:
+        raise ValueError(
+            f"schedule={spec!r}: {name!r} is not one of {', '.join(cont)} (registered "
+            "continuous-time schedules; options as NAME:VALUE or NAME:KEY=VALUE, e.g. kappa-poly:2)"
+        )
+    try:
+        sched = make_schedule(spec)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"schedule={spec!r}: {err}") from None
+    if sched.num_steps is not None:
+        raise ValueError(f"schedule={spec!r} is discrete-time; expected one of {', '.join(cont)}")
 
 
 def available_memory() -> int | None:

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from discdiff.checks import reads_are_free
 from discdiff.objectives import OBJECTIVES, objective
-from discdiff.tasks.base import TaskConfig, continuous_schedules, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
+from discdiff.tasks.probes import check_continuous_schedule
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
@@ -57,12 +58,7 @@ class TextTaskConfig(TaskConfig):
     t_min: float = 1e-3
 
     def __post_init__(self) -> None:
-        cont = continuous_schedules()
-        if self.schedule not in cont:
-            raise ValueError(
-                f"schedule={self.schedule!r} is not one of {', '.join(map(repr, cont))} "
-                "(registered continuous-time schedules)"
-            )
+        check_continuous_schedule(self.schedule)
         if process_problem(self.process, continuous_elbo=True) is not None:
             raise ValueError(
                 f"process={self.process!r} is not one of "
