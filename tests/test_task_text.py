@@ -3,6 +3,7 @@ SUNDAE from library parts, sample metrics. Tiny synthetic corpora, tiny models."
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -347,6 +348,17 @@ def test_benchmark_and_example_run_on_a_tiny_budget(corpus, tmp_path, capsys):
     assert (tmp_path / "bench" / "results.json").is_file()
     assert bench([*tiny, "--steps", "3", "--models", "ar", "--out", str(tmp_path / "b2")]) == 0
     assert "budget: 3 steps training per model" in capsys.readouterr().out
+    ood = tmp_path / "ood.txt"  # out-of-domain text of the same alphabet, and the bigram floor
+    ood.write_text(" ".join(reversed(Path(corpus).read_text().split()))[:3000])
+    assert bench([*tiny, "--steps", "2", "--models", "absorbing,ar", "--ood", str(ood),
+                  "--bigram", "--out", str(tmp_path / "b3")]) == 0  # fmt: skip
+    rows = {
+        r["model"]: r for r in json.loads((tmp_path / "b3" / "results.json").read_text())["rows"]
+    }
+    assert set(rows) == {"absorbing", "ar", "bigram"}
+    for r in rows.values():
+        assert r["ood_bpc"] > 0 and r["bpc"] > 0 and r["bpc_se"] > 0
+    assert "out-of-domain bpc" in capsys.readouterr().out
     example = runpy.run_path(str(root / "examples" / "sundae_vs_absorbing.py"))["main"]
     args = [*tiny, "--samples", "2", "--sample-steps", "4", "--ngram", "3"]
     assert example([*args, "--out", str(tmp_path / "ex")]) == 0
