@@ -89,6 +89,14 @@ def sample(
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
+    model_alone: Annotated[
+        bool,
+        typer.Option(
+            "--model-alone",
+            help="The model alone: no valence or motif guard, no repair, no rejection, invalid "
+            "samples kept (status 'invalid' in a .smi): what the network itself draws.",
+        ),
+    ] = False,
     hydrogens: Annotated[bool, typer.Option(help="Explicit hydrogens in the .sdf.")] = False,
     conformers: Annotated[
         bool, typer.Option(help="3-D coordinates in the .sdf (ETKDG + MMFF; adds hydrogens).")
@@ -114,6 +122,10 @@ def sample(
 ) -> None:
     """Sample molecules, write them (and a PNG grid), print validity, novelty and filters."""
     from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint
+
+    if model_alone:  # one flag for the five that put the pipeline around the model
+        valence_guard = motif_guard = repair = reject = False
+        keep_invalid = True
 
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
