@@ -230,10 +230,11 @@ def check_run_folder(out: Path) -> None:
     if kind is not None and kind != "run dir":
         raise ValueError(f"--out {str(out)!r} is a {kind}; name another folder for the run")
     for folder in out.resolve().parents:
-        if folder_kind(folder) is not None:
+        outer = folder_kind(folder)
+        if outer is not None:
             raise ValueError(
-                f"--out {str(out)!r} lies inside the {folder_kind(folder)} {str(folder)!r}; "
-                "name a folder outside it"
+                f"--out {str(out)!r} lies inside the {outer} {str(folder)!r}; name a folder "
+                "outside it"
             )
 
 

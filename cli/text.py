@@ -403,6 +403,8 @@ def sample(
         output_bytes=n * total_len * 9,  # int64 ids and about a byte of text per token
         device=next(model.parameters()).device,
     )  # fmt: skip
+    if getattr(mc, "causal", False) and infill is not None:
+        raise ValueError("an autoregressive run samples left to right: no --infill")
     texts, parts, calls = [], [], 0
     bar = None
     if progress and n > batch_size:
@@ -412,8 +414,6 @@ def sample(
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         if getattr(mc, "causal", False):
-            if infill is not None:
-                raise ValueError("an autoregressive run samples left to right: no --infill")
             ids_b = task.sample_ar(
                 model, m, total_len, temperature=temperature, top_p=top_p,
                 prefix=task.tokenizer.encode(prefix) if prefix else None, generator=gen,

@@ -512,6 +512,11 @@ def _prune(folder: Path) -> None:
 
 
 # ---- reading -----------------------------------------------------------------------------------
+#: split files already checked in this process, by (path, size, mtime): a cache lookup that
+#: verified a data dir and the TokenFiles then opened on it read each split once, not twice
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
 class TokenFiles:
     """A prepared data dir: its meta, tokenizer and memory-mapped splits."""
 
@@ -550,9 +555,12 @@ class TokenFiles:
         the file instead of being scored or trained on. Files prepared before hashes were
         recorded get the id-range check alone."""
         for s in SPLITS if split is None else (split,):
-            if s in self._checked:
-                continue
             path = self.path / f"{s}.bin"
+            st = path.stat()
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            if s in self._checked or key in _VERIFIED:  # once per file state in a process
+                self._checked.add(s)
+                continue
             want = (self.meta.get("sha256") or {}).get(s)
             if want is not None and sha256_file(path) != want:
                 raise ValueError(
@@ -566,6 +574,7 @@ class TokenFiles:
                     f"{str(path)!r} holds id {top}, outside the vocabulary of {self.vocab_size}"
                 )
             self._checked.add(s)
+            _VERIFIED.add(key)
 
     def tokenizer(self) -> Any:
         """The data's tokenizer, checked against meta.json (its hash where recorded, and its

@@ -50,6 +50,8 @@ __all__ = [
     "write_text_atomic",
     "save_checkpoint",
     "latest_checkpoint",
+    "checkpoint_advice",
+    "largest_weight",
     "list_checkpoints",
     "load_checkpoint",
     "load_weights",
@@ -441,3 +443,49 @@ def load_model(
     weights = ckpt.ema if (use_ema is not False and ckpt.ema is not None) else ckpt.model
     load_weights(model, weights)
     return model.to(resolve_device(device)).eval()
+
+
+# ---- after a run diverged ----------------------------------------------------------------
+#: weights beyond this (in absolute value) mean the run had diverged before it saved them
+DIVERGED = 1e4
+
+
+def largest_weight(checkpoint: Path) -> float:
+    """max |w| over a checkpoint's floating-point weights (model and EMA), read from disk."""
+    from safetensors import safe_open
+
+    top = 0.0
+    for name in ("model.safetensors", "ema.safetensors"):
+        path = checkpoint / name
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                t = f.get_tensor(key)
+                if torch.is_floating_point(t) and t.numel():
+                    top = max(top, float(t.abs().max()))
+    return top
+
+
+def checkpoint_advice(run_dir: Path) -> str:
+    """Which checkpoint to resume from after a non-finite loss: the last one is finite, but
+    its weights may be huge already (about 1e30 after a learning rate of 1e3), and resuming
+    there diverges again; then the newest whose weights stay below :data:`DIVERGED`."""
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return ""
+    top = largest_weight(last)
+    if top <= DIVERGED:
+        return f"; the last finite checkpoint is {last.name}"
+    earlier = [c for c in reversed(list_checkpoints(run_dir)) if c != last]
+    sound = [c for c in earlier if largest_weight(c) <= DIVERGED]
+    where = (
+        f"resume from {sound[0].name} (remove the newer step_* folders and checkpoints/latest, "
+        "then --resume)"
+        if sound
+        else "no checkpoint is sound: start again"
+    )
+    return (
+        f"; the last finite checkpoint, {last.name}, already has weights of {top:.1e} (the run "
+        f"had diverged): {where}"
+    )
