@@ -133,6 +133,7 @@ def test_torchrun_cli_on_a_raw_corpus_prepares_it_once(tmp_path):
     cmd += ["--eval-every", "0", "--no-progress", "--threads", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr  # the group is left before shutdown
     entries = [p for p in (tmp_path / "cache" / "prepared").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1  # prepared once, no leftovers of a second preparer
     ckpt = load_checkpoint(tmp_path / "run")

@@ -8,8 +8,10 @@ needs no special case. Only rank 0 writes files (``is_main_process``).
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -111,17 +113,33 @@ def init_distributed(backend: str | None = None) -> DistInfo:
             raise ValueError("backend 'nccl' needs CUDA; use 'gloo' on the CPU")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    # A process that ends with its group still up tears gloo's threads down during interpreter
+    # shutdown, which aborts it or a peer; a command that joined the group leaves it at exit.
+    atexit.register(_leave_at_exit)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, backend=backend)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(timeout_s: float = 120.0) -> None:
     """Leave the process group (no-op when none is active), after every rank got here: a rank
     that tears its group down while a peer's gloo thread still talks to it aborts that peer
-    ("terminate called without an active exception", SIGABRT; seen 1 run in 4-6 of the
-    2-rank test on a loaded 2-core machine)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    ("terminate called without an active exception", SIGABRT). Under gloo the wait is bounded
+    by ``timeout_s`` (a peer that died raises instead of hanging)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+        else:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
+
+
+def _leave_at_exit() -> None:
+    try:
+        cleanup_distributed(timeout_s=60.0)
+    except Exception:  # noqa: BLE001 - exiting anyway; a peer that is gone is not news here
+        pass
 
 
 def barrier() -> None:
