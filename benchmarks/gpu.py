@@ -237,9 +237,9 @@ def sampling(device: torch.device, quick: bool) -> dict[str, float]:
 
 def molecules(device: torch.device, quick: bool) -> dict[str, float]:
     from discdiff.chem.metrics import molecule_metrics
-    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+    from discdiff.tasks.runs import from_pretrained
 
-    model, task = load_pretrained(shipped_checkpoint(), device=device)
+    task, model = from_pretrained("qm9", device=device)
     n = 50 if quick else 2000
     gen = torch.Generator(device=device).manual_seed(0)
     task.sample_graphs(model, min(n, 250), steps=5, generator=gen)  # warm-up

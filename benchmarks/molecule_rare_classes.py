@@ -13,13 +13,12 @@ the shipped QM9 model gives its charged classes p < 0.001 there (see ``continuou
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from discdiff.chem.graph import mol_to_graph
 from discdiff.tasks.molecule_data import load_training_smiles
-from discdiff.tasks.molecules import load_pretrained, load_run, resolve_checkpoint
+from discdiff.tasks.runs import from_pretrained
 
 
 def main() -> None:
@@ -33,11 +32,8 @@ def main() -> None:
 
     reuse_freed_memory()  # as the command line does (discdiff.memory)
     torch.set_num_threads(1)
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        model, task = load_run(path, use_ema=False if args.raw else None)
-    else:
-        model, task = load_pretrained(resolve_checkpoint(args.checkpoint))
+    ema = False if args.raw else None
+    task, model = from_pretrained(args.checkpoint, use_ema=ema, expect="molecules")
     model.eval()
     voc = task.vocab
     names = [f"{a}{'+' if c > 0 else '-' if c < 0 else ''}" for a, c in voc.atoms]

@@ -29,7 +29,8 @@ from discdiff.chem.metrics import largest_fragment  # noqa: E402
 from discdiff.chem.rejection import Rejection  # noqa: E402
 from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
-from discdiff.tasks.molecules import SAMPLE_STEPS, load_pretrained, shipped_checkpoint  # noqa: E402
+from discdiff.tasks.molecules import SAMPLE_STEPS  # noqa: E402
+from discdiff.tasks.runs import from_pretrained  # noqa: E402
 
 
 def ring_kinds(mol: Chem.Mol) -> set[str]:
@@ -74,7 +75,7 @@ def main() -> None:
     if args.n < 1 or args.steps < 1 or args.threads < 1:
         raise SystemExit("-n, --steps and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    model, task = load_pretrained(shipped_checkpoint())
+    task, model = from_pretrained("qm9")
     graphs = task.sample_graphs(
         model, args.n, steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
         reject=None if args.no_reject else Rejection(),

@@ -27,7 +27,8 @@ import torch
 from discdiff.chem.metrics import format_metrics_table, molecule_metrics, reference_stats
 from discdiff.datasets.qm9 import load_qm9
 from discdiff.tasks.molecule_data import novelty_sets
-from discdiff.tasks.molecules import GRID_POWER, load_pretrained, shipped_checkpoint
+from discdiff.tasks.molecules import GRID_POWER
+from discdiff.tasks.runs import from_pretrained
 
 COLUMNS = ["validity", "validity_connected", "uniqueness", "novelty_whole", "atom_tv",
            "bond_tv", "ring_tv", "aromatic", "qed_w1", "sa_w1", "mw_w1", "seconds"]  # fmt: skip
@@ -58,7 +59,7 @@ def main() -> None:
 
     reuse_freed_memory()  # as the command line does (discdiff.memory)
     torch.set_num_threads(args.threads)
-    model, task = load_pretrained(args.checkpoint or shipped_checkpoint())
+    task, model = from_pretrained(args.checkpoint or "qm9", expect="molecules")
     if task.config.dataset != "qm9":
         raise SystemExit("this script scores against QM9; give a QM9 checkpoint")
     train, whole, why = novelty_sets("qm9")

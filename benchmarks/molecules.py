@@ -55,9 +55,8 @@ from discdiff.tasks.molecule_data import novelty_sets  # noqa: E402
 from discdiff.tasks.molecules import (  # noqa: E402
     GRID_POWER,
     SAMPLE_STEPS,
-    load_pretrained,
-    shipped_checkpoint,
 )
+from discdiff.tasks.runs import from_pretrained  # noqa: E402
 
 MAIN = ["num_samples", "validity", "validity_repaired", "validity_connected", "uniqueness",
         "novelty", "novelty_whole", "atom_tv", "bond_tv", "ring_tv", "seconds"]  # fmt: skip
@@ -136,7 +135,7 @@ def main() -> None:
     if args.n < 1 or args.steps < 1 or args.threads < 1:
         raise SystemExit("-n, --steps and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    model, task = load_pretrained(args.checkpoint or shipped_checkpoint())
+    task, model = from_pretrained(args.checkpoint or "qm9", expect="molecules")
     goals = [parse_targets([t], task.config.properties) for t in args.target]  # one each
 
     t = time.perf_counter()

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from discdiff.tasks import pixels as px
+from discdiff.tasks import runs
 from discdiff.training import TrainConfig
 
 
@@ -78,7 +79,7 @@ def run_one(kind: str, args: argparse.Namespace, classifier, train, test) -> dic
         task, model, train_config, run_dir, train_data=train, device="cpu", progress=False
     )
     train_s = time.perf_counter() - start
-    task, model = px.load_run(run_dir)
+    task, model = runs.load_run(run_dir, expect="pixels")
     g = torch.Generator().manual_seed(args.seed)
     bpd, se, n = px.bits_per_dim(
         task, model, test, limit=args.eval_limit, repeats=args.eval_repeats, generator=g

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from discdiff.nn import count_parameters
-from discdiff.tasks.text import TextTask, TextTaskConfig, seconds_per_step, train_text
+from discdiff.tasks import runs
+from discdiff.tasks.text import TextTask, TextTaskConfig, seconds_per_step
 from discdiff.training import TrainConfig
 
 GOALS = {"absorbing": 1.15, "uniform": 1.25}
@@ -113,7 +114,7 @@ def run_one(kind: str, args: argparse.Namespace, tasks: dict[str, TextTask]) -> 
         flush=True,
     )
     start = time.perf_counter()
-    metrics = train_text(
+    metrics = runs.train(
         task,
         model,
         config,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 
 def initial_model(init: str) -> tuple:
-    """(denoiser, task) of ``--init`` ('shipped' = the shipped checkpoint)."""
-    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint, shipped_checkpoint
+    """(task, denoiser) of ``--init`` ('shipped' = the shipped QM9 model)."""
+    from discdiff.tasks import runs
 
-    path = shipped_checkpoint() if init == "shipped" else resolve_checkpoint(init)
-    return load_pretrained(path)
+    return runs.from_pretrained("qm9" if init == "shipped" else init, expect="molecules")
 
 
 def init_task(start, prep, ce_weight):

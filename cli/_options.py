@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,14 @@ Threads = Annotated[
 Temperature = Annotated[
     float,
     typer.Option(help="Temperature of the x0 prediction (0 = argmax: the most likely class)."),
+]
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="MODEL",
+        help="A run directory, one of its checkpoints, exported weights (.safetensors) or a "
+        "shipped model's name (`discdiff models list`).",
+    ),
 ]
 UseEma = Annotated[
     bool | None,

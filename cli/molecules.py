@@ -33,6 +33,7 @@ from discdiff.cli._options import (
     Compile,
     CudaGraphs,
     Device,
+    ModelArg,
     Progress,
     SamplerOpt,
     Seed,
@@ -121,7 +122,7 @@ def sample(
     time_power: TimePower = 3.0,  # discdiff.tasks.molecules.GRID_POWER (lazy import)
 ) -> None:
     """Sample molecules, write them (and a PNG grid), print validity, novelty and filters."""
-    from discdiff.tasks.molecules import load_pretrained, resolve_checkpoint
+    from discdiff.tasks import runs
 
     if model_alone:  # one flag for the five that put the pipeline around the model
         valence_guard = motif_guard = repair = reject = False
@@ -134,7 +135,7 @@ def sample(
     mo.check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
     dev = _device(device)
-    model, task = load_pretrained(resolve_checkpoint(checkpoint), device=dev)
+    task, model = runs.from_pretrained(checkpoint or "qm9", device=dev, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance, scaffold, num_atoms)
     records, metrics, seconds = ms.sample_and_report(
@@ -226,9 +227,7 @@ def train(
     workers = set_threads(flags.threads)
     saved_train, start = None, None
     if check_new_run(out, flags.resume):
-        task, model_entry, saved_train = runs.saved_settings(out)
-        if not isinstance(task, MoleculeTask):
-            raise ValueError(f"{str(out)!r} is a {task.name} run, not a molecules run")
+        task, model_entry, saved_train = runs.saved_settings(out, expect="molecules")
         c, m = task.config, ((model_entry.get("denoiser") or {}).get("config") or {})
         saved_data = c.dataset if c.dataset in ("qm9", "moses") else str(c.dataset)
         given_data = data if data in ("qm9", "moses") else str(Path(data).resolve())
@@ -255,7 +254,7 @@ def train(
     else:
         names = [p.strip().lower() for p in properties.split(",") if p.strip()]
         start = mi.initial_model(init) if init is not None else None
-        limit = start[1].config.max_nodes if start is not None else max_nodes or None
+        limit = start[0].config.max_nodes if start is not None else max_nodes or None
         with mo.encoding_bar(flags.progress) as bar:
             prep = prepare_molecule_data(
                 data,
@@ -267,9 +266,9 @@ def train(
                 aromatic=aromatic,
             )
         if start is not None:
-            task = mi.init_task(start[1], prep, ce_weight)
-            start = (mi.init_denoiser(start[0], start[1], prep), start[1])
-            sizes = mi.denoiser_sizes(start[0])
+            task = mi.init_task(start[0], prep, ce_weight)
+            start = (start[0], mi.init_denoiser(start[1], start[0], prep))
+            sizes = mi.denoiser_sizes(start[1])
         else:
             task = MoleculeTask.from_graphs(
                 prep.graphs,
@@ -305,7 +304,7 @@ def train(
     if start is not None:
         from discdiff.tasks.runs import warm_start
 
-        fresh = warm_start(model, start[0], new=("labels.",))
+        fresh = warm_start(model, start[1], new=("labels.",))
         typer.echo(f"initialised from {init}" + (f" ({len(fresh)} new tensors)" if fresh else ""))
     n_params = sum(p.numel() for p in model.parameters())
     typer.echo(f"denoiser: {n_params:,} parameters; process {task.config.process}")
@@ -338,7 +337,7 @@ def _with_properties(task, names, bins, dropout, train_set, val_set, prep):
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="Training run directory (or .safetensors).")],
+    run_dir: ModelArg,
     num: Annotated[int, typer.Option("-n", "--num", help="Molecules to sample.")] = 1000,
     steps: Annotated[int, typer.Option(help="Reverse diffusion steps.")] = 50,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
@@ -378,7 +377,7 @@ def evaluate(
             raise ValueError(
                 "--fcd needs the optional package: pip install 'discdiff[fcd]'"
             ) from None
-    from discdiff.tasks.molecules import load_pretrained, load_run
+    from discdiff.tasks import runs
 
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
@@ -387,10 +386,8 @@ def evaluate(
         mo.check_outputs(out, None, False, False)
     set_threads(threads)
     dev = _device(device)
-    if run_dir.is_dir():
-        model, task = load_run(run_dir, device=dev, use_ema=False if raw else None)
-    else:
-        model, task = load_pretrained(run_dir, device=dev)
+    ema = False if raw else None
+    task, model = runs.from_pretrained(run_dir, device=dev, use_ema=ema, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance)
     records, metrics, _ = ms.sample_and_report(
@@ -412,14 +409,16 @@ def evaluate(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Training run directory.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A molecule run directory, or one of its checkpoints.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Weights file (*_model.safetensors).")],
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
 ) -> None:
     """Write a run's latest weights (EMA by default) as safetensors + config JSON beside."""
-    from discdiff.tasks.molecules import load_run, save_pretrained
+    from discdiff.tasks import runs
 
     check_output(out, (".safetensors",), "--out", streams=False)
-    model, task = load_run(run_dir, use_ema=False if raw else None)
-    weights, cfg = save_pretrained(model, task, out)
+    task, model = runs.from_pretrained(run_dir, use_ema=False if raw else None, expect="molecules")
+    weights, cfg = runs.export(task, model, out)
     typer.echo(f"wrote {weights} and {cfg}")

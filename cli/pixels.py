@@ -21,6 +21,7 @@ from discdiff.cli._options import (
     CudaGraphs,
     Device,
     GradCheckpointing,
+    ModelArg,
     SamplerOpt,
     Seed,
     SeedOrSaved,
@@ -33,8 +34,8 @@ from discdiff.cli._options import (
 )
 from discdiff.cli._spine import (
     TrainFlags,
+    check_new_run,
     check_output,
-    check_run_folder,
     resolve_train_config,
     task_train_defaults,
     train_command,
@@ -101,28 +102,18 @@ def train(
     import torch
 
     from discdiff.tasks import pixels as px
+    from discdiff.tasks import runs
     from discdiff.training import TrainConfig
 
     set_threads(flags.threads)
-    check_run_folder(out)
-    resume = flags.resume
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}
-    saved_train: dict[str, Any] = {}
-    if resume and (out / "config.json").is_file():
-        saved = px.saved_run_config(out)
-        entry = saved.get("model") or {}
-        if "task" not in entry or "denoiser" not in entry:
-            raise ValueError(f"{out / 'config.json'} was not written by `discdiff pixels train`")
-        saved_task = dict(entry["task"])
-        dcfg = entry["denoiser"]["config"]
+    saved_train: dict[str, Any] | None = None
+    if check_new_run(out, flags.resume):
+        saved, entry, saved_train = runs.saved_settings(out, expect="pixels")
+        saved_task = saved.config.to_dict()
+        dcfg = (entry.get("denoiser") or {}).get("config") or {}
         saved_model = {k: dcfg[k] for k in _MODEL_DEFAULTS if k in dcfg}
-        saved_train = dict(saved.get("train") or {})
-        saved_task.pop("task_type", None)
-    elif resume:
-        typer.echo(f"no run in {out} yet; starting a new one", err=True)
-    elif (out / "checkpoints").is_dir():
-        raise ValueError(f"run dir {out} already has checkpoints; pass --resume or a new --out")
 
     task_opts = _merge(
         {
@@ -152,23 +143,24 @@ def train(
     model = task.new_model(**model_opts)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    metrics = px.train_pixels(
-        task, model, train_config, out, resume=resume, device=flags.device, progress=flags.progress
-    )
+    metrics = runs.train(
+        task, model, train_config, out, resume=flags.resume, device=flags.device,
+        progress=flags.progress,
+    )  # fmt: skip
     shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"trained {config.process} on {config.data} ({config.levels} levels) -> {out}")
     typer.echo(json.dumps(shown))
 
 
 def _load(run_dir: Path, device: str) -> tuple[Any, Any]:
-    from discdiff.tasks import pixels as px
+    from discdiff.tasks import runs
 
-    return px.load_run(run_dir, device=device)
+    return runs.from_pretrained(run_dir, device=device, expect="pixels")
 
 
 @app.command()
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `pixels train`.")],
+    run_dir: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="PNG file for the image grid.")] = Path(
         "grid.png"
     ),
@@ -220,7 +212,7 @@ def sample(
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `pixels train`.")],
+    run_dir: ModelArg,
     split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
     limit: Annotated[int | None, typer.Option(help="Score only the first N images.")] = None,
     repeats: Annotated[int, typer.Option(help="Monte-Carlo draws of the bound per image.")] = 1,

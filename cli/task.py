@@ -20,6 +20,7 @@ from discdiff.cli._options import (
     Compile,
     CudaGraphs,
     Device,
+    ModelArg,
     SamplerOpt,
     Seed,
     Temperature,
@@ -137,7 +138,7 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    run_dir: ModelArg,
     split: Annotated[str, typer.Option(help="The split to score (the task's names).")] = "test",
     samples: Annotated[int, typer.Option(help="Monte-Carlo draws of the bound per example.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
@@ -155,7 +156,7 @@ def evaluate(
 
     if json_out is not None:
         check_output(json_out, (".json",), "--json")
-    task, model = runs.load_run(run_dir, device=device)
+    task, model = runs.from_pretrained(run_dir, device=device)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ev = task.evaluate(
         model, split, batch_size=batch_size, samples=samples, limit=limit, generator=gen
@@ -172,12 +173,7 @@ def evaluate(
 
 @app.command()
 def sample(
-    run_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="A run directory of any task, a checkpoint, exported weights or a shipped model."
-        ),
-    ],
+    run_dir: ModelArg,
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 8,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
@@ -221,7 +217,9 @@ def sample(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory of any task.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory of any task, or one of its checkpoints.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Weights file (NAME.safetensors).")],
     raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
 ) -> None:

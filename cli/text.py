@@ -21,6 +21,7 @@ from discdiff.cli._options import (
     CudaGraphs,
     Device,
     GradCheckpointing,
+    ModelArg,
     Progress,
     SamplerOpt,
     Seed,
@@ -176,9 +177,7 @@ def train(
 
     saved_train = None
     if check_new_run(out, flags.resume):
-        task, model_entry, saved_train = runs.saved_settings(out)
-        if not isinstance(task, TextTask):
-            raise ValueError(f"{str(out)!r} is a {task.name} run, not a text run")
+        task, model_entry, saved_train = runs.saved_settings(out, expect="text")
         c, m = task.config, ((model_entry.get("denoiser") or {}).get("config") or {})
         flags.refuse_changes(
             out,
@@ -282,7 +281,7 @@ EOD_MARK = "\x1e"  # the token files' end-of-document character (discdiff.datase
 
 @app.command()
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `text train`.")],
+    run_dir: ModelArg,
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 16,
     batch_size: Annotated[
         int, typer.Option(help="Samples drawn at once (memory grows with it).")
@@ -359,7 +358,7 @@ def sample(
     set_threads(threads)
     import torch
 
-    from discdiff.tasks.text import load_text_run
+    from discdiff.tasks import runs
 
     if out is not None:
         check_output(out, None, "--out")
@@ -378,12 +377,12 @@ def sample(
     for name, value in (("argmax", argmax or None), ("starts", starts), ("early_stop", early_stop)):
         if value is not None:
             options[name] = value
-    task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    task, model = runs.from_pretrained(run_dir, device=device, use_ema=ema, expect="text")
     s = task.make_sampler(sampler, steps=steps, temperature=temperature, top_p=top_p, **options)
     model = compiled(model, compile, cuda_graphs)
     judge_run = None
     if judge is not None:
-        judge_run = load_text_run(judge, device=device)
+        judge_run = runs.from_pretrained(judge, device=device, expect="text")
         from discdiff.tasks.text import _same_tokenizer
 
         if not _same_tokenizer(judge_run[0].tokenizer, task.tokenizer):
@@ -461,7 +460,7 @@ def sample(
 
 @app.command("eval")
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `text train`.")],
+    run_dir: ModelArg,
     split: Annotated[str, typer.Option(help="test | val | train")] = "test",
     samples: Annotated[int, typer.Option(help="Monte-Carlo ELBO draws per chunk.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Chunks per batch.")] = 32,
@@ -488,11 +487,11 @@ def evaluate(
     set_threads(threads)
     import torch
 
-    from discdiff.tasks.text import load_text_run
+    from discdiff.tasks import runs
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test'")
-    task, model = load_text_run(run_dir, device=device, use_ema=ema)
+    task, model = runs.from_pretrained(run_dir, device=device, use_ema=ema, expect="text")
     if file is not None:
         split = task.outside_split(str(file))
     if getattr(getattr(model, "config", None), "causal", False):

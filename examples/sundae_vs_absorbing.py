@@ -27,13 +27,13 @@ import torch
 
 from discdiff.nn import count_parameters
 from discdiff.samplers import CachingSampler, SundaeSampler
+from discdiff.tasks import runs
 from discdiff.tasks.text import (
     CharNGram,
     TextTask,
     TextTaskConfig,
     load_corpus,
     seconds_per_step,
-    train_text,
     word_coverage,
     words,
 )
@@ -87,7 +87,7 @@ def train_for_budget(task: TextTask, args: argparse.Namespace, name: str):
         seed=args.seed,
     )
     start = time.perf_counter()
-    train_text(task, model, config, f"{args.out}/{name}", device=args.device, progress=False)
+    runs.train(task, model, config, f"{args.out}/{name}", device=args.device, progress=False)
     return model, steps, time.perf_counter() - start
 
 

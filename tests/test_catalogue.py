@@ -51,7 +51,7 @@ def test_a_name_loads_what_its_file_loads_and_a_file_of_that_name_wins(tmp_path,
     (tmp_path / "qm9").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a run dir"):
         dd.from_pretrained("qm9")
-    with pytest.raises(FileNotFoundError, match="nor is it a shipped model: qm9"):
+    with pytest.raises(FileNotFoundError, match="nor is it a shipped model's name: qm9"):
         dd.from_pretrained("no-such-model")
 
 

@@ -13,7 +13,8 @@ from rdkit import Chem
 from typer.testing import CliRunner
 
 from discdiff.cli.main import app, main
-from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+from discdiff.tasks.molecules import shipped_checkpoint
+from discdiff.tasks.runs import from_pretrained
 from discdiff.training import latest_checkpoint
 
 runner = CliRunner()
@@ -28,7 +29,7 @@ def run_ok(args: list[str]) -> str:
 
 
 def test_shipped_checkpoint_loads() -> None:
-    model, task = load_pretrained(shipped_checkpoint())
+    task, model = from_pretrained("qm9")
     assert task.config.dataset == "qm9" and task.config.max_nodes == 9
     assert not model.training
 
@@ -221,7 +222,7 @@ def test_train_resume_and_eval(tmp_path) -> None:
     weights = tmp_path / "tiny_model.safetensors"
     run_ok(["molecules", "export", str(run), "--out", str(weights)])
     assert (tmp_path / "tiny_config.json").is_file()
-    model, task = load_pretrained(weights)
+    task, model = from_pretrained(weights, expect="molecules")
     assert task.config.dataset == str(data.resolve()) and task.config.max_nodes == 6
 
 
@@ -273,7 +274,7 @@ def test_aromatic_fine_tuning_from_the_kekulized_model(tmp_path, capsys) -> None
                   "--init", "shipped", "--aromatic", "--steps", "2", "--batch-size", "8",
                   "--eval-every", "0", "--no-progress", "--seed", "1"])  # fmt: skip
     assert "initialised from shipped" in out and "430,093 parameters" in out
-    model, task = load_pretrained(ft)
+    task, model = from_pretrained(ft, expect="molecules")
     assert not task.vocab.kekulize and task.vocab.num_bond_classes == 5
     assert BOND_TYPES[4] == Chem.BondType.AROMATIC and task.config.bond_prior[4] > 0.01
     smi = tmp_path / "a.smi"

@@ -442,9 +442,9 @@ def test_cuda_graph_sampling_gives_what_eager_sampling_gives(tmp_path):
     """The shipped QM9 model sampled with CUDA graphs: valid molecules at the eager rate
     (the outputs are copied out of the graph's memory before the next replay)."""
     from discdiff.cli._options import compiled
-    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+    from discdiff.tasks.runs import from_pretrained
 
-    model, task = load_pretrained(shipped_checkpoint(), device="cuda")
+    task, model = from_pretrained("qm9", device="cuda")
     graphed = compiled(model, False, cuda_graphs=True)
     valid = {}
     for name, m in (("eager", model), ("graphs", graphed)):

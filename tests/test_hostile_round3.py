@@ -72,9 +72,9 @@ def test_negative_molecule_limits_are_refused_and_a_huge_max_nodes_pads_to_the_d
 
 
 def test_one_atom_molecules_sample():
-    from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+    from discdiff.tasks.runs import from_pretrained
 
-    model, task = load_pretrained(shipped_checkpoint())
+    task, model = from_pretrained("qm9")
     graphs = task.sample_graphs(model, 3, num_atoms=1, steps=4)
     assert all(int(g[0].shape[0]) == 1 for g in graphs)
 
@@ -489,14 +489,14 @@ def test_generative_perplexity_skips_the_padding_after_end_of_document(tmp_path)
     import torch
 
     from discdiff.cli.text import _write_samples
-    from discdiff.tasks.text import load_text_run
+    from discdiff.tasks.runs import load_run
 
     corpus = tiny_corpus(tmp_path)
     ar = tmp_path / "ar"
     assert (
         main(["text", "train", str(corpus), "--out", str(ar), "--autoregressive", *TINY_TEXT]) == 0
     )
-    task, model = load_text_run(ar)
+    task, model = load_run(ar, expect="text")
     eod = task._eod_id()
     ids = torch.randint(0, eod, (2, 12))
     ids[0, 5:] = eod  # ends at 5: 6 positions count (the mark itself too)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,10 +26,9 @@ from discdiff.chem.valence import atom_capacities, bond_orders, guarded_bonds
 from discdiff.tasks.molecules import (
     MoleculeTask,
     graph_properties,
-    load_pretrained,
     shipped_checkpoint,
 )
-from discdiff.tasks.runs import warm_start
+from discdiff.tasks.runs import from_pretrained, warm_start
 
 SMILES = ["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O", "C1CC1N", "COC=O"]
 TINY = dict(num_layers=1, node_dim=16, edge_dim=8, global_dim=8, num_heads=2, node_ff_dim=16,
@@ -39,7 +37,8 @@ TINY = dict(num_layers=1, node_dim=16, edge_dim=8, global_dim=8, num_heads=2, no
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_pretrained(shipped_checkpoint())
+    task, model = from_pretrained("qm9")
+    return model, task
 
 
 # ---- properties and bins ------------------------------------------------------------------
@@ -386,21 +385,21 @@ def test_shipped_qm9_sets_equal_the_data() -> None:
 
 
 def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
-    from discdiff.tasks.molecules import SHIPPED, resolve_checkpoint
+    from discdiff.tasks.molecules import SHIPPED
 
-    assert resolve_checkpoint(None) == shipped_checkpoint()
     for name in SHIPPED:
-        path = resolve_checkpoint(name)
+        path = shipped_checkpoint(name)
         assert (
             path.is_file()
             and path.with_name(path.name.replace("_model.safetensors", "_config.json")).is_file()
         )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "qm9").mkdir()  # a file or folder of that name wins over the shipped model
-    assert resolve_checkpoint("qm9") == Path("qm9")
+    with pytest.raises(FileNotFoundError, match="neither a run dir nor a checkpoint dir"):
+        from_pretrained("qm9")
     with pytest.raises(ValueError, match="no shipped checkpoint"):
         shipped_checkpoint("zinc")
-    model, task = load_pretrained(shipped_checkpoint("qm9-qed"))
+    task, model = from_pretrained("qm9-qed", expect="molecules")
     assert task.config.properties == ("qed",) and model.config.num_properties == 1
     assert "bin 16 of 16" in task.describe_target("qed", 0.7)
     assert "outside the training molecules' range" in task.describe_target("qed", 0.7)

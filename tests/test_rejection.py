@@ -23,7 +23,7 @@ from discdiff.chem.rejection import (
     RejectionStats,
     redraw_flawed,
 )
-from discdiff.tasks.molecules import load_pretrained, shipped_checkpoint
+from discdiff.tasks.runs import from_pretrained
 
 VOCAB = GraphVocab.qm9()
 
@@ -42,7 +42,8 @@ MOTIF_EXAMPLES = {
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_pretrained(shipped_checkpoint())
+    task, model = from_pretrained("qm9")
+    return model, task
 
 
 def test_every_motif_has_its_example() -> None:

@@ -174,10 +174,10 @@ def test_exported_weights_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from discdiff.tasks.molecules import load_pretrained, save_pretrained, shipped_checkpoint
+    from discdiff.tasks.runs import export, from_pretrained
 
-    model, task = load_pretrained(shipped_checkpoint())
-    weights, cfg = save_pretrained(model, task, tmp_path / "m_model.safetensors")
+    task, model = from_pretrained("qm9")
+    weights, cfg = export(task, model, tmp_path / "m_model.safetensors")
     umask = os.umask(0)
     os.umask(umask)
     for path in (weights, cfg):

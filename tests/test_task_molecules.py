@@ -14,9 +14,8 @@ from discdiff.tasks.molecules import (
     GraphDataset,
     MoleculeTask,
     MoleculeTaskConfig,
-    load_pretrained,
-    save_pretrained,
 )
+from discdiff.tasks.runs import export, from_pretrained
 
 SMILES = [
     "CCO",
@@ -214,9 +213,9 @@ def test_config_json_round_trip_and_checkpoint(graphs: list, tmp_path) -> None:
     task, model = make(graphs, "absorbing", schedule="cosine", edge_weight=2.5, dataset="x.smi")
     d = json.loads(json.dumps(task.config.to_dict()))
     assert MoleculeTaskConfig.from_dict(d) == task.config
-    path, cfg_path = save_pretrained(model, task, tmp_path / "m_model.safetensors")
+    path, cfg_path = export(task, model, tmp_path / "m_model.safetensors")
     assert cfg_path.name == "m_config.json"
-    model2, task2 = load_pretrained(path)
+    task2, model2 = from_pretrained(path, expect="molecules")
     assert task2.config == task.config
     batch = torch.utils.data.default_collate([task.dataset(graphs)[i] for i in range(3)])
     x0, _, cond = task.fields(batch)
@@ -257,11 +256,11 @@ def test_bad_config_and_arguments(graphs: list, tmp_path) -> None:
     with pytest.raises(ValueError, match="does not fit"):
         absorbing.build_model({"denoiser": task.denoiser_config(**TINY).to_dict()})
     with pytest.raises(FileNotFoundError):
-        load_pretrained(tmp_path / "missing.safetensors")
+        from_pretrained(tmp_path / "missing.safetensors", expect="molecules")
     bad = tmp_path / "bad_model.safetensors"
     bad.write_bytes(b"not a safetensors file")
     (tmp_path / "bad_config.json").write_text(
         json.dumps({"task": d, "denoiser": task.denoiser_config(**TINY).to_dict()})
     )
     with pytest.raises(ValueError, match="cannot read checkpoint weights"):
-        load_pretrained(bad)
+        from_pretrained(bad, expect="molecules")

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from discdiff.losses import corrupt, sample_times, sundae_loss
-from discdiff.samplers import CachingSampler
+from discdiff.samplers import CachingSampler, make_sampler
+from discdiff.tasks import runs
 from discdiff.tasks.text import (
     CharNGram,
     TextChunks,
@@ -22,9 +23,7 @@ from discdiff.tasks.text import (
     _ratio_se,
     encode_text,
     load_corpus,
-    make_sampler,
     parse_infill,
-    train_text,
     word_coverage,
     words,
 )
@@ -63,7 +62,7 @@ def trained(corpus, tmp_path_factory):
     task = new_task(corpus)
     model = new_model(task)
     run = tmp_path_factory.mktemp("run")
-    train_text(task, model, TrainConfig(steps=40, batch_size=16, lr=3e-3), run, progress=False)
+    runs.train(task, model, TrainConfig(steps=40, batch_size=16, lr=3e-3), run, progress=False)
     return task, model.eval()
 
 
@@ -262,7 +261,7 @@ def test_prefix_is_kept_absorbing(trained, name):
     texts, ids, calls = task.sample(
         model,
         3,
-        make_sampler(name, 12),
+        make_sampler(name, steps=12),
         prefix="the king ",
         generator=torch.Generator().manual_seed(0),
     )
@@ -275,10 +274,10 @@ def test_prefix_and_infill_kept_uniform(corpus, name):
     task = new_task(corpus, process="uniform")
     model = new_model(task)
     gen = torch.Generator().manual_seed(0)
-    texts, _, _ = task.sample(model, 2, make_sampler(name, 8), prefix="lord ", generator=gen)
+    texts, _, _ = task.sample(model, 2, make_sampler(name, steps=8), prefix="lord ", generator=gen)
     assert all(t.startswith("lord ") for t in texts)
     texts, _, _ = task.sample(
-        model, 2, make_sampler(name, 8), infill="a [MASK:4] of", generator=gen
+        model, 2, make_sampler(name, steps=8), infill="a [MASK:4] of", generator=gen
     )
     assert all(t[:2] == "a " and t[6:9] == " of" for t in texts)
 
@@ -288,7 +287,7 @@ def test_infill_keeps_given_text(trained):
     texts, _, _ = task.sample(
         model,
         4,
-        make_sampler("caching", 16),
+        make_sampler("caching", steps=16),
         infill="the [MASK:6] and [MASK:3] queen",
         length=24,
         generator=torch.Generator().manual_seed(1),
@@ -297,7 +296,7 @@ def test_infill_keeps_given_text(trained):
         assert len(t) == 24
         assert t[:4] == "the " and t[10:15] == " and " and t[18:] == " queen"
     with pytest.raises(ValueError, match="either prefix or infill"):
-        task.sample(model, 1, make_sampler("ancestral", 4), prefix="a", infill="b")
+        task.sample(model, 1, make_sampler("ancestral", steps=4), prefix="a", infill="b")
 
 
 def test_time_free_denoiser_and_caching(corpus, trained):

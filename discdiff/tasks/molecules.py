@@ -22,7 +22,6 @@ beside the denoiser's config; together with safetensors weights it is a complete
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -63,11 +62,7 @@ __all__ = [
     "MoleculeTask",
     "GraphDataset",
     "load_training_smiles",
-    "load_pretrained",
-    "save_pretrained",
-    "load_run",
     "shipped_checkpoint",
-    "resolve_checkpoint",
     "SHIPPED",
 ]
 
@@ -435,46 +430,6 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         return molecule_metrics(mols, train=train, whole=whole)
 
 
-# ---- saving and loading: the spine's, in the (model, task) order of the old names --------
-def save_pretrained(
-    model: GraphTransformerDenoiser, task: MoleculeTask, weights: str | os.PathLike[str]
-) -> tuple[Path, Path]:
-    """:func:`discdiff.tasks.runs.export`: ``weights`` (safetensors) and its model entry
-    (``X_config.json`` for ``X_model.safetensors``, else ``NAME.json``)."""
-    from discdiff.tasks import runs
-
-    return runs.export(task, model, weights)
-
-
-def load_pretrained(
-    weights: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[nn.Module, MoleculeTask]:
-    """(denoiser in eval mode, task) from exported weights, a checkpoint dir or a run dir
-    (:func:`discdiff.tasks.runs.from_pretrained`; one-line errors for bad files)."""
-    from discdiff.tasks import runs
-
-    task, model = runs.from_pretrained(weights, device=device, task_type="molecules")
-    if not isinstance(task, MoleculeTask):
-        raise ValueError(f"{str(weights)!r} holds a {task.name} model, not a molecule model")
-    return model, task
-
-
-def load_run(
-    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", use_ema: bool | None = None
-) -> tuple[nn.Module, MoleculeTask]:
-    """(denoiser, task) from a training run directory written by ``discdiff molecules train``."""
-    from discdiff.tasks import runs
-
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise FileNotFoundError(f"run directory {str(run)!r} does not exist")
-    task, model = runs.load_run(run, device=str(device), use_ema=use_ema)
-    if not isinstance(task, MoleculeTask):
-        raise ValueError(f"{str(run)!r} is a {task.name} run, not a molecule run")
-    return model, task
-
-
-#: the models that ship with the package: name -> weights file in discdiff/assets
 def _shipped() -> dict[str, Path]:
     """The shipped molecule models by name (from the catalogue: discdiff.catalogue)."""
     return {n: c.path for n, c in model_cards().items() if c.task == "molecules"}
@@ -503,15 +458,6 @@ def shipped_checkpoint(name: str = "qm9") -> Path:
     if name not in SHIPPED:
         raise ValueError(f"no shipped checkpoint {name!r}; the shipped ones are {sorted(SHIPPED)}")
     return model_path(name)
-
-
-def resolve_checkpoint(spec: str | os.PathLike[str] | None) -> Path:
-    """A ``--checkpoint`` value: a path, or the name of a shipped model (None: ``"qm9"``)."""
-    if spec is None:
-        return shipped_checkpoint()
-    if str(spec) in SHIPPED and not Path(spec).exists():
-        return shipped_checkpoint(str(spec))
-    return Path(spec)
 
 
 def collate_molecules(items: Sequence[Any]) -> Any:

@@ -80,13 +80,11 @@ __all__ = [
     "make_denoiser",
     "model_config",
     "build_model",
-    "saved_run_config",
     "check_labels",
     "load_data",
     "TorchImages",
     "pixel_processes",
     "train_pixels",
-    "load_run",
     "bits_per_dim",
     "sample_images",
     "image_grid",
@@ -326,42 +324,6 @@ def train_pixels(
     return runs.train(
         task, model, train_config, run_dir, resume=resume, device=device, progress=progress
     )
-
-
-def saved_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run dir's config.json ({"model": ..., "train": ...}); FileNotFoundError if absent."""
-    import json
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run dir {str(path)!r} does not exist")
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{cfg} not found: {str(path)!r} is not a pixels run dir")
-    try:
-        return json.loads(cfg.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{cfg} is not valid JSON: {err}") from err
-
-
-def load_run(
-    run_dir: str | os.PathLike[str], device: str = "cpu", use_ema: bool | None = None
-) -> tuple[PixelTask, nn.Module]:
-    """The task and trained denoiser (eval mode) of a run dir's latest checkpoint."""
-    from discdiff.tasks import runs
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run dir {str(path)!r} does not exist")
-    if not (path / "task.json").is_file():  # runs written before the task spine
-        saved = saved_run_config(path).get("model")
-        if not isinstance(saved, dict) or "task" not in saved:
-            raise ValueError(f"{path / 'config.json'} was not written by the pixels task")
-        PixelTask(PixelConfig.from_dict(saved["task"])).save(path)
-    task, model = runs.load_run(path, device=device, use_ema=use_ema)
-    if not isinstance(task, PixelTask):
-        raise ValueError(f"{str(path)!r} is a {task.name} run, not a pixels run")
-    return task, model
 
 
 def check_labels(task: PixelTask, labels: Tensor | list[int]) -> Tensor:

@@ -54,6 +54,7 @@ __all__ = [
     "from_pretrained",
     "export",
     "saved_settings",
+    "expect_task",
     "warm_start",
     "config_path",
 ]
@@ -156,14 +157,25 @@ def _entry_task(entry: dict[str, Any], folder: Path | None, where: str) -> Task:
     return TASKS.get(name).from_config(dict(entry["task"]), folder)
 
 
+def expect_task(task: Task, expect: str | None, where: str | os.PathLike[str]) -> Task:
+    """``task`` when ``expect`` is None or names its registered task; else one line saying
+    what ``where`` holds (a text run given to a molecule command)."""
+    if expect is not None and not isinstance(task, TASKS.get(expect)):
+        raise ValueError(f"{str(where)!r} holds a {task.name} model, not a {expect} model")
+    return task
+
+
 def load_run(
-    run_dir: str | os.PathLike[str], device: str = "cpu", use_ema: bool | None = None
+    run_dir: str | os.PathLike[str],
+    device: str = "cpu",
+    use_ema: bool | None = None,
+    expect: str | None = None,
 ) -> tuple[Task, nn.Module]:
     """(task, model in eval mode) of a run dir's latest checkpoint (EMA weights when saved,
-    unless ``use_ema=False``)."""
+    unless ``use_ema=False``); ``expect`` names the task it must be (:func:`expect_task`)."""
     folder = Path(run_dir)
     read_task_file(folder)  # one-line errors for a missing dir / task.json
-    task = Task.load(folder)
+    task = expect_task(Task.load(folder), expect, folder)
     if latest_checkpoint(folder) is None:
         raise FileNotFoundError(f"run dir {str(folder)!r} has no checkpoints yet")
 
@@ -282,13 +294,17 @@ def from_pretrained(
     device: str | torch.device = "cpu",
     use_ema: bool | None = None,
     task_type: str | None = None,
+    expect: str | None = None,
 ) -> tuple[Task, nn.Module]:
     """(task, model in eval mode) from a run dir, a checkpoint dir, exported weights or the
     name of a shipped model (``discdiff models list``; its file checked against its card).
 
     ``task_type`` names the task for a model entry that does not (files written before the
-    task spine); otherwise the entry's own ``task_type`` decides.
+    task spine); otherwise the entry's own ``task_type`` decides. ``expect`` names the task
+    the model must be for (one line otherwise, before any weights are read) and is the
+    ``task_type`` of an entry that names none.
     """
+    task_type = task_type or expect
     from discdiff.training.device import resolve_device
 
     device = resolve_device(device)  # "auto" too
@@ -297,20 +313,26 @@ def from_pretrained(
         p = model_path(str(path))
     if p.is_dir():
         if (p / TASK_FILE).is_file():
-            return load_run(p, device=str(device), use_ema=use_ema)
+            return load_run(p, device=str(device), use_ema=use_ema, expect=expect)
         if (p / "manifest.json").is_file():  # one checkpoint dir: its run dir holds the task
             ckpt = load_checkpoint(p)
             task = _entry_task(
                 _with_type(ckpt.config.get("model") or {}, task_type), p.parent.parent, str(p)
             )
+            expect_task(task, expect, p)
             model = task.build_model(ckpt.config["model"])
             load_weights(model, ckpt.ema if (use_ema is not False and ckpt.ema) else ckpt.model)
             return task, model.to(device).eval()
         raise FileNotFoundError(f"{str(p)!r} is neither a run dir nor a checkpoint dir")
     if not p.is_file():
         raise FileNotFoundError(
-            f"checkpoint {str(p)!r} does not exist (nor is it a shipped model: "
+            f"{str(p)!r} does not exist (nor is it a shipped model's name: "
             f"{', '.join(model_cards())})"
+        )
+    if p.suffix != ".safetensors":
+        raise ValueError(
+            f"{str(p)!r} is a file, not a run dir, a checkpoint dir or exported .safetensors "
+            "weights"
         )
     cfg = config_path(p)
     if not cfg.is_file():
@@ -320,6 +342,7 @@ def from_pretrained(
     entry.pop(EXPORT_KEY, None)
     files = _files_dir(p)
     task = _entry_task(entry, files if files.is_dir() else None, str(cfg))
+    expect_task(task, expect, p)
     model = task.build_model(entry)
     try:
         tensors = load_file(str(p))
@@ -335,10 +358,13 @@ def _with_type(entry: dict[str, Any], task_type: str | None) -> dict[str, Any]:
     return entry
 
 
-def saved_settings(run_dir: str | os.PathLike[str]) -> tuple[Task, dict[str, Any], dict[str, Any]]:
-    """(task, model entry, train settings) of a run to resume: what ``--resume`` continues."""
+def saved_settings(
+    run_dir: str | os.PathLike[str], expect: str | None = None
+) -> tuple[Task, dict[str, Any], dict[str, Any]]:
+    """(task, model entry, train settings) of a run to resume: what ``--resume`` continues;
+    ``expect`` names the task it must be (:func:`expect_task`)."""
     folder = Path(run_dir)
-    task = Task.load(folder)
+    task = expect_task(Task.load(folder), expect, folder)
     cfg = folder / "config.json"
     try:
         doc = json.loads(cfg.read_text(encoding="utf-8"))

@@ -99,9 +99,6 @@ __all__ = [
     "TextEval",
     "TextTask",
     "parse_infill",
-    "make_sampler",
-    "train_text",
-    "load_text_run",
     "seconds_per_step",
     "CharNGram",
     "word_coverage",
@@ -495,9 +492,6 @@ def _same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
         return a.alphabet == b.alphabet
     return a._tok.to_str() == b._tok.to_str()
 
-
-# the text-only names of the spine's functions (kept for their callers)
-from discdiff.tasks.text_runs import load_text_run, make_sampler, train_text  # noqa: E402
 
 #: the run's record of the prepared data it trains on (source and split hashes)
 DATA_RECORD = "data.json"
