@@ -42,11 +42,9 @@ def init_task(start, prep, ce_weight):
 
 def init_denoiser(model, start, prep):
     """The --init denoiser, its bond classes grown when the data adds an aromatic class."""
-    from discdiff.nn.graph_transformer import grow_bond_classes
+    from discdiff.tasks.molecules import grow_to_vocab
 
-    if start.vocab == prep.vocab:
-        return model
-    return grow_bond_classes(model, {4: (1, 2)})  # aromatic from single and double
+    return grow_to_vocab(model, start.vocab, prep.vocab)
 
 
 def denoiser_sizes(model) -> dict:

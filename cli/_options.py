@@ -282,9 +282,9 @@ def sampler_options(pairs: list[str] | None) -> dict[str, Any]:
 
 def sampler_help(extra: str = "") -> str:
     """Help of --sampler: the registered names (plug-ins included)."""
-    from discdiff.samplers import SAMPLERS
+    from discdiff.tasks.base import sampler_names
 
-    return f"A registered sampler: {' | '.join(SAMPLERS.names())}.{extra}"
+    return f"A registered sampler: {' | '.join(sampler_names())}.{extra}"
 
 
 Imports = Annotated[

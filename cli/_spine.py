@@ -241,7 +241,7 @@ def check_run_folder(out: Path) -> None:
 def check_new_run(out: Path, resume: bool) -> bool:
     """Whether ``out`` holds a run to resume; refuses to overwrite one without --resume, and
     a folder that is not a run's (:func:`check_run_folder`)."""
-    from discdiff.training import latest_checkpoint
+    from discdiff.tasks.runs import latest_checkpoint
 
     check_run_folder(out)
     has_run = latest_checkpoint(out) is not None
@@ -259,7 +259,7 @@ def resolve_train_config(
 ) -> Any:
     """A TrainConfig from flags the user gave (not None), else the resumed run's values, else
     the task's defaults. On resume each flag that changes a saved value is announced."""
-    from discdiff.training import TrainConfig
+    from discdiff.tasks.runs import TrainConfig
 
     if saved is not None and "data_on_device" not in saved:
         saved = {**saved, "data_on_device": False}  # runs saved before it used the DataLoader

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from discdiff import __version__
-from discdiff.training.errors import TrainingInterrupted
+from discdiff.tasks.runs import TrainingInterrupted
 
 app = typer.Typer(
     name="discdiff",

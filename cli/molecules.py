@@ -151,7 +151,7 @@ def sample(
 
 
 def _device(spec: str) -> str:
-    from discdiff.training.device import resolve_device
+    from discdiff.tasks.runs import resolve_device
 
     return str(resolve_device(spec))
 

@@ -103,7 +103,7 @@ def train(
 
     from discdiff.tasks import pixels as px
     from discdiff.tasks import runs
-    from discdiff.training import TrainConfig
+    from discdiff.tasks.runs import TrainConfig
 
     set_threads(flags.threads)
     saved_task: dict[str, Any] = {}

@@ -69,7 +69,7 @@ def prepare(
     """Tokenize CORPUS once into flat token files (train/val/test.bin + meta.json) that
     `text train DATA_DIR` reads through memory maps."""
     set_threads(threads)
-    from discdiff.datasets.token_files import prepare_corpus
+    from discdiff.tasks.text_data import prepare_corpus
 
     if str(out) in ("", "."):
         raise ValueError("--out: name a folder for the prepared data (not the current directory)")
@@ -222,7 +222,7 @@ def train(
             time_conditioning=time_conditioning,
             self_conditioning=self_conditioning,
         )
-        from discdiff.datasets.token_files import prepared_cache
+        from discdiff.tasks.text_data import prepared_cache
 
         data_dir, made = prepared_cache(
             corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress

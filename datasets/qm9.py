@@ -22,6 +22,7 @@ from discdiff.datasets._fetch import cache_dir, fetch_package, read_member
 __all__ = [
     "QM9_PACKAGE",
     "QM9_QUANTUM",
+    "qm9_quantum_table",
     "QM9_SPLITS",
     "load_qm9",
     "load_qm9_quantum",
@@ -156,3 +157,57 @@ def load_qm9_quantum(
     tmp.write_text("\t".join(["smiles", *names]) + "\n" + body, encoding="utf-8")
     os.replace(tmp, path)
     return smiles, values
+
+
+_TABLE: dict[str, tuple[float, ...]] | None = None
+
+
+def qm9_quantum_table(cache: str | os.PathLike[str] | None = None) -> dict[str, tuple[float, ...]]:
+    """Canonical SMILES without stereochemistry (a graph has none) -> the values of
+    :data:`QM9_QUANTUM` in its order; stereoisomers, which share a graph, get their mean.
+    Canonicalised once (RDKit) and kept in the cache, keyed by the RDKit version."""
+    global _TABLE
+    if _TABLE is not None:
+        return _TABLE
+    from rdkit import Chem
+    from rdkit import __version__ as rdkit_version
+
+    from discdiff.files import atomic_path
+
+    names = list(QM9_QUANTUM)
+    path = cache_dir(cache) / "qm9" / f"quantum_canonical_rdkit{rdkit_version}.tsv"
+    head = "\t".join(["smiles", *names])
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines and lines[0] == head:
+            _TABLE = {
+                r[0]: tuple(float(v) for v in r[1:]) for r in (x.split("\t") for x in lines[1:])
+            }
+            return _TABLE
+    smiles, values = load_qm9_quantum(cache)
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for smi, vals in zip(smiles, values, strict=True):
+        mol = Chem.MolFromSmiles(smi)
+        if mol is None:
+            continue
+        k = Chem.MolToSmiles(mol, isomericSmiles=False)
+        if k in sums:
+            sums[k] = [a + b for a, b in zip(sums[k], vals, strict=True)]
+            counts[k] += 1
+        else:
+            sums[k], counts[k] = list(vals), 1
+    table = {k: tuple(v / counts[k] for v in vs) for k, vs in sums.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(
+                head + "\n" + "".join(
+                    "\t".join([k, *(repr(v) for v in vs)]) + "\n" for k, vs in table.items()
+                ),
+                encoding="utf-8",
+            )  # fmt: skip
+    except OSError:
+        pass  # a read-only cache: the table is still right, only not kept
+    _TABLE = table
+    return table

@@ -10,6 +10,7 @@ from typing import Any
 
 from discdiff import startup as _startup  # noqa: F401  (first: Ctrl-C while the CLI starts)
 from discdiff.catalogue import ModelCard, model_card, model_cards
+from discdiff.constraints import Constraint
 from discdiff.losses import (
     bits_per_token,
     continuous_elbo,
@@ -112,6 +113,7 @@ def __getattr__(name: str) -> Any:
 from discdiff.version import __version__  # noqa: E402
 
 __all__ = [
+    "Constraint",
     "__version__",
     "reuse_freed_memory",
     # registries and plug-ins

@@ -61,9 +61,9 @@ def test_sample_writes_every_format_and_a_grid(tmp_path) -> None:
     if len(lines) < n:
         assert f"left {n - len(lines)} invalid sample(s) out" in out
     euler = [*args, "--sampler", "dfm-euler", "--sampler-opt", "div_free=0.5"]
-    # the valence guard is the ancestral sampler's: another sampler refuses it, in one line
+    # the valence guard is a constraint: a sampler that takes none refuses it, in one line
     result = runner.invoke(app, [*euler, "--out", str(tmp_path / "g.csv")])
-    assert result.exit_code != 0 and "cannot apply it" in str(result.exception)
+    assert result.exit_code != 0 and "cannot apply the valence guard" in str(result.exception)
     assert main([*euler, "--out", str(tmp_path / "g.csv")]) == 2
     run_ok([*euler, "--no-valence-guard", "--out", str(csv_path := tmp_path / "e.csv")])
     assert len(list(csv.DictReader(csv_path.open()))) == n

@@ -545,3 +545,19 @@ def test_model_alone_is_one_flag_for_the_unguarded_pipeline(tmp_path, capsys):
     assert a.read_text() == b.read_text() and len(a.read_text().splitlines()) == 40
     statuses = {line.split("\t")[2] for line in a.read_text().splitlines()}
     assert statuses <= {"strict", "invalid"}, statuses  # nothing repaired or cut to a piece
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["molecules", "eval", "RUN", "-n", "1"], ["molecules", "export", "RUN", "--out", "OUT"],
+     ["pixels", "sample", "RUN", "--out", "OUT"], ["molecules", "sample", "--checkpoint", "RUN"]],
+)  # fmt: skip
+def test_a_model_of_another_task_is_named_by_every_task_command(text_run, tmp_path, capsys, argv):
+    """One run layout for every task: a text run handed to a molecule or pixels command is one
+    line saying what it holds, before any weights are read."""
+    _, run = text_run
+    out = str(tmp_path / "x_model.safetensors")
+    argv = [str(run) if a == "RUN" else out if a == "OUT" else a for a in argv]
+    if argv[:2] == ["pixels", "sample"]:
+        argv[-1] = str(tmp_path / "g.png")
+    one_line_error(capsys, argv, "holds a text model, not a")

@@ -17,7 +17,8 @@ FORBIDDEN = {
     "samplers": {"training", "tasks", "cli", "objectives"},
     "nn": {"losses", "samplers", "training", "tasks", "chem", "cli", "objectives"},
     "training": {"samplers", "tasks", "chem", "cli", "nn", "objectives"},
-    "chem": {"tasks", "cli", "training"},
+    "chem": {"tasks", "cli", "training", "samplers", "datasets", "losses", "nn", "objectives"},
+    "constraints": {"processes", "losses", "samplers", "nn", "training", "tasks", "chem", "cli"},
 }
 
 
@@ -53,4 +54,23 @@ def test_no_module_imports_upwards_or_the_package_root():
                 wrong.append(f"{path.relative_to(ROOT)} imports the package root")
             elif parts[1] in FORBIDDEN.get(pkg, set()):
                 wrong.append(f"{path.relative_to(ROOT)} ({pkg}) imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+#: what the command line may not import: it reaches training, samplers, denoisers and data
+#: through the tasks (the spine) and presents with files, chem's writers and the catalogue
+CLI_FORBIDDEN = {
+    "samplers", "training", "nn", "losses", "processes", "schedules", "objectives", "datasets",
+    "constraints",
+}  # fmt: skip
+
+
+def test_the_command_line_imports_tasks_and_presentation_only():
+    cli = ROOT.parent / "cli"
+    wrong = []
+    for path in sorted(cli.rglob("*.py")):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "discdiff" and len(parts) > 1 and parts[1] in CLI_FORBIDDEN:
+                wrong.append(f"cli/{path.relative_to(cli)} imports {name}")
     assert not wrong, "\n".join(wrong)

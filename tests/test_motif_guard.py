@@ -9,8 +9,9 @@ from rdkit import Chem
 from discdiff.chem.filters import MOTIFS
 from discdiff.chem.graph import BOND_TYPES, GraphVocab, num_edges
 from discdiff.chem.motif_guard import MOTIF_GUARDED, MotifGuard, MotifRules
-from discdiff.chem.valence import ValenceGuardedSampler, atom_capacities, bond_orders, guarded_bonds
+from discdiff.chem.valence import ValenceConstraint, atom_capacities, bond_orders, guarded_bonds
 from discdiff.processes import Marginal
+from discdiff.samplers import AncestralSampler
 from discdiff.schedules import LogLinear
 
 VOCAB = GraphVocab.qm9()  # C N O F N+ O- C- N-
@@ -151,8 +152,8 @@ def test_sampler_applies_the_rules_to_the_sample_only_when_asked():
     ii, jj = torch.triu_indices(n, n, 1)
 
     def made(motifs: bool) -> int:
-        s = ValenceGuardedSampler(8, VOCAB, motifs=motifs)
-        assert s.config()["motifs"] is motifs
+        s = AncestralSampler(8, constraint=ValenceConstraint(VOCAB, motifs=motifs))
+        assert s.config()["constraint"]["motifs"] is motifs
         res = s.sample(strained, procs, shape, generator=torch.Generator().manual_seed(3))
         a, b = res.samples["atoms"], res.samples["bonds"]
         total = 0

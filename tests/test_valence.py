@@ -1,5 +1,6 @@
 """Valence-aware molecule sampling: capacities from RDKit, every guarded sample within them,
-the unguarded loop equal to ancestral sampling in law, the CLI switch."""
+the guard on the last draw only by default, the CLI switch (the constraint hook's own law:
+tests/test_constraints.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from discdiff.chem.graph import GraphVocab, num_edges
-from discdiff.chem.valence import ValenceGuardedSampler, atom_capacities, bond_orders
+from discdiff.chem.valence import ValenceConstraint, atom_capacities, bond_orders
 from discdiff.processes import Marginal
 from discdiff.samplers import AncestralSampler
 from discdiff.schedules import LogLinear
@@ -63,7 +64,7 @@ def test_guarded_samples_never_exceed_a_capacity_even_for_a_greedy_model(guard_s
     greedy = _greedy(atom=3, bond=3, logit=3.0)  # fluorine atoms joined by triple bonds
     procs = _processes(ka, kb)
     shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
-    res = ValenceGuardedSampler(20, VOCAB, guard_steps=guard_steps).sample(
+    res = AncestralSampler(20, constraint=ValenceConstraint(VOCAB, steps=guard_steps)).sample(
         greedy, procs, shape, generator=torch.Generator().manual_seed(0)
     )
     atoms, bonds = res.samples["atoms"], res.samples["bonds"]
@@ -91,13 +92,14 @@ def test_the_guard_acts_on_the_last_step_only_by_default():
     procs = _processes(ka, kb)
     shape = {"atoms": (B, n), "bonds": (B, num_edges(n))}
 
-    def run(**kw):
-        return ValenceGuardedSampler(12, VOCAB, **kw).sample(
+    def run(guard=True, **kw):
+        rule = ValenceConstraint(VOCAB, **kw) if guard else None
+        return AncestralSampler(12, constraint=rule).sample(
             greedy, procs, shape, generator=torch.Generator().manual_seed(3),
             return_trajectory=True,
         )  # fmt: skip
 
-    last, plain, every = run(), run(guard=False), run(guard_steps="all")
+    last, plain, every = run(), run(guard=False), run(steps="all")
     assert len(last.trajectory) == len(plain.trajectory) == 13
     for a, b in zip(last.trajectory[:-1], plain.trajectory[:-1], strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -110,44 +112,8 @@ def test_the_guard_acts_on_the_last_step_only_by_default():
         not torch.equal(a["bonds"], b["bonds"])
         for a, b in zip(every.trajectory[:-1], plain.trajectory[:-1], strict=True)
     )
-    with pytest.raises(ValueError, match="guard_steps must be one of"):
-        ValenceGuardedSampler(4, VOCAB, guard_steps="first")
-
-
-def test_unguarded_loop_is_ancestral_sampling_in_law():
-    n, B = 2, 6000
-    ka, kb = 2, 4
-    vocab = GraphVocab(atoms=(("C", 0), ("O", 0)))
-    table_a = torch.tensor([[0.4, -0.2], [0.1, 0.3]])
-    table_b = torch.tensor([0.2, 0.5, -0.3, -1.0])
-
-    def model(x, t, cond=None):
-        a = table_a.expand(x["atoms"].shape[0], n, ka) + 0.5 * (x["atoms"][..., None] == 1)
-        b = table_b.expand(x["bonds"].shape[0], 1, kb) + 0.4 * (x["atoms"][:, :1, None] == 0)
-        return {"atoms": a.clone(), "bonds": b.clone()}
-
-    procs = _processes(ka, kb)
-    shape = {"atoms": (B, n), "bonds": (B, 1)}
-
-    def law(res):
-        idx = (
-            res.samples["atoms"][:, 0] * 8
-            + res.samples["atoms"][:, 1] * 4
-            + res.samples["bonds"][:, 0]
-        )
-        return torch.bincount(idx, minlength=16).double() / B
-
-    a = law(
-        ValenceGuardedSampler(6, vocab, guard=False).sample(
-            model, procs, shape, generator=torch.Generator().manual_seed(1)
-        )
-    )
-    b = law(
-        AncestralSampler(6).sample(model, procs, shape, generator=torch.Generator().manual_seed(2))
-    )
-    tv = 0.5 * float((a - b).abs().sum())
-    bound = float((b * (1 - b) / B).sqrt().sum()) * 2 + math.sqrt(math.log(1e6) / B)
-    assert tv < bound, (tv, bound)
+    with pytest.raises(ValueError, match="constraint steps must be one of"):
+        ValenceConstraint(VOCAB, steps="first")
 
 
 def test_aromatic_bonds_count_one_so_no_qm9_molecule_is_forbidden():

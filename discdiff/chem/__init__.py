@@ -45,8 +45,11 @@ from discdiff.chem.properties import (
     register_property,
 )
 from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats, redraw_flawed
+from discdiff.chem.valence import ValenceConstraint, atom_capacities
 
 __all__ = [
+    "ValenceConstraint",
+    "atom_capacities",
     "BOND_TYPES",
     "GraphVocab",
     "canonical_smiles",

@@ -6,8 +6,9 @@ Registered: ``qed`` (Bickerton 2012, RDKit's QED), ``logp`` (Crippen), ``mw`` (a
 weight, Da), ``tpsa`` (topological polar surface area, Å²), ``sa`` (synthetic accessibility,
 Ertl & Schuffenhauer 2009, RDKit Contrib's sascorer; 1 = easy .. 10 = hard). A property is a
 function of a sanitised RDKit molecule; :func:`register_property` adds one. QM9's DFT
-properties (``mu``, ``alpha``, ``homo``, ``lumo``, ``gap``, ``r2``, ``zpve``, ``cv``) are looked
-up in the data's own table (:mod:`discdiff.chem.qm9_properties`; NaN outside QM9).
+properties (``mu``, ``alpha``, ``homo``, ``lumo``, ``gap``, ``r2``, ``zpve``, ``cv``) are
+registered by the molecule task, which looks them up in the data's own table
+(:func:`discdiff.tasks.molecule_conditioning.register_qm9_properties`; NaN outside QM9).
 
 Conditioning by bins: :func:`quantile_edges` cuts the training values into ``n`` bins of equal
 mass (``n - 1`` edges), :func:`bin_labels` maps values to bin ids (NaN, a molecule whose
@@ -179,8 +180,3 @@ def parse_targets(items: Sequence[str], known: Sequence[str]) -> dict[str, float
             raise ValueError(f"--target names {name!r} twice")
         out[name] = v
     return out
-
-
-from discdiff.chem import qm9_properties as _qm9  # noqa: E402  (registers mu, gap, ...)
-
-_qm9._register()

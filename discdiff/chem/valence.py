@@ -8,22 +8,22 @@ a Kekulé structure, so that the guard never forbids a real aromatic molecule (c
 forbids a furan's O and most of QM9's azoles); an aromatic ring that then does not kekulize is
 an invalid sample, counted as such.
 
-:class:`ValenceGuardedSampler` is ancestral sampling of the ``atoms`` / ``bonds`` fields in
-which the last reverse step, the one whose x_0 draw is the sample, draws it explicitly and
-under the constraint: atoms from the denoiser's prediction, then the bonds one edge at a time,
-most confident first, each from the prediction restricted to the classes whose order both
-atoms still have room for. So no atom of a sample has more bonds than its element and charge
-allow. The steps before it are plain ancestral steps (``guard_steps="last"``, the default):
-guarding every step's x_0 (``"all"``) pushes the intermediate graphs away from the model's own
-path, and measured on 10,000 QM9 samples it cost the bonds' and atoms' distributions and
-aromaticity without making anything more valid (see the class). Without the guard the loop
-is exactly ancestral sampling in law (x_0 drawn per position from the factorised prediction).
+:class:`ValenceConstraint` is the molecule task's constraint (:mod:`discdiff.constraints`): a
+sampler of the ancestral family draws the last x_0, the sample, explicitly and under it: atoms
+from the denoiser's prediction, then the bonds one edge at a time, most confident first, each
+from the prediction restricted to the classes whose order both atoms still have room for. So no
+atom of a sample has more bonds than its element and charge allow. The steps before it are the
+sampler's own (``steps="last"``, the default): guarding every step's x_0 (``"all"``) pushes
+the intermediate graphs away from the model's own path, and measured on 10,000 QM9 samples it
+cost the bonds' and atoms' distributions and aromaticity without making anything more valid
+(see the class). Without the constraint the sampler is exactly itself.
 With ``motifs=True`` the last draw also refuses, edge by edge, the bonds that would make a
 strained or unstable motif (:mod:`discdiff.chem.motif_guard`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -33,20 +33,19 @@ from torch import Tensor
 from discdiff.categorical import gumbel, sample_categorical
 from discdiff.chem.graph import BOND_TYPES, GraphVocab
 from discdiff.chem.motif_guard import MotifGuard, MotifRules
-from discdiff.samplers.ancestral import AncestralSampler
-from discdiff.samplers.base import SamplingRun
+from discdiff.constraints import CONSTRAINT_STEPS, Constraint
 
 __all__ = [
     "GUARD_STEPS",
     "atom_capacities",
     "bond_orders",
     "guarded_bonds",
-    "ValenceGuardedSampler",
+    "ValenceConstraint",
 ]
 
 _PERIODIC = Chem.GetPeriodicTable()
 #: which reverse steps draw x_0 under the guard: the last one (the sample), or every one
-GUARD_STEPS = ("last", "all")
+GUARD_STEPS = CONSTRAINT_STEPS
 
 
 def atom_capacities(vocab: GraphVocab) -> Tensor:
@@ -160,87 +159,60 @@ def _loop_length(active: Tensor) -> int:
     return int(active.sum(1).max()) if active.numel() else 0
 
 
-class ValenceGuardedSampler(AncestralSampler):
-    """Ancestral sampling of a molecule graph whose sample (the last x_0 draw) respects valence.
+class ValenceConstraint(Constraint):
+    """The molecule task's constraint: the x_0 draw of a molecule graph respects valence.
 
-    ``guard_steps``: "last" (default) guards only the last draw; "all" every step's x_0 draw.
-    Measured with the shipped QM9 model, 10,000 samples at 50 steps with the motif guard
-    (``benchmarks/results/qm9_guard_last_10k.txt``, ``qm9_motif_guard_10k.txt``): "last" 100%
-    valid, atom / bond TV 0.010 / 0.006, aromatic 7.41%; "all" also 100% valid but 0.015 /
-    0.018 and 6.76% (no guard: 96.97% valid, 0.013 / 0.007, 7.46%). A refused class moves its
-    mass to the classes that fit, so at every step "all" shifts the graph off the model's path.
-    ``motifs=True``: the last draw also refuses the bonds that would make a guarded motif
-    (:mod:`discdiff.chem.motif_guard`). Only the last: measured on 1,000 QM9 samples, refusing
-    them at every step cost 1.7x the sampling time and gave nothing more (no guarded motif
-    either way; unique 995 against 999 with the last step only, enols 12 / 8).
+    Atoms are drawn from the prediction, then the bonds edge by edge under the valence rule
+    (:func:`guarded_bonds`). ``steps``: "last" (default) guards only the last draw, the sample;
+    "all" every step's x_0 draw. Measured with the shipped QM9 model, 10,000 samples at 50
+    steps with the motif guard (``benchmarks/results/qm9_guard_last_10k.txt``,
+    ``qm9_motif_guard_10k.txt``): "last" 100% valid, atom / bond TV 0.010 / 0.006, aromatic
+    7.41%; "all" also 100% valid but 0.015 / 0.018 and 6.76% (no guard: 96.97% valid, 0.013 /
+    0.007, 7.46%). A refused class moves its mass to the classes that fit, so at every step
+    "all" shifts the graph off the model's path. ``motifs=True``: the last draw also refuses the
+    bonds that would make a guarded motif (:mod:`discdiff.chem.motif_guard`). Only the last:
+    measured on 1,000 QM9 samples, refusing them at every step cost 1.7x the sampling time and
+    gave nothing more (no guarded motif either way; unique 995 against 999 with the last step
+    only, enols 12 / 8).
     """
 
     def __init__(
-        self,
-        steps: int,
-        vocab: GraphVocab | dict[str, Any],
-        guard: bool = True,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        guidance: float = 1.0,
-        null_label: int | None = None,
-        grid_power: float = 1.0,
-        motifs: bool = False,
-        guard_steps: str = "last",
+        self, vocab: GraphVocab | dict[str, Any], motifs: bool = False, steps: str = "last"
     ) -> None:
-        super().__init__(steps, temperature, top_p, guidance, null_label, "sample", grid_power)
-        if guard_steps not in GUARD_STEPS:
-            raise ValueError(f"guard_steps must be one of {GUARD_STEPS}, got {guard_steps!r}")
-        self.guard_steps = guard_steps
+        super().__init__(steps)
         self.vocab = vocab if isinstance(vocab, GraphVocab) else GraphVocab.from_dict(vocab)
-        self.guard = bool(guard)
         self.motifs = bool(motifs)
         self._caps = atom_capacities(self.vocab)
         self._orders = bond_orders(self.vocab)
         self._rules = MotifRules(self.vocab) if self.motifs else None
 
-    def config(self) -> dict[str, Any]:
-        out = super().config()
-        out["vocab"] = self.vocab.to_dict()
-        return out
+    def settings(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_dict(), "motifs": self.motifs, "steps": self.steps}
 
-    def check_processes(self, processes: dict[str, Any]) -> None:
+    def check_processes(self, processes: Mapping[str, Any]) -> None:
         if set(processes) != {"atoms", "bonds"}:
-            raise TypeError(f"{type(self).__name__} samples the fields atoms and bonds")
+            raise TypeError("the valence constraint draws the fields atoms and bonds")
 
-    def _denoise(
-        self, run: SamplingRun, x: dict[str, Tensor], t: Tensor, cache: Any
-    ) -> dict[str, Tensor]:
-        """Normalised log-probabilities: the guard visits edges by their bond probabilities."""
-        return run.log_probs(x, t)
-
-    def _reverse_step(
+    def draw(
         self,
-        run: SamplingRun,
-        x: dict[str, Tensor],
-        logp: dict[str, Tensor],
-        s: Tensor,
-        t: Tensor,
+        logp: Mapping[str, Tensor],
+        fixed: Mapping[str, tuple[Tensor, Tensor]],
+        generator: torch.Generator | None,
         last: bool,
     ) -> dict[str, Tensor]:
-        gen = run.generator
-        fixed = run.fixed
-        atoms0 = sample_categorical(logp["atoms"], gen)  # (B, N)
+        atoms0 = sample_categorical(logp["atoms"], generator)  # (B, N)
         if "atoms" in fixed:
             atoms0 = torch.where(fixed["atoms"][1], fixed["atoms"][0], atoms0)
         given = fixed.get("bonds")
+        bond_ids = logp["bonds"].shape[:-1]
         edge_mask = (
-            ~given[1] if given is not None else torch.ones_like(x["bonds"], dtype=torch.bool)
+            ~given[1]
+            if given is not None
+            else torch.ones(bond_ids, dtype=torch.bool, device=atoms0.device)
         )
-        if self.guard and (last or self.guard_steps == "all"):
-            bonds0 = guarded_bonds(
-                atoms0, logp["bonds"], edge_mask, self._caps, self._orders, gen, given,
-                self._rules if last else None,  # the sample itself (see the class docstring)
-            )  # fmt: skip
-        else:
-            bonds0 = sample_categorical(logp["bonds"], gen)
-        x0 = {"atoms": atoms0, "bonds": bonds0}
-        out = {}
-        for k, proc in run.processes.items():  # x_s ~ q(x_s | x_t, x_0), the exact posterior
-            out[k] = x0[k] if last else proc.sample_posterior(x[k], x0[k], s, t, gen)
-        return run.apply_fixed(out)
+        bond_logp = logp["bonds"].float().log_softmax(-1)  # the edges go by their probabilities
+        bonds0 = guarded_bonds(
+            atoms0, bond_logp, edge_mask, self._caps, self._orders, generator, given,
+            self._rules if last else None,  # the sample itself (see the class docstring)
+        )  # fmt: skip
+        return {"atoms": atoms0, "bonds": bonds0}

@@ -11,6 +11,10 @@ What the denoiser's logits mean is the process's business (its ``parameterizatio
 posterior mean, exact for true conditionals, or D3PM's eq. 4), so the sampler never converts.
 Positions are drawn independently given x_t, so with few steps a non-absorbing process pays a
 factorisation error; it vanishes as the step size goes to 0.
+
+``constraint`` (:class:`~discdiff.constraints.Constraint`, supplied by a task): at the
+steps it applies to, x_0 is drawn explicitly through it (from the normalised prediction) and
+x_s ~ q(x_s | x_t, x_0); a subclass that keeps :meth:`_reverse_step` applies it too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
+from discdiff.constraints import Constraint, as_constraint
 from discdiff.samplers.base import (
     Sampler,
     SamplingRun,
@@ -44,6 +49,7 @@ class AncestralSampler(Sampler):
         null_label: int | None = None,
         final: str = "sample",
         grid_power: float = 1.0,
+        constraint: Constraint | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(temperature, top_p, guidance, null_label)
         self.steps = _check_positive_int(steps, "steps")
@@ -51,6 +57,14 @@ class AncestralSampler(Sampler):
         if final not in _FINALS:
             raise ValueError(f"final must be one of {_FINALS}, got {final!r}")
         self.final = final
+        self.constraint = as_constraint(constraint)
+        if self.constraint is not None and final == "argmax":
+            raise ValueError("a constraint draws the sample; final='argmax' cannot apply it")
+
+    def check_processes(self, processes: dict[str, Any]) -> None:
+        super().check_processes(processes)
+        if self.constraint is not None:
+            self.constraint.check_processes(processes)
 
     # ---- hooks for subclasses -------------------------------------------------------------
     def _new_cache(self, run: SamplingRun, grid: Tensor, x: dict[str, Tensor]) -> Any:
@@ -106,8 +120,14 @@ class AncestralSampler(Sampler):
         last: bool,
     ) -> dict[str, Tensor]:
         """Draw x_s ~ p(x_s | x_t) for every field (the process's own draw, or the argmax of
-        its posterior at the last step with ``final="argmax"``)."""
+        its posterior at the last step with ``final="argmax"``); through the constraint where
+        it applies: x_0 drawn under it, then x_s ~ q(x_s | x_t, x_0)."""
         out = {}
+        if self.constraint is not None and self.constraint.applies(last):
+            x0 = self.constraint.draw(logp, run.fixed, run.generator, last)
+            for k, proc in run.processes.items():
+                out[k] = x0[k] if last else proc.sample_posterior(x[k], x0[k], s, t, run.generator)
+            return run.apply_fixed(out)
         for k, proc in run.processes.items():
             if last and self.final == "argmax":
                 out[k] = proc.posterior_log(x[k], logp[k], s, t).argmax(-1)  # (B, ...)

@@ -449,6 +449,8 @@ class Sampler(ABC):
         for key in inspect.signature(type(self).__init__).parameters:
             if key != "self" and hasattr(self, key):
                 value = getattr(self, key)
+                if hasattr(value, "config") and callable(value.config):
+                    value = value.config()  # a setting that is an object (a constraint)
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
 

@@ -54,6 +54,7 @@ __all__ = [
     "Evaluation",
     "TASKS",
     "register_task",
+    "sampler_names",
     "TASK_FILE",
     "ratio_se",
     "check_int",
@@ -82,6 +83,13 @@ def register_task(name: str, cls: type | None = None, *, replace: bool = False) 
     if not cls.__dict__.get("name"):
         cls.name = name
     return cls
+
+
+def sampler_names() -> list[str]:
+    """The registered samplers' names, plug-ins included (what ``--sampler`` lists)."""
+    from discdiff.samplers import SAMPLERS
+
+    return SAMPLERS.names()
 
 
 def check_int(value: Any, name: str, low: int = 1) -> int:

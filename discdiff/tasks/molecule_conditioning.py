@@ -6,15 +6,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Self
+from typing import Any, Self
 
 import torch
+from rdkit import Chem
 from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, graph_to_mol
-from discdiff.chem.properties import quantile_edges
+from discdiff.chem.properties import PROPERTIES, quantile_edges
+from discdiff.datasets.qm9 import QM9_QUANTUM, qm9_quantum_table
 
-__all__ = ["PropertyConditioning", "graph_properties"]
+__all__ = ["PropertyConditioning", "graph_properties", "register_qm9_properties"]
 
 Graph = tuple[Tensor, Tensor]
 
@@ -125,3 +127,27 @@ def graph_properties(graphs: Sequence[Graph], vocab: GraphVocab, names: Sequence
 
     mols = (sanitize_or_none(graph_to_mol(a, b, vocab, sanitize=False)) for a, b in graphs)
     return property_values(mols, names)
+
+
+def _qm9_lookup(index: int, name: str) -> Any:
+    def value(mol: Chem.Mol) -> float:
+        row = qm9_quantum_table().get(Chem.MolToSmiles(mol, isomericSmiles=False))
+        return row[index] if row is not None else math.nan
+
+    value.__doc__ = f"QM9's {name} of a QM9 molecule (NaN outside QM9)."
+    return value
+
+
+def register_qm9_properties() -> None:
+    """QM9's DFT properties (``mu``, ``alpha``, ``homo``, ``lumo``, ``gap``, ``r2``, ``zpve``,
+    ``cv``; units in :data:`discdiff.datasets.qm9.QM9_QUANTUM`, energies in eV) as conditioning
+    properties. RDKit cannot compute them: each is looked up by the molecule's canonical SMILES
+    in the table the data ships (:func:`~discdiff.datasets.qm9.qm9_quantum_table`), so a
+    molecule outside QM9 (most novel samples) has none (NaN): they condition training on QM9
+    and score only the samples that are QM9 molecules. Registered when this module loads."""
+    for i, name in enumerate(QM9_QUANTUM):
+        if name not in PROPERTIES:
+            PROPERTIES.register(name, _qm9_lookup(i, name))
+
+
+register_qm9_properties()

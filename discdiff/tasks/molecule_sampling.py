@@ -11,7 +11,7 @@ from torch import Tensor
 
 from discdiff.chem.graph import dense_fields_to_graphs, num_edges, sample_node_counts
 from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
-from discdiff.samplers import SAMPLERS, Sampler
+from discdiff.samplers import SAMPLERS, Sampler, sampler_options
 from discdiff.tasks.base import Task
 
 __all__ = ["GraphSampling", "GRID_POWER", "SAMPLE_STEPS"]
@@ -39,38 +39,36 @@ class GraphSampling:
         *,
         valence_guard: bool = True,
         motif_guard: bool = True,
+        guard_steps: str = "last",
         **options: Any,
     ) -> Sampler:
         """The task's sampler (:meth:`Task.make_sampler`: defaults, null label, the processes
-        checked), with the molecule constraint where the sampler can apply it.
+        checked), given the molecule constraint.
 
-        ``valence_guard`` (ancestral): the last reverse step draws x_0, the sample, under the
-        valence constraint (:class:`~discdiff.chem.valence.ValenceGuardedSampler`; option
-        ``guard_steps="all"``: every step's draw), so no sampled atom has more bonds than its
-        element and charge allow; another sampler cannot apply it and refuses it (one line:
-        ``valence_guard=False`` samples unguarded). ``motif_guard`` (with the valence guard):
-        the last draw also refuses the bonds that would make a strained or unstable motif
-        (:mod:`discdiff.chem.motif_guard`). ``grid_power`` warps the ancestral time grid
-        (t_k = (1 - k/n) ** power); ``guidance``: the classifier-free guidance scale of a
-        property-conditioned model (1 = the conditional model).
+        ``valence_guard``: the sampler draws its last x_0, the sample, under the valence
+        constraint (:class:`~discdiff.chem.valence.ValenceConstraint`; ``guard_steps="all"``:
+        every step's draw), so no sampled atom has more bonds than its element and charge
+        allow. Every sampler that takes a ``constraint`` applies it (the ancestral family); one
+        that cannot refuses it in one line (``valence_guard=False`` samples unguarded).
+        ``motif_guard`` (with the valence guard): the last draw also refuses the bonds that
+        would make a strained or unstable motif (:mod:`discdiff.chem.motif_guard`).
+        ``grid_power`` warps the time grid (t_k = (1 - k/n) ** power); ``guidance``: the
+        classifier-free guidance scale of a property-conditioned model (1 = the conditional
+        model).
         """
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS.names()}")
-        if not (valence_guard and SAMPLERS.get(name) is SAMPLERS.get("ancestral")):
-            sampler = Task.make_sampler(self, name, **options)  # type: ignore[arg-type]
-            if valence_guard:
-                raise ValueError(
-                    f"the valence guard draws the sample with the ancestral sampler only; "
-                    f"sampler {name!r} cannot apply it (pass --no-valence-guard, "
-                    "valence_guard=False, to sample with it unguarded)"
-                )
-            return sampler
-        from discdiff.chem.valence import ValenceGuardedSampler
+        cls = SAMPLERS.get(name)  # one line for an unknown name
+        if not valence_guard:
+            return Task.make_sampler(self, name, **options)  # type: ignore[arg-type]
+        if "constraint" not in sampler_options(cls):
+            raise ValueError(
+                f"sampler {name!r} cannot apply the valence guard (it takes no constraint; "
+                "the ancestral family does): pass --no-valence-guard, valence_guard=False, "
+                "to sample with it unguarded"
+            )
+        from discdiff.chem.valence import ValenceConstraint
 
-        opts = {**self.sampler_defaults(), **{k: v for k, v in options.items() if v is not None}}
-        if opts.get("guidance", 1.0) != 1.0:
-            opts["null_label"] = self.null_label
-        return ValenceGuardedSampler(vocab=self.vocab, motifs=motif_guard, **opts)
+        rule = ValenceConstraint(self.vocab, motifs=motif_guard, steps=guard_steps)
+        return Task.make_sampler(self, name, constraint=rule, **options)  # type: ignore[arg-type]
 
     def sample_fields(
         self,

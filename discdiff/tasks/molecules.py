@@ -44,7 +44,11 @@ from discdiff.chem.metrics import canonical_set, molecule_metrics
 from discdiff.chem.properties import quantile_edges
 from discdiff.losses import continuous_elbo
 from discdiff.nn import denoiser_from_config
-from discdiff.nn.graph_transformer import GraphTransformerConfig, GraphTransformerDenoiser
+from discdiff.nn.graph_transformer import (
+    GraphTransformerConfig,
+    GraphTransformerDenoiser,
+    grow_bond_classes,
+)
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task
@@ -63,6 +67,7 @@ __all__ = [
     "GraphDataset",
     "load_training_smiles",
     "shipped_checkpoint",
+    "grow_to_vocab",
     "SHIPPED",
 ]
 
@@ -458,6 +463,17 @@ def shipped_checkpoint(name: str = "qm9") -> Path:
     if name not in SHIPPED:
         raise ValueError(f"no shipped checkpoint {name!r}; the shipped ones are {sorted(SHIPPED)}")
     return model_path(name)
+
+
+def grow_to_vocab(model: nn.Module, old: GraphVocab, new: GraphVocab) -> nn.Module:
+    """A graph denoiser of vocabulary ``old`` made to serve ``new``: itself when they are the
+    same; grown by an aromatic bond class (its rows started from single and double bonds) when
+    ``new`` is ``old`` with aromatic bonds kept; anything else is one line."""
+    if old == new:
+        return model
+    if old.atoms != new.atoms or not old.kekulize or new.kekulize:
+        raise ValueError(f"a model of {old} cannot serve {new}: only an aromatic class is added")
+    return grow_bond_classes(model, {4: (1, 2)})  # aromatic from single and double
 
 
 def collate_molecules(items: Sequence[Any]) -> Any:

@@ -45,7 +45,9 @@ from discdiff.training import (
     load_weights,
 )
 from discdiff.training.checkpoint import write_json_atomic
+from discdiff.training.device import resolve_device
 from discdiff.training.ema import module_tensors
+from discdiff.training.errors import TrainingInterrupted
 
 __all__ = [
     "train",
@@ -57,6 +59,11 @@ __all__ = [
     "expect_task",
     "warm_start",
     "config_path",
+    # the training names the command line needs, so that it reaches training through the spine
+    "TrainConfig",
+    "TrainingInterrupted",
+    "latest_checkpoint",
+    "resolve_device",
 ]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], Tensor]
@@ -305,8 +312,6 @@ def from_pretrained(
     ``task_type`` of an entry that names none.
     """
     task_type = task_type or expect
-    from discdiff.training.device import resolve_device
-
     device = resolve_device(device)  # "auto" too
     p = Path(path)
     if not p.exists() and str(path) in model_cards():  # a file of that name wins

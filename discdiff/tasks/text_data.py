@@ -21,9 +21,12 @@ from torch.utils.data import Dataset
 from discdiff.datasets.shakespeare import load_shakespeare
 from discdiff.datasets.text8 import load_text8
 from discdiff.datasets.text_files import load_text_files
+from discdiff.datasets.token_files import prepare_corpus, prepared_cache
 from discdiff.tokenizers import CharTokenizer, Tokenizer, chunk_ids
 
 __all__ = [
+    "prepare_corpus",  # the command line prepares corpora through the task
+    "prepared_cache",
     "CORPORA",
     "load_corpus",
     "is_text8_style",
