@@ -11,9 +11,11 @@ is forward + backward of the per-position values summed:
 - ``uniform``: the uniform process's rate KL in closed form (what ``continuous_elbo`` uses:
   on a CPU the fused C kernel of :mod:`discdiff.native` where it is built);
 - ``uniform-torch``: the same closed form on the torch path (``native=False``);
-- ``uniform-mixing``: the same KL through the general mixing-process form (the old path).
+- ``uniform-mixing``: the same KL through the general mixing-process form (the old path);
+- ``score-uniform`` / ``score-absorbing``: SEDD's score entropy integrand
+  (:func:`discdiff.processes.scores.score_entropy`, the logits read as log concrete scores).
 
-Times are interleaved (ce, absorbing, uniform, uniform-torch, uniform-mixing, again ``--rounds`` times) and
+Times are interleaved (every function in this order, again ``--rounds`` times) and
 each ratio is the median over rounds of that round's time / the round's CE time. Peak memory
 is measured per function in a fresh subprocess (peak RSS growth over the inputs, polled every
 0.5 ms while it runs: what the function adds, the logits' gradient included) and printed in
@@ -34,8 +36,12 @@ import torch.nn.functional as F
 
 import discdiff as dd
 from discdiff.processes.rates import rate_kl_mean, rate_kl_uniform
+from discdiff.processes.scores import score_entropy
 
-FUNCS = ("ce", "absorbing", "uniform", "uniform-torch", "uniform-mixing")
+FUNCS = (
+    "ce", "absorbing", "uniform", "uniform-torch", "uniform-mixing", "score-uniform",
+    "score-absorbing",
+)  # fmt: skip
 
 
 def inputs(K: int, B: int, L: int):
@@ -58,6 +64,10 @@ def inputs(K: int, B: int, L: int):
             v = uni.rate_kl(x_uni, x0, logits, t)
         elif name == "uniform-torch":
             v = rate_kl_uniform(uni, x_uni, x0, logits, t, native=False)
+        elif name == "score-uniform":
+            v = score_entropy(uni, x_uni, x0, logits, t)
+        elif name == "score-absorbing":
+            v = score_entropy(absorb, x_abs, x0, logits, t)
         else:
             v = rate_kl_mean(uni, x_uni, x0, logits, t)
         v.sum().backward()

@@ -369,6 +369,7 @@ def dfm_loss(
     cond: Any = None,
     weights: Mapping[str, float] | None = None,
     t_min: float = 1e-3,
+    boundary: bool = False,
     stratified: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -380,9 +381,18 @@ def dfm_loss(
     ``kind="generalized_kl"``: per position
     kappa' / (1 - kappa) [[x_t = x1] - p(x_t) - [x_t != x1] log p(x1)], with p the denoiser's
     x1 prediction, whose mass on a decoded token of a mask path is carried over to it (the
-    logits processing the peers apply); on a mask path this is the masked ELBO example by
-    example. ``"cross_entropy"``: -log p(x1) at every scored position (not a bound). Time is
-    sampled as in :func:`continuous_elbo` (diffusion time t = 1 - tau in [t_min, 1]).
+    logits processing the peers apply). ``"cross_entropy"``: -log p(x1) at every scored position
+    (not a bound). Time is sampled as in :func:`continuous_elbo` (diffusion time t = 1 - tau in
+    [t_min, 1]).
+
+    Which form is a bound: the integral alone (``boundary=False``, the training loss as the
+    paper has it) leaves out t < t_min and the prior, so its expectation can fall below the NLL
+    (-2.2e-3 nats a token at t_min = 1e-3 for kappa = tau); on a mask path it equals
+    ``continuous_elbo(boundary=False)`` example by example. ``boundary=True`` adds the prior KL
+    and the reconstruction at t_min (as :func:`continuous_elbo` does): an upper bound on
+    -log p(x1). Finite for every t in [0, 1]: 1 - kappa is read from the schedule's closed form
+    (:meth:`~discdiff.schedules.Schedule.one_minus_alpha`), a position whose integrand is 0 adds
+    0 where the weight is infinite (t = 0), and 1 - p(x_t) is the sum of the other classes.
     """
     if kind not in DFM_LOSSES:
         raise ValueError(f"kind must be one of {DFM_LOSSES}, got {kind!r}")
@@ -397,8 +407,10 @@ def dfm_loss(
                 f"on a continuous schedule{field}, got {proc!r}"
             )
     integrand = _dfm_generalized_kl if kind == "generalized_kl" else _dfm_cross_entropy
+    if boundary and kind != "generalized_kl":
+        raise ValueError("boundary=True makes a bound of the generalized KL only")
     return _continuous_bound(
-        procs, denoiser, x0d, mask, single, cond, weights, t_min, False, stratified,
+        procs, denoiser, x0d, mask, single, cond, weights, t_min, boundary, stratified,
         generator, integrand, None,
     )  # fmt: skip
 
@@ -408,19 +420,27 @@ def _dfm_generalized_kl(
 ) -> Tensor:
     from discdiff.processes.base import expand_time
 
-    a = proc.schedule.alpha(t)
-    coef = expand_time((-proc.schedule.alpha_prime(t) / (1.0 - a)).to(x_t.device), x_t).float()
-    logp = torch.log_softmax(logits.float(), -1)
+    oma = proc.schedule.one_minus_alpha(t)  # float64, no cancellation near t = 0
+    rate = -proc.schedule.alpha_prime(t) / torch.where(oma > 0, oma, torch.ones_like(oma))
+    rate = torch.where(oma > 0, rate, torch.full_like(rate, math.inf))
+    coef = expand_time(rate.to(x_t.device), x_t).float()
+    lf = logits.float()
+    lse = lf.logsumexp(-1)
     K = logits.shape[-1]
     mask_id = getattr(proc, "mask_id", None)
     same = x_t == x1.long()
-    lp_x1 = logp.gather(-1, x1.long().unsqueeze(-1)).squeeze(-1)
-    p_xt = logp.gather(-1, x_t.long().clamp_max(K - 1).unsqueeze(-1)).squeeze(-1).exp()
+    xt_c = x_t.long().clamp_max(K - 1).unsqueeze(-1)
+    lp_x1 = lf.gather(-1, x1.long().unsqueeze(-1)).squeeze(-1) - lse
+    p_xt = (lf.gather(-1, xt_c).squeeze(-1) - lse).exp()
     p_xt = torch.where(x_t < K, p_xt, torch.zeros_like(p_xt))  # no mass on the mask state
     if mask_id is not None:  # carry-over: a decoded token of a mask path is known
         p_xt = torch.where(x_t != mask_id, torch.ones_like(p_xt), p_xt)
-    per = same.float() - p_xt - torch.where(same, torch.zeros_like(lp_x1), lp_x1)
-    return coef * per
+        stay = 1.0 - p_xt  # 0 or 1 where x_t = x1: nothing to cancel
+    else:  # 1 - p(x_t) as the mass of the other classes (1 - p cancels as p -> 1)
+        others = lf.scatter(-1, xt_c, -math.inf).logsumexp(-1)
+        stay = (others - lse).exp()
+    per = torch.where(same, stay, -p_xt - lp_x1)
+    return torch.where(per == 0, torch.zeros_like(per), coef * per)  # 0 at an infinite weight
 
 
 def _dfm_cross_entropy(proc: Process, x_t: Tensor, x1: Tensor, logits: Tensor, t: Tensor) -> Tensor:

@@ -96,7 +96,7 @@ def _score_entropy(process: Any, den: Any, x0: Tensor, mask: Tensor, *, cond: An
 def _dfm(process: Any, den: Any, x0: Tensor, mask: Tensor, *, cond: Any, generator: Any,
          boundary: bool, config: Any) -> Tensor:  # fmt: skip
     return dfm_loss(process, den, x0, mask, cond=cond, t_min=getattr(config, "t_min", 1e-3),
-                    generator=generator)  # fmt: skip
+                    boundary=boundary, generator=generator)  # fmt: skip
 
 
 def _sundae(process: Any, den: Any, x0: Tensor, mask: Tensor, *, cond: Any, generator: Any,

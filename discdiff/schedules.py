@@ -71,6 +71,11 @@ class Schedule(ABC):
         """Cumulative keep-probability alpha(t), float64, same shape as ``t``."""
         return self._alpha(_check_time(t)).clamp(0.0, 1.0)
 
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        """1 - alpha(t), float64, without the cancellation of the subtraction near t = 0 where a
+        schedule gives it in closed form (a loss weighted by 1 / (1 - alpha) reads it there)."""
+        return (1.0 - self.alpha(t)).clamp(0.0, 1.0)
+
     def alpha_ratio(
         self, s: Tensor, t: Tensor, a_s: Tensor | None = None, a_t: Tensor | None = None
     ) -> Tensor:
@@ -141,6 +146,9 @@ class LogLinear(ContinuousSchedule):
         t = _check_time(t)
         return torch.full_like(t, -(1.0 - self.alpha_min))
 
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        return ((1.0 - self.alpha_min) * _check_time(t)).clamp(0.0, 1.0)
+
 
 class CosineAlpha(ContinuousSchedule):
     """alpha(t) = alpha_min + (1 - alpha_min) cos(pi t / 2): slow corruption early, fast late."""
@@ -163,6 +171,11 @@ class CosineAlpha(ContinuousSchedule):
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
         return -(1.0 - self.alpha_min) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
+
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        # 1 - cos(x) = 2 sin^2(x / 2), x = pi t / 2
+        half = torch.sin(0.25 * math.pi * _check_time(t))
+        return ((1.0 - self.alpha_min) * 2.0 * half * half).clamp(0.0, 1.0)
 
 
 class PolynomialKappa(ContinuousSchedule):
@@ -190,6 +203,9 @@ class PolynomialKappa(ContinuousSchedule):
         t = _check_time(t)
         return -self.exponent * (1.0 - t) ** (self.exponent - 1.0)
 
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        return (-torch.expm1(self.exponent * torch.log1p(-_check_time(t)))).clamp(0.0, 1.0)
+
 
 class CosineKappa(ContinuousSchedule):
     """Discrete flow matching's kappa_tau = sin^2(pi tau / 2) as a schedule, alpha(t) =
@@ -210,6 +226,9 @@ class CosineKappa(ContinuousSchedule):
     def alpha_prime(self, t: Tensor) -> Tensor:
         t = _check_time(t)
         return -0.5 * math.pi * torch.sin(math.pi * t)
+
+    def one_minus_alpha(self, t: Tensor) -> Tensor:
+        return torch.sin(0.5 * math.pi * _check_time(t)).square().clamp(0.0, 1.0)
 
 
 class DiscreteSchedule(Schedule):

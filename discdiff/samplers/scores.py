@@ -7,8 +7,10 @@ A score model's output is read as log concrete scores (:mod:`discdiff.processes.
 score-entropy text model included) or ``"scores"`` (a raw score network).
 
 - :class:`TweedieSampler`: the Tweedie denoiser's reverse step, x_s ~ sum_x0 p(x0 | x_t)
-  q(x_s | x_t, x0), i.e. ancestral sampling with the x_0 law the scores imply (exact for exact
-  scores, at any step size).
+  q(x_s | x_t, x0), i.e. ancestral sampling with the x_0 law the scores imply. With exact
+  scores each position's step is exact at any step size (its marginal given x_t); the joint law
+  of a step is the product of those marginals, so it is exact only as the steps shrink (for
+  p(00) = p(11) = 1/2, one step from the prior gives P(x0 != x1) = 1/2, not 0).
 - :class:`TauLeapingSampler`: Euler tau-leaping of the reverse CTMC. From t to s each position
   jumps from z to y != z with probability Lambda m(z) s_y, Lambda = int_s^t beta = log(alpha_s /
   alpha_t), and stays otherwise (the jump probabilities renormalised where they exceed one);
@@ -112,7 +114,8 @@ def _check_mixing(sampler: Sampler, processes: dict[str, Process]) -> None:
 
 
 class TweedieSampler(AncestralSampler):
-    """Ancestral sampling through the x_0 law of a score model's Tweedie inversion."""
+    """Ancestral sampling through the x_0 law of a score model's Tweedie inversion: exact per
+    position at any step size, in the joint law only as the steps shrink (see the module)."""
 
     def __init__(
         self,

@@ -35,7 +35,8 @@ class TextTaskConfig(TaskConfig):
     "score_entropy" (SEDD: the output read as log concrete scores, trained on the
     diffusion-weighted score entropy, itself an ELBO; mixing processes) or "dfm" (discrete
     flow matching's generalized KL on the mixture path the process and schedule define, e.g.
-    schedule "kappa-poly" / "kappa-cosine"; on a mask path it is the masked ELBO).
+    schedule "kappa-poly" / "kappa-cosine"; on a mask path it equals the ELBO's integral
+    without its boundary terms; the held-out figure is the full ELBO).
     seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
     time_conditioning: tell the denoiser t (None: off for an absorbing ELBO and for SUNDAE,
     whose network is told no noise level, as in the paper; on for a uniform ELBO and for
