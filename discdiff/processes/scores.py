@@ -23,6 +23,7 @@ so scores and x_0-predictions are two readings of one object:
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -192,11 +193,12 @@ def _fast_rows(
     z: Tensor,
     m: Tensor,
     w: Tensor,
-    grad: Tensor | None,
+    grad: bool,
     limit_kind: str,
-) -> tuple[Tensor, Tensor]:
-    """The CPU path for a limit with mass on every class ("full": uniform, most marginals) or on
-    none of them ("mask": absorbing): off x0 the ratio is A m(y) (or 0), so a row is a few
+    wide: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The CPU path for a limit with mass on every class ("flat": uniform; "full": most
+    marginals; ``wide``: some m(y) / m(z) past e^30) or on none of them ("mask": absorbing): off x0 the ratio is A m(y) (or 0), so a row is a few
     passes (u, expm1, one product with m) and the x0 and z columns are corrected exactly.
     Returns (values, rows to redo on the general path: where a log score passes the cap or u
     passes 20, which these passes do not continue, the weighted gradient or None); at most two
@@ -209,9 +211,11 @@ def _fast_rows(
     A1, Bc1 = A.squeeze(-1), Bc.squeeze(-1)
     r_v = A1 * m[v] + Bc1
     exact_v, grad_v = _column_terms(ls[rows, v], r_v)
+    # Rows where a log score passes the cap, or u passes 20, are redone on the general path
+    # (which continues exp there); these passes may leave inf in them, nothing worse.
     if limit_kind == "mask":  # r = 0 off x0: the terms are exp(ls)
         redo = ls.amax(-1) > LOG_SCORE_CAP
-        e = torch.clamp_max(ls, LOG_SCORE_CAP).exp_()  # (N, K) the one buffer
+        e = torch.exp(ls)  # (N, K) the one buffer
         e[rows, v] = 0.0
         e[rows, zc] = torch.where(z_col, torch.zeros_like(r_v), e[rows, zc])
         total = e.sum(-1) + torch.where(at_v, exact_v, torch.zeros_like(exact_v))
@@ -223,8 +227,14 @@ def _fast_rows(
             u.sub_(torch.log(A))
         u[rows, v] = torch.where(at_v, ls[rows, v] - torch.log(r_v), torch.zeros_like(r_v))
         u[rows, zc] = torch.where(z_col, torch.zeros_like(r_v), u[rows, zc])
-        redo = (u.amax(-1) > 20.0) | (ls.amax(-1) > LOG_SCORE_CAP)
-        em = torch.clamp_max(u, 20.0).expm1_()  # (N, K) the second buffer
+        redo = u.amax(-1) > 20.0
+        # off x0, r <= max m / min m, so u <= 20 keeps ls under the cap unless that ratio is
+        # past e^30: then every column is checked, else only x0's
+        if wide:
+            redo |= ls.amax(-1) > LOG_SCORE_CAP
+        else:
+            redo |= ls[rows, v] > LOG_SCORE_CAP
+        em = torch.expm1(u)  # (N, K) the second buffer
         diff = torch.sub(em, u, out=u)  # e^u - 1 - u, in u's buffer
         # the x0 column's weight is r_v = A m(x0) + Bc: the product with m has A m(x0) of it
         rowsum = diff.sum(-1) * m[0] if flat else diff @ m
@@ -232,9 +242,7 @@ def _fast_rows(
         del u, diff
         g = None
         if grad:  # r expm1(u), weighted, in em's buffer
-            g = em.mul_(A * w[:, None]) if flat else em.mul_(m).mul_(A * w[:, None])
-            if flat:
-                g.mul_(m[0])
+            g = em.mul_(A * w[:, None] * m[0]) if flat else em.mul_(m).mul_(A * w[:, None])
     if g is not None:
         g[rows, v] = torch.where(at_v, w * grad_v, torch.zeros_like(grad_v))
     return torch.where(w > 0, w * total, torch.zeros_like(total)), redo, g
@@ -254,11 +262,12 @@ class _ScoreEntropy(torch.autograd.Function):
         z: Tensor,
         m: Tensor,
         w: Tensor,
-        limit_kind: str,
+        limit: tuple[str, bool],
     ) -> Tensor:
+        limit_kind, wide = limit
         want = bool(ctx.needs_input_grad[0])
         if ls.device.type == "cpu" and limit_kind in ("flat", "full", "mask"):
-            out, redo, grad = _fast_rows(ls, A, Bc, v, z, m, w, want, limit_kind)
+            out, redo, grad = _fast_rows(ls, A, Bc, v, z, m, w, want, limit_kind, wide)
             if bool(redo.any()):  # a CPU read: no device to wait for
                 idx = redo.nonzero().squeeze(-1)
                 sub = torch.empty_like(ls[idx]) if grad is not None else None
@@ -277,13 +286,28 @@ class _ScoreEntropy(torch.autograd.Function):
         return grad * grad_out[:, None], None, None, None, None, None, None, None
 
 
-def _limit_kind(proc) -> str:
-    """ "full" (mass on every class), "mask" (on none: absorbing) or "mixed", read from the
-    limit on the CPU (no device value is read)."""
+_KINDS: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _limit_kind(proc) -> tuple[str, bool]:
+    """("flat" (the same mass on every class: uniform), "full" (mass on every class), "mask"
+    (on none: absorbing) or "mixed", whether some ratio m(y) / m(z) passes e^30), read once per
+    process from its limit on the CPU (no device value is read)."""
+    try:
+        return _KINDS[proc]
+    except (KeyError, TypeError):
+        pass
     m = proc.limit_on(torch.device("cpu"))[: proc.num_classes]
     if bool((m > 0).all()):
-        return "full"
-    return "mask" if not bool((m > 0).any()) else "mixed"
+        kind = "flat" if bool((m == m[0]).all()) else "full"
+    else:
+        kind = "mask" if not bool((m > 0).any()) else "mixed"
+    wide = kind == "full" and float(m.max() / m.min()) > math.exp(LOG_SCORE_CAP - 20.0)
+    try:
+        _KINDS[proc] = (kind, wide)
+    except TypeError:  # a process that cannot be weakly referenced: asked again next time
+        pass
+    return kind, wide
 
 
 def score_entropy(proc, x_t: Tensor, x0: Tensor, log_scores: Tensor, t: Tensor) -> Tensor:
