@@ -79,6 +79,14 @@ Novel = Annotated[
         "(only new molecules; novelty is then 100% by construction).",
     ),
 ]
+RejectBudget = Annotated[
+    int | None,
+    typer.Option(
+        help="Most extra draws --reject may make in all (default: as many as -n; 0 = no "
+        "bound); past it, flawed samples are kept as they are and the summary says so.",
+        show_default=False,
+    ),
+]
 RejectRounds = Annotated[
     int,
     typer.Option(

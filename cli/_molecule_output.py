@@ -76,8 +76,12 @@ def report_records(records: list, conditioning: dict, task) -> None:
         from discdiff.chem.graph import contains_scaffold
 
         query = Chem.MolFromSmiles(scaffold)
-        hits = sum(contains_scaffold(r.mol, query) for r in valid)
-        typer.echo(f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples")
+        hits = sum(r.mol.HasSubstructMatch(query) for r in valid)
+        kekule = sum(contains_scaffold(r.mol, query) for r in valid) - hits
+        more = f" ({kekule} more in Kekulé form only)" if kekule else ""
+        typer.echo(
+            f"scaffold {scaffold}: in {hits} of {len(valid)} valid samples (RDKit match){more}"
+        )
     target = conditioning.get("target") or {}
     if target:
         from discdiff.chem.properties import mol_properties
@@ -106,6 +110,11 @@ def write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, confor
     if invalid and fmt == ".smi" and not keep_invalid:
         typer.echo(
             f"left {invalid} invalid sample(s) out of {out} (--keep-invalid keeps them, flagged)"
+        )
+    elif invalid and fmt == ".sdf":
+        typer.echo(
+            f"left {invalid} invalid sample(s) out of {out}: an .sdf holds molecules only "
+            "(a .smi with --keep-invalid, or a .csv, lists them)"
         )
     if grid is not None:
         with output_path(grid, ".png") as tmp:

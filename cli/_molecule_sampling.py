@@ -73,6 +73,7 @@ def sample_and_report(
     unique: bool = False,
     novel: bool = False,
     reject_rounds: int = 5,
+    reject_budget: int | None = None,
     **conditioning,
 ) -> tuple[list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
@@ -83,6 +84,9 @@ def sample_and_report(
     if (unique or novel) and not reject:
         raise ValueError("--unique and --novel work through --reject, which is off")
     positive(reject_rounds, "--reject-rounds")
+    if reject_budget is not None and reject_budget < 0:
+        raise ValueError(f"--reject-budget must be >= 0 (0 = no bound), got {reject_budget}")
+    budget = n if reject_budget is None else (reject_budget or None)
     sets = None
     if novel:  # before any sampling: the known molecules are a check
         sets = novelty_sets(task.config.dataset)
@@ -101,14 +105,15 @@ def sample_and_report(
             model, n, steps=steps, sampler=sampler_obj, batch_size=batch_size,
             grid_power=time_power, generator=gen, progress=bar.update,
             reject=Rejection(
-                rounds=reject_rounds, unique=unique, known=sets[1] if sets else None
+                rounds=reject_rounds, unique=unique, known=sets[1] if sets else None,
+                max_draws=budget,
             ) if reject else None,
             stats=stats, **conditioning,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     if reject:
         typer.echo(stats.summary())
-        if stats.kept_flawed:
+        if stats.kept_flawed and not stats.stopped_by_budget:
             typer.echo(f"(more --reject-rounds than {reject_rounds} would draw those again)")
     raw = task.to_mols(graphs)
     records = decode_samples(raw, repair=repair)
@@ -117,7 +122,16 @@ def sample_and_report(
         train, whole, why = sets or novelty_sets(task.config.dataset)
         if why is not None:
             typer.echo(f"novelty left out: {why}")
-    metrics = task.metrics(graphs, train, whole, mols=raw)
+    reference = None
+    if train is not None:  # the gauge: how far the samples are from the training data
+        from discdiff.chem.metrics import gauge_reference
+
+        reference = gauge_reference(train)
+    metrics = task.metrics(graphs, train, whole, mols=raw, reference=reference)
+    from discdiff.chem.metrics import quality_gauge
+
+    for line in quality_gauge(metrics):  # the pass rate is in the rejection summary
+        typer.echo(line)
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
     return records, metrics, seconds

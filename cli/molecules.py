@@ -21,6 +21,7 @@ from discdiff.cli._molecule_options import (
     Novel,
     NumAtoms,
     Reject,
+    RejectBudget,
     RejectRounds,
     Repair,
     Scaffold,
@@ -87,6 +88,7 @@ def sample(
     unique: Unique = False,
     novel: Novel = False,
     reject_rounds: RejectRounds = 5,
+    reject_budget: RejectBudget = None,
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -142,7 +144,7 @@ def sample(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, repair, progress,
         motif_guard=motif_guard, reject=reject, unique=unique, novel=novel,
-        reject_rounds=reject_rounds, **cond,
+        reject_rounds=reject_rounds, reject_budget=reject_budget, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
@@ -347,6 +349,7 @@ def evaluate(
     motif_guard: MotifGuard = True,
     reject: Reject = False,
     reject_rounds: RejectRounds = 5,
+    reject_budget: RejectBudget = None,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -393,7 +396,8 @@ def evaluate(
     records, metrics, _ = ms.sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, True, progress,
-        motif_guard=motif_guard, reject=reject, reject_rounds=reject_rounds, **cond,
+        motif_guard=motif_guard, reject=reject, reject_rounds=reject_rounds,
+        reject_budget=reject_budget, **cond,
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance

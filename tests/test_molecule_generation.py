@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 from rdkit import Chem
@@ -277,13 +278,14 @@ def test_records_say_what_was_done_and_files_carry_it(tmp_path) -> None:
     assert write_molecules(smi, recs, keep_invalid=True) == 4
     assert smi.read_text().splitlines()[-1].endswith("\tsample_3\tinvalid")
     sdf = tmp_path / "m.sdf"
-    write_molecules(sdf, recs, conformers=True, seed=1)
+    assert write_molecules(sdf, recs, conformers=True, seed=1) == 3  # no record for the invalid
     mols = list(Chem.SDMolSupplier(str(sdf), removeHs=False))
+    assert len(mols) == 3 and all(m is not None and m.GetNumAtoms() > 0 for m in mols)
+    assert [m.GetProp("_Name") for m in mols] == ["sample_0", "sample_1", "sample_2"]
     assert mols[0].GetProp("status") == "strict" and float(mols[0].GetProp("qed")) > 0
     assert mols[0].GetNumAtoms() == 9 and mols[0].GetConformer().Is3D()  # CCO + 6 H
     assert mols[0].GetProp("conformer") == "etkdg+mmff"
     assert mols[2].GetProp("net_charged") == "1"  # the repair product is a bare cation
-    assert mols[3] is None or mols[3].GetProp("valid") == "0"
     write_molecules(sdf, recs, hydrogens=True)
     assert next(iter(Chem.SDMolSupplier(str(sdf), removeHs=False))).GetNumAtoms() == 9
     table = tmp_path / "m.csv"
@@ -292,6 +294,10 @@ def test_records_say_what_was_done_and_files_carry_it(tmp_path) -> None:
     assert [r["status"] for r in rows] == [r.status for r in recs] and rows[3]["qed"] == ""
     png = tmp_path / "g.png"
     assert write_grid(png, recs, 4) == 4 and png.stat().st_size > 0
+    from PIL import Image
+
+    gray = np.asarray(Image.open(png).convert("L"))  # 4 cells of 240 x 220: the invalid one drawn
+    assert (gray[:220, 3 * 240 : 4 * 240] < 200).sum() > 200  # its graph and INVALID label
     assert vocab.num_atom_classes == 8
 
 

@@ -4,7 +4,14 @@ properties for conditioning (``properties``), filters (``filters``), sample reco
 rejection of flawed samples (``rejection``) and PyTorch Geometric data (``pyg``)."""
 
 from discdiff.chem.export import SampleRecord, decode_samples, write_grid, write_molecules
-from discdiff.chem.filters import FILTERS, MOTIFS, count_flags, filter_counts, flag_molecule
+from discdiff.chem.filters import (
+    FILTERS,
+    MOTIFS,
+    RING_RULES,
+    count_flags,
+    filter_counts,
+    flag_molecule,
+)
 from discdiff.chem.graph import (
     BOND_TYPES,
     GraphVocab,
@@ -83,6 +90,7 @@ __all__ = [
     "write_molecules",
     "FILTERS",
     "MOTIFS",
+    "RING_RULES",
     "count_flags",
     "filter_counts",
     "flag_molecule",

@@ -10,8 +10,9 @@ repair, no fragment dropped: a disconnected sample stays whole, dot-separated).
 
 - ``.smi``: ``SMILES<TAB>sample_i<TAB>status``; invalid samples are left out (counted) unless
   ``keep_invalid``, which writes the raw graph's SMILES with status ``invalid``;
-- ``.sdf``: one record per sample, with SMILES, status, QED, logP, MW and the filter flags as
-  properties (an invalid sample is an empty record with ``valid = 0``); ``hydrogens`` writes
+- ``.sdf``: one record per valid sample, with SMILES, status, QED, logP, MW and the filter
+  flags as properties (an invalid sample has no molecule to write: it is left out and counted,
+  never an empty record that tools would read as a molecule); ``hydrogens`` writes
   explicit H, ``conformers`` ETKDG 3-D coordinates optimised with MMFF (implies hydrogens;
   a molecule that cannot be embedded keeps 2-D coordinates and says so in ``conformer``);
 - ``.csv``: a row per sample with the same columns.
@@ -154,22 +155,25 @@ def write_molecules(
         # RDKit's writer swallows a failed write (a full disk gave a 0-byte file and exit 0):
         # it writes to memory, and Python's own write, which raises, puts it on disk
         buffer = io.StringIO()
+        written = 0
         with Chem.SDWriter(buffer) as w:
             for r in records:
-                m = Chem.Mol(r.mol) if r.mol is not None else Chem.Mol()
-                note = ""
-                if r.mol is not None and conformers:
+                if r.mol is None:
+                    continue
+                m, note = Chem.Mol(r.mol), ""
+                if conformers:
                     m, note = _embed(m, seed + r.index)
-                elif r.mol is not None and hydrogens:
+                elif hydrogens:
                     m = Chem.AddHs(m)
                 m.SetProp("_Name", f"sample_{r.index}")
                 for k, v in _annotations(r).items():
                     m.SetProp(k, v)
                 if conformers:
-                    m.SetProp("conformer", note or "none (invalid)")
+                    m.SetProp("conformer", note)
                 w.write(m)
+                written += 1
         path.write_text(buffer.getvalue(), encoding="utf-8")
-        return len(records)
+        return written
     with path.open("w", newline="", encoding="utf-8") as f:
         rows = [{"index": str(r.index), **_annotations(r)} for r in records]
         wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["index", "smiles"])
@@ -178,13 +182,28 @@ def write_molecules(
     return len(records)
 
 
+def _as_drawn(rec: SampleRecord) -> Chem.Mol:
+    """What a grid cell shows: the sanitised molecule, or an invalid sample's graph as sampled
+    (unsanitised; a lone ``*`` when it has no atoms): RDKit draws nothing, not even the
+    legend, for an empty molecule."""
+    if rec.mol is not None:
+        return rec.mol
+    m = Chem.Mol(rec.raw) if rec.raw is not None else Chem.Mol()
+    if m.GetNumAtoms() == 0:
+        return Chem.MolFromSmiles("*")
+    m.UpdatePropertyCache(strict=False)
+    Chem.FastFindRings(m)
+    return m
+
+
 def write_grid(path: Path, records: Sequence[SampleRecord], num: int, per_row: int = 5) -> int:
     """PNG grid of the first ``num`` records; each cell is labelled ``sample_i`` with its
-    status (an invalid cell is empty and labelled INVALID). Returns the cells drawn."""
+    status; an invalid cell shows the graph as sampled, labelled INVALID. Returns the cells
+    drawn."""
     from rdkit.Chem import Draw
 
     shown = records[:num]
-    mols = [r.mol if r.mol is not None else Chem.Mol() for r in shown]
+    mols = [_as_drawn(r) for r in shown]
     legends = []
     for r in shown:
         if r.mol is None:
@@ -192,8 +211,12 @@ def write_grid(path: Path, records: Sequence[SampleRecord], num: int, per_row: i
         else:
             tag = "" if r.status == "strict" else f" [{r.status}]"
             legends.append(f"sample_{r.index}{tag}: {r.smiles}"[:60])
-    img = Draw.MolsToGridImage(
-        mols, molsPerRow=max(1, min(per_row, len(mols))), subImgSize=(240, 220), legends=legends
-    )
+    size = {"molsPerRow": max(1, min(per_row, len(mols))), "subImgSize": (240, 220)}
+    try:
+        img = Draw.MolsToGridImage(mols, legends=legends, **size)
+    except (ValueError, RuntimeError):  # a graph RDKit cannot lay out: a placeholder atom
+        star = Chem.MolFromSmiles("*")
+        mols = [m if r.mol is not None else star for m, r in zip(mols, shown, strict=True)]
+        img = Draw.MolsToGridImage(mols, legends=legends, **size)
     img.save(str(path))
     return len(shown)

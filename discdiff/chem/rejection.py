@@ -1,6 +1,7 @@
 """Rejection of flawed samples: a sampled molecule graph that RDKit rejects, that falls apart
 into pieces, or that carries one of the filters' motifs (:data:`discdiff.chem.filters.MOTIFS`:
-enols, C=C in small rings, ...) is drawn again, whole, with the same node count, scaffold and
+enols, C=C in small rings, ...) or breaks a ring rule (:data:`~discdiff.chem.filters.RING_RULES`:
+Bredt's rule, two double bonds in a non-aromatic 6-ring) is drawn again, whole, with the same node count, scaffold and
 property target (:func:`redraw_flawed`: a round draws a few candidates for each flawed sample and
 keeps the first that passes), up to ``rounds`` rounds.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from rdkit import Chem
 
-from discdiff.chem.filters import MOTIFS, motif_patterns
+from discdiff.chem.filters import MOTIFS, RING_RULES, motif_patterns
 from discdiff.chem.graph import GraphVocab, canonical_smiles, graph_to_mol
 from discdiff.chem.metrics import largest_fragment
 
@@ -38,11 +39,14 @@ __all__ = [
 ]
 
 #: every check of a single sample, in the order they are tried (then "known", "duplicate")
-REJECTABLE: tuple[str, ...] = ("invalid", "disconnected", *MOTIFS)
+REJECTABLE: tuple[str, ...] = ("invalid", "disconnected", *MOTIFS, *RING_RULES)
 #: redraw rounds of the command line's ``--reject``
 REJECT_ROUNDS = 5
 #: most candidates drawn at once for one flawed sample in a round
 MAX_CANDIDATES = 8
+#: a pass rate of first draws below this is said in the summary: the model makes many flawed
+#: molecules, and rejection hides how many (the shipped QM9 model passes about 93%)
+LOW_PASS_RATE = 0.5
 
 Graph = tuple[torch.Tensor, torch.Tensor]
 
@@ -52,37 +56,63 @@ class RejectionStats:
     """What rejecting runs did (summed over the calls it is passed to): ``redrawn`` draws
     rejected in all, ``by_check`` the first failed check of each, ``rounds`` the most redraw
     rounds one call ran, ``kept_flawed`` the samples still flawed after their last round (kept
-    as they are), ``extra_draws`` the samples drawn in the rounds (used or not: the cost)."""
+    as they are), ``extra_draws`` the samples drawn in the rounds (used or not: the cost),
+    ``first_draws`` and ``first_passed`` the first draws and how many passed (the model's own
+    pass rate), ``stopped_by_budget`` whether the bound on extra draws stopped a call early."""
 
     redrawn: int = 0
     by_check: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
     kept_flawed: int = 0
     extra_draws: int = 0
+    first_draws: int = 0
+    first_passed: int = 0
+    stopped_by_budget: bool = False
+
+    @property
+    def pass_rate(self) -> float:
+        """The share of first draws that passed every check (1.0 before any draw)."""
+        return self.first_passed / self.first_draws if self.first_draws else 1.0
 
     def summary(self) -> str:
-        """One line for a report."""
+        """A line for a report (more when the pass rate is low or the bound stopped it)."""
         if not self.redrawn:
             return "rejected: none (every first draw passed)"
         parts = ", ".join(
             f"{k} {v}" for k, v in sorted(self.by_check.items(), key=lambda kv: -kv[1])
         )
-        return (
-            f"rejected and drawn again: {self.redrawn} ({parts}) in {self.rounds} round(s), "
-            f"{self.extra_draws} extra draws; {self.kept_flawed} kept with a flaw"
+        share = f"{1.0 - self.pass_rate:.1%} of {self.first_draws} first draws"
+        line = (
+            f"rejected and drawn again: {self.redrawn} ({parts}; {share}) in {self.rounds} "
+            f"round(s), {self.extra_draws} extra draws; {self.kept_flawed} kept with a flaw"
         )
+        if self.stopped_by_budget:
+            line += "\nwarning: the bound on extra draws (--reject-budget) stopped rejection"
+        if self.pass_rate < LOW_PASS_RATE:
+            line += (
+                f"\nwarning: only {self.pass_rate:.1%} of the model's first draws pass the "
+                "checks: it makes many flawed molecules, which rejection hides (--model-alone "
+                "shows them)"
+            )
+        return line
 
 
 @dataclass(frozen=True)
 class Rejection:
     """Which checks reject a sample (names of :data:`REJECTABLE`), how many redraw rounds, and
     the two opt-in checks: ``unique`` (a molecule already in the run) and ``known`` (canonical
-    SMILES to avoid, e.g. the training data: only new molecules)."""
+    SMILES to avoid, e.g. the training data: only new molecules). ``max_draws`` bounds the
+    extra draws of a call (None: no bound). ``scaffold`` (an RDKit molecule; the molecule task
+    sets it from ``sample_graphs(scaffold=...)``): a sample in which a plain RDKit substructure
+    match does not find it, as written, is drawn again (its fixed atoms can read back as part
+    of an aromatic ring, e.g. an amide inside a pyridone)."""
 
     checks: tuple[str, ...] = REJECTABLE
     rounds: int = REJECT_ROUNDS
     unique: bool = False
     known: frozenset[str] | set[str] | None = field(default=None, repr=False)
+    max_draws: int | None = None
+    scaffold: Chem.Mol | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.checks if c not in REJECTABLE]
@@ -97,6 +127,12 @@ class Rejection:
             raise ValueError(f"rejection unique must be a bool, got {self.unique!r}")
         if self.known is not None and not isinstance(self.known, (set, frozenset)):
             raise ValueError("rejection known must be a set of canonical SMILES")
+        if self.max_draws is not None and (
+            isinstance(self.max_draws, bool)
+            or not isinstance(self.max_draws, int)
+            or self.max_draws < 0
+        ):
+            raise ValueError(f"rejection max_draws must be an int >= 0, got {self.max_draws!r}")
 
     def flaw(self, graph: Graph, vocab: GraphVocab, seen: set[str] | None = None) -> str | None:
         """The first check ``graph`` (atoms (n,), bonds (n, n)) fails, or None when it passes.
@@ -112,6 +148,10 @@ class Rejection:
         for name in self.checks:
             if name in patterns and mol.HasSubstructMatch(patterns[name]):
                 return name
+            if name in RING_RULES and RING_RULES[name](mol):
+                return name
+        if self.scaffold is not None and not mol.HasSubstructMatch(self.scaffold):
+            return "scaffold"  # fixed atoms that read back otherwise (an aromatic lactam)
         if self.known is None and not (self.unique and seen is not None):
             return None
         smiles = canonical_smiles(largest_fragment(mol))  # as the novelty metric reads it
@@ -154,11 +194,17 @@ def redraw_flawed(
     still flawed, as many candidates as the pass rate seen so far makes likely to hold a
     passing one (at most :data:`MAX_CANDIDATES`), and keeps the first that passes, in order:
     each index's draws are independent, so its kept sample follows the model's law restricted
-    to passing samples. Adds what it did to ``stats`` (returned)."""
+    to passing samples. ``rejection.max_draws`` bounds the extra draws of this call: a round
+    that would pass it draws fewer candidates, or for fewer samples, and the rest are kept as
+    they are (counted, and said in the summary). Adds what it did to ``stats`` (returned)."""
     stats = stats if stats is not None else RejectionStats()
     seen: set[str] | None = set() if rejection.unique else None  # accepted SMILES, in order
     flawed = rejection.flawed(graphs, vocab, range(len(graphs)), seen)
     tried, passed = len(graphs), len(graphs) - len(flawed)
+    stats.first_draws += tried
+    stats.first_passed += passed
+    budget = rejection.max_draws
+    spent = 0
 
     def rejected(why: str) -> None:
         stats.redrawn += 1
@@ -166,9 +212,10 @@ def redraw_flawed(
 
     rounds = 0
     while flawed and rounds < rejection.rounds:
+        if budget is not None and spent >= budget:
+            stats.stopped_by_budget = True
+            break
         rounds += 1
-        for why in flawed.values():
-            rejected(why)
         # enough candidates that all fail with odds about exp(-2) at the pass rate seen so far
         m = (
             MAX_CANDIDATES
@@ -176,9 +223,19 @@ def redraw_flawed(
             else min(MAX_CANDIDATES, max(1, -(-2 * tried // passed) - 1))
         )
         which = sorted(flawed)
+        if budget is not None and len(which) * m > budget - spent:  # what the bound allows
+            m = max(1, (budget - spent) // len(which))
+            if len(which) > budget - spent:
+                which = which[: budget - spent]
+                stats.stopped_by_budget = True
+        for i in which:
+            rejected(flawed[i])
+        chosen = set(which)
+        left = {i: why for i, why in flawed.items() if i not in chosen}  # kept as they are
         fresh = draw([i for _ in range(m) for i in which])  # candidate c of which[k] at c*K + k
         stats.extra_draws += len(fresh)
-        flawed = {}
+        spent += len(fresh)
+        flawed = left
         for k, i in enumerate(which):
             for c in range(m):
                 g = fresh[c * len(which) + k]

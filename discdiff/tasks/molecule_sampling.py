@@ -3,13 +3,19 @@ registered sampler that fits the task's processes (mixed into the molecule task)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from discdiff.chem.graph import dense_fields_to_graphs, num_edges, sample_node_counts
+from discdiff.chem.graph import (
+    dense_fields_to_graphs,
+    graph_to_mol,
+    num_edges,
+    sample_node_counts,
+)
 from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
 from discdiff.samplers import SAMPLERS, Sampler, sampler_options
 from discdiff.tasks.base import Task
@@ -221,6 +227,10 @@ class GraphSampling:
 
         graphs = draw(list(range(num_samples)), progress)
         if reject is not None:
+            if scaffold is not None and reject.scaffold is None:
+                query = graph_to_mol(scaffold[0], scaffold[1], self.vocab)
+                if query is not None:
+                    reject = dataclasses.replace(reject, scaffold=query)
             redraw_flawed(graphs, draw, reject, self.vocab, stats)
         return graphs
 

@@ -421,10 +421,12 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         train_smiles: Sequence[str] | set[str] | None = None,
         whole: set[str] | None = None,
         mols: Sequence[Chem.Mol] | None = None,
+        reference: Any = None,
     ) -> dict[str, float]:
         """:func:`discdiff.chem.molecule_metrics` of sampled graphs (novelty with a train set,
-        ``novelty_whole`` with the canonical set of the whole data set); ``mols``: the graphs'
-        :meth:`to_mols` when the caller has them already (they are not changed)."""
+        ``novelty_whole`` with the canonical set of the whole data set, the TV distances with a
+        ``reference``); ``mols``: the graphs' :meth:`to_mols` when the caller has them already
+        (they are not changed)."""
         train = None
         if train_smiles is not None:
             train = train_smiles if isinstance(train_smiles, set) else canonical_set(train_smiles)
@@ -432,7 +434,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             mols = self.to_mols(graphs)
         elif len(mols) != len(graphs):
             raise ValueError(f"got {len(mols)} molecules for {len(graphs)} graphs")
-        return molecule_metrics(mols, train=train, whole=whole)
+        return molecule_metrics(mols, train=train, whole=whole, reference=reference)
 
 
 def _shipped() -> dict[str, Path]:
