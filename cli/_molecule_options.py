@@ -54,6 +54,14 @@ MotifGuard = Annotated[
         "vinyl fluorides, peroxides); off: what the model makes, for research.",
     ),
 ]
+MedchemFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--filter",
+        help="Medicinal-chemistry filters to count, comma-separated: lipinski, veber, reos, "
+        "brenk, nih, halogen_heteroatom, or a property bound such as sa<=4 or qed>=0.5.",
+    ),
+]
 Reject = Annotated[
     bool,
     typer.Option(

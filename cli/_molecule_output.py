@@ -96,6 +96,25 @@ def report_records(records: list, conditioning: dict, task) -> None:
             )
 
 
+def medchem_rules(spec: str | None) -> dict | None:
+    """The --filter rules, parsed before any sampling (one line for a bad name)."""
+    if not spec:
+        return None
+    from discdiff.chem.medchem import parse_medchem
+
+    return parse_medchem(spec)
+
+
+def report_medchem(records: list, rules: dict) -> None:
+    """The --filter counts over the valid samples."""
+    from discdiff.chem.medchem import medchem_counts
+
+    valid = [r.mol for r in records if r.valid]
+    counts = medchem_counts(valid, rules)
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("any", "checked"))
+    typer.echo(f"medchem filters (of {len(valid)} valid): {shown}; flagged by any: {counts['any']}")
+
+
 def write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed):
     from discdiff.chem.export import write_grid, write_molecules
 

@@ -17,6 +17,7 @@ from discdiff.cli import _molecule_output as mo
 from discdiff.cli import _molecule_sampling as ms
 from discdiff.cli._molecule_options import (
     Guidance,
+    MedchemFilter,
     MotifGuard,
     Novel,
     NumAtoms,
@@ -89,6 +90,7 @@ def sample(
     novel: Novel = False,
     reject_rounds: RejectRounds = 5,
     reject_budget: RejectBudget = None,
+    medchem: MedchemFilter = None,
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -130,6 +132,7 @@ def sample(
         valence_guard = motif_guard = repair = reject = False
         keep_invalid = True
 
+    rules = mo.medchem_rules(medchem)
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
@@ -149,6 +152,8 @@ def sample(
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
     mo.report_records(records, cond, task)
+    if rules:
+        mo.report_medchem(records, rules)
     mo.print_metrics(metrics, "samples")
 
 
@@ -350,6 +355,7 @@ def evaluate(
     reject: Reject = False,
     reject_rounds: RejectRounds = 5,
     reject_budget: RejectBudget = None,
+    medchem: MedchemFilter = None,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -382,6 +388,7 @@ def evaluate(
             ) from None
     from discdiff.tasks import runs
 
+    rules = mo.medchem_rules(medchem)
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
@@ -408,6 +415,8 @@ def evaluate(
     if out is not None:
         mo.write_outputs(out, None, 0, records, False, False, False, seed)
     mo.report_records(records, cond, task)
+    if rules:
+        mo.report_medchem(records, rules)
     mo.print_metrics(metrics, run_dir.name or str(run_dir))
 
 

@@ -30,6 +30,7 @@ from discdiff.chem.graph import (
     to_pyg,
     triu_to_dense,
 )
+from discdiff.chem.medchem import MEDCHEM, parse_medchem, register_medchem
 from discdiff.chem.metrics import (
     ReferenceStats,
     canonical_set,
@@ -55,6 +56,9 @@ from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats, redra
 from discdiff.chem.valence import ValenceConstraint, atom_capacities
 
 __all__ = [
+    "MEDCHEM",
+    "parse_medchem",
+    "register_medchem",
     "ValenceConstraint",
     "atom_capacities",
     "BOND_TYPES",
