@@ -1,4 +1,5 @@
-"""Fused CPU kernels in C, built on first use with the system's C compiler and cached on disk.
+"""Fused CPU kernels in C (the uniform rate KL, the score entropy), built on first use with the
+system's C compiler and cached on disk.
 
 Eager torch runs a loss as a chain of whole-tensor passes; where a loss needs a transcendental
 per class (the uniform rate KL's log1p), that chain costs 2-3x a cross-entropy on a CPU. A
@@ -30,7 +31,7 @@ from discdiff.cache import cache_root
 
 __all__ = ["library", "reason", "cache_dir"]
 
-_SOURCE = Path(__file__).with_name("uniform_kl.c")
+_SOURCES = [Path(__file__).with_name(n) for n in ("uniform_kl.c", "score_entropy.c")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC"]
 _LIBS = ["-lmvec", "-lm"]
 _state: dict[str, object] = {}
@@ -81,28 +82,28 @@ def _build() -> ctypes.CDLL:
         ).stdout
     except (OSError, subprocess.SubprocessError) as err:
         raise RuntimeError(f"the C compiler {cc} does not run: {err}") from None
-    src = _SOURCE.read_bytes()
+    src = b"\0".join(p.read_bytes() for p in _SOURCES)
     key = hashlib.sha256(
         b"\0".join(
             [src, " ".join(_FLAGS + _LIBS).encode(), version.encode(), _cpu_flags().encode()]
         )
     ).hexdigest()[:16]
     out_dir = _writable(cache_dir())
-    target = out_dir / f"uniform_kl-{key}.so"
+    target = out_dir / f"kernels-{key}.so"
     if not target.exists():
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".build-", suffix=".so")
         os.close(fd)
         try:
             proc = subprocess.run(
-                [cc, *_FLAGS, str(_SOURCE), "-o", tmp, *_LIBS],
+                [cc, *_FLAGS, *map(str, _SOURCES), "-o", tmp, *_LIBS],
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             if proc.returncode != 0:
                 msg = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-                raise RuntimeError(f"{cc} failed to build {_SOURCE.name}: {msg}")
+                raise RuntimeError(f"{cc} failed to build the kernels: {msg}")
             os.replace(tmp, target)
         except (OSError, subprocess.SubprocessError) as err:
-            raise RuntimeError(f"building {_SOURCE.name} failed: {err}") from None
+            raise RuntimeError(f"building the kernels failed: {err}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -113,6 +114,9 @@ def _build() -> ctypes.CDLL:
     lib.uniform_rate_kl.restype = i64
     lib.log1p_pos_array.argtypes = [p, p, i64]
     lib.log1p_pos_array.restype = None
+    lib.score_entropy_rows.argtypes = [p, p, p, p, p, p, p, p, c_int, ctypes.c_float, p, p, p]
+    lib.score_entropy_rows.argtypes += [i64, i64, c_int]
+    lib.score_entropy_rows.restype = None
     return lib
 
 

@@ -248,9 +248,27 @@ def _fast_rows(
     return torch.where(w > 0, w * total, torch.zeros_like(total)), redo, g
 
 
+def _native_ok(limit_kind: str) -> bool:
+    from discdiff.native import library
+
+    return limit_kind in ("flat", "full", "mask") and library() is not None
+
+
+def _native_rows(
+    ls: Tensor, A: Tensor, Bc: Tensor, v: Tensor, z: Tensor, m: Tensor, w: Tensor,
+    grad: bool, limit_kind: str,
+) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
+    """:func:`_fast_rows` by the fused C kernel (``discdiff/native/score_entropy.c``): a row in
+    one pass while it is in cache, its x0 column in float64."""
+    from discdiff.native.score_entropy import score_entropy_rows
+
+    return score_entropy_rows(ls, A, Bc, v, z, m, w, limit_kind, LOG_SCORE_CAP, grad)
+
+
 class _ScoreEntropy(torch.autograd.Function):
     """sum_{y != z} r_y (e^{u_y} - 1 - u_y) per row, weighted, with its gradient made in the
-    same passes: at most the gradient (one logits-sized buffer) is kept for backward."""
+    same passes: the gradient (one logits-sized buffer) is kept for backward and scaled there
+    in place."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -262,28 +280,34 @@ class _ScoreEntropy(torch.autograd.Function):
         z: Tensor,
         m: Tensor,
         w: Tensor,
-        limit: tuple[str, bool],
+        limit: tuple[str, bool, bool | None],
     ) -> Tensor:
-        limit_kind, wide = limit
+        limit_kind, wide, native = limit
         want = bool(ctx.needs_input_grad[0])
-        if ls.device.type == "cpu" and limit_kind in ("flat", "full", "mask"):
-            out, redo, grad = _fast_rows(ls, A, Bc, v, z, m, w, want, limit_kind, wide)
+        if ls.device.type != "cpu" or limit_kind not in ("flat", "full", "mask"):
+            # on an accelerator every branch in one pass of elementwise kernels, no host read
+            grad = torch.empty_like(ls) if want else None
+            out = _general_rows(ls, A, Bc, v, z, m, w, grad)
+        else:
+            if native is not False and _native_ok(limit_kind):
+                out, redo, grad = _native_rows(ls, A, Bc, v, z, m, w, want, limit_kind)
+            else:
+                out, redo, grad = _fast_rows(ls, A, Bc, v, z, m, w, want, limit_kind, wide)
             if bool(redo.any()):  # a CPU read: no device to wait for
                 idx = redo.nonzero().squeeze(-1)
                 sub = torch.empty_like(ls[idx]) if grad is not None else None
                 out[idx] = _general_rows(ls[idx], A[idx], Bc[idx], v[idx], z[idx], m, w[idx], sub)
                 if grad is not None and sub is not None:
                     grad[idx] = sub
-        else:  # on an accelerator every branch in one pass of elementwise kernels, no host read
-            grad = torch.empty_like(ls) if want else None
-            out = _general_rows(ls, A, Bc, v, z, m, w, grad)
         ctx.save_for_backward(grad if grad is not None else ls.new_empty(0))
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad * grad_out[:, None], None, None, None, None, None, None, None
+        # scaled in place (a second backward through the same graph then fails loudly: the
+        # saved tensor was modified), so the backward adds no logits-sized buffer
+        return grad.mul_(grad_out[:, None]), None, None, None, None, None, None, None
 
 
 _KINDS: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
@@ -310,16 +334,19 @@ def _limit_kind(proc) -> tuple[str, bool]:
     return kind, wide
 
 
-def score_entropy(proc, x_t: Tensor, x0: Tensor, log_scores: Tensor, t: Tensor) -> Tensor:
+def score_entropy(
+    proc, x_t: Tensor, x0: Tensor, log_scores: Tensor, t: Tensor, native: bool | None = None
+) -> Tensor:
     """SEDD's diffusion-weighted denoising score entropy at each position, (B, ...) nats per
     unit time: beta m(z) sum_{y != z} [s_y - r_y log s_y + r_y (log r_y - 1)], computed from the
     log scores u_y = log s_y - log r_y directly as r_y (e^u - 1 - u) (s_y alone where r_y = 0).
 
     The true ratios of a mixing process are r_y = ((1 - alpha) m(y) + alpha [y = x0]) / q(z | x0),
     so no K-sized ratio table is read: one pass over blocks of rows makes the value and its
-    gradient together (about one logits-sized buffer besides the input). Finite, with a finite
-    gradient, for every float32 log score: exact where exp(log score) <= e^50
-    (:data:`LOG_SCORE_CAP`), continued beyond.
+    gradient together (about one logits-sized buffer besides the input): on a CPU by the fused
+    C kernel of :mod:`discdiff.native` where it is built (``native=False``: the torch passes,
+    the same values). Finite, with a finite gradient, for every float32 log score: exact where
+    exp(log score) <= e^50 (:data:`LOG_SCORE_CAP`), continued beyond.
     """
     K = proc.num_classes
     a64 = expand_time(proc.schedule.alpha(t).to(x_t.device), x_t)  # (B, ..)
@@ -342,6 +369,6 @@ def score_entropy(proc, x_t: Tensor, x0: Tensor, log_scores: Tensor, t: Tensor) 
         z.reshape(-1),
         limit[:K].contiguous(),
         (beta * m_z).reshape(-1),
-        _limit_kind(proc),
+        (*_limit_kind(proc), native),
     )
     return out.reshape(shape)
