@@ -1,6 +1,7 @@
-"""One file is one file: a newcomer's sampler, defined in a file of its own and named with
-``--import``, reaches the sample commands of text, pixels, molecules and any task, with no
-edit anywhere else."""
+"""One file is one file: a newcomer's sampler, process or objective, defined in a file of its
+own and named with ``--import``, reaches the commands of text, pixels, molecules and any task,
+with no edit anywhere else (a denoiser: tests/conformance/test_denoisers.py and
+examples/plugin)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ def test_a_sampler_from_one_file_reaches_every_task(tmp_path, monkeypatch, capsy
     def uses() -> int:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
-    # molecules (the shipped model; the valence guard is ancestral's own, so it is turned off)
+    # molecules (the shipped model; the valence guard is a constraint the newcomer's subclass
+    # of the ancestral sampler applies, with no line of its own)
     out = tmp_path / "m.smi"
-    assert main(["molecules", "sample", "-n", "2", "--no-novelty", "--no-valence-guard",
-                 "--no-reject", "--out", str(out), *use]) == 0  # fmt: skip
+    assert main(["molecules", "sample", "-n", "2", "--no-novelty", "--no-reject",
+                 "--out", str(out), *use]) == 0  # fmt: skip
     assert uses() == 1 and out.is_file()
     # text: a tiny run, then its samples
     corpus = tiny_corpus(tmp_path)
@@ -156,3 +158,48 @@ def test_an_objective_from_one_file_reaches_text_train_eval_and_task_train(
     assert main(["text", "train", str(corpus), "--out", str(tmp_path / "r3"), "--objective",
                  "half-elbo", *tiny]) == 2  # one line, exit 2  # fmt: skip
     assert "objective='half-elbo' is not one of" in capsys.readouterr().err
+
+
+PROCESS_PLUGIN = '''
+import torch
+from discdiff.processes import Marginal, register_process
+from discdiff.schedules import LogLinear
+
+
+@register_process("zipf", replace=True)
+def zipf(num_classes, schedule=None, **options):
+    """A marginal process whose limit falls as 1 / rank (a newcomer's process)."""
+    w = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float64)
+    return Marginal(w / w.sum(), schedule if schedule is not None else LogLinear())
+'''
+
+
+def test_a_process_from_one_file_reaches_every_task(tmp_path, capsys):
+    """A process defined in a file of its own and named with --import trains and samples in
+    text, pixels, molecules and the generic task commands, and is recorded in each run."""
+    plugin = tmp_path / "zipf_process.py"
+    plugin.write_text(PROCESS_PLUGIN)
+    use = ["--import", str(plugin), "--process", "zipf"]
+    corpus = tiny_corpus(tmp_path)
+    text_run = tmp_path / "text_run"
+    assert main(["text", "train", str(corpus), "--out", str(text_run), *TINY_TEXT, *use]) == 0
+    assert json.loads((text_run / "task.json").read_text())["process"] == "zipf"
+    assert main(["text", "sample", str(text_run), "-n", "1", "--steps", "3",
+                 "--import", str(plugin)]) == 0  # fmt: skip
+    px_run = tmp_path / "px_run"
+    assert main(["pixels", "train", "--data", "digits", "--levels", "4", "--out", str(px_run),
+                 "--steps", "2", "--layers", "1", "--d-model", "16", "--heads", "2",
+                 "--batch-size", "8", "--no-progress", *use]) == 0  # fmt: skip
+    assert json.loads((px_run / "task.json").read_text())["process"] == "zipf"
+    assert main(["pixels", "sample", str(px_run), "-n", "2", "--steps", "3", "--out",
+                 str(tmp_path / "g.png"), "--import", str(plugin)]) == 0  # fmt: skip
+    smiles = tmp_path / "m.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "CC(=O)O", "C1CC1", "CCOC", "OCCO"] * 5) + "\n")
+    mol_run = tmp_path / "mol_run"
+    assert main(["molecules", "train", "--data", str(smiles), "--out", str(mol_run),
+                 "--steps", "2", "--layers", "1", "--batch-size", "4", "--eval-every", "0",
+                 "--no-progress", *use]) == 0  # fmt: skip
+    assert json.loads((mol_run / "task.json").read_text())["process"] == "zipf"
+    assert main(["task", "sample", str(mol_run), "-n", "2", "--steps", "3",
+                 "--import", str(plugin)]) == 0  # fmt: skip
+    capsys.readouterr()

@@ -156,13 +156,19 @@ class ModelOptions:
     patch: int = 1  # p x p pixels per transformer token (p = 2: ~4x cheaper, see TransformerConfig)
 
 
-def make_denoiser(config: PixelConfig, options: ModelOptions | None = None) -> TransformerDenoiser:
-    """A transformer over the H x W grid (2-D rotary), with labels and a null class."""
+def make_denoiser(
+    config: PixelConfig, options: ModelOptions | None = None, num_states: int | None = None
+) -> TransformerDenoiser:
+    """A transformer over the H x W grid (2-D rotary), with labels and a null class.
+    ``num_states``: the process's state count (asked of the config's process when None; a
+    task passes its own, made outside any meta-device context)."""
     if not isinstance(config, PixelConfig):
         raise TypeError(f"config must be a PixelConfig, got {type(config).__name__}")
     o = options or ModelOptions()
+    if num_states is None:
+        num_states = make_process(config).num_states  # asked, not assumed (a mask state or none)
     cfg = TransformerConfig(
-        num_states=make_process(config).num_states,  # asked, not assumed (a mask state or none)
+        num_states=num_states,
         num_classes=config.levels,
         num_layers=o.num_layers,
         d_model=o.d_model,

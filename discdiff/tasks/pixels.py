@@ -134,7 +134,7 @@ class PixelTask(Task):
     # ---- the spine's pieces ---------------------------------------------------------------
     def build_denoiser(self, **sizes: Any) -> TransformerDenoiser:
         """The 2-D transformer of :func:`make_denoiser` with ``ModelOptions(**sizes)``."""
-        return make_denoiser(self.config, ModelOptions(**sizes))
+        return make_denoiser(self.config, ModelOptions(**sizes), self.process.num_states)
 
     def check_model(self, model: nn.Module) -> None:
         cfg = getattr(model, "config", None)
