@@ -54,6 +54,14 @@ MotifGuard = Annotated[
         "vinyl fluorides, peroxides); off: what the model makes, for research.",
     ),
 ]
+Stereo = Annotated[
+    str,
+    typer.Option(
+        help="none: as sampled (no stereo in the files) | random: one stereoisomer per sample "
+        "with an unassigned stereocentre or double bond (seeded) | enumerate: every isomer (at "
+        "most 32 a sample), each a record sample_i.j. Metrics stay the graphs' (no stereo).",
+    ),
+]
 MedchemFilter = Annotated[
     str | None,
     typer.Option(

@@ -74,6 +74,7 @@ def sample_and_report(
     novel: bool = False,
     reject_rounds: int = 5,
     reject_budget: int | None = None,
+    stereo: str = "none",
     **conditioning,
 ) -> tuple[list, dict, float]:
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
@@ -84,6 +85,10 @@ def sample_and_report(
     if (unique or novel) and not reject:
         raise ValueError("--unique and --novel work through --reject, which is off")
     positive(reject_rounds, "--reject-rounds")
+    from discdiff.chem.stereo import STEREO_MODES
+
+    if stereo not in STEREO_MODES:
+        raise ValueError(f"--stereo {stereo!r} is not one of {', '.join(STEREO_MODES)}")
     if reject_budget is not None and reject_budget < 0:
         raise ValueError(f"--reject-budget must be >= 0 (0 = no bound), got {reject_budget}")
     budget = n if reject_budget is None else (reject_budget or None)
@@ -117,6 +122,7 @@ def sample_and_report(
             typer.echo(f"(more --reject-rounds than {reject_rounds} would draw those again)")
     raw = task.to_mols(graphs)
     records = decode_samples(raw, repair=repair)
+    records = _stereo(records, stereo, seed)
     train = whole = None
     if novelty:
         train, whole, why = sets or novelty_sets(task.config.dataset)
@@ -135,3 +141,22 @@ def sample_and_report(
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
     return records, metrics, seconds
+
+
+def _stereo(records: list, mode: str, seed: int) -> list:
+    """The records with stereo as --stereo asks, and a line saying what it did."""
+    from discdiff.chem.stereo import assign_stereo, unassigned_stereo
+
+    valid = [r for r in records if r.valid]
+    open_ = sum(unassigned_stereo(r.mol) > 0 for r in valid)
+    out = assign_stereo(records, mode, seed)
+    what = {
+        "none": "none written (--stereo random|enumerate assigns them)",
+        "random": "one stereoisomer drawn for each",
+        "enumerate": f"every stereoisomer written: {len(out)} records",
+    }[mode]
+    typer.echo(
+        f"stereo: {open_} of {len(valid)} valid samples have unassigned stereocentres or "
+        f"double bonds; {what}"
+    )
+    return out

@@ -26,6 +26,7 @@ from discdiff.cli._molecule_options import (
     RejectRounds,
     Repair,
     Scaffold,
+    Stereo,
     Target,
     TimePower,
     Unique,
@@ -91,6 +92,7 @@ def sample(
     reject_rounds: RejectRounds = 5,
     reject_budget: RejectBudget = None,
     medchem: MedchemFilter = None,
+    stereo: Stereo = "none",
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -147,7 +149,7 @@ def sample(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, repair, progress,
         motif_guard=motif_guard, reject=reject, unique=unique, novel=novel,
-        reject_rounds=reject_rounds, reject_budget=reject_budget, **cond,
+        reject_rounds=reject_rounds, reject_budget=reject_budget, stereo=stereo, **cond,
     )  # fmt: skip
     typer.echo(f"sampled {num} molecules in {seconds:.1f} s ({steps} steps)")
     mo.write_outputs(out, grid, grid_size, records, keep_invalid, hydrogens, conformers, seed)
@@ -356,6 +358,7 @@ def evaluate(
     reject_rounds: RejectRounds = 5,
     reject_budget: RejectBudget = None,
     medchem: MedchemFilter = None,
+    stereo: Stereo = "none",
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -404,7 +407,7 @@ def evaluate(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, True, progress,
         motif_guard=motif_guard, reject=reject, reject_rounds=reject_rounds,
-        reject_budget=reject_budget, **cond,
+        reject_budget=reject_budget, stereo=stereo, **cond,
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance

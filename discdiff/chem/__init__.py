@@ -53,9 +53,13 @@ from discdiff.chem.properties import (
     register_property,
 )
 from discdiff.chem.rejection import REJECTABLE, Rejection, RejectionStats, redraw_flawed
+from discdiff.chem.stereo import STEREO_MODES, assign_stereo, unassigned_stereo
 from discdiff.chem.valence import ValenceConstraint, atom_capacities
 
 __all__ = [
+    "STEREO_MODES",
+    "assign_stereo",
+    "unassigned_stereo",
     "MEDCHEM",
     "parse_medchem",
     "register_medchem",

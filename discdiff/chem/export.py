@@ -48,11 +48,17 @@ class SampleRecord:
     smiles: str | None
     repaired: bool = False
     fragments_dropped: bool = False
+    isomer: int | None = None  # which stereoisomer of the sample (discdiff.chem.stereo)
     _flags: dict[str, bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:
         return self.mol is not None
+
+    @property
+    def name(self) -> str:
+        """``sample_i``, or ``sample_i.j`` for stereoisomer j of sample i."""
+        return f"sample_{self.index}" + ("" if self.isomer is None else f".{self.isomer}")
 
     @property
     def flags(self) -> dict[str, bool] | None:
@@ -146,9 +152,9 @@ def write_molecules(
         lines = []
         for r in records:
             if r.valid:
-                lines.append(f"{r.smiles}\tsample_{r.index}\t{r.status}\n")
+                lines.append(f"{r.smiles}\t{r.name}\t{r.status}\n")
             elif keep_invalid:
-                lines.append(f"{r.raw_smiles() or '*'}\tsample_{r.index}\tinvalid\n")
+                lines.append(f"{r.raw_smiles() or '*'}\t{r.name}\tinvalid\n")
         path.write_text("".join(lines), encoding="utf-8")
         return len(lines)
     if suffix == ".sdf":
@@ -165,7 +171,7 @@ def write_molecules(
                     m, note = _embed(m, seed + r.index)
                 elif hydrogens:
                     m = Chem.AddHs(m)
-                m.SetProp("_Name", f"sample_{r.index}")
+                m.SetProp("_Name", r.name)
                 for k, v in _annotations(r).items():
                     m.SetProp(k, v)
                 if conformers:
@@ -175,7 +181,7 @@ def write_molecules(
         path.write_text(buffer.getvalue(), encoding="utf-8")
         return written
     with path.open("w", newline="", encoding="utf-8") as f:
-        rows = [{"index": str(r.index), **_annotations(r)} for r in records]
+        rows = [{"index": str(r.index), "name": r.name, **_annotations(r)} for r in records]
         wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["index", "smiles"])
         wr.writeheader()
         wr.writerows(rows)
@@ -207,10 +213,10 @@ def write_grid(path: Path, records: Sequence[SampleRecord], num: int, per_row: i
     legends = []
     for r in shown:
         if r.mol is None:
-            legends.append(f"sample_{r.index}: INVALID")
+            legends.append(f"{r.name}: INVALID")
         else:
             tag = "" if r.status == "strict" else f" [{r.status}]"
-            legends.append(f"sample_{r.index}{tag}: {r.smiles}"[:60])
+            legends.append(f"{r.name}{tag}: {r.smiles}"[:60])
     size = {"molsPerRow": max(1, min(per_row, len(mols))), "subImgSize": (240, 220)}
     try:
         img = Draw.MolsToGridImage(mols, legends=legends, **size)
