@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +25,14 @@ Guidance = Annotated[
 Scaffold = Annotated[
     str | None,
     typer.Option(help="SMILES kept fixed in every sample (its atoms and bonds); the rest grows."),
+]
+BareScaffold = Annotated[
+    bool,
+    typer.Option(
+        "--bare-scaffold/--no-bare-scaffold",
+        help="With --scaffold: allow a sample that is the scaffold alone (--no-bare-scaffold: "
+        "every sample has more atoms than the scaffold).",
+    ),
 ]
 NumAtoms = Annotated[
     int, typer.Option(help="Heavy atoms per molecule (0 = drawn from the training data).")
@@ -60,6 +69,14 @@ Stereo = Annotated[
         help="none: as sampled (no stereo in the files) | random: one stereoisomer per sample "
         "with an unassigned stereocentre or double bond (seeded) | enumerate: every isomer (at "
         "most 32 a sample), each a record sample_i.j. Metrics stay the graphs' (no stereo).",
+    ),
+]
+JsonReport = Annotated[
+    Path | None,
+    typer.Option(
+        "--json",
+        help="Also write the figures as JSON: the metrics, the gauge's distances and warnings, "
+        "and what rejection did.",
     ),
 ]
 MedchemFilter = Annotated[

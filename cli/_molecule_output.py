@@ -105,6 +105,26 @@ def medchem_rules(spec: str | None) -> dict | None:
     return parse_medchem(spec)
 
 
+def write_report(path, metrics: dict, title: str) -> None:
+    """--json: the metrics, the gauge's distances and warnings and what rejection did."""
+    import json
+    import math
+
+    from discdiff.files import write_output
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    doc = {"model": title, **{k: clean(v) for k, v in metrics.items()}}
+    write_output(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
 def report_medchem(records: list, rules: dict) -> None:
     """The --filter counts over the valid samples."""
     from discdiff.chem.medchem import medchem_counts

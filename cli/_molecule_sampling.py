@@ -20,7 +20,12 @@ def positive(value: int, name: str) -> int:
 
 
 def conditioning(
-    task, target: list[str] | None, guidance: float, scaffold: str | None = None, atoms: int = 0
+    task,
+    target: list[str] | None,
+    guidance: float,
+    scaffold: str | None = None,
+    atoms: int = 0,
+    bare: bool = True,
 ) -> dict:
     """The sampling keywords of --target / --guidance / --scaffold / --num-atoms, checked
     against the model before any sampling (one line each)."""
@@ -37,8 +42,10 @@ def conditioning(
     if atoms < 0:
         raise ValueError(f"--num-atoms must be >= 0, got {atoms}")
     graph = task.scaffold_graph(scaffold) if scaffold else None
-    task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]), atoms or None)
-    return out | {"scaffold": graph, "scaffold_smiles": scaffold}
+    grow = graph is not None and not bare
+    task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]) + grow, atoms or None)
+    extra = {"grow": True} if grow else {}
+    return out | {"scaffold": graph, "scaffold_smiles": scaffold} | extra
 
 
 def sampler_settings(sampler_opt: list[str] | None, temperature: float) -> dict:
@@ -136,8 +143,22 @@ def sample_and_report(
     metrics = task.metrics(graphs, train, whole, mols=raw, reference=reference)
     from discdiff.chem.metrics import quality_gauge
 
-    for line in quality_gauge(metrics):  # the pass rate is in the rejection summary
+    gauge = quality_gauge(metrics)  # the pass rate is in the rejection summary
+    for line in gauge:
         typer.echo(line)
+    metrics["warnings"] = [ln for ln in gauge if ln.startswith("warning")]
+    if reject:
+        metrics["rejection"] = {
+            "first_draws": stats.first_draws,
+            "first_passed": stats.first_passed,
+            "redrawn": stats.redrawn,
+            "by_check": dict(stats.by_check),
+            "extra_draws": stats.extra_draws,
+            "kept_flawed": stats.kept_flawed,
+            "stopped_by_budget": stats.stopped_by_budget,
+        }
+        if stats.pass_rate < 0.5:
+            metrics["warnings"].append("low pass rate of first draws")
     metrics["sampling_seconds"] = seconds
     metrics["molecules_per_second"] = n / seconds
     return records, metrics, seconds

@@ -16,7 +16,9 @@ from discdiff.cli import _molecule_init as mi
 from discdiff.cli import _molecule_output as mo
 from discdiff.cli import _molecule_sampling as ms
 from discdiff.cli._molecule_options import (
+    BareScaffold,
     Guidance,
+    JsonReport,
     MedchemFilter,
     MotifGuard,
     Novel,
@@ -84,6 +86,7 @@ def sample(
     target: Target = None,
     guidance: Guidance = 1.0,
     scaffold: Scaffold = None,
+    bare_scaffold: BareScaffold = True,
     num_atoms: NumAtoms = 0,
     repair: Repair = True,
     reject: Reject = True,
@@ -93,6 +96,7 @@ def sample(
     reject_budget: RejectBudget = None,
     medchem: MedchemFilter = None,
     stereo: Stereo = "none",
+    json_out: JsonReport = None,
     keep_invalid: Annotated[
         bool, typer.Option(help="Keep invalid samples in a .smi (status 'invalid').")
     ] = False,
@@ -135,6 +139,8 @@ def sample(
         keep_invalid = True
 
     rules = mo.medchem_rules(medchem)
+    if json_out is not None:
+        check_output(json_out, (".json",), "--json")
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
@@ -144,7 +150,7 @@ def sample(
     dev = _device(device)
     task, model = runs.from_pretrained(checkpoint or "qm9", device=dev, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
-    cond = ms.conditioning(task, target, guidance, scaffold, num_atoms)
+    cond = ms.conditioning(task, target, guidance, scaffold, num_atoms, bare_scaffold)
     records, metrics, seconds = ms.sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, repair, progress,
@@ -157,6 +163,8 @@ def sample(
     if rules:
         mo.report_medchem(records, rules)
     mo.print_metrics(metrics, "samples")
+    if json_out is not None:
+        mo.write_report(json_out, metrics, str(checkpoint or "qm9"))
 
 
 def _device(spec: str) -> str:
@@ -359,6 +367,7 @@ def evaluate(
     reject_budget: RejectBudget = None,
     medchem: MedchemFilter = None,
     stereo: Stereo = "none",
+    json_out: JsonReport = None,
     target: Target = None,
     guidance: Guidance = 1.0,
     seed: Seed = 0,
@@ -392,6 +401,8 @@ def evaluate(
     from discdiff.tasks import runs
 
     rules = mo.medchem_rules(medchem)
+    if json_out is not None:
+        check_output(json_out, (".json",), "--json")
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
@@ -421,6 +432,8 @@ def evaluate(
     if rules:
         mo.report_medchem(records, rules)
     mo.print_metrics(metrics, run_dir.name or str(run_dir))
+    if json_out is not None:
+        mo.write_report(json_out, metrics, str(run_dir))
 
 
 @app.command()

@@ -51,3 +51,20 @@ def test_the_shipped_model_reads_healthy_and_an_untrained_one_broken():
     metrics, stats, lines = _gauged(fresh, untrained)
     assert metrics["validity"] >= 0.9  # the guards: validity says nothing here
     assert any(ln.startswith("warning: the samples are far") for ln in lines), (metrics, lines)
+
+
+def test_sample_and_eval_write_the_gauge_and_rejection_as_json(tmp_path, capsys):
+    import json
+
+    from discdiff.cli.main import main
+
+    report = tmp_path / "r.json"
+    argv = ["molecules", "sample", "-n", "30", "--steps", "6", "--no-progress",
+            "--out", str(tmp_path / "m.smi"), "--json", str(report)]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads(report.read_text())
+    assert doc["model"] == "qm9" and doc["num_samples"] == 30
+    assert {"atom_tv", "bond_tv", "ring_tv", "warnings", "rejection"} <= set(doc)
+    assert doc["rejection"]["first_draws"] == 30
+    assert "gauge (distance to the training data)" in capsys.readouterr().out
+    assert main([*argv[:-1], str(tmp_path / "r.txt")]) == 2  # --json needs a .json name

@@ -317,3 +317,21 @@ def test_a_budget_bounds_the_extra_draws_and_a_low_pass_rate_is_said():
     assert unbounded.extra_draws == 2 * 10 * MAX_CANDIDATES and not unbounded.stopped_by_budget
     healthy = RejectionStats(redrawn=3, by_check={"enol": 3}, first_draws=100, first_passed=97)
     assert "warning" not in healthy.summary() and "3.0% of 100 first draws" in healthy.summary()
+
+
+def test_no_bare_scaffold_grows_every_sample(tmp_path, capsys):
+    """The issue's bare furan: with --no-bare-scaffold every sample has more heavy atoms than
+    the scaffold; a --num-atoms that leaves no room is one line."""
+    from rdkit import Chem
+
+    from discdiff.cli.main import main
+
+    out = tmp_path / "f.smi"
+    base = ["molecules", "sample", "-n", "40", "--steps", "6", "--no-novelty", "--no-progress",
+            "--scaffold", "c1ccoc1", "--out", str(out)]  # fmt: skip
+    assert main([*base, "--no-bare-scaffold"]) == 0
+    mols = [Chem.MolFromSmiles(line.split("\t")[0]) for line in out.read_text().splitlines()]
+    assert len(mols) == 40 and all(m.GetNumHeavyAtoms() > 5 for m in mols)
+    capsys.readouterr()
+    assert main([*base, "--no-bare-scaffold", "--num-atoms", "5"]) == 2
+    assert "--num-atoms 5 must lie in [6," in capsys.readouterr().err

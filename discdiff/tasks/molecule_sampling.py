@@ -162,6 +162,7 @@ class GraphSampling:
         guidance: float = 1.0,
         scaffold: Graph | None = None,
         num_atoms: int | None = None,
+        grow: bool = False,
         reject: Rejection | None = None,
         stats: RejectionStats | None = None,
     ) -> list[Graph]:
@@ -173,7 +174,8 @@ class GraphSampling:
         ``target`` ({"qed": 0.7}) samples a property-conditioned model towards the bins of
         those values, with classifier-free ``guidance``. ``scaffold`` (a graph, or a SMILES in
         the vocabulary) is kept fixed in every sample (:meth:`sample_fields`); node counts are
-        then drawn from the histogram above its size. ``num_atoms`` fixes every node count.
+        then drawn from the histogram from its size up (``grow=True``: above it, so no sample
+        is the bare scaffold). ``num_atoms`` fixes every node count.
         ``reject`` (:class:`~discdiff.chem.rejection.Rejection`): a sample failing one of its
         checks (invalid, in pieces, a filtered motif; opt-in: a duplicate, a known molecule)
         is drawn again with the same node count, up to ``reject.rounds`` times; what that did
@@ -195,7 +197,10 @@ class GraphSampling:
         if isinstance(scaffold, str):
             scaffold = self.scaffold_graph(scaffold)
         counts = self.node_counts(
-            num_samples, generator, 0 if scaffold is None else int(scaffold[0].shape[0]), num_atoms
+            num_samples,
+            generator,
+            0 if scaffold is None else int(scaffold[0].shape[0]) + int(grow),
+            num_atoms,
         )
         label = self.target_labels(target, 1) if target else None
 
