@@ -141,7 +141,10 @@ def sample_and_report(
 
         reference = gauge_reference(train)
     metrics = task.metrics(graphs, train, whole, mols=raw, reference=reference)
-    from discdiff.chem.metrics import quality_gauge
+    from discdiff.chem.metrics import gauge_properties, quality_gauge
+
+    if reference is not None:
+        metrics.update(gauge_properties((r.mol for r in records if r.valid), reference))
 
     gauge = quality_gauge(metrics)  # the pass rate is in the rejection summary
     for line in gauge:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from discdiff.chem.graph import GraphVocab, encode_smiles
-from discdiff.chem.metrics import GAUGE_LIMITS, gauge_reference, quality_gauge
+from discdiff.chem.graph import GraphVocab, encode_smiles, graph_to_mol
+from discdiff.chem.metrics import GAUGE_LIMITS, gauge_properties, gauge_reference, quality_gauge
 from discdiff.chem.rejection import Rejection, RejectionStats
 from discdiff.datasets.qm9 import load_qm9
 from discdiff.tasks.molecules import MoleculeTask
@@ -24,6 +24,8 @@ def _gauged(task, model, n=200, seed=0):
     )  # fmt: skip
     ref = gauge_reference(load_qm9("train")[:20_000])
     metrics = task.metrics(graphs, reference=ref)
+    mols = [m for m in (graph_to_mol(a, b, task.vocab) for a, b in graphs) if m is not None]
+    metrics.update(gauge_properties(mols, ref))
     return metrics, stats, quality_gauge(metrics, stats.pass_rate)
 
 
@@ -41,6 +43,7 @@ def test_the_shipped_model_reads_healthy_and_an_untrained_one_broken():
     family, sampled through the same guards and rejection (every sample valid), is flagged."""
     task, model = from_pretrained("qm9")
     metrics, _, lines = _gauged(task, model)
+    assert set(GAUGE_LIMITS) <= set(metrics)
     assert all(metrics[k] <= lim for k, lim in GAUGE_LIMITS.items()), metrics
     assert not any(ln.startswith("warning") for ln in lines), lines
 
@@ -51,6 +54,8 @@ def test_the_shipped_model_reads_healthy_and_an_untrained_one_broken():
     metrics, stats, lines = _gauged(fresh, untrained)
     assert metrics["validity"] >= 0.9  # the guards: validity says nothing here
     assert any(ln.startswith("warning: the samples are far") for ln in lines), (metrics, lines)
+    for k in ("atom_tv", "qed_w1", "sa_w1", "mw_w1"):  # each one alone would flag it
+        assert metrics[k] > GAUGE_LIMITS[k], (k, metrics[k])
 
 
 def test_sample_and_eval_write_the_gauge_and_rejection_as_json(tmp_path, capsys):
