@@ -135,36 +135,33 @@ def sample_and_report(
         train, whole, why = sets or novelty_sets(task.config.dataset)
         if why is not None:
             typer.echo(f"novelty left out: {why}")
-    reference = None
-    if train is not None:  # the gauge: how far the samples are from the training data
-        from discdiff.chem.metrics import gauge_reference
+    metrics = _gauged_metrics(task, graphs, raw, records, train, whole, stats if reject else None)
+    metrics["sampling_seconds"] = seconds
+    metrics["molecules_per_second"] = n / seconds
+    return records, metrics, seconds
 
-        reference = gauge_reference(train)
+
+def _gauged_metrics(task, graphs, raw, records, train, whole, stats) -> dict:
+    """The task's metrics with the gauge (distances to the training data, printed, with its
+    warnings) and, with rejection, what it did (``stats``): what --json writes."""
+    import dataclasses
+
+    from discdiff.chem.metrics import gauge_properties, gauge_reference, quality_gauge
+    from discdiff.chem.rejection import LOW_PASS_RATE
+
+    reference = gauge_reference(train) if train is not None else None
     metrics = task.metrics(graphs, train, whole, mols=raw, reference=reference)
-    from discdiff.chem.metrics import gauge_properties, quality_gauge
-
     if reference is not None:
         metrics.update(gauge_properties((r.mol for r in records if r.valid), reference))
-
     gauge = quality_gauge(metrics)  # the pass rate is in the rejection summary
     for line in gauge:
         typer.echo(line)
     metrics["warnings"] = [ln for ln in gauge if ln.startswith("warning")]
-    if reject:
-        metrics["rejection"] = {
-            "first_draws": stats.first_draws,
-            "first_passed": stats.first_passed,
-            "redrawn": stats.redrawn,
-            "by_check": dict(stats.by_check),
-            "extra_draws": stats.extra_draws,
-            "kept_flawed": stats.kept_flawed,
-            "stopped_by_budget": stats.stopped_by_budget,
-        }
-        if stats.pass_rate < 0.5:
-            metrics["warnings"].append("low pass rate of first draws")
-    metrics["sampling_seconds"] = seconds
-    metrics["molecules_per_second"] = n / seconds
-    return records, metrics, seconds
+    if stats is not None:
+        metrics["rejection"] = {**dataclasses.asdict(stats), "pass_rate": stats.pass_rate}
+        if stats.pass_rate < LOW_PASS_RATE:
+            metrics["warnings"].append(f"only {stats.pass_rate:.1%} of first draws passed")
+    return metrics
 
 
 def _stereo(records: list, mode: str, seed: int) -> list:
