@@ -34,6 +34,13 @@ BareScaffold = Annotated[
         "every sample has more atoms than the scaffold).",
     ),
 ]
+TargetMode = Annotated[
+    str,
+    typer.Option(
+        help="bin: every sample aims at the bin that holds the --target value | interpolate: a "
+        "value between two bins' centres splits the samples between them in proportion.",
+    ),
+]
 NumAtoms = Annotated[
     int, typer.Option(help="Heavy atoms per molecule (0 = drawn from the training data).")
 ]

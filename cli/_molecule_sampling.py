@@ -26,12 +26,15 @@ def conditioning(
     scaffold: str | None = None,
     atoms: int = 0,
     bare: bool = True,
+    target_mode: str = "bin",
 ) -> dict:
     """The sampling keywords of --target / --guidance / --scaffold / --num-atoms, checked
     against the model before any sampling (one line each)."""
     from discdiff.chem.properties import parse_targets
 
     goals = parse_targets(target or [], task.config.properties)
+    if target_mode not in ("bin", "interpolate"):
+        raise ValueError(f"--target-mode {target_mode!r} is not one of bin, interpolate")
     if guidance != 1.0 and not goals:
         raise ValueError("--guidance needs --target (a property-conditioned model)")
     if guidance < 0:
@@ -45,6 +48,8 @@ def conditioning(
     grow = graph is not None and not bare
     task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]) + grow, atoms or None)
     extra = {"grow": True} if grow else {}
+    if goals and target_mode == "interpolate":
+        extra["interpolate"] = True
     return out | {"scaffold": graph, "scaffold_smiles": scaffold} | extra
 
 

@@ -30,6 +30,7 @@ from discdiff.cli._molecule_options import (
     Scaffold,
     Stereo,
     Target,
+    TargetMode,
     TimePower,
     Unique,
     ValenceGuard,
@@ -87,6 +88,7 @@ def sample(
     guidance: Guidance = 1.0,
     scaffold: Scaffold = None,
     bare_scaffold: BareScaffold = True,
+    target_mode: TargetMode = "bin",
     num_atoms: NumAtoms = 0,
     repair: Repair = True,
     reject: Reject = True,
@@ -150,7 +152,7 @@ def sample(
     dev = _device(device)
     task, model = runs.from_pretrained(checkpoint or "qm9", device=dev, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
-    cond = ms.conditioning(task, target, guidance, scaffold, num_atoms, bare_scaffold)
+    cond = ms.conditioning(task, target, guidance, scaffold, num_atoms, bare_scaffold, target_mode)
     records, metrics, seconds = ms.sample_and_report(
         model, task, num, steps, sampler, seed, batch_size, novelty, time_power,
         ms.sampler_settings(sampler_opt, temperature), valence_guard, repair, progress,

@@ -108,6 +108,28 @@ def test_conditioned_task_round_trips_and_bins_its_data() -> None:
     assert task.target_labels({"qed": 1.0}, 3).tolist() == [[3, 4]] * 3  # logp: null
 
 
+def test_a_target_between_bin_centres_mixes_the_two_bins_in_proportion() -> None:
+    """A continuous target: at a bin's centre every sample aims at that bin; a quarter of the
+    way to the next centre, a quarter of them at the next (within 5 standard errors over 4,000
+    seeded draws); the plain bin without interpolation; the line says so."""
+    _, task, _, _ = _task_and_data()
+    c = task.bin_centres(0)  # qed
+    assert len(c) == 4 and all(a < b for a, b in zip(c, c[1:], strict=False))
+    g = torch.Generator().manual_seed(0)
+    assert set(task.target_labels({"qed": c[1]}, 500, g, interpolate=True)[:, 0].tolist()) == {1}
+    v = c[1] + 0.25 * (c[2] - c[1])
+    got = task.target_labels({"qed": v}, 4000, g, interpolate=True)[:, 0]
+    assert set(got.tolist()) == {1, 2}
+    share = float((got == 2).double().mean())
+    assert abs(share - 0.25) < 5 * (0.25 * 0.75 / 4000) ** 0.5
+    plain = task.target_labels({"qed": v}, 3, interpolate=False)[:, 0].tolist()
+    assert plain == [int(torch.bucketize(torch.tensor([v]), torch.tensor(
+        task.config.property_edges[0]), right=True))] * 3  # fmt: skip
+    assert "75% / 25%" in task.describe_target("qed", v)
+    draw = lambda: task.target_labels({"qed": v}, 50, torch.Generator().manual_seed(7), True)  # noqa: E731
+    assert torch.equal(draw(), draw())
+
+
 def test_label_dropout_rates_and_reproducibility() -> None:
     _, task, _, _ = _task_and_data()
     label = torch.zeros(20_000, 2, dtype=torch.long)
@@ -166,9 +188,9 @@ class _LabelReader(torch.nn.Module):
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_a_target_reaches_the_denoiser_and_guidance_calls_it_unconditioned(guidance) -> None:
     _, task, _, _ = _task_and_data(("qed",))
-    edges = task.config.property_edges[0]
+    centres = task.bin_centres(0)  # a target at a bin's centre: every sample aims at that bin
     model = _LabelReader()
-    for goal, element in ((edges[0] - 1.0, "C"), (edges[0] + 1e-9, "N")):
+    for goal, element in ((centres[0] - 1.0, "C"), (centres[1], "N")):
         model.seen.clear()
         graphs = task.sample_graphs(model, 6, steps=4, target={"qed": goal}, guidance=guidance,
                                     generator=torch.Generator().manual_seed(0))  # fmt: skip

@@ -76,8 +76,34 @@ class PropertyConditioning:
             out.append(torch.where(torch.isnan(v), torch.full_like(ids, self.null_label), ids))
         return torch.stack(out, dim=1)
 
-    def target_labels(self, target: dict[str, float], batch: int) -> Tensor:
-        """(batch, P) bins of a target ``{"qed": 0.7}``; properties not named are null."""
+    def bin_centres(self, p: int) -> list[float]:
+        """A value standing for each bin of property ``p``: the middle of its edges (an outer
+        bin's other end is the training range's end, or the neighbour's width away)."""
+        e = list(self.config.property_edges[p])
+        if self.config.property_ranges:
+            lo, hi = self.config.property_ranges[p]
+        else:
+            lo, hi = math.nan, math.nan
+        width = (e[-1] - e[0]) / max(len(e) - 1, 1) if len(e) > 1 else 1.0
+        lo = lo if lo == lo and lo < e[0] else e[0] - width
+        hi = hi if hi == hi and hi > e[-1] else e[-1] + width
+        ends = [lo, *e, hi]
+        return [(a + b) / 2 for a, b in zip(ends, ends[1:], strict=False)]
+
+    def target_labels(
+        self,
+        target: dict[str, float],
+        batch: int,
+        generator: torch.Generator | None = None,
+        interpolate: bool = False,
+    ) -> Tensor:
+        """(batch, P) bins of a target ``{"qed": 0.7}``; properties not named are null.
+
+        ``interpolate``: a value between two bins' centres (:meth:`bin_centres`) sends each
+        sample to the upper bin with probability its distance from the lower centre over the
+        centres' gap (seeded by ``generator``), so the batch's mix of bins, and with it the
+        samples' property, moves smoothly with the target rather than jumping at bin edges;
+        off: every sample to the bin that holds the value."""
         values = torch.full((1, len(self.config.properties)), math.nan, dtype=torch.float64)
         for name, v in target.items():
             if name not in self.config.properties:
@@ -85,7 +111,27 @@ class PropertyConditioning:
                     f"target {name!r}: the model is conditioned on {list(self.config.properties)}"
                 )
             values[0, self.config.properties.index(name)] = float(v)
-        return self.property_labels(values).expand(batch, -1).clone()
+        labels = self.property_labels(values).expand(batch, -1).clone()
+        if not interpolate:
+            return labels
+        u = torch.rand(batch, len(self.config.properties), generator=generator,
+                       dtype=torch.float64, device=generator.device if generator else None)  # fmt: skip
+        u = u.cpu()
+        for name, v in target.items():
+            p = self.config.properties.index(name)
+            lower, share = self._between(p, float(v))
+            labels[:, p] = lower + (u[:, p] < share).long()
+        return labels
+
+    def _between(self, p: int, value: float) -> tuple[int, float]:
+        """(lower bin, share of samples for the bin above) of a target value of property p."""
+        c = self.bin_centres(p)
+        if value <= c[0]:
+            return 0, 0.0
+        if value >= c[-1]:
+            return len(c) - 1, 0.0
+        j = max(i for i in range(len(c)) if c[i] <= value)
+        return j, (value - c[j]) / (c[j + 1] - c[j])
 
     def describe_target(self, name: str, value: float) -> str:
         """One line: the bin a target value falls in, and whether the data reach it."""
@@ -95,6 +141,12 @@ class PropertyConditioning:
         lo = f"{edges[k - 1]:.4g}" if k > 0 else "-inf"
         hi = f"{edges[k]:.4g}" if k < len(edges) else "inf"
         line = f"{name} = {value:g}: bin {k + 1} of {len(edges) + 1}, [{lo}, {hi})"
+        j, share = self._between(p, value)
+        if share > 0:
+            line += (
+                f"; with --target-mode interpolate, bins {j + 1} and {j + 2} "
+                f"({1 - share:.0%} / {share:.0%}, between their centres)"
+            )
         if self.config.property_ranges:
             a, b = self.config.property_ranges[p]
             if not a <= value <= b:

@@ -163,6 +163,7 @@ class GraphSampling:
         scaffold: Graph | None = None,
         num_atoms: int | None = None,
         grow: bool = False,
+        interpolate: bool = False,
         reject: Rejection | None = None,
         stats: RejectionStats | None = None,
     ) -> list[Graph]:
@@ -175,7 +176,9 @@ class GraphSampling:
         those values, with classifier-free ``guidance``. ``scaffold`` (a graph, or a SMILES in
         the vocabulary) is kept fixed in every sample (:meth:`sample_fields`); node counts are
         then drawn from the histogram from its size up (``grow=True``: above it, so no sample
-        is the bare scaffold). ``num_atoms`` fixes every node count.
+        is the bare scaffold). ``num_atoms`` fixes every node count. ``interpolate``: a target
+        between two bins' centres splits the samples between them in proportion
+        (:meth:`target_labels`); off, every sample aims at the bin that holds it.
         ``reject`` (:class:`~discdiff.chem.rejection.Rejection`): a sample failing one of its
         checks (invalid, in pieces, a filtered motif; opt-in: a duplicate, a known molecule)
         is drawn again with the same node count, up to ``reject.rounds`` times; what that did
@@ -202,7 +205,7 @@ class GraphSampling:
             0 if scaffold is None else int(scaffold[0].shape[0]) + int(grow),
             num_atoms,
         )
-        label = self.target_labels(target, 1) if target else None
+        label = self.target_labels(target, num_samples, generator, interpolate) if target else None
 
         def draw(which: list[int], report: Callable[[int], None] | None = None) -> list[Graph]:
             """One fresh sample for each index of ``which`` (repeats allowed), in that order,
@@ -219,7 +222,7 @@ class GraphSampling:
                     sampler=sampler,
                     grid_power=grid_power,
                     generator=generator,
-                    label=None if label is None else label.expand(len(pos), -1),
+                    label=None if label is None else label[at[pos]].to(counts.device),
                     scaffold=scaffold,
                 )
                 f = {k: v.cpu() for k, v in f.items()}
