@@ -34,6 +34,9 @@ ModelArg = Annotated[
         "shipped model's name (`discdiff models list`).",
     ),
 ]
+RawWeights = Annotated[
+    bool, typer.Option("--raw", hidden=True, help="The same as --no-ema (an older name).")
+]
 UseEma = Annotated[
     bool | None,
     typer.Option("--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False),

@@ -41,10 +41,12 @@ from discdiff.cli._options import (
     Device,
     ModelArg,
     Progress,
+    RawWeights,
     SamplerOpt,
     Seed,
     Temperature,
     Threads,
+    UseEma,
     compiled,
     sampler_help,
     set_threads,
@@ -377,7 +379,8 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Also write the samples (.sdf/.smi/.csv).")] = (
         None
     ),
-    raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
+    ema: UseEma = None,
+    raw: RawWeights = False,
     novelty: Annotated[
         bool, typer.Option(help="Report novelty (fetches the training data if it must).")
     ] = True,
@@ -412,7 +415,7 @@ def evaluate(
         mo.check_outputs(out, None, False, False)
     set_threads(threads)
     dev = _device(device)
-    ema = False if raw else None
+    ema = False if raw else ema
     task, model = runs.from_pretrained(run_dir, device=dev, use_ema=ema, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance)
@@ -444,12 +447,13 @@ def export(
         Path, typer.Argument(help="A molecule run directory, or one of its checkpoints.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Weights file (*_model.safetensors).")],
-    raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
+    ema: UseEma = None,
+    raw: RawWeights = False,
 ) -> None:
     """Write a run's latest weights (EMA by default) as safetensors + config JSON beside."""
     from discdiff.tasks import runs
 
     check_output(out, (".safetensors",), "--out", streams=False)
-    task, model = runs.from_pretrained(run_dir, use_ema=False if raw else None, expect="molecules")
+    task, model = runs.from_pretrained(run_dir, use_ema=False if raw else ema, expect="molecules")
     weights, cfg = runs.export(task, model, out)
     typer.echo(f"wrote {weights} and {cfg}")

@@ -21,10 +21,12 @@ from discdiff.cli._options import (
     CudaGraphs,
     Device,
     ModelArg,
+    RawWeights,
     SamplerOpt,
     Seed,
     Temperature,
     Threads,
+    UseEma,
     compiled,
     sampler_help,
     sampler_options,
@@ -221,13 +223,14 @@ def export(
         Path, typer.Argument(help="A run directory of any task, or one of its checkpoints.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Weights file (NAME.safetensors).")],
-    raw: Annotated[bool, typer.Option("--raw", help="Raw weights, not the EMA.")] = False,
+    ema: UseEma = None,
+    raw: RawWeights = False,
 ) -> None:
     """Write a run's weights (EMA by default) and its model entry: one file pair any task's
     `from_pretrained` reads."""
     from discdiff.tasks import runs
 
     check_output(out, (".safetensors",), "--out", streams=False)
-    task, model = runs.load_run(run_dir, use_ema=False if raw else None)
+    task, model = runs.from_pretrained(run_dir, use_ema=False if raw else ema)
     weights, cfg = runs.export(task, model, out)
     typer.echo(f"wrote {weights} and {cfg}")

@@ -561,3 +561,14 @@ def test_a_model_of_another_task_is_named_by_every_task_command(text_run, tmp_pa
     if argv[:2] == ["pixels", "sample"]:
         argv[-1] = str(tmp_path / "g.png")
     one_line_error(capsys, argv, "holds a text model, not a")
+
+
+def test_every_export_takes_the_same_weights_flags_and_a_checkpoint_dir(text_run, tmp_path):
+    """--ema/--no-ema mean the same in every command (--raw is the older name of --no-ema), and
+    `task export` takes one checkpoint of a run, as its help says."""
+    _, run = text_run
+    ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
+    for i, extra in enumerate((["--no-ema"], ["--raw"], ["--ema"], [])):
+        out = tmp_path / f"w{i}.safetensors"
+        assert main(["task", "export", str(ckpt), "--out", str(out), *extra]) == 0
+        assert out.is_file()
