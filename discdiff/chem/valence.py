@@ -77,6 +77,7 @@ def guarded_bonds(
     generator: torch.Generator | None = None,
     given: tuple[Tensor, Tensor] | None = None,
     motifs: MotifRules | None = None,
+    hold: Tensor | None = None,
 ) -> Tensor:
     """Bonds (B, E) drawn edge by edge under the valence constraint.
 
@@ -88,7 +89,8 @@ def guarded_bonds(
     their atoms' room first and are returned as they are. ``motifs``: also refuse, edge by
     edge, the classes that would create a strained or unstable motif
     (:class:`~discdiff.chem.motif_guard.MotifGuard`; given bonds count as drawn first), the
-    edges of fluorine atoms visited before the others.
+    edges of fluorine atoms visited before the others. ``hold`` (B, N): atoms that keep their
+    hybridisation (a scaffold's, as written): a new bond to one is at most single.
     """
     B, N = atoms.shape
     E, Kb = bond_logp.shape[1], bond_logp.shape[2]
@@ -100,6 +102,10 @@ def guarded_bonds(
         used = orders[given[0]] * given[1]  # (B, E)
         room.index_add_(1, ii, -used)
         room.index_add_(1, jj, -used)
+    if hold is not None and bond_logp.shape[-1] > 2:  # no new double, triple or aromatic bond
+        held = hold[:, ii] | hold[:, jj]  # (B, E)
+        bond_logp = bond_logp.clone()
+        bond_logp[..., 2:] = bond_logp[..., 2:].masked_fill(held[..., None], -torch.inf)
     conf = bond_logp[..., 1:].max(-1).values.masked_fill(~edge_mask, -torch.inf)  # (B, E)
     if motifs is not None:  # a fluorine's edges first: refused after its carbon's C=C (a
         # vinyl fluoride) it would be left alone; drawn first, the C=C is what is refused
@@ -211,8 +217,11 @@ class ValenceConstraint(Constraint):
             else torch.ones(bond_ids, dtype=torch.bool, device=atoms0.device)
         )
         bond_logp = logp["bonds"].float().log_softmax(-1)  # the edges go by their probabilities
+        # a fixed atom (a scaffold's; padding has no edges to draw) keeps its hybridisation
+        hold = fixed["atoms"][1] if "atoms" in fixed else None
         bonds0 = guarded_bonds(
             atoms0, bond_logp, edge_mask, self._caps, self._orders, generator, given,
             self._rules if last else None,  # the sample itself (see the class docstring)
+            hold,
         )  # fmt: skip
         return {"atoms": atoms0, "bonds": bonds0}
