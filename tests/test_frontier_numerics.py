@@ -111,7 +111,7 @@ def test_score_entropy_equals_float64_and_is_finite_for_every_float32_log_score(
 def test_the_fast_cpu_passes_equal_the_general_path():
     """The CPU path (a few passes per row, the x0 and z columns corrected) against the
     general one (every class through the stable terms), values and gradients."""
-    from discdiff.processes.scores import _fast_rows
+    from discdiff.processes.scores import _fast_rows, _Rows
 
     for name in ("uniform", "absorbing", "marginal"):
         proc = _processes()[name]
@@ -125,9 +125,10 @@ def test_the_fast_cpu_passes_equal_the_general_path():
         w = torch.ones(z.shape)
         flat = ls.reshape(-1, K).contiguous()
         kind = {"uniform": "flat", "absorbing": "mask", "marginal": "full"}[name]
-        got, redo, g1 = _fast_rows(flat, oma / q, a / q, v, z, m[:K], w, True, kind)
+        rows = _Rows(flat, oma / q, a / q, v, z, w)
+        got, redo, g1 = _fast_rows(rows, m[:K], True, kind)
         g2 = torch.empty_like(flat)
-        want = _general_rows(flat, oma / q, a / q, v, z, m[:K], w, g2)
+        want = _general_rows(rows, m[:K], g2)
         keep = ~redo
         assert torch.allclose(got[keep], want[keep], rtol=2e-6, atol=1e-6)
         assert torch.allclose(g1[keep], g2[keep], rtol=1e-5, atol=1e-6)

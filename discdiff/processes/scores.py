@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -147,18 +147,26 @@ def _entropy_terms(ls: Tensor, r: Tensor, log_r: Tensor) -> tuple[Tensor, Tensor
     return torch.where(pos, value, big), torch.where(pos, grad, slope)
 
 
-def _general_rows(
-    ls: Tensor,
-    A: Tensor,
-    Bc: Tensor,
-    v: Tensor,
-    z: Tensor,
-    m: Tensor,
-    w: Tensor,
-    grad: Tensor | None,
-) -> Tensor:
-    """Value per row (and the weighted gradient into ``grad``) for any limit, in blocks of
-    rows, every class through :func:`_entropy_terms` (no branch left to chance)."""
+class _Rows(NamedTuple):
+    """What every path reads of one position per row: the log scores (N, K) float32, the
+    ratios' parts A (off x0: A m(y)) and Bc (at x0: A m(x0) + Bc), both (N, 1), the x0 and x_t
+    ids v, z (N,) and the weights w (N,)."""
+
+    ls: Tensor
+    A: Tensor
+    Bc: Tensor
+    v: Tensor
+    z: Tensor
+    w: Tensor
+
+    def take(self, idx: Tensor) -> _Rows:
+        return _Rows(*(t[idx] for t in self))
+
+
+def _general_rows(rows: _Rows, m: Tensor, grad: Tensor | None) -> Tensor:
+    """Value per row (and the weighted gradient into ``grad``) for any limit ``m`` (K,), in
+    blocks of rows, every class through :func:`_entropy_terms` (no branch left to chance)."""
+    ls, A, Bc, v, z, w = rows
     N, K = ls.shape
     out = torch.zeros(N, dtype=torch.float32, device=ls.device)
     log_m = torch.log(m)  # (K,); -inf where the limit has no mass (then r = 0 off x0)
@@ -186,23 +194,16 @@ def _column_terms(ls_c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fast_rows(
-    ls: Tensor,
-    A: Tensor,
-    Bc: Tensor,
-    v: Tensor,
-    z: Tensor,
-    m: Tensor,
-    w: Tensor,
-    grad: bool,
-    limit_kind: str,
-    wide: bool = False,
+    rows_in: _Rows, m: Tensor, grad: bool, limit_kind: str, wide: bool = False
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The CPU path for a limit with mass on every class ("flat": uniform; "full": most
-    marginals; ``wide``: some m(y) / m(z) past e^30) or on none of them ("mask": absorbing): off x0 the ratio is A m(y) (or 0), so a row is a few
-    passes (u, expm1, one product with m) and the x0 and z columns are corrected exactly.
+    """The torch CPU path for a limit with mass on every class ("flat": uniform; "full": most
+    marginals; ``wide``: some m(y) / m(z) past e^30) or on none of them ("mask": absorbing):
+    off x0 the ratio is A m(y) (or 0), so a row is a few passes (u, expm1, one product with m)
+    and the x0 and z columns are corrected exactly.
     Returns (values, rows to redo on the general path: where a log score passes the cap or u
     passes 20, which these passes do not continue, the weighted gradient or None); at most two
     logits-sized buffers at a time, one kept (the gradient)."""
+    ls, A, Bc, v, z, w = rows_in
     N, K = ls.shape
     rows = torch.arange(N, device=ls.device)
     zc = z.clamp_max(K - 1)
@@ -248,23 +249,6 @@ def _fast_rows(
     return torch.where(w > 0, w * total, torch.zeros_like(total)), redo, g
 
 
-def _native_ok(limit_kind: str) -> bool:
-    from discdiff.native import library
-
-    return limit_kind in ("flat", "full", "mask") and library() is not None
-
-
-def _native_rows(
-    ls: Tensor, A: Tensor, Bc: Tensor, v: Tensor, z: Tensor, m: Tensor, w: Tensor,
-    grad: bool, limit_kind: str,
-) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
-    """:func:`_fast_rows` by the fused C kernel (``discdiff/native/score_entropy.c``): a row in
-    one pass while it is in cache, its x0 column in float64."""
-    from discdiff.native.score_entropy import score_entropy_rows
-
-    return score_entropy_rows(ls, A, Bc, v, z, m, w, limit_kind, LOG_SCORE_CAP, grad)
-
-
 class _ScoreEntropy(torch.autograd.Function):
     """sum_{y != z} r_y (e^{u_y} - 1 - u_y) per row, weighted, with its gradient made in the
     same passes: the gradient (one logits-sized buffer) is kept for backward and scaled there
@@ -284,19 +268,28 @@ class _ScoreEntropy(torch.autograd.Function):
     ) -> Tensor:
         limit_kind, wide, native = limit
         want = bool(ctx.needs_input_grad[0])
+        rows = _Rows(ls, A, Bc, v, z, w)
         if ls.device.type != "cpu" or limit_kind not in ("flat", "full", "mask"):
             # on an accelerator every branch in one pass of elementwise kernels, no host read
             grad = torch.empty_like(ls) if want else None
-            out = _general_rows(ls, A, Bc, v, z, m, w, grad)
+            out = _general_rows(rows, m, grad)
         else:
-            if native is not False and _native_ok(limit_kind):
-                out, redo, grad = _native_rows(ls, A, Bc, v, z, m, w, want, limit_kind)
+            from discdiff.native import library
+
+            if native is not False and library() is not None:
+                # the fused C kernel (discdiff/native/score_entropy.c): a row in one pass while
+                # it is in cache, its x0 column in float64
+                from discdiff.native.score_entropy import score_entropy_rows
+
+                out, redo, grad = score_entropy_rows(
+                    ls, A, Bc, v, z, m, w, limit_kind, LOG_SCORE_CAP, want
+                )  # fmt: skip
             else:
-                out, redo, grad = _fast_rows(ls, A, Bc, v, z, m, w, want, limit_kind, wide)
+                out, redo, grad = _fast_rows(rows, m, want, limit_kind, wide)
             if bool(redo.any()):  # a CPU read: no device to wait for
                 idx = redo.nonzero().squeeze(-1)
                 sub = torch.empty_like(ls[idx]) if grad is not None else None
-                out[idx] = _general_rows(ls[idx], A[idx], Bc[idx], v[idx], z[idx], m, w[idx], sub)
+                out[idx] = _general_rows(rows.take(idx), m, sub)
                 if grad is not None and sub is not None:
                     grad[idx] = sub
         ctx.save_for_backward(grad if grad is not None else ls.new_empty(0))
