@@ -290,6 +290,16 @@ def sampler_help(extra: str = "") -> str:
     return f"A registered sampler: {' | '.join(sampler_names())}.{extra}"
 
 
+DenoiserType = Annotated[
+    str | None,
+    typer.Option(
+        "--denoiser",
+        metavar="TYPE",
+        help="The denoiser to train: a registered name or module:Class (with --import FILE); "
+        "default: the task's own. The task gives it its state counts and lengths; of the size "
+        "flags it takes only those given.",
+    ),
+]
 Imports = Annotated[
     list[str] | None,
     typer.Option(

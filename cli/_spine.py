@@ -52,6 +52,7 @@ def _shared_train_options() -> list[tuple[str, Any, Any]]:
 
     return [
         ("resume", o.Resume, False),
+        ("denoiser", o.DenoiserType, None),
         ("steps", o.Steps, None),
         ("batch_size", o.BatchSize, None),
         ("lr", o.Lr, None),
@@ -97,6 +98,14 @@ class TrainFlags:
     def given(self) -> dict[str, Any]:
         """The flags as TrainConfig fields (None: not given; a switch left off is not given)."""
         return train_flags(vars(self))
+
+    def model_sizes(self, sizes: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+        """The sizes for ``Task.new_model`` (size name -> (parameter, value)): all of them for
+        the task's own denoiser; for another (``--denoiser``) only those given on the command
+        line, since the flags' defaults are the task's own denoiser's widths."""
+        if self.denoiser is None:
+            return {key: value for key, (_, value) in sizes.items()}
+        return {key: value for key, (param, value) in sizes.items() if param in self.explicit}
 
     def refuse_changes(self, run: Path, pairs: Mapping[str, tuple[Any, Any]]) -> None:
         """On --resume: refuse each task or model setting given on the command line that

@@ -242,6 +242,8 @@ def train(
     from discdiff.tasks.molecules import MoleculeTask
 
     ms.positive(layers, "--layers")
+    if init is not None and flags.denoiser is not None:
+        raise ValueError("--init continues the starting model's own denoiser; drop --denoiser")
     for value, flag in ((max_train, "--max-train"), (max_nodes, "--max-nodes")):
         if value < 0:
             raise ValueError(f"{flag} must be >= 0 (0 = all), got {value}")
@@ -269,6 +271,7 @@ def train(
                 "edge_dim": (edge_dim, m.get("edge_dim")),
                 "heads": (heads, m.get("num_heads")),
                 "init": (init, None),
+                "denoiser": (flags.denoiser, (model_entry.get("denoiser") or {}).get("type")),
             },
         )
         typer.echo(f"resuming {out} (task, model and data from the run dir)")
@@ -301,15 +304,16 @@ def train(
                 dataset=prep.dataset,
                 ce_weight=ce_weight,
             )
-            sizes = dict(
-                _GLOBAL_SIZES,
-                num_layers=layers,
-                node_dim=node_dim,
-                edge_dim=edge_dim,
-                num_heads=heads,
-                node_ff_dim=2 * node_dim,
-                edge_ff_dim=2 * edge_dim,
+            sizes = flags.model_sizes(
+                {
+                    "num_layers": ("layers", layers),
+                    "node_dim": ("node_dim", node_dim),
+                    "edge_dim": ("edge_dim", edge_dim),
+                    "num_heads": ("heads", heads),
+                }
             )
+            if flags.denoiser is None:  # the graph transformer's widths that follow from these
+                sizes |= dict(_GLOBAL_SIZES, node_ff_dim=2 * node_dim, edge_ff_dim=2 * edge_dim)
         typer.echo(f"{prep.report()}; max_nodes {task.config.max_nodes}")
         train_set = task.graph_dataset(prep.graphs)
         val_set = task.graph_dataset(prep.val_graphs or prep.graphs[:1])
@@ -319,7 +323,7 @@ def train(
             )
         task.attach_data(train_set, val_set)
         torch.manual_seed(seed)
-        model_entry = task.model_entry(task.new_model(**sizes))
+        model_entry = task.model_entry(task.new_model(flags.denoiser, **sizes))
     torch.manual_seed(seed)
     model = task.build_model(model_entry)
     if start is not None:

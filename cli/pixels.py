@@ -109,11 +109,19 @@ def train(
     saved_task: dict[str, Any] = {}
     saved_model: dict[str, Any] = {}
     saved_train: dict[str, Any] | None = None
+    saved_type: str | None = None
+    dcfg: dict[str, Any] = {}
     if check_new_run(out, flags.resume):
         saved, entry, saved_train = runs.saved_settings(out, expect="pixels")
         saved_task = saved.config.to_dict()
         dcfg = (entry.get("denoiser") or {}).get("config") or {}
         saved_model = {k: dcfg[k] for k in _MODEL_DEFAULTS if k in dcfg}
+        saved_type = (entry.get("denoiser") or {}).get("type")
+        if flags.denoiser is not None and flags.denoiser != saved_type:
+            raise ValueError(
+                f"--resume: --denoiser {flags.denoiser!r} differs from the run's {saved_type!r} "
+                f"in {str(out)!r}; a run's task and model are fixed (train a new --out)"
+            )
 
     task_opts = _merge(
         {
@@ -128,11 +136,14 @@ def train(
         _TASK_DEFAULTS,
     )
     config = px.PixelConfig.from_dict(task_opts)
-    model_opts = _merge(
-        {"num_layers": layers, "d_model": d_model, "num_heads": heads, "patch": patch},
-        saved_model,
-        _MODEL_DEFAULTS,
-    )
+    size_flags = {  # parameter -> (size name, value given)
+        "layers": ("num_layers", layers),
+        "d_model": ("d_model", d_model),
+        "heads": ("num_heads", heads),
+        "patch": ("patch", patch),
+    }
+    given_model = dict(size_flags.values())
+    model_opts = _merge(given_model, saved_model, _MODEL_DEFAULTS)
     train_config = resolve_train_config(
         {**flags.given(), "seed": seed},
         {**TrainConfig().to_dict(), **task_train_defaults(px.PixelTask)},
@@ -140,7 +151,14 @@ def train(
     )
     task = px.PixelTask(config)
     torch.manual_seed(train_config.seed)
-    model = task.new_model(**model_opts)
+    denoiser = flags.denoiser or saved_type
+    if denoiser in (None, px.PixelTask.default_denoiser):
+        model = task.new_model(**model_opts)
+    elif saved_train is not None:  # another denoiser resumed: its saved architecture
+        flags.refuse_changes(out, {p: (v, dcfg.get(k)) for p, (k, v) in size_flags.items()})
+        model = task.build_model(entry)
+    else:  # another denoiser takes only the sizes given (the defaults are the transformer's)
+        model = task.new_model(denoiser, **{k: v for k, v in given_model.items() if v is not None})
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     metrics = runs.train(

@@ -108,6 +108,10 @@ def train(
             raise ValueError(f"--resume: {str(out)!r} is a {task.name} run, not {name!r}")
         own = {
             "--config": (_json_arg(config, "--config") if config else {}, task.config.to_dict()),
+            "--denoiser": (
+                {"type": flags.denoiser} if flags.denoiser else {},
+                {"type": (entry.get("denoiser") or {}).get("type")},
+            ),
             "--sizes": (
                 _json_arg(sizes, "--sizes") if sizes else {},
                 (entry.get("denoiser") or {}).get("config") or {},
@@ -126,7 +130,7 @@ def train(
         config_obj = cls.config_class.from_dict(_json_arg(config, "--config"))
         task = cls.create(config_obj, progress=flags.progress)
         torch.manual_seed(seed)
-        entry = task.model_entry(task.new_model(**_json_arg(sizes, "--sizes")))
+        entry = task.model_entry(task.new_model(flags.denoiser, **_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)
     model = task.build_model(entry)
     given = {**flags.given(), "seed": seed if saved is None else None}

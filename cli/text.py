@@ -193,6 +193,7 @@ def train(
                 "time_conditioning": (time_conditioning, c.time_conditioning),
                 "self_conditioning": (self_conditioning, c.self_conditioning),
                 "autoregressive": (autoregressive, bool(m.get("causal", False))),
+                "denoiser": (flags.denoiser, (model_entry.get("denoiser") or {}).get("type")),
                 "layers": (layers, m.get("num_layers")),
                 "d_model": (d_model, m.get("d_model")),
                 "heads": (heads, m.get("num_heads")),
@@ -205,6 +206,11 @@ def train(
         model = task.build_model(model_entry)
         typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})")
     else:
+        if autoregressive and flags.denoiser is not None:
+            raise ValueError(
+                "--autoregressive trains the causal transformer yardstick; --denoiser does not "
+                "apply to it"
+            )
         if autoregressive and "objective" in flags.explicit and objective != "elbo":
             raise ValueError(
                 f"--autoregressive trains the AR yardstick on its exact NLL; --objective "
@@ -231,19 +237,21 @@ def train(
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
         task = TextTask.create(config)  # from the prepared files (the run names the corpus)
         torch.manual_seed(seed)
-        sizes = dict(
-            num_layers=layers,
-            d_model=d_model,
-            num_heads=heads,
-            mlp_ratio=mlp_ratio,
-            cond_dim=cond_dim,
-            dropout=dropout,
+        sizes = flags.model_sizes(
+            {
+                "num_layers": ("layers", layers),
+                "d_model": ("d_model", d_model),
+                "num_heads": ("heads", heads),
+                "mlp_ratio": ("mlp_ratio", mlp_ratio),
+                "cond_dim": ("cond_dim", cond_dim),
+                "dropout": ("dropout", dropout),
+            }
         )
         if autoregressive:
             ar = task.ar_model_config(**sizes)
             model = task.build_model({"type": "transformer", "config": ar.to_dict()})
         else:
-            model = task.new_model(**sizes)
+            model = task.new_model(flags.denoiser, **sizes)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     defaults = dict(task_train_defaults(TextTask), seed=seed)

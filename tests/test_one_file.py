@@ -1,7 +1,7 @@
-"""One file is one file: a newcomer's sampler, process or objective, defined in a file of its
-own and named with ``--import``, reaches the commands of text, pixels, molecules and any task,
-with no edit anywhere else (a denoiser: tests/conformance/test_denoisers.py and
-examples/plugin)."""
+"""One file is one file: a newcomer's sampler, process, objective or denoiser, defined in a
+file of its own and named with ``--import``, reaches the commands of text, pixels, molecules
+and any task, with no edit anywhere else (a denoiser's own checks:
+tests/conformance/test_denoisers.py)."""
 
 from __future__ import annotations
 
@@ -203,3 +203,174 @@ def test_a_process_from_one_file_reaches_every_task(tmp_path, capsys):
     assert main(["task", "sample", str(mol_run), "-n", "2", "--steps", "3",
                  "--import", str(plugin)]) == 0  # fmt: skip
     capsys.readouterr()
+
+
+DENOISER_PLUGIN = '''
+import dataclasses
+
+import torch
+from torch import nn
+
+from discdiff.nn import register_denoiser
+
+
+@dataclasses.dataclass
+class TinyConfig:
+    num_states: int
+    num_classes: int
+    max_len: int
+    width: int = 16
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+class Tiny(nn.Module):
+    """Each position from its own id, its place, the time and the mean of the sequence."""
+
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.num_states, config.width)
+        self.place = nn.Parameter(torch.zeros(config.max_len, config.width))
+        self.time = nn.Linear(1, config.width)
+        self.out = nn.Linear(config.width, config.num_classes)
+
+    def forward(self, x_t, t, cond=None):
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1).expand(x_t.shape[0], 1)
+        h = self.embed(x_t) + self.place[: x_t.shape[1]] + self.time(t)[:, None]
+        return self.out(torch.tanh(h + h.mean(1, keepdim=True)))
+
+
+@dataclasses.dataclass
+class TinyGraphConfig:
+    atom_num_states: int
+    atom_num_classes: int
+    bond_num_states: int
+    bond_num_classes: int
+    max_nodes: int
+    width: int = 16
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+class TinyGraph(nn.Module):
+    """Atoms and bonds from their own ids and the molecule's mean atom."""
+
+    config_class = TinyGraphConfig
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.atoms = nn.Embedding(config.atom_num_states, w)
+        self.bonds = nn.Embedding(config.bond_num_states, w)
+        self.atom_out = nn.Linear(w, config.atom_num_classes)
+        self.bond_out = nn.Linear(w, config.bond_num_classes)
+
+    def forward(self, x_t, t, cond=None, *, node_mask=None):
+        a, b = self.atoms(x_t["atoms"]), self.bonds(x_t["bonds"])
+        g = a.mean(1, keepdim=True)
+        return {"atoms": self.atom_out(torch.tanh(a + g)),
+                "bonds": self.bond_out(torch.tanh(b + g))}
+
+
+register_denoiser("tiny", Tiny, replace=True)
+register_denoiser("tiny-graph", TinyGraph, replace=True)
+'''
+
+
+def test_a_denoiser_from_one_file_reaches_every_task(tmp_path, capsys):
+    """A denoiser defined in a file of its own, named with --import and --denoiser, trains,
+    resumes and samples in text, pixels, molecules and the generic task commands: the task
+    gives its config the state counts and lengths; the run records the type."""
+    plugin = tmp_path / "tiny_denoiser.py"
+    plugin.write_text(DENOISER_PLUGIN)
+    imp = ["--import", str(plugin)]
+
+    def saved_type(run) -> str:
+        return json.loads((run / "config.json").read_text())["model"]["denoiser"]["type"]
+
+    corpus = tiny_corpus(tmp_path)
+    text_run = tmp_path / "text_run"
+    text = ["text", "train", str(corpus), "--out", str(text_run), "--seq-len", "16",
+            "--batch-size", "4", "--eval-every", "0", "--no-progress", *imp]  # fmt: skip
+    assert main([*text, "--steps", "2", "--denoiser", "tiny"]) == 0
+    assert saved_type(text_run) == "tiny"
+    assert main([*text, "--steps", "3", "--resume"]) == 0  # its own denoiser, from the run
+    assert main(["text", "sample", str(text_run), "-n", "1", "--steps", "3", *imp]) == 0
+    assert main(["text", "eval", str(text_run), "--max-tokens", "64", *imp]) == 0
+    assert main(["task", "sample", str(text_run), "-n", "1", "--steps", "3", *imp]) == 0
+
+    px_run = tmp_path / "px_run"
+    px = ["pixels", "train", "--data", "digits", "--levels", "4", "--out", str(px_run),
+          "--batch-size", "8", "--no-progress", *imp]  # fmt: skip
+    assert main([*px, "--steps", "2", "--denoiser", "tiny"]) == 0
+    assert saved_type(px_run) == "tiny"
+    assert main([*px, "--steps", "3", "--resume"]) == 0
+    assert main(["pixels", "sample", str(px_run), "-n", "2", "--steps", "3", "--out",
+                 str(tmp_path / "g.png"), *imp]) == 0  # fmt: skip
+
+    smiles = tmp_path / "m.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "CC(=O)O", "C1CC1", "CCOC", "OCCO"] * 5) + "\n")
+    mol_run = tmp_path / "mol_run"
+    mol = ["molecules", "train", "--data", str(smiles), "--out", str(mol_run), "--batch-size",
+           "4", "--eval-every", "0", "--no-progress", *imp]  # fmt: skip
+    assert main([*mol, "--steps", "2", "--denoiser", "tiny-graph"]) == 0
+    assert saved_type(mol_run) == "tiny-graph"
+    assert main([*mol, "--steps", "3", "--resume"]) == 0
+    assert main(["molecules", "sample", "--checkpoint", str(mol_run), "-n", "2", "--steps", "3", "--no-novelty",
+                 "--no-reject", "--out", str(tmp_path / "m_out.smi"), *imp]) == 0  # fmt: skip
+
+    task_run = tmp_path / "task_run"
+    config = json.dumps({"corpus": str(corpus), "seq_len": 16})
+    assert main(["task", "train", "text", "--config", config, "--out", str(task_run),
+                 "--denoiser", "tiny", "--sizes", '{"width": 8}', "--steps", "2",
+                 "--eval-every", "0", "--no-progress", *imp]) == 0  # fmt: skip
+    saved = json.loads((task_run / "config.json").read_text())["model"]["denoiser"]
+    assert saved == {
+        "type": "tiny",
+        "config": {
+            "num_states": saved["config"]["num_states"],
+            "num_classes": saved["config"]["num_classes"],
+            "max_len": 16,
+            "width": 8,
+        },
+    }
+    capsys.readouterr()
+
+
+def test_a_denoiser_that_cannot_serve_the_task_is_one_line(tmp_path, capsys):
+    """A size the denoiser lacks, a field the task cannot give, a changed --denoiser on
+    --resume and --denoiser beside --autoregressive: each one line naming it, exit 2."""
+    plugin = tmp_path / "tiny_denoiser.py"
+    plugin.write_text(DENOISER_PLUGIN)
+    corpus = tiny_corpus(tmp_path)
+    run = tmp_path / "run"
+    base = ["text", "train", str(corpus), "--out", str(run), "--seq-len", "16", "--steps",
+            "1", "--batch-size", "4", "--eval-every", "0", "--no-progress", "--import",
+            str(plugin)]  # fmt: skip
+
+    def refused(args, needle):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+    refused([*base, "--denoiser", "tiny", "--heads", "2"], "has no size 'num_heads'")
+    refused([*base, "--denoiser", "tiny-graph"], "needs atom_num_states")
+    refused([*base, "--denoiser", "nope"], "unknown denoiser 'nope'")
+    refused([*base, "--denoiser", "tiny", "--autoregressive"], "--denoiser does not apply")
+    refused([*base, "--denoiser", "tiny", "--self-conditioning"], "no self_conditioning field")
+    assert main([*base, "--denoiser", "tiny"]) == 0
+    refused([*base, "--resume", "--denoiser", "transformer"], "differs from the run's 'tiny'")

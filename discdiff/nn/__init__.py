@@ -7,6 +7,8 @@ They know nothing of processes or losses. A checkpoint stores ``denoiser_config(
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -43,6 +45,8 @@ __all__ = [
     "denoiser_from_config",
     "build_denoiser",
     "denoiser_config",
+    "denoiser_classes",
+    "config_for_task",
     "dense_bonds",
     "grow_bond_classes",
     "triu_bonds",
@@ -82,7 +86,8 @@ register_denoiser("transformer", TransformerDenoiser, TransformerConfig)
 register_denoiser("graph_transformer", GraphTransformerDenoiser, GraphTransformerConfig)
 
 
-def _classes(name: str) -> tuple[type[nn.Module], type]:
+def denoiser_classes(name: str) -> tuple[type[nn.Module], type]:
+    """(module class, config class) of a registered name or an import path ``module:Class``."""
     if ":" not in name:
         return DENOISERS.get(name)
     model_cls = import_object(name)
@@ -123,7 +128,7 @@ def denoiser_from_config(d: dict[str, Any]) -> nn.Module:
     if not isinstance(name, str):
         raise ValueError(f"denoiser type must be a string, got {name!r}")
     try:
-        model_cls, config_cls = _classes(name)
+        model_cls, config_cls = denoiser_classes(name)
     except ValueError as err:
         if ":" in name:
             raise
@@ -134,6 +139,46 @@ def denoiser_from_config(d: dict[str, Any]) -> nn.Module:
 
 
 build_denoiser = denoiser_from_config
+
+
+def config_for_task(
+    name: str, fields: Mapping[str, Any], sizes: Mapping[str, Any], task: str = "this task"
+) -> Any:
+    """The config of denoiser ``name`` for a task: what the task fixes (``fields``: state
+    counts, lengths, labels, named as its default denoiser's config names them) and the widths
+    asked for (``sizes``). A config class with a ``for_task(fields, **sizes)`` classmethod
+    decides itself; a dataclass takes the fields it has and every size, so a size it lacks or a
+    required field the task does not give is one ValueError naming it."""
+    _, config_cls = denoiser_classes(name)
+    for_task = getattr(config_cls, "for_task", None)
+    if callable(for_task):
+        return for_task(dict(fields), **sizes)
+    if not dataclasses.is_dataclass(config_cls):
+        raise ValueError(
+            f"denoiser {name!r}: its config {config_cls.__name__} is not a dataclass and has "
+            f"no for_task(fields, **sizes) classmethod, so {task} cannot configure it"
+        )
+    own = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(sizes) - set(own))
+    if unknown:
+        raise ValueError(
+            f"denoiser {name!r} has no size {', '.join(map(repr, unknown))} "
+            f"(its config fields: {', '.join(own)})"
+        )
+    values = {k: v for k, v in fields.items() if k in own} | dict(sizes)
+    missing = [
+        k
+        for k, f in own.items()
+        if k not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(
+            f"denoiser {name!r} needs {', '.join(missing)}, which {task} does not give "
+            f"(it gives {', '.join(fields)}); add defaults or a for_task classmethod"
+        )
+    return config_cls(**values)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -24,6 +24,7 @@ Minimal task (see ``examples/dna_task.py`` for a complete one)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from discdiff.nn import denoiser_config, denoiser_from_config
+from discdiff.nn import config_for_task, denoiser_classes, denoiser_config, denoiser_from_config
 from discdiff.processes import Process
 from discdiff.registry import Registry
 from discdiff.samplers import Sampler
@@ -178,6 +179,8 @@ class Task(ABC):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     #: TrainConfig values this task trains with unless told otherwise (``discdiff task train``)
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: the registered denoiser :meth:`build_denoiser` makes (``--denoiser`` names another)
+    default_denoiser: ClassVar[str] = ""
 
     config: Any
     #: field name -> forward process (one entry for single-field tasks)
@@ -203,13 +206,33 @@ class Task(ABC):
     def build_denoiser(self, **sizes: Any) -> nn.Module:
         """A freshly initialised default denoiser for this task; ``sizes`` set its widths."""
 
-    def new_model(self, **sizes: Any) -> nn.Module:
-        """:meth:`build_denoiser` after counting its parameters on the meta device, so sizes
-        that cannot fit in memory fail at once with one line (not with an allocator error)."""
+    def denoiser_fields(self) -> dict[str, Any]:
+        """What this task fixes of any denoiser it trains (state counts, lengths, labels), named
+        as its default denoiser's config names them: another denoiser's config takes the ones
+        it has (:func:`discdiff.nn.config_for_task`)."""
+        return {}
+
+    def new_model(self, denoiser: str | None = None, **sizes: Any) -> nn.Module:
+        """A fresh denoiser: :meth:`build_denoiser`, or the registered type (or ``module:Class``)
+        ``denoiser`` configured from :meth:`denoiser_fields` and ``sizes``. Its parameters are
+        counted on the meta device first, so sizes that cannot fit in memory fail at once with
+        one line (not with an allocator error)."""
+        if denoiser is None or denoiser == self.default_denoiser:
+            build = self.build_denoiser
+        else:
+            build = functools.partial(self.build_other_denoiser, denoiser)
         with torch.device("meta"):
-            probe = self.build_denoiser(**sizes)
+            probe = build(**sizes)
         check_parameter_bytes(sum(p.numel() for p in probe.parameters()))
-        return self.build_denoiser(**sizes)
+        model = build(**sizes)
+        self.check_model(model)
+        return model
+
+    def build_other_denoiser(self, name: str, **sizes: Any) -> nn.Module:
+        """Denoiser ``name`` (registered, or ``module:Class``) configured for this task."""
+        model_cls, _ = denoiser_classes(name)
+        what = f"the {self.name or type(self).__name__} task"
+        return model_cls(config_for_task(name, self.denoiser_fields(), sizes, what))
 
     def check_model(self, model: nn.Module) -> None:  # noqa: B027  (optional hook)
         """Raise ValueError if ``model`` cannot serve this task's fields (override to check)."""

@@ -86,6 +86,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
     config_class = MoleculeTaskConfig
     unit = "nats/molecule"
     #: the molecule task's training defaults (flags override; --resume keeps the run's)
+    default_denoiser: ClassVar[str] = "graph_transformer"
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 6000,
         "batch_size": 128,
@@ -302,20 +303,24 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
                 out.append(f"{Chem.MolToSmiles(mol, canonical=False)}\tinvalid")
         return out
 
+    def denoiser_fields(self) -> dict[str, Any]:
+        """Atom and bond ids in and classes out, the largest graph, the no-bond class and the
+        property labels."""
+        pa, pb = self.processes["atoms"], self.processes["bonds"]
+        return {
+            "atom_num_states": pa.num_states,
+            "atom_num_classes": pa.num_classes,
+            "bond_num_states": pb.num_states,
+            "bond_num_classes": pb.num_classes,
+            "max_nodes": self.config.max_nodes,
+            "no_bond_id": 0,
+            "num_properties": len(self.config.properties),
+            "property_bins": self.config.property_bins,
+        }
+
     def denoiser_config(self, **sizes: Any) -> GraphTransformerConfig:
         """A :class:`GraphTransformerConfig` matching the processes; ``sizes`` set its widths."""
-        pa, pb = self.processes["atoms"], self.processes["bonds"]
-        return GraphTransformerConfig(
-            atom_num_states=pa.num_states,
-            atom_num_classes=pa.num_classes,
-            bond_num_states=pb.num_states,
-            bond_num_classes=pb.num_classes,
-            max_nodes=self.config.max_nodes,
-            no_bond_id=0,
-            num_properties=len(self.config.properties),
-            property_bins=self.config.property_bins,
-            **sizes,
-        )
+        return GraphTransformerConfig(**(self.denoiser_fields() | sizes))
 
     def build_model(self, model_config: dict[str, Any]) -> nn.Module:
         """The denoiser of a saved model entry ``{"task": ..., "denoiser": ...}`` or of the

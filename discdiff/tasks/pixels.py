@@ -110,6 +110,7 @@ class PixelTask(Task):
     unit = "bits/dim"
     splits = ("train", "val", "valid", "test")
     #: the pixel task's training defaults (flags override; --resume keeps the run's)
+    default_denoiser: ClassVar[str] = "transformer"
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 5000,
         "batch_size": 64,
@@ -132,6 +133,17 @@ class PixelTask(Task):
         return task, {"num_layers": 1, "d_model": 32, "num_heads": 2, "cond_dim": 32}
 
     # ---- the spine's pieces ---------------------------------------------------------------
+    def denoiser_fields(self) -> dict[str, Any]:
+        """Input ids, output levels, pixels per image, the (H, W) grid and the label count."""
+        c = self.config
+        return {
+            "num_states": self.process.num_states,
+            "num_classes": c.levels,
+            "max_len": c.num_pixels,
+            "grid": (c.height, c.width),
+            "num_labels": c.num_labels,
+        }
+
     def build_denoiser(self, **sizes: Any) -> TransformerDenoiser:
         """The 2-D transformer of :func:`make_denoiser` with ``ModelOptions(**sizes)``."""
         return make_denoiser(self.config, ModelOptions(**sizes), self.process.num_states)

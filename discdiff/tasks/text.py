@@ -119,6 +119,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
     unit = "bits/char"
     #: the text task's training defaults (flags override; --resume keeps the run's); the
     #: warm-up is at most a tenth of the steps
+    default_denoiser: ClassVar[str] = "transformer"
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 10_000,
         "batch_size": 64,
@@ -311,16 +312,32 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         return batch["chars"]
 
     # -- model ----------------------------------------------------------------------------
+    def denoiser_fields(self) -> dict[str, Any]:
+        """Input ids (K, or K + 1 with a mask), output classes K, the longest sequence and
+        whether the model takes its previous estimate."""
+        return {
+            "num_states": self.process.num_states,
+            "num_classes": self.process.num_classes,
+            "max_len": self.config.seq_len,
+            "self_conditioning": self.config.self_conditioning,
+        }
+
     def model_config(self, **options: Any) -> TransformerConfig:
         """The diffusion denoiser's TransformerConfig; ``options`` set its sizes
         (num_layers, d_model, num_heads, mlp_ratio, dropout, cond_dim, ...)."""
-        options.setdefault("self_conditioning", self.config.self_conditioning)
-        return TransformerConfig(
-            num_states=self.process.num_states,
-            num_classes=self.process.num_classes,
-            max_len=self.config.seq_len,
-            **options,
-        )
+        return TransformerConfig(**(self.denoiser_fields() | options))
+
+    def build_other_denoiser(self, name: str, **sizes: Any) -> nn.Module:
+        """Another denoiser for this corpus; refused when the run asks for self-conditioning
+        and its config cannot say so (the model would silently go without)."""
+        model = super().build_other_denoiser(name, **sizes)
+        cfg = getattr(model, "config", None)
+        if self.config.self_conditioning and not getattr(cfg, "self_conditioning", False):
+            raise ValueError(
+                f"--self-conditioning: denoiser {name!r} has no self_conditioning field; "
+                f"it would train without its previous estimate"
+            )
+        return model
 
     def run_model_config(self, model: nn.Module) -> dict[str, Any]:
         """What the Trainer saves as the model config (the spine's model entry)."""

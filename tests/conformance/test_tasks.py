@@ -79,3 +79,18 @@ def test_same_seed_same_weights(name, tmp_path):
     b, _ = tiny_train(task, sizes, tmp_path / "b", seed=3)
     ta, tb = module_tensors(a), module_tensors(b)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_fields_configure_its_own_denoiser(name, tmp_path):
+    """``denoiser_fields()`` is what a task gives any denoiser (``--denoiser``): given to its
+    own default denoiser's type with the example's sizes, it makes the same config as
+    ``build_denoiser``, so nothing the task knows is missing from the fields."""
+    cls = TASKS.get(name)
+    task, sizes = cls.example(tmp_path / "data")
+    if not cls.default_denoiser:
+        pytest.skip(f"task {name!r} names no default denoiser")  # a user's task may not
+    with torch.device("meta"):
+        own = task.build_denoiser(**sizes)
+        other = task.build_other_denoiser(cls.default_denoiser, **sizes)
+    assert type(other) is type(own) and other.config == own.config
