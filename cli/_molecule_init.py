@@ -10,8 +10,9 @@ def initial_model(init: str) -> tuple:
     return runs.from_pretrained("qm9" if init == "shipped" else init, expect="molecules")
 
 
-def init_task(start, prep, ce_weight):
-    """The --init model's task (processes, priors, node counts), on the new data's vocabulary."""
+def init_task(start, prep, ce_weight, objective=None):
+    """The --init model's task (processes, priors, node counts), on the new data's vocabulary;
+    its objective unless ``objective`` names another."""
     import dataclasses
 
     from discdiff.tasks.molecules import MoleculeTask
@@ -23,7 +24,12 @@ def init_task(start, prep, ce_weight):
         )
     if start.vocab == prep.vocab:
         return MoleculeTask(
-            dataclasses.replace(start.config, dataset=prep.dataset, ce_weight=ce_weight)
+            dataclasses.replace(
+                start.config,
+                dataset=prep.dataset,
+                ce_weight=ce_weight,
+                objective=objective or start.config.objective,
+            )
         )
     if not start.vocab.kekulize:
         raise ValueError("--init: the model has an aromatic bond class; train it with --aromatic")
@@ -37,6 +43,7 @@ def init_task(start, prep, ce_weight):
         edge_weight=c.edge_weight,
         dataset=prep.dataset,
         ce_weight=ce_weight,
+        objective=objective or c.objective,
     )
 
 

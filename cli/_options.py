@@ -290,6 +290,17 @@ def sampler_help(extra: str = "") -> str:
     return f"A registered sampler: {' | '.join(sampler_names())}.{extra}"
 
 
+ObjectiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--objective",
+        help="A registered objective (default elbo): elbo | sundae (uniform only) | "
+        "score_entropy (SEDD: the output read as log concrete scores; its loss is an ELBO too) "
+        "| dfm (discrete flow matching's generalized KL; with --schedule kappa-poly or "
+        "kappa-cosine) | your own (register_objective in a file given to --import). "
+        "Continuous-time processes only.",
+    ),
+]
 DenoiserType = Annotated[
     str | None,
     typer.Option(

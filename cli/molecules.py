@@ -40,6 +40,7 @@ from discdiff.cli._options import (
     CudaGraphs,
     Device,
     ModelArg,
+    ObjectiveOpt,
     Progress,
     RawWeights,
     SamplerOpt,
@@ -190,6 +191,7 @@ def train(
         str,
         typer.Option(help="loglinear | cosine (registered); options as NAME:VALUE or NAME:K=V."),
     ] = "loglinear",
+    objective: ObjectiveOpt = None,
     edge_weight: Annotated[float, typer.Option(help="Loss weight of the bonds field.")] = 5.0,
     ce_weight: Annotated[
         float,
@@ -262,6 +264,7 @@ def train(
                 "schedule": (schedule, c.schedule),
                 "edge_weight": (edge_weight, c.edge_weight),
                 "ce_weight": (ce_weight, c.ce_weight),
+                "objective": (objective, c.objective),
                 "aromatic": (aromatic, not c.vocab.get("kekulize", True)),
                 "max_nodes": (max_nodes, c.max_nodes if max_nodes else max_nodes),
                 "properties": (properties.replace(" ", ""), ",".join(c.properties)),
@@ -290,7 +293,7 @@ def train(
                 aromatic=aromatic,
             )
         if start is not None:
-            task = mi.init_task(start[0], prep, ce_weight)
+            task = mi.init_task(start[0], prep, ce_weight, objective)
             start = (start[0], mi.init_denoiser(start[1], start[0], prep))
             sizes = mi.denoiser_sizes(start[1])
         else:
@@ -303,6 +306,7 @@ def train(
                 edge_weight=edge_weight,
                 dataset=prep.dataset,
                 ce_weight=ce_weight,
+                objective=objective or "elbo",
             )
             sizes = flags.model_sizes(
                 {

@@ -22,6 +22,7 @@ from discdiff.cli._options import (
     Device,
     GradCheckpointing,
     ModelArg,
+    ObjectiveOpt,
     SamplerOpt,
     Seed,
     SeedOrSaved,
@@ -76,6 +77,7 @@ def train(
     process: Annotated[
         str | None, typer.Option(help="absorbing | uniform | gaussian (default absorbing)")
     ] = None,
+    objective: ObjectiveOpt = None,
     layers: Annotated[int | None, typer.Option(help="Transformer blocks (default 4).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Model width (default 128).")] = None,
     heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).")] = None,
@@ -131,6 +133,7 @@ def train(
             "timesteps": timesteps,
             "beta_end": beta_end,
             "label_dropout": label_dropout,
+            "objective": objective,
         },
         saved_task,
         _TASK_DEFAULTS,

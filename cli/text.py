@@ -22,6 +22,7 @@ from discdiff.cli._options import (
     Device,
     GradCheckpointing,
     ModelArg,
+    ObjectiveOpt,
     Progress,
     SamplerOpt,
     Seed,
@@ -110,15 +111,7 @@ def train(
     process: Annotated[
         str, typer.Option(help="A registered process with a continuous ELBO: absorbing | uniform.")
     ] = "absorbing",
-    objective: Annotated[
-        str,
-        typer.Option(
-            help="A registered objective: elbo | sundae (uniform only) | score_entropy (SEDD: "
-            "the output read as log concrete scores; its loss is an ELBO too) | dfm (discrete "
-            "flow matching's generalized KL; with --schedule kappa-poly or kappa-cosine) | "
-            "your own (register_objective in a file given to --import)"
-        ),
-    ] = "elbo",
+    objective: ObjectiveOpt = None,
     unroll_steps: Annotated[int, typer.Option(help="SUNDAE unrolled steps.")] = 2,
     schedule: Annotated[
         str,
@@ -211,7 +204,7 @@ def train(
                 "--autoregressive trains the causal transformer yardstick; --denoiser does not "
                 "apply to it"
             )
-        if autoregressive and "objective" in flags.explicit and objective != "elbo":
+        if autoregressive and objective not in (None, "elbo"):
             raise ValueError(
                 f"--autoregressive trains the AR yardstick on its exact NLL; --objective "
                 f"{objective!r} does not apply to it"
@@ -220,7 +213,7 @@ def train(
             corpus=corpus,
             process=process,
             schedule=schedule,
-            objective=objective,
+            objective=objective or "elbo",
             unroll_steps=unroll_steps,
             seq_len=seq_len,
             tokenizer=tokenizer,

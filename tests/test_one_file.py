@@ -111,14 +111,21 @@ def test_a_package_folder_imports_its_new_files_by_itself(tmp_path, monkeypatch)
 
 
 OBJECTIVE_PLUGIN = '''
+import json, os
+
 from discdiff.objectives import OBJECTIVES, Objective, register_objective
 
 elbo = OBJECTIVES.get("elbo")
 
 
-def half(*args, **kwargs):
-    """Half the ELBO: a newcomer's objective (trivial on purpose, its use is checked)."""
-    return 0.5 * elbo.loss(*args, **kwargs)
+def half(process, *args, **kwargs):
+    """Half the ELBO: a newcomer's objective (trivial on purpose, its use is checked: each
+    call notes its fields in $HALF_ELBO_LOG)."""
+    if "HALF_ELBO_LOG" in os.environ:
+        fields = sorted(process) if isinstance(process, dict) else ["one"]
+        with open(os.environ["HALF_ELBO_LOG"], "a") as f:
+            f.write(json.dumps(fields) + "\\n")
+    return 0.5 * elbo.loss(process, *args, **kwargs)
 
 
 register_objective("half-elbo", Objective(loss=half, note="trained on half the ELBO"),
@@ -158,6 +165,39 @@ def test_an_objective_from_one_file_reaches_text_train_eval_and_task_train(
     assert main(["text", "train", str(corpus), "--out", str(tmp_path / "r3"), "--objective",
                  "half-elbo", *tiny]) == 2  # one line, exit 2  # fmt: skip
     assert "objective='half-elbo' is not one of" in capsys.readouterr().err
+
+
+def test_an_objective_from_one_file_trains_pixels_and_molecules(tmp_path, capsys, monkeypatch):
+    """The same file's objective trains the pixels task (one field) and the molecule task (a
+    dict of atoms and bonds): its loss is what the trainer calls, and the run records it."""
+    from discdiff.objectives import OBJECTIVES
+
+    monkeypatch.setattr(OBJECTIVES, "_items", dict(OBJECTIVES._items))
+    monkeypatch.setattr(OBJECTIVES, "_names", dict(OBJECTIVES._names))
+    plugin = tmp_path / "half_elbo.py"
+    plugin.write_text(OBJECTIVE_PLUGIN)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("HALF_ELBO_LOG", str(log))
+    use = ["--import", str(plugin), "--objective", "half-elbo"]
+    px_run = tmp_path / "px_run"
+    assert main(["pixels", "train", "--data", "digits", "--levels", "4", "--out", str(px_run),
+                 "--steps", "2", "--layers", "1", "--d-model", "16", "--heads", "2",
+                 "--batch-size", "8", "--eval-every", "0", "--no-progress", *use]) == 0  # fmt: skip
+    assert json.loads((px_run / "task.json").read_text())["objective"] == "half-elbo"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [["one"], ["one"]]
+    smiles = tmp_path / "m.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "CC(=O)O", "C1CC1", "CCOC", "OCCO"] * 5) + "\n")
+    mol_run = tmp_path / "mol_run"
+    assert main(["molecules", "train", "--data", str(smiles), "--out", str(mol_run),
+                 "--steps", "2", "--layers", "1", "--batch-size", "4", "--eval-every", "0",
+                 "--no-progress", *use]) == 0  # fmt: skip
+    assert json.loads((mol_run / "task.json").read_text())["objective"] == "half-elbo"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[2:] == [["atoms", "bonds"], ["atoms", "bonds"]]
+    assert main(["molecules", "train", "--data", str(smiles), "--out", str(tmp_path / "m2"),
+                 "--steps", "1", "--ce-weight", "0.5", *use]) == 2  # fmt: skip
+    assert "adds no x_0 cross-entropy" in capsys.readouterr().err
 
 
 PROCESS_PLUGIN = '''

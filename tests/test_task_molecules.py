@@ -264,3 +264,58 @@ def test_bad_config_and_arguments(graphs: list, tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="cannot read checkpoint weights"):
         from_pretrained(bad, expect="molecules")
+
+
+def test_the_elbo_objective_is_the_weighted_training_loss_and_the_unweighted_bound(graphs):
+    """The molecule loss through the objective registry is, draw for draw, continuous_elbo
+    with the bonds weighted by edge_weight and ce_weight's cross-entropy in training, and the
+    unweighted ELBO with boundary terms as the bound."""
+    from discdiff.losses import continuous_elbo
+
+    task, model = make(graphs, "marginal", edge_weight=3.0, ce_weight=0.5)
+    batch = torch.utils.data.default_collate(list(task.dataset(graphs)))
+    x0, mask, cond = task.fields(batch)
+
+    def gen():
+        return torch.Generator().manual_seed(7)
+
+    got = task.loss(model, batch, gen())
+    want = continuous_elbo(task.processes, model, x0, mask, cond=cond, generator=gen(),
+                           weights={"bonds": 3.0}, ce_weight=0.5, boundary=False)  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    got = task.nll_fn(model, batch, gen())
+    want = continuous_elbo(task.processes, model, x0, mask, cond=cond, generator=gen(),
+                           boundary=True)  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(task.loss(model, batch, gen(), boundary=True), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("process,objective", [("marginal", "score_entropy"), ("absorbing", "dfm")])
+def test_molecules_train_and_sample_on_other_objectives(graphs, process, objective):
+    """score entropy (a score model, converted exactly for the samplers) and DFM train the
+    two-field task; the loss is that objective's, and samples come out as graphs."""
+    from discdiff.losses import dfm_loss, score_entropy_loss
+
+    task, model = make(graphs, process, objective=objective)
+    batch = torch.utils.data.default_collate(list(task.dataset(graphs)))
+    x0, mask, cond = task.fields(batch)
+    fn = {"score_entropy": score_entropy_loss, "dfm": dfm_loss}[objective]
+    got = task.loss(model, batch, torch.Generator().manual_seed(3))
+    want = fn(task.processes, model, x0, mask, cond=cond, weights={"bonds": 5.0},
+              boundary=False, generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    task.loss(model, batch, torch.Generator().manual_seed(0)).mean().backward()
+    opt.step()
+    counts = torch.tensor([3, 4, 5])
+    f = task.sample_fields(model, counts, steps=4, generator=torch.Generator().manual_seed(0))
+    assert f["atoms"].shape[0] == 3 and bool((f["atoms"][f["node_mask"]] >= 0).all())
+
+
+def test_an_objective_that_cannot_serve_the_molecule_task_is_refused(graphs):
+    with pytest.raises(ValueError, match="objective='sundae' needs process='uniform'"):
+        make(graphs, "marginal", objective="sundae")
+    with pytest.raises(ValueError, match="adds no x_0 cross-entropy"):
+        make(graphs, "marginal", objective="dfm", ce_weight=0.1)
+    with pytest.raises(ValueError, match="objective='nope' is not one of"):
+        make(graphs, "marginal", objective="nope")

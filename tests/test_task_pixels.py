@@ -348,3 +348,31 @@ def test_the_state_count_is_asked_of_the_process_not_assumed(monkeypatch):
     batch = next(iter(torch.utils.data.DataLoader(task.dataset("train"), batch_size=4)))
     loss = task.loss(model, batch, torch.Generator().manual_seed(0))
     assert loss.shape == (4,) and bool(torch.isfinite(loss).all())
+
+
+@pytest.mark.parametrize("process,objective", [("uniform", "score_entropy"), ("absorbing", "dfm")])
+def test_pixels_train_and_sample_on_other_objectives(process, objective, digits8) -> None:
+    """A continuous-time pixel task trains on any registered objective (its loss is that
+    objective's, its bound the objective's own) and samples through the x_0 view of the
+    model; a discrete-time process keeps D3PM's hybrid loss and refuses another objective."""
+    from discdiff.losses import dfm_loss, score_entropy_loss
+
+    task = px.PixelTask(px.PixelConfig(data="digits", levels=8, process=process,
+                                       objective=objective, label_dropout=0.0))  # fmt: skip
+    torch.manual_seed(0)
+    model = task.build_denoiser(num_layers=1, d_model=16, num_heads=2, cond_dim=16)
+    ds = digits8["train"]
+    x0 = torch.stack([torch.as_tensor(ds[i][0]) for i in range(6)]).long()
+    y = torch.tensor([int(ds[i][1]) for i in range(6)])
+    fn = {"score_entropy": score_entropy_loss, "dfm": dfm_loss}[objective]
+    got = task.loss_fn(model, (x0, y), torch.Generator().manual_seed(1))
+    want = fn(task.process, task.denoiser(model), x0, cond={"label": y}, boundary=False,
+              generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    bound = task.eval_fn(model, (x0, y), torch.Generator().manual_seed(1))
+    assert bound.shape == (6,) and bool(torch.isfinite(bound).all())
+    sampler = task.make_sampler("ancestral", steps=4)
+    imgs = task.sample(model, 3, sampler, generator=torch.Generator().manual_seed(0))
+    assert imgs.shape == (3, 64) and int(imgs.min()) >= 0 and int(imgs.max()) <= 7
+    with pytest.raises(ValueError, match="needs a continuous-time process"):
+        px.PixelConfig(data="digits", levels=8, process="gaussian", objective=objective)

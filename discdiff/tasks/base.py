@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.nn import config_for_task, denoiser_classes, denoiser_config, denoiser_from_config
+from discdiff.objectives import Objective, objective
 from discdiff.processes import Process
 from discdiff.registry import Registry
 from discdiff.samplers import Sampler
@@ -63,6 +64,8 @@ __all__ = [
     "process_problem",
     "usable_processes",
     "continuous_schedules",
+    "task_objective",
+    "x0_denoiser",
 ]
 
 TASK_FILE = "task.json"
@@ -91,6 +94,32 @@ def sampler_names() -> list[str]:
     from discdiff.samplers import SAMPLERS
 
     return SAMPLERS.names()
+
+
+def task_objective(config: Any, processes: Any = None) -> Objective:
+    """The objective ``config.objective`` names (its registered name), checked against the
+    config's process and, given, the built processes (one or a dict by field): one
+    ValueError naming the objective when it cannot train them."""
+    name = getattr(config, "objective", "elbo")
+    obj = objective(name)
+    problem = obj.problem(config.process, processes)
+    if problem is not None:
+        raise ValueError(f"objective={name!r} {problem}")
+    if getattr(config, "ce_weight", 0.0) and not obj.takes_ce_weight:
+        raise ValueError(
+            f"objective={name!r} adds no x_0 cross-entropy; ce_weight={config.ce_weight} "
+            f"would be ignored (use 0, or objective='elbo')"
+        )
+    return obj
+
+
+def x0_denoiser(den: Any, obj: Objective, processes: Any) -> Any:
+    """``den`` as samplers read it: x_0 logits, a score model's output converted exactly."""
+    if obj.output == "scores":
+        from discdiff.samplers.scores import ScoresAsX0
+
+        return ScoresAsX0(den, processes)
+    return den
 
 
 def check_int(value: Any, name: str, low: int = 1) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from discdiff.chem.graph import GraphVocab
 from discdiff.processes import PROCESSES
-from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, process_problem, task_objective, usable_processes
 from discdiff.tasks.probes import check_continuous_schedule
 
 __all__ = ["MoleculeTaskConfig", "takes_prior"]
@@ -52,6 +52,9 @@ class MoleculeTaskConfig(TaskConfig):
     property_ranges: the smallest and largest training value of each (for messages).
     ce_weight: the x_0 cross-entropy added to the training ELBO (``continuous_elbo``'s
     ``ce_weight``: rare classes, such as charged atoms, are learnt only with it).
+    objective: a registered objective (:mod:`discdiff.objectives`; "elbo", "score_entropy",
+    "dfm", a newcomer's) over both fields, with the bonds weighted by ``edge_weight`` in
+    training.
     """
 
     vocab: dict[str, Any]
@@ -68,6 +71,7 @@ class MoleculeTaskConfig(TaskConfig):
     label_dropout: float = 0.1
     property_ranges: tuple[tuple[float, float], ...] = ()
     ce_weight: float = 0.0
+    objective: str = "elbo"
 
     def __post_init__(self) -> None:
         vocab = GraphVocab.from_dict(self.vocab)  # validates
@@ -96,6 +100,7 @@ class MoleculeTaskConfig(TaskConfig):
         if not ok or not math.isfinite(self.ce_weight) or self.ce_weight < 0:
             raise ValueError(f"ce_weight must be a finite number >= 0, got {self.ce_weight!r}")
         object.__setattr__(self, "ce_weight", float(self.ce_weight))
+        task_objective(self)  # registered, and fit for the process by name
         self._check_properties()
 
     def _check_properties(self) -> None:
@@ -125,6 +130,11 @@ class MoleculeTaskConfig(TaskConfig):
         object.__setattr__(self, "properties", props)
         object.__setattr__(self, "property_edges", edges)
         object.__setattr__(self, "label_dropout", float(self.label_dropout))
+
+    @property
+    def field_weights(self) -> dict[str, float]:
+        """The training loss's weight of each field (the objectives read it)."""
+        return {"bonds": self.edge_weight}
 
     @property
     def property_bins(self) -> int:

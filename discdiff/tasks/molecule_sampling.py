@@ -18,7 +18,7 @@ from discdiff.chem.graph import (
 )
 from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
 from discdiff.samplers import SAMPLERS, Sampler, sampler_options
-from discdiff.tasks.base import Task
+from discdiff.tasks.base import Task, x0_denoiser
 
 __all__ = ["GraphSampling", "GRID_POWER", "SAMPLE_STEPS"]
 
@@ -129,7 +129,7 @@ class GraphSampling:
         if label is not None:
             cond["label"] = label.to(dev)
         result = sampler.sample(
-            model,
+            x0_denoiser(model, self.objective, self.processes),
             self.processes,
             {"atoms": (B, N), "bonds": (B, num_edges(N))},
             cond=cond,

@@ -10,8 +10,9 @@ pieces; it owns no loop of its own:
 - processes: one per field from ``kind`` = "marginal" (DiGress: the prior is the training
   frequency of atom classes over real nodes and of bond classes over real pairs), "uniform" or
   "absorbing", on a continuous schedule ("loglinear" or "cosine").
-- loss: :func:`discdiff.losses.continuous_elbo` (``boundary=False`` to train, ``True`` to
-  evaluate) with weight ``edge_weight`` on the bonds field.
+- loss: the config's registered objective, by default :func:`discdiff.losses.continuous_elbo`
+  (``boundary=False`` to train, with weight ``edge_weight`` on the bonds field; ``True``: the
+  unweighted bound that evaluates).
 - training: :class:`discdiff.training.Trainer` with :meth:`MoleculeTask.loss_fn`.
 - sampling: node counts drawn from the training histogram, then a core sampler
   (ancestral for any process, first-hitting for absorbing), then graphs -> RDKit molecules.
@@ -42,7 +43,6 @@ from discdiff.chem.graph import (
 )
 from discdiff.chem.metrics import canonical_set, molecule_metrics
 from discdiff.chem.properties import quantile_edges
-from discdiff.losses import continuous_elbo
 from discdiff.nn import denoiser_from_config
 from discdiff.nn.graph_transformer import (
     GraphTransformerConfig,
@@ -51,7 +51,7 @@ from discdiff.nn.graph_transformer import (
 )
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
-from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.base import Task, register_task, task_objective
 from discdiff.tasks.molecule_conditioning import PropertyConditioning, graph_properties
 from discdiff.tasks.molecule_config import MoleculeTaskConfig, takes_prior
 from discdiff.tasks.molecule_data import GraphDataset, load_training_smiles
@@ -105,6 +105,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         self.config = config
         self.vocab = config.graph_vocab
         self.processes = self._build_processes()
+        self.objective = task_objective(config, self.processes)
         self._data: dict[str, GraphDataset] = {}
         self._folder: Path | None = None
 
@@ -124,6 +125,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         property_values: Tensor | None = None,
         property_bins: int = 16,
         ce_weight: float = 0.0,
+        objective: str = "elbo",
     ) -> MoleculeTask:
         """Task whose priors and node histogram are the statistics of ``graphs``.
 
@@ -166,6 +168,7 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             edge_weight=edge_weight,
             dataset=dataset,
             ce_weight=ce_weight,
+            objective=objective,
         )
         return cls(cfg)
 
@@ -385,35 +388,29 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
         generator: torch.Generator | None = None,
         boundary: bool = False,
     ) -> Tensor:
-        """Weighted continuous-time negative ELBO per molecule, (B,) nats: the Trainer's
-        objective. Training (``boundary=False``) drops property labels to null at random
-        (:meth:`_drop_labels`, from the trainer's generator); ``boundary=True`` adds the
-        boundary terms and keeps every label."""
+        """The configured objective per molecule, (B,) nats (by default the continuous-time
+        negative ELBO, bonds weighted by ``edge_weight``, plus ``ce_weight`` x_0 cross-entropy):
+        the Trainer's loss. Training (``boundary=False``) drops property labels to null at
+        random (:meth:`_drop_labels`, from the trainer's generator); ``boundary=True`` is the
+        objective's unweighted bound, with every label kept."""
         x0, mask, cond = self.fields(batch)
         if "label" in cond and not boundary:
             cond["label"] = self._drop_labels(cond["label"], generator)
-        return continuous_elbo(
-            self.processes,
-            model,
-            x0,
-            mask,
-            cond=cond,
-            weights={"bonds": self.config.edge_weight},
-            boundary=boundary,
-            generator=generator,
-            ce_weight=0.0 if boundary else self.config.ce_weight,
-        )
+        return self.objective.loss(
+            self.processes, model, x0, mask, cond=cond, generator=generator, boundary=boundary,
+            config=self.config,
+        )  # fmt: skip
 
     def loss_fn(self, model: Callable[..., Any], batch: dict, generator: torch.Generator) -> Tensor:
         """:meth:`loss` as the Trainer calls it (no boundary terms), (B,) nats."""
         return self.loss(model, batch, generator, boundary=False)
 
     def nll_fn(self, model: Callable[..., Any], batch: dict, generator: torch.Generator) -> Tensor:
-        """Unweighted full negative ELBO (a bound on -log p(graph | N), given the molecule's
-        property bins for a conditioned task), (B,) nats."""
+        """The objective's unweighted bound (for the ELBO: a bound on -log p(graph | N), given
+        the molecule's property bins for a conditioned task), (B,) nats."""
         x0, mask, cond = self.fields(batch)
-        return continuous_elbo(
-            self.processes, model, x0, mask, cond=cond, boundary=True, generator=generator
+        return self.objective.evaluate(
+            self.processes, model, x0, mask, cond=cond, generator=generator, config=self.config
         )
 
     def to_mols(self, graphs: Sequence[Graph]) -> list[Chem.Mol]:

@@ -14,7 +14,7 @@ from discdiff.nn import TransformerConfig, TransformerDenoiser, denoiser_from_co
 from discdiff.processes import PROCESSES, Process
 from discdiff.processes import make_process as _registry_process
 from discdiff.schedules import make_schedule
-from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
+from discdiff.tasks.base import TaskConfig, process_problem, task_objective, usable_processes
 
 __all__ = [
     "IMAGE_SHAPES",
@@ -73,6 +73,9 @@ class PixelConfig(TaskConfig):
     these betas barely move mass, so the prior term of the bound stays large: raise beta_end).
     label_dropout: probability of replacing a training label by the null label (CFG).
     hybrid_lambda: weight of the x_0 cross-entropy in the Gaussian model's hybrid loss.
+    objective: a registered objective (:mod:`discdiff.objectives`) for a continuous-time
+    process ("elbo", "score_entropy", "dfm", ...); a discrete-time one trains on D3PM's hybrid
+    loss and takes "elbo" only.
     """
 
     data: str = "mnist"
@@ -83,6 +86,7 @@ class PixelConfig(TaskConfig):
     beta_end: float = 0.02
     label_dropout: float = 0.1
     hybrid_lambda: float = 0.01
+    objective: str = "elbo"
 
     def __post_init__(self) -> None:
         _check_data(self.data)
@@ -105,6 +109,13 @@ class PixelConfig(TaskConfig):
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if not self.hybrid_lambda >= 0.0:
             raise ValueError(f"hybrid_lambda must be >= 0, got {self.hybrid_lambda}")
+        task_objective(self)  # registered, and fit for the process by name
+        discrete = getattr(PROCESSES.get(self.process), "discrete_time", False)
+        if discrete and self.objective != "elbo":
+            raise ValueError(
+                f"objective={self.objective!r} needs a continuous-time process; "
+                f"process={self.process!r} is discrete-time (trained on D3PM's hybrid loss)"
+            )
 
     @property
     def height(self) -> int:

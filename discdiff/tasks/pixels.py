@@ -7,6 +7,8 @@ An image is one field ``(B, H*W)`` of intensity ids in ``[0, levels)`` (row-majo
 - ``"absorbing"``: :class:`~discdiff.processes.Absorbing` with the log-linear schedule,
   continuous time, trained and scored with :func:`~discdiff.losses.continuous_elbo` (MDLM);
 - ``"uniform"``: :class:`~discdiff.processes.Uniform`, continuous time, the same ELBO (UDLM);
+  a continuous-time process trains on any registered objective (``objective``: score entropy,
+  DFM, a newcomer's), scored with that objective's bound;
 - ``"gaussian"``: D3PM's discretized-Gaussian transition on
   :class:`~discdiff.processes.Dense`, T discrete steps, trained with
   :func:`~discdiff.losses.hybrid_loss` and scored with :func:`~discdiff.losses.vlb_loss`.
@@ -42,10 +44,10 @@ from discdiff.datasets.images import (
     check_split,
     load_images,
 )
-from discdiff.losses import continuous_elbo, hybrid_loss, vlb_loss
+from discdiff.losses import hybrid_loss, vlb_loss
 from discdiff.nn import TransformerDenoiser
 from discdiff.samplers import Sampler
-from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.base import Task, register_task, task_objective, x0_denoiser
 from discdiff.tasks.pixel_config import (
     IMAGE_SHAPES,
     PROCESS_KINDS,
@@ -124,6 +126,7 @@ class PixelTask(Task):
         self.config = config
         self.process = make_process(config)
         self.processes = {"pixels": self.process}
+        self.objective = task_objective(config, self.process)
         self._data: dict[str, TorchImages] = {}
 
     @classmethod
@@ -229,7 +232,9 @@ class PixelTask(Task):
         den = self.denoiser(model)
         if self.discrete_time:
             return vlb_loss(self.process, den, x0, cond=cond, generator=generator)
-        return continuous_elbo(self.process, den, x0, cond=cond, boundary=True, generator=generator)
+        return self.objective.evaluate(
+            self.process, den, x0, None, cond=cond, generator=generator, config=self.config
+        )
 
     def loss_fn(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> Tensor:
         """Training objective in nats per image (B,), with labels dropped to null at random.
@@ -256,9 +261,10 @@ class PixelTask(Task):
                 lam=self.config.hybrid_lambda,
                 generator=generator,
             )
-        return continuous_elbo(
-            self.process, den, x0, cond=cond, boundary=False, generator=generator
-        )
+        return self.objective.loss(
+            self.process, den, x0, None, cond=cond, generator=generator, boundary=False,
+            config=self.config,
+        )  # fmt: skip
 
     def eval_fn(self, model: nn.Module, batch: Any, generator: torch.Generator) -> Tensor:
         """Held-out negative ELBO in nats per image (B,), conditioned on the true labels."""
@@ -394,7 +400,7 @@ def _sample_batches(
     for start in range(0, y.numel(), batch_size):
         yb = y[start : start + batch_size].to(device)
         res = sampler.sample(
-            task.denoiser(model),
+            x0_denoiser(task.denoiser(model), task.objective, task.process),
             task.process,
             (yb.numel(), task.config.num_pixels),
             cond={"label": yb},

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from discdiff.checks import reads_are_free
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
-from discdiff.tasks.base import Task, register_task
+from discdiff.tasks.base import Task, register_task, task_objective
 from discdiff.tasks.text_ar import AutoregressiveYardstick
 from discdiff.tasks.text_config import (
     OBJECTIVES,
@@ -71,7 +71,6 @@ from discdiff.tasks.text_config import (
     TextTaskConfig,
     _padding_cond,
     collate_text,
-    objective,
     text_processes,
 )
 from discdiff.tasks.text_data import (
@@ -146,15 +145,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         K = tokenizer.vocab_size
         self.process: Process = make_process(config.process, K, schedule=config.schedule)
         self.processes = {"tokens": self.process}
-        self.objective = objective(config.objective)
-        if self.objective.needs_scores:
-            from discdiff.processes.scores import has_scores
-
-            if not has_scores(self.process):
-                raise ValueError(
-                    f"objective={config.objective!r} needs a mixing process (uniform, absorbing, "
-                    f"marginal), got process={config.process!r}"
-                )
+        self.objective = task_objective(config, self.process)
         self._chunks: dict[str, PreparedWindows] = {}
         self._files: Any = None
         self._data_record: dict[str, Any] | None = None  # data.json of a saved run

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.samplers import Sampler
+from discdiff.tasks.base import x0_denoiser
 from discdiff.tasks.text_eval import parse_infill
 
 __all__ = ["TextSampling"]
@@ -78,10 +79,7 @@ class TextSampling:
                     "the task hands samplers x0 logits (a score model is converted exactly): "
                     "use output='x0' (the default)"
                 )
-            if self.objective.output == "scores":  # every sampler reads x_0 logits
-                from discdiff.samplers.scores import ScoresAsX0
-
-                den = ScoresAsX0(den, self.process)
+            den = x0_denoiser(den, self.objective, self.process)  # every sampler reads x_0
             if L > W or eod is not None:
                 from discdiff.samplers.blocks import sample_blocks
 
