@@ -62,10 +62,10 @@ stage train $((BUDGET + 120)) discdiff molecules train --data qm9 --out "$RUN" $
   --time-budget "$BUDGET" --device "$DEVICE" --no-progress $TRAIN_FLAGS || exit 1
 
 # 3. sample: the model alone, then the chemist's default (guards + rejection)
-stage sample_raw 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
+stage sample_raw 120 discdiff molecules sample "$RUN" -n "$SAMPLES" --seed 0 \
   --no-valence-guard --no-motif-guard --no-repair --no-reject --keep-invalid \
   --batch-size 2500 --device "$DEVICE" --no-progress --out "$WORK/raw.smi"
-stage sample_default 120 discdiff molecules sample --checkpoint "$RUN" -n "$SAMPLES" --seed 0 \
+stage sample_default 120 discdiff molecules sample "$RUN" -n "$SAMPLES" --seed 0 \
   --batch-size 2500 --device "$DEVICE" --no-progress --out "$WORK/default.smi"
 
 # 4. count with RDKit alone (validity, aromatic share, uniqueness, novelty against all of QM9)

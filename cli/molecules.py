@@ -73,6 +73,14 @@ _GLOBAL_SIZES = {"global_dim": 64, "global_ff_dim": 128}
 
 @app.command()
 def sample(
+    model_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[MODEL]",
+            help="A run directory, one of its checkpoints, exported weights (.safetensors) or a "
+            "shipped model: qm9 (default) | qm9-qed (conditioned on QED: --target qed=...).",
+        ),
+    ] = None,
     num: Annotated[int, typer.Option("-n", "--num", help="Number of molecules.")] = 1000,
     out: Annotated[Path, typer.Option("--out", help="Output file: .sdf, .smi or .csv.")] = Path(
         "mols.sdf"
@@ -120,10 +128,7 @@ def sample(
     seed: Seed = 0,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(
-            help="Weights (.safetensors, config JSON beside), a training run dir, or a shipped "
-            "model: qm9 (default) | qm9-qed (conditioned on QED: --target qed=...)."
-        ),
+        typer.Option("--checkpoint", hidden=True, help="The same as MODEL (an older name)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Molecules per denoiser batch.")] = 250,
     device: Device = "cpu",
@@ -153,6 +158,9 @@ def sample(
     mo.check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
     dev = _device(device)
+    if model_path is not None and checkpoint is not None:
+        raise ValueError("give the model once: MODEL or --checkpoint (its older name)")
+    checkpoint = model_path or checkpoint
     task, model = runs.from_pretrained(checkpoint or "qm9", device=dev, expect="molecules")
     model = compiled(model, compile, cuda_graphs)
     cond = ms.conditioning(task, target, guidance, scaffold, num_atoms, bare_scaffold, target_mode)
@@ -451,9 +459,7 @@ def evaluate(
 
 @app.command()
 def export(
-    run_dir: Annotated[
-        Path, typer.Argument(help="A molecule run directory, or one of its checkpoints.")
-    ],
+    run_dir: ModelArg,
     out: Annotated[Path, typer.Option("--out", help="Weights file (*_model.safetensors).")],
     ema: UseEma = None,
     raw: RawWeights = False,

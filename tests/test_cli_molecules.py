@@ -136,6 +136,8 @@ def test_sample_unique_and_novel(tmp_path, capsys) -> None:
         (["--out", "mols.xyz"], "unknown extension"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--checkpoint", "missing_model.safetensors"], "does not exist"),
+        (["missing_model.safetensors"], "does not exist"),
+        (["qm9", "--checkpoint", "qm9"], "give the model once"),
         (["--grid", "grid.jpg"], "expected a .png"),
         (["--time-power", "0"], "grid_power must be > 0"),
         (["--target", "qed=0.7"], "the model is conditioned on none"),
