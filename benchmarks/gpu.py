@@ -282,7 +282,7 @@ def molecule_train(device: torch.device, quick: bool, compile_too: bool) -> dict
                      edge_ff_dim=8, global_dim=8, global_ff_dim=8)  # fmt: skip
         batch, rounds = 4, 3
     else:
-        from discdiff.tasks.molecule_data import prepare_molecule_data
+        from discdiff.tasks.molecules.data import prepare_molecule_data
 
         prep = prepare_molecule_data("qm9")
         task = MoleculeTask.from_graphs(prep.graphs, prep.vocab, max_nodes=prep.max_nodes,

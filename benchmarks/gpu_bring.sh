@@ -20,7 +20,7 @@ if ! ls .gpu/whl/rdkit-"$RDKIT"-*.whl >/dev/null 2>&1; then
 fi
 # QM9's splits and graphs in the user's cache (fetched from the qm9pack wheel if missing)
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$PY" -c "
-from discdiff.tasks.molecule_data import prepare_molecule_data
+from discdiff.tasks.molecules.data import prepare_molecule_data
 prep = prepare_molecule_data('qm9', workers=2)
 print('qm9:', prep.report())"
 c=$("$PY" -c "from discdiff.datasets._fetch import cache_dir; print(cache_dir())")

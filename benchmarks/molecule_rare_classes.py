@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from discdiff.chem.graph import mol_to_graph
-from discdiff.tasks.molecule_data import load_training_smiles
+from discdiff.tasks.molecules.data import load_training_smiles
 from discdiff.tasks.runs import from_pretrained
 
 

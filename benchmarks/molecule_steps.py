@@ -26,8 +26,8 @@ import torch
 
 from discdiff.chem.metrics import format_metrics_table, molecule_metrics, reference_stats
 from discdiff.datasets.qm9 import load_qm9
-from discdiff.tasks.molecule_data import novelty_sets
 from discdiff.tasks.molecules import GRID_POWER
+from discdiff.tasks.molecules.data import novelty_sets
 from discdiff.tasks.runs import from_pretrained
 
 COLUMNS = ["validity", "validity_connected", "uniqueness", "novelty_whole", "atom_tv",

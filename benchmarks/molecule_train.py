@@ -52,8 +52,8 @@ def sizes_of(name: str) -> dict[str, Any]:
 
 def qm9_task(max_train: int) -> Any:
     """The molecule task on the first ``max_train`` QM9 SMILES (fetched and cached once)."""
-    from discdiff.tasks.molecule_data import prepare_molecule_data
     from discdiff.tasks.molecules import MoleculeTask
+    from discdiff.tasks.molecules.data import prepare_molecule_data
 
     prep = prepare_molecule_data("qm9", max_train=max_train)
     task = MoleculeTask.from_graphs(prep.graphs, prep.vocab, max_nodes=prep.max_nodes)

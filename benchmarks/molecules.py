@@ -51,11 +51,11 @@ from discdiff.chem.valence import GUARD_STEPS  # noqa: E402
 from discdiff.datasets.moses import load_moses  # noqa: E402
 from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
-from discdiff.tasks.molecule_data import novelty_sets  # noqa: E402
 from discdiff.tasks.molecules import (  # noqa: E402
     GRID_POWER,
     SAMPLE_STEPS,
 )
+from discdiff.tasks.molecules.data import novelty_sets  # noqa: E402
 from discdiff.tasks.runs import from_pretrained  # noqa: E402
 
 MAIN = ["num_samples", "validity", "validity_repaired", "validity_connected", "uniqueness",

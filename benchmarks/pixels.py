@@ -75,9 +75,8 @@ def run_one(kind: str, args: argparse.Namespace, classifier, train, test) -> dic
         seed=args.seed,
     )
     start = time.perf_counter()
-    metrics = px.train_pixels(
-        task, model, train_config, run_dir, train_data=train, device="cpu", progress=False
-    )
+    task.attach_data(train)
+    metrics = runs.train(task, model, train_config, run_dir, device="cpu", progress=False)
     train_s = time.perf_counter() - start
     task, model = runs.load_run(run_dir, expect="pixels")
     g = torch.Generator().manual_seed(args.seed)

@@ -28,7 +28,7 @@ import torch
 from discdiff.samplers import make_sampler
 from discdiff.tasks import runs
 from discdiff.tasks.text import TextTask, TextTaskConfig
-from discdiff.tasks.text_metrics import unigram_entropy
+from discdiff.tasks.text.metrics import unigram_entropy
 from discdiff.training import TrainConfig
 
 SIZES = dict(num_layers=2, d_model=128, num_heads=4, cond_dim=64)

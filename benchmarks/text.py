@@ -173,8 +173,8 @@ def bigram_row(task: TextTask, args: argparse.Namespace) -> dict:
     """An add-one character bigram fit on the training text, scored on the test text (and the
     out-of-domain one) in chunks of seq_len characters: bits per character with the ratio
     standard error the models get."""
-    from discdiff.tasks.text_data import load_corpus
-    from discdiff.tasks.text_metrics import CharNGram
+    from discdiff.tasks.text.data import load_corpus
+    from discdiff.tasks.text.metrics import CharNGram
 
     model = CharNGram(load_corpus(args.corpus, "train"), n=2, k=1.0)
 

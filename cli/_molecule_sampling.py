@@ -92,7 +92,7 @@ def sample_and_report(
     """Sample ``n`` graphs, decode them, compute metrics; returns (records, metrics, s)."""
     from discdiff.chem.export import decode_samples
     from discdiff.chem.rejection import Rejection, RejectionStats
-    from discdiff.tasks.molecule_data import novelty_sets
+    from discdiff.tasks.molecules.data import novelty_sets
 
     if (unique or novel) and not reject:
         raise ValueError("--unique and --novel work through --reject, which is off")

@@ -248,8 +248,8 @@ def train(
 ) -> None:
     """Train a graph denoiser; the run dir holds task.json, data, checkpoints and metrics."""
     from discdiff.tasks import runs
-    from discdiff.tasks.molecule_data import prepare_molecule_data
     from discdiff.tasks.molecules import MoleculeTask
+    from discdiff.tasks.molecules.data import prepare_molecule_data
 
     ms.positive(layers, "--layers")
     if init is not None and flags.denoiser is not None:
@@ -362,7 +362,7 @@ def train(
 
 def _with_properties(task, names, bins, dropout, train_set, val_set, prep):
     """The task conditioned on ``names`` and both splits with their property values."""
-    from discdiff.tasks.molecules import graph_properties
+    from discdiff.tasks.molecules.conditioning import graph_properties
 
     n = len(prep.graphs) + len(prep.val_graphs)
     typer.echo(f"computing {', '.join(names)} of {n} molecules")
@@ -443,7 +443,7 @@ def evaluate(
     )  # fmt: skip
     if fcd:
         from discdiff.chem.metrics import frechet_chemnet_distance
-        from discdiff.tasks.molecule_data import reference_smiles
+        from discdiff.tasks.molecules.data import reference_smiles
 
         ref = reference_smiles(task.config.dataset)
         metrics["fcd"] = frechet_chemnet_distance([r.smiles for r in records if r.valid], ref)

@@ -70,7 +70,7 @@ def prepare(
     """Tokenize CORPUS once into flat token files (train/val/test.bin + meta.json) that
     `text train DATA_DIR` reads through memory maps."""
     set_threads(threads)
-    from discdiff.tasks.text_data import prepare_corpus
+    from discdiff.tasks.text.data import prepare_corpus
 
     if str(out) in ("", "."):
         raise ValueError("--out: name a folder for the prepared data (not the current directory)")
@@ -221,7 +221,7 @@ def train(
             time_conditioning=time_conditioning,
             self_conditioning=self_conditioning,
         )
-        from discdiff.tasks.text_data import prepared_cache
+        from discdiff.tasks.text.data import prepared_cache
 
         data_dir, made = prepared_cache(
             corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress
@@ -384,7 +384,7 @@ def sample(
     judge_run = None
     if judge is not None:
         judge_run = runs.from_pretrained(judge, device=device, expect="text")
-        from discdiff.tasks.text import _same_tokenizer
+        from discdiff.tasks.text.task import _same_tokenizer
 
         if not _same_tokenizer(judge_run[0].tokenizer, task.tokenizer):
             raise ValueError(f"--judge {judge}: its tokenizer is not the sampled run's")
@@ -435,7 +435,7 @@ def sample(
         bar.close()
     ids = torch.cat(parts)
     if judge_run is not None:
-        from discdiff.tasks.text_metrics import unigram_entropy
+        from discdiff.tasks.text.metrics import unigram_entropy
 
         scored = None
         eod = task._eod_id() if stop_at_eod else None

@@ -109,7 +109,7 @@ def test_sample_temperature_is_the_samplers(tmp_path) -> None:
 def test_sample_unique_and_novel(tmp_path, capsys) -> None:
     """--unique --novel: distinct molecules, none of them in QM9 (any split), each count shown."""
     from discdiff.chem.metrics import canonical_set
-    from discdiff.tasks.molecule_data import novelty_sets
+    from discdiff.tasks.molecules.data import novelty_sets
 
     smi = tmp_path / "m.smi"
     args = ["molecules", "sample", "-n", "30", "--steps", "4", "--out", str(smi)]

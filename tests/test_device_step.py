@@ -325,7 +325,7 @@ def test_sequence_training_steps_read_nothing_back_on_an_accelerator(tmp_path, t
 
 
 def test_padding_cond_reads_the_mask_only_where_free():
-    from discdiff.tasks.text_config import _padding_cond
+    from discdiff.tasks.text.config import _padding_cond
 
     full = torch.ones(2, 3, dtype=torch.bool)
     part = full.clone()

@@ -12,7 +12,7 @@ import torch
 import discdiff as dd
 from discdiff.cli.main import main
 from discdiff.tasks import runs
-from discdiff.tasks.molecule_data import prepare_molecule_data
+from discdiff.tasks.molecules.data import prepare_molecule_data
 from discdiff.tasks.text import TextTask
 from discdiff.training import TrainConfig
 

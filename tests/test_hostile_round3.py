@@ -80,7 +80,7 @@ def test_one_atom_molecules_sample():
 
 
 def test_one_chunk_has_no_standard_error_and_a_huge_loss_no_overflow():
-    from discdiff.tasks.text_eval import summarise
+    from discdiff.tasks.text.evaluation import summarise
 
     one = summarise(torch.tensor([10.0]), torch.tensor([8.0]), torch.tensor([8.0]), 1, False)
     line = one.format(per_token=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from discdiff.chem.graph import GraphVocab
-from discdiff.tasks import molecule_encoding as me
-from discdiff.tasks.molecule_data import load_training_smiles, prepare_molecule_data
+from discdiff.tasks.molecules import encoding as me
+from discdiff.tasks.molecules.data import load_training_smiles, prepare_molecule_data
 
 BAD = ["C1CC", "not a smiles", "[Na+].[Cl-]", "C[C@H](N)C(=O)O"]  # ring open, junk, Na, 6 atoms
 

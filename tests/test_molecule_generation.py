@@ -24,11 +24,8 @@ from discdiff.chem.properties import (
     quantile_edges,
 )
 from discdiff.chem.valence import atom_capacities, bond_orders, guarded_bonds
-from discdiff.tasks.molecules import (
-    MoleculeTask,
-    graph_properties,
-    shipped_checkpoint,
-)
+from discdiff.tasks.molecules import MoleculeTask, shipped_checkpoint
+from discdiff.tasks.molecules.conditioning import graph_properties
 from discdiff.tasks.runs import from_pretrained, warm_start
 
 SMILES = ["CCO", "CC(=O)O", "c1ccoc1", "CC#N", "OCC(O)CO", "CC(C)O", "C1CC1N", "COC=O"]
@@ -359,7 +356,7 @@ def test_pyg_dataset_trains_and_scores_like_the_padded_one(tmp_path) -> None:
 
 def test_canonical_sets_are_cached_on_disk_and_missing_data_is_said(tmp_path, monkeypatch):
     import discdiff.chem.metrics as metrics
-    from discdiff.tasks.molecule_data import cached_canonical_set, novelty_sets
+    from discdiff.tasks.molecules.data import cached_canonical_set, novelty_sets
 
     smiles = ["OCC", "C(C)O", "c1ccoc1", "not smiles"]
     first = cached_canonical_set(smiles, cache=tmp_path)
@@ -388,7 +385,7 @@ def test_canonical_sets_are_cached_on_disk_and_missing_data_is_said(tmp_path, mo
 def test_shipped_qm9_sets_load_for_this_rdkit_and_are_refused_for_another(tmp_path) -> None:
     import gzip
 
-    from discdiff.tasks.molecule_data import QM9_SETS, novelty_sets, shipped_qm9_sets
+    from discdiff.tasks.molecules.data import QM9_SETS, novelty_sets, shipped_qm9_sets
 
     sets = shipped_qm9_sets()
     assert sets is not None, "the shipped canonical QM9 sets do not load for this RDKit"
@@ -405,7 +402,7 @@ def test_shipped_qm9_sets_load_for_this_rdkit_and_are_refused_for_another(tmp_pa
 def test_shipped_qm9_sets_equal_the_data() -> None:
     from discdiff.chem.metrics import canonical_set
     from discdiff.datasets.qm9 import load_qm9
-    from discdiff.tasks.molecule_data import shipped_qm9_sets
+    from discdiff.tasks.molecules.data import shipped_qm9_sets
 
     train, whole = shipped_qm9_sets()
     assert train == canonical_set(load_qm9("train"))

@@ -15,7 +15,7 @@ import discdiff.datasets.token_files as tf
 from discdiff.cli.main import main
 from discdiff.tasks import runs
 from discdiff.tasks.text import TextTask, TextTaskConfig
-from discdiff.tasks.text_data import PreparedWindows
+from discdiff.tasks.text.data import PreparedWindows
 from discdiff.training import TrainConfig
 
 WORDS = "the king and queen of england went to war with france in spring".split()

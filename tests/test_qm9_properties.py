@@ -9,8 +9,8 @@ import torch
 from discdiff.chem.graph import GraphVocab, mol_to_graph
 from discdiff.chem.properties import PROPERTIES, property_values
 from discdiff.datasets.qm9 import HARTREE_EV, QM9_QUANTUM, load_qm9_quantum
-from discdiff.tasks.molecule_data import load_training_smiles
-from discdiff.tasks.molecules import graph_properties
+from discdiff.tasks.molecules.conditioning import graph_properties
+from discdiff.tasks.molecules.data import load_training_smiles
 
 
 def test_values_are_the_packaged_ones_in_their_units():

@@ -20,13 +20,13 @@ from discdiff.tasks.text import (
     TextDenoiser,
     TextTask,
     TextTaskConfig,
-    _ratio_se,
     encode_text,
     load_corpus,
     parse_infill,
     word_coverage,
     words,
 )
+from discdiff.tasks.text.evaluation import _ratio_se
 from discdiff.tokenizers import BPETokenizer, CharTokenizer
 from discdiff.training import TrainConfig
 
@@ -366,7 +366,7 @@ def test_benchmark_and_example_run_on_a_tiny_budget(corpus, tmp_path, capsys):
 
 
 def test_generative_perplexity_and_unigram_entropy_exactly(corpus):
-    from discdiff.tasks.text_metrics import unigram_entropy
+    from discdiff.tasks.text.metrics import unigram_entropy
 
     task = new_task(corpus)
     judge = new_model(task, ar=True)  # zero head: uniform over K, so perplexity K exactly

@@ -8,7 +8,7 @@ Ertl & Schuffenhauer 2009, RDKit Contrib's sascorer; 1 = easy .. 10 = hard). A p
 function of a sanitised RDKit molecule; :func:`register_property` adds one. QM9's DFT
 properties (``mu``, ``alpha``, ``homo``, ``lumo``, ``gap``, ``r2``, ``zpve``, ``cv``) are
 registered by the molecule task, which looks them up in the data's own table
-(:func:`discdiff.tasks.molecule_conditioning.register_qm9_properties`; NaN outside QM9).
+(:func:`discdiff.tasks.molecules.conditioning.register_qm9_properties`; NaN outside QM9).
 
 Conditioning by bins: :func:`quantile_edges` cuts the training values into ``n`` bins of equal
 mass (``n - 1`` edges), :func:`bin_labels` maps values to bin ids (NaN, a molecule whose

@@ -61,7 +61,7 @@ def resident_fields(data: object) -> dict[str, Tensor] | None:
 
     A dataset qualifies by a ``fields`` mapping of tensors whose first dimension is its length,
     with ``collate([data[i] for i in idx]) == {k: v[idx] for k, v in fields.items()}`` (as
-    :class:`discdiff.tasks.molecule_data.GraphDataset` promises): its batches can then be
+    :class:`discdiff.tasks.molecules.data.GraphDataset` promises): its batches can then be
     gathered on the device from one resident copy, with no DataLoader and no Python per item.
     """
     fields = getattr(data, "fields", None)

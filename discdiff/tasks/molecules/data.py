@@ -19,7 +19,7 @@ from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, to_dense_fields
 from discdiff.files import usual_permissions
-from discdiff.tasks.molecule_encoding import encode_smiles, encode_with_reasons
+from discdiff.tasks.molecules.encoding import encode_smiles, encode_with_reasons
 
 __all__ = [
     "GraphDataset",
@@ -251,7 +251,7 @@ def cached_canonical_set(smiles: Sequence[str], cache: Path | None = None) -> se
 
 _SPLITS = {"qm9": ("train", "val", "test"), "moses": ("train", "test", "test_scaffolds")}
 #: the canonical QM9 sets, shipped beside the QM9 checkpoint so that novelty needs no download
-QM9_SETS = Path(__file__).resolve().parent.parent / "assets" / "qm9_canonical.txt.gz"
+QM9_SETS = Path(__file__).resolve().parents[2] / "assets" / "qm9_canonical.txt.gz"
 
 
 def _rdkit_header() -> str:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import x0_denoiser
-from discdiff.tasks.text_eval import parse_infill
+from discdiff.tasks.text.evaluation import parse_infill
 
 __all__ = ["TextSampling"]
 

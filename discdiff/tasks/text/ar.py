@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from discdiff.nn import TransformerConfig
-from discdiff.tasks.text_eval import TextEval
+from discdiff.tasks.text.evaluation import TextEval
 
 __all__ = ["AutoregressiveYardstick"]
 

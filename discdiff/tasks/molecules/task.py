@@ -52,10 +52,10 @@ from discdiff.nn.graph_transformer import (
 from discdiff.processes import Process, make_process
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task, task_objective
-from discdiff.tasks.molecule_conditioning import PropertyConditioning, graph_properties
-from discdiff.tasks.molecule_config import MoleculeTaskConfig, takes_prior
-from discdiff.tasks.molecule_data import GraphDataset, load_training_smiles
-from discdiff.tasks.molecule_sampling import GRID_POWER, SAMPLE_STEPS, GraphSampling
+from discdiff.tasks.molecules.conditioning import PropertyConditioning, graph_properties
+from discdiff.tasks.molecules.config import MoleculeTaskConfig, takes_prior
+from discdiff.tasks.molecules.data import GraphDataset, load_training_smiles
+from discdiff.tasks.molecules.sampling import GRID_POWER, SAMPLE_STEPS, GraphSampling
 
 __all__ = [
     "GRID_POWER",

@@ -25,8 +25,8 @@ copies of training images would sit at distance 0, far below the real baseline).
 
 This module holds no loop of its own: training is :class:`~discdiff.training.Trainer` through
 the spine (:mod:`discdiff.tasks.runs`), sampling any registered sampler (ancestral by default).
-The config and the denoiser's options live in :mod:`discdiff.tasks.pixel_config`, the
-metrics in :mod:`discdiff.tasks.pixel_metrics`.
+The config and the denoiser's options live in :mod:`discdiff.tasks.pixels.config`, the
+metrics in :mod:`discdiff.tasks.pixels.metrics`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from discdiff.losses import hybrid_loss, vlb_loss
 from discdiff.nn import TransformerDenoiser
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task, task_objective, x0_denoiser
-from discdiff.tasks.pixel_config import (
+from discdiff.tasks.pixels.config import (
     IMAGE_SHAPES,
     PROCESS_KINDS,
     ModelOptions,
@@ -59,7 +59,7 @@ from discdiff.tasks.pixel_config import (
     model_config,
     pixel_processes,
 )
-from discdiff.tasks.pixel_metrics import (
+from discdiff.tasks.pixels.metrics import (
     PixelClassifier,
     bits_per_dim,
     classify,
@@ -70,7 +70,6 @@ from discdiff.tasks.pixel_metrics import (
     save_grid,
     train_classifier,
 )
-from discdiff.training import TrainConfig
 
 __all__ = [
     "PROCESS_KINDS",
@@ -84,9 +83,9 @@ __all__ = [
     "build_model",
     "check_labels",
     "load_data",
+    "ImageDataset",
     "TorchImages",
     "pixel_processes",
-    "train_pixels",
     "bits_per_dim",
     "sample_images",
     "image_grid",
@@ -160,6 +159,16 @@ class PixelTask(Task):
             raise ValueError(
                 f"the denoiser predicts {cfg.num_classes} levels; the task has {self.config.levels}"
             )
+
+    def attach_data(
+        self, train: ImageDataset | None = None, val: ImageDataset | None = None
+    ) -> None:
+        """Images to train (and hold out) on instead of the data set's train / valid splits
+        (a subset, or images of your own of the same shape and levels)."""
+        if train is not None:
+            self._data["train"] = TorchImages(train)
+        if val is not None:
+            self._data["valid"] = TorchImages(val)
 
     def dataset(self, split: str) -> TorchImages:
         """One split as a torch Dataset ("val" is the data set's "valid" split)."""
@@ -315,33 +324,6 @@ class TorchImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.pixels[i], self.labels[i]
-
-
-def train_pixels(
-    task: PixelTask,
-    model: nn.Module,
-    train_config: TrainConfig,
-    run_dir: str | os.PathLike[str],
-    *,
-    resume: bool = False,
-    train_data: ImageDataset | None = None,
-    eval_data: ImageDataset | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, float]:
-    """:func:`discdiff.tasks.runs.train` for a pixel task; returns the Trainer's last metrics.
-
-    ``train_data`` / ``eval_data`` replace the data set's train / valid splits.
-    """
-    from discdiff.tasks import runs
-
-    if train_data is not None:
-        task._data["train"] = TorchImages(train_data)
-    if eval_data is not None:
-        task._data["valid"] = TorchImages(eval_data)
-    return runs.train(
-        task, model, train_config, run_dir, resume=resume, device=device, progress=progress
-    )
 
 
 def check_labels(task: PixelTask, labels: Tensor | list[int]) -> Tensor:

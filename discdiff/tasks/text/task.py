@@ -45,7 +45,7 @@ cross-entropy of every step averaged)::
 :class:`TextTask` is a :class:`~discdiff.tasks.base.Task`: the spine
 (:mod:`discdiff.tasks.runs`) trains, resumes, loads, evaluates and samples it like any other
 task; its run directory adds ``tokenizer/`` beside ``task.json``. Data live in
-:mod:`discdiff.tasks.text_data`, scores and infill templates in :mod:`discdiff.tasks.text_eval`.
+:mod:`discdiff.tasks.text.data`, scores and infill templates in :mod:`discdiff.tasks.text.evaluation`.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ from discdiff.checks import reads_are_free
 from discdiff.nn import TransformerConfig, TransformerDenoiser
 from discdiff.processes import Process, make_process
 from discdiff.tasks.base import Task, register_task, task_objective
-from discdiff.tasks.text_ar import AutoregressiveYardstick
-from discdiff.tasks.text_config import (
+from discdiff.tasks.text.ar import AutoregressiveYardstick
+from discdiff.tasks.text.config import (
     OBJECTIVES,
     TOKENIZERS,
     TextDenoiser,
@@ -73,16 +73,16 @@ from discdiff.tasks.text_config import (
     collate_text,
     text_processes,
 )
-from discdiff.tasks.text_data import (
+from discdiff.tasks.text.data import (
     CORPORA,
     PreparedWindows,
     TextChunks,
     encode_text,
     load_corpus,
 )
-from discdiff.tasks.text_eval import TextEval, _ratio_se, parse_infill, summarise
-from discdiff.tasks.text_metrics import CharNGram, word_coverage, words
-from discdiff.tasks.text_sampling import TextSampling
+from discdiff.tasks.text.evaluation import TextEval, _ratio_se, parse_infill, summarise
+from discdiff.tasks.text.metrics import CharNGram, word_coverage, words
+from discdiff.tasks.text.sampling import TextSampling
 from discdiff.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from discdiff.training.timing import seconds_per_step
 
