@@ -74,3 +74,23 @@ def test_the_command_line_imports_tasks_and_presentation_only():
             if parts[0] == "discdiff" and len(parts) > 1 and parts[1] in CLI_FORBIDDEN:
                 wrong.append(f"cli/{path.relative_to(cli)} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages by name (the cli/ and datasets/ folders install under
+    discdiff): a folder with an __init__.py missing there would be left out of a wheel, and a
+    non-editable install would fail to import it."""
+    import tomllib
+
+    top = ROOT.parent
+    setup = tomllib.loads((top / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    dirs = {name: top / folder for name, folder in setup["package-dir"].items()}
+    found = set()
+    for name, folder in dirs.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            if "build" in rel or any(p.startswith((".", "_")) for p in rel):
+                continue
+            found.add(".".join((name, *rel)))
+    assert found - listed == set(), f"package folders not in pyproject.toml: {found - listed}"
