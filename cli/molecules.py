@@ -327,13 +327,7 @@ def train(
             if flags.denoiser is None:  # the graph transformer's widths that follow from these
                 sizes |= dict(_GLOBAL_SIZES, node_ff_dim=2 * node_dim, edge_ff_dim=2 * edge_dim)
         typer.echo(f"{prep.report()}; max_nodes {task.config.max_nodes}")
-        train_set = task.graph_dataset(prep.graphs)
-        val_set = task.graph_dataset(prep.val_graphs or prep.graphs[:1])
-        if names:
-            task, train_set, val_set = _with_properties(
-                task, names, property_bins, label_dropout, train_set, val_set, prep
-            )
-        task.attach_data(train_set, val_set)
+        task = task.with_data(prep, names, property_bins, label_dropout, say=typer.echo)
         torch.manual_seed(seed)
         model_entry = task.model_entry(task.new_model(flags.denoiser, **sizes))
     torch.manual_seed(seed)
@@ -358,18 +352,6 @@ def train(
     )  # fmt: skip
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float))
     typer.echo(f"done at step {int(result.get('step', config.steps))}: {shown}")
-
-
-def _with_properties(task, names, bins, dropout, train_set, val_set, prep):
-    """The task conditioned on ``names`` and both splits with their property values."""
-    from discdiff.tasks.molecules.conditioning import graph_properties
-
-    n = len(prep.graphs) + len(prep.val_graphs)
-    typer.echo(f"computing {', '.join(names)} of {n} molecules")
-    values = graph_properties(prep.graphs, task.vocab, names)
-    val_values = graph_properties(prep.val_graphs or prep.graphs[:1], task.vocab, names)
-    task = task.conditioned(names, values, bins, dropout)
-    return task, train_set.with_properties(values), val_set.with_properties(val_values)
 
 
 @app.command("eval")

@@ -107,7 +107,10 @@ def train(
         if TASKS.get(name) is not type(task):
             raise ValueError(f"--resume: {str(out)!r} is a {task.name} run, not {name!r}")
         own = {
-            "--config": (_json_arg(config, "--config") if config else {}, task.config.to_dict()),
+            "--config": (
+                type(task).comparable_settings(_json_arg(config, "--config")) if config else {},
+                task.config.to_dict(),
+            ),
             "--denoiser": (
                 {"type": flags.denoiser} if flags.denoiser else {},
                 {"type": (entry.get("denoiser") or {}).get("type")},
@@ -119,16 +122,19 @@ def train(
         }
         for flag, (given_doc, saved_doc) in own.items():
             for key, value in given_doc.items():
-                if key in saved_doc and saved_doc[key] != value:
+                if key not in saved_doc:
+                    typer.echo(
+                        f"note: --resume: {flag} {key} is not checked (the run keeps its own)",
+                        err=True,
+                    )
+                elif saved_doc[key] != value:
                     raise ValueError(
                         f"--resume: {flag} {key}={value!r} differs from the run's "
                         f"{saved_doc[key]!r}; a run's task and model are fixed (train a new --out)"
                     )
         typer.echo(f"resuming {out} ({task.name})")
     else:
-        cls = TASKS.get(name)
-        config_obj = cls.config_class.from_dict(_json_arg(config, "--config"))
-        task = cls.create(config_obj, progress=flags.progress)
+        task = TASKS.get(name).from_settings(_json_arg(config, "--config"), progress=flags.progress)
         torch.manual_seed(seed)
         entry = task.model_entry(task.new_model(flags.denoiser, **_json_arg(sizes, "--sizes")))
     torch.manual_seed(seed)

@@ -117,3 +117,36 @@ def test_task_sample_of_a_molecule_run_prints_guarded_smiles(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     assert all(Chem.MolFromSmiles(line) is not None for line in lines), lines  # guarded: valid
+
+
+def test_task_train_molecules_is_made_from_data(tmp_path, capsys):
+    """`task train molecules` takes the data as `molecules train` does (the molecule config's
+    vocabulary, priors and node counts come from the data): it trains, resumes, samples; a
+    missing "data", an unknown setting and other data on --resume are one line each."""
+    smiles = tmp_path / "m.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "CC(=O)O", "C1CC1", "CCOC", "OCCO"] * 5) + "\n")
+    run = tmp_path / "run"
+    config = json.dumps({"data": str(smiles), "properties": "qed", "property_bins": 2,
+                         "process": "uniform"})  # fmt: skip
+    base = ["task", "train", "molecules", "--out", str(run), "--config", config, "--batch-size",
+            "4", "--sizes", '{"num_layers": 1}', "--eval-every", "0", "--no-progress"]  # fmt: skip
+    assert main([*base, "--steps", "2"]) == 0
+    saved = json.loads((run / "task.json").read_text())
+    assert saved["dataset"] == str(smiles.resolve()) and saved["properties"] == ["qed"]
+    assert saved["process"] == "uniform" and len(saved["property_edges"][0]) == 1
+    capsys.readouterr()
+    assert main([*base, "--steps", "3", "--resume"]) == 0
+    assert "property_bins is not checked" in capsys.readouterr().err
+    assert main(["task", "sample", str(run), "-n", "2", "--steps", "3"]) == 0
+
+    def refused(args, needle):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+
+    other = json.dumps({"data": "qm9"})
+    refused(["task", "train", "molecules", "--out", str(run), "--config", other, "--resume",
+             "--steps", "4"], "differs from the run's")  # fmt: skip
+    refused(["task", "train", "molecules", "--out", str(tmp_path / "r2")], "made from data")
+    refused(["task", "train", "molecules", "--out", str(tmp_path / "r2"), "--config",
+             json.dumps({"data": str(smiles), "layers": 2})], "unknown molecule setting")  # fmt: skip

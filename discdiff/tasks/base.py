@@ -223,6 +223,19 @@ class Task(ABC):
         return cls(config)
 
     @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, progress: bool = False) -> Task:
+        """A new task from what a user gives (``discdiff task train NAME --config JSON``): by
+        default the config's fields (:meth:`create`); a task made from data reads its data
+        options here too (molecules: ``{"data": "qm9", "max_train": ...}``)."""
+        return cls.create(cls.config_class.from_dict(settings), progress=progress)
+
+    @classmethod
+    def comparable_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` as the saved config spells them (what ``--resume`` compares a given
+        ``--config`` with); default: as given."""
+        return dict(settings)
+
+    @classmethod
     def example(cls, folder: Path) -> tuple[Task, dict[str, Any]]:
         """A tiny instance of this task with data made or found offline (files may go in
         ``folder``) and the denoiser sizes for a model that trains in a second. Every task

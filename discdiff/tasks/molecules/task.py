@@ -54,7 +54,12 @@ from discdiff.samplers import Sampler
 from discdiff.tasks.base import Task, register_task, task_objective
 from discdiff.tasks.molecules.conditioning import PropertyConditioning, graph_properties
 from discdiff.tasks.molecules.config import MoleculeTaskConfig, takes_prior
-from discdiff.tasks.molecules.data import GraphDataset, load_training_smiles
+from discdiff.tasks.molecules.data import (
+    GraphDataset,
+    PreparedData,
+    load_training_smiles,
+    prepare_molecule_data,
+)
 from discdiff.tasks.molecules.sampling import GRID_POWER, SAMPLE_STEPS, GraphSampling
 
 __all__ = [
@@ -74,6 +79,10 @@ __all__ = [
 PROCESS_KINDS = ("marginal", "uniform", "absorbing")  # the built-in ones; plug-ins join them
 FIELDS = ("atoms", "bonds")
 _DATA_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
+#: what ``task train molecules --config`` takes besides "data" (MoleculeTask.from_settings)
+_SETTINGS = ("max_train", "max_nodes", "aromatic", "properties", "property_bins",
+             "label_dropout", "workers", "process", "schedule", "edge_weight", "ce_weight",
+             "objective")  # fmt: skip
 
 
 Graph = tuple[Tensor, Tensor]
@@ -171,6 +180,93 @@ class MoleculeTask(PropertyConditioning, GraphSampling, Task):
             objective=objective,
         )
         return cls(cfg)
+
+    @classmethod
+    def from_data(
+        cls,
+        data: str,
+        *,
+        max_train: int | None = None,
+        max_nodes: int | None = None,
+        aromatic: bool = False,
+        properties: Sequence[str] = (),
+        property_bins: int = 16,
+        label_dropout: float = 0.1,
+        workers: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+        say: Callable[[str], None] | None = None,
+        **config: Any,
+    ) -> tuple[MoleculeTask, PreparedData]:
+        """A task made from a data set ("qm9", "moses" or a SMILES / CSV file) with both splits
+        attached: its graphs encoded (and cached), priors and node counts from the training
+        split, conditioned on ``properties``. ``config``: the other
+        :class:`MoleculeTaskConfig` fields (process, schedule, edge_weight, ce_weight,
+        objective). Returns (task, the prepared data, whose ``report()`` says what was kept)."""
+        prep = prepare_molecule_data(
+            data, max_train=max_train, max_nodes=max_nodes, workers=workers, progress=progress,
+            aromatic=aromatic,
+        )  # fmt: skip
+        task = cls.from_graphs(
+            prep.graphs, prep.vocab, max_nodes=prep.max_nodes, dataset=prep.dataset, **config
+        )
+        return task.with_data(prep, properties, property_bins, label_dropout, say), prep
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, progress: bool = False) -> Task:
+        """``discdiff task train molecules --config '{"data": "qm9", ...}'``: :meth:`from_data`'s
+        options and the config fields it leaves to the data, by name."""
+        d = dict(settings)
+        data = d.pop("data", None) or d.pop("dataset", None)
+        if not isinstance(data, str) or not data:
+            raise ValueError(
+                'the molecule task is made from data: give --config \'{"data": "qm9"}\' '
+                "(qm9, moses or a SMILES file) and, if you like, " + ", ".join(_SETTINGS)
+            )
+        unknown = sorted(set(d) - set(_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"--config: unknown molecule setting(s) {unknown}; expected data and some of "
+                f"{', '.join(_SETTINGS)}"
+            )
+        if isinstance(d.get("properties"), str):
+            d["properties"] = [p.strip() for p in d["properties"].split(",") if p.strip()]
+        return cls.from_data(data, **d)[0]
+
+    @classmethod
+    def comparable_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """ "data" as the config's "dataset" (a file by its resolved path), properties as a list."""
+        d = dict(settings)
+        data = d.pop("data", None)
+        if isinstance(data, str) and data:
+            d["dataset"] = data if data in ("qm9", "moses") else str(Path(data).resolve())
+        if isinstance(d.get("properties"), str):
+            d["properties"] = [p.strip() for p in d["properties"].split(",") if p.strip()]
+        return d
+
+    def with_data(
+        self,
+        prep: PreparedData,
+        properties: Sequence[str] = (),
+        bins: int = 16,
+        label_dropout: float = 0.1,
+        say: Callable[[str], None] | None = None,
+    ) -> MoleculeTask:
+        """This task with ``prep``'s graphs attached as its splits, conditioned first on
+        ``properties`` (their values computed from the graphs; ``say`` hears that it runs)."""
+        task = self
+        train_set = self.graph_dataset(prep.graphs)
+        held = prep.val_graphs or prep.graphs[:1]
+        val_set = self.graph_dataset(held)
+        if properties:
+            names = [str(p).strip().lower() for p in properties]
+            if say is not None:
+                say(f"computing {', '.join(names)} of {len(prep.graphs) + len(held)} molecules")
+            values = graph_properties(prep.graphs, self.vocab, names)
+            task = self.conditioned(names, values, bins, label_dropout)
+            train_set = train_set.with_properties(values)
+            val_set = val_set.with_properties(graph_properties(held, self.vocab, names))
+        task.attach_data(train_set, val_set)
+        return task
 
     def _build_processes(self) -> dict[str, Process]:
         cfg = self.config
