@@ -104,6 +104,7 @@ def sample_and_report(
     if reject_budget is not None and reject_budget < 0:
         raise ValueError(f"--reject-budget must be >= 0 (0 = no bound), got {reject_budget}")
     budget = n if reject_budget is None else (reject_budget or None)
+    task.check_sample_count(n)  # before the bar
     sets = None
     if novel:  # before any sampling: the known molecules are a check
         sets = novelty_sets(task.config.dataset)

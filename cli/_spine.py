@@ -210,6 +210,21 @@ def folder_kind(folder: Path) -> str | None:
     return None
 
 
+def _task_files(run: Path) -> set[str]:
+    """The task's own files at a run dir's top (the molecule task's graphs, ...), as the
+    checkpoints' manifests list them."""
+    import json
+
+    names: set[str] = set()
+    for manifest in run.glob("checkpoints/*/manifest.json"):
+        try:
+            files = json.loads(manifest.read_text()).get("run_files") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        names.update(Path(name).parts[0] for name in files if isinstance(name, str) and name)
+    return names
+
+
 def refuse_owned(path: Path, flag: str, own: str | None = None) -> None:
     """Refuse an output that would write over a file of a run dir (its checkpoints, settings,
     logs) or of a prepared data dir (its token files, tokenizer, meta), in one line naming the
@@ -223,7 +238,8 @@ def refuse_owned(path: Path, flag: str, own: str | None = None) -> None:
         if kind is None or kind == own:
             continue
         first = target.relative_to(folder).parts[0]
-        if first in (RUN_FILES if kind == "run dir" else DATA_FILES):
+        owned = RUN_FILES | _task_files(folder) if kind == "run dir" else DATA_FILES
+        if first in owned:
             raise ValueError(
                 f"{flag} {str(path)!r} would write over {first!r} of the {kind} {str(folder)!r}; "
                 "name a file outside it"
@@ -235,6 +251,8 @@ def check_run_folder(out: Path) -> None:
     prepared data dir, or a folder inside a run or prepared data dir."""
     if str(out) in ("", "."):
         raise ValueError("--out: name a folder for the run (not the current directory)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder for the run")
     kind = folder_kind(out)
     if kind is not None and kind != "run dir":
         raise ValueError(f"--out {str(out)!r} is a {kind}; name another folder for the run")

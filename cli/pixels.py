@@ -214,6 +214,7 @@ def sample(
     check_output(out, (".png",), "--out")
     task, model = _load(run_dir, device)
     model = compiled(model, compile, cuda_graphs)
+    task.check_sample_count(n)  # before the labels: 10^9 of them are 8 GB already
     k = task.config.num_labels
     labels = torch.full((n,), label) if label is not None else torch.arange(n) % k
     px.check_labels(task, labels)

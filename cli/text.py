@@ -52,6 +52,14 @@ app = typer.Typer(
 )
 
 
+def _not_a_run(corpus: str) -> None:
+    """A run dir named as CORPUS is one line saying so (it read as a folder without text)."""
+    if folder_kind(Path(corpus)) == "run dir":
+        raise ValueError(
+            f"CORPUS {corpus!r} is a run dir, not text (continue it with --out {corpus} --resume)"
+        )
+
+
 @app.command()
 def prepare(
     corpus: Annotated[
@@ -72,6 +80,7 @@ def prepare(
     set_threads(threads)
     from discdiff.tasks.text.data import prepare_corpus
 
+    _not_a_run(corpus)
     if str(out) in ("", "."):
         raise ValueError("--out: name a folder for the prepared data (not the current directory)")
     if folder_kind(out) == "run dir":
@@ -168,6 +177,7 @@ def train(
     from discdiff.tasks import runs
     from discdiff.tasks.text import TextTask, TextTaskConfig
 
+    _not_a_run(corpus)
     saved_train = None
     if check_new_run(out, flags.resume):
         task, model_entry, saved_train = runs.saved_settings(out, expect="text")

@@ -32,6 +32,10 @@ def _read_text(path: Path) -> str:
 def read_smiles_file(path: str | os.PathLike[str], column: str | None = None) -> list[str]:
     """SMILES strings from ``path`` (one per line, or the SMILES column of a CSV/TSV table)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"SMILES file {str(p)!r} is a folder; name a .smi or .csv file")
+    if p.exists() and not p.is_file():  # /dev/null, a FIFO, a device
+        raise ValueError(f"SMILES file {str(p)!r} is not a regular file")
     if not p.is_file():
         raise FileNotFoundError(f"SMILES file {str(p)!r} does not exist")
     text = _read_text(p)

@@ -142,15 +142,23 @@ build_denoiser = denoiser_from_config
 
 
 def config_for_task(
-    name: str, fields: Mapping[str, Any], sizes: Mapping[str, Any], task: str = "this task"
+    name: str,
+    fields: Mapping[str, Any],
+    sizes: Mapping[str, Any],
+    task: str = "this task",
+    *,
+    check_only: bool = False,
 ) -> Any:
     """The config of denoiser ``name`` for a task: what the task fixes (``fields``: state
     counts, lengths, labels, named as its default denoiser's config names them) and the widths
     asked for (``sizes``). A config class with a ``for_task(fields, **sizes)`` classmethod
     decides itself; a dataclass takes the fields it has and every size, so a size it lacks or a
-    required field the task does not give is one ValueError naming it."""
+    required field the task does not give is one ValueError naming it. ``check_only``: only
+    refuse the sizes the config lacks (returns None)."""
     _, config_cls = denoiser_classes(name)
     for_task = getattr(config_cls, "for_task", None)
+    if check_only and (callable(for_task) or not dataclasses.is_dataclass(config_cls)):
+        return None  # its own constructor judges the sizes
     if callable(for_task):
         return for_task(dict(fields), **sizes)
     if not dataclasses.is_dataclass(config_cls):
@@ -165,6 +173,8 @@ def config_for_task(
             f"denoiser {name!r} has no size {', '.join(map(repr, unknown))} "
             f"(its config fields: {', '.join(own)})"
         )
+    if check_only:
+        return None
     values = {k: v for k, v in fields.items() if k in own} | dict(sizes)
     missing = [
         k

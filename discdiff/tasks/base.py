@@ -261,6 +261,8 @@ class Task(ABC):
         one line (not with an allocator error)."""
         if denoiser is None or denoiser == self.default_denoiser:
             build = self.build_denoiser
+            if self.default_denoiser:  # a size its config lacks is one line, not a TypeError
+                config_for_task(self.default_denoiser, {}, sizes, check_only=True)
         else:
             build = functools.partial(self.build_other_denoiser, denoiser)
         with torch.device("meta"):

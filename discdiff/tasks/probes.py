@@ -19,6 +19,7 @@ __all__ = [
     "check_model_size",
     "check_parameter_bytes",
     "check_sampling_size",
+    "check_sample_count",
 ]
 
 
@@ -135,6 +136,19 @@ def device_memory(device: torch.device | str | None = None) -> int | None:
     return available_memory()
 
 
+def check_sample_count(n: int, per_sample: int, what: str = "samples") -> None:
+    """Refuse up front, in one line, ``n`` samples of about ``per_sample`` bytes each (what the
+    command keeps of each until it ends) that cannot fit in the memory available: an
+    allocator's traceback, or the kernel's kill, minutes in otherwise."""
+    host = available_memory()
+    need = n * per_sample
+    if host is not None and need > host:
+        raise ValueError(
+            f"{n:,} {what} would take about {need / 2**30:.1f} GiB ({per_sample:,} bytes each), "
+            f"more than the {host / 2**30:.1f} GiB of memory available: ask for fewer"
+        )
+
+
 def check_sampling_size(
     batch: int,
     length: int,
@@ -156,7 +170,7 @@ def check_sampling_size(
         raise ValueError(
             f"sampling {batch:,} sequences of {length:,} tokens at once needs about "
             f"{step / 2**30:.1f} GiB, more than the {cap / 2**30:.1f} GiB free: draw fewer at once "
-            "(--batch-size) or shorter ones"
+            "(a smaller -n or --batch-size) or shorter ones"
         )
     host = available_memory()
     if host is not None and output_bytes > host:

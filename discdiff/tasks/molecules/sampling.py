@@ -19,6 +19,7 @@ from discdiff.chem.graph import (
 from discdiff.chem.rejection import Rejection, RejectionStats, redraw_flawed
 from discdiff.samplers import SAMPLERS, Sampler, sampler_options
 from discdiff.tasks.base import Task, x0_denoiser
+from discdiff.tasks.probes import check_sample_count
 
 __all__ = ["GraphSampling", "GRID_POWER", "SAMPLE_STEPS"]
 
@@ -75,6 +76,12 @@ class GraphSampling:
 
         rule = ValenceConstraint(self.vocab, motifs=motif_guard, steps=guard_steps)
         return Task.make_sampler(self, name, constraint=rule, **options)  # type: ignore[arg-type]
+
+    def check_sample_count(self, n: int) -> None:
+        """Refuse ``n`` molecules that cannot fit in memory, in one line, before any work: each
+        keeps a graph's tensors, and its molecule, SMILES and record, until the command ends."""
+        m = self.config.max_nodes
+        check_sample_count(n, 8 * (m + m * m) + 4096, "molecules")
 
     def sample_fields(
         self,
@@ -188,6 +195,7 @@ class GraphSampling:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.check_sample_count(num_samples)
         if target and not self.config.properties:
             raise ValueError("this molecule model is not conditioned on properties (--target)")
         if not target and guidance != 1.0:

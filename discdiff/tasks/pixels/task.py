@@ -70,6 +70,7 @@ from discdiff.tasks.pixels.metrics import (
     save_grid,
     train_classifier,
 )
+from discdiff.tasks.probes import check_sample_count
 
 __all__ = [
     "PROCESS_KINDS",
@@ -203,6 +204,8 @@ class PixelTask(Task):
         **conditioning: Any,
     ) -> Tensor:
         """``n`` images (n, H*W) ids with any sampler; ``labels`` (n,) default: cycle 0..C-1."""
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+            self.check_sample_count(n)
         if conditioning:
             raise ValueError(f"pixel samples take labels only, not {sorted(conditioning)}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -217,6 +220,11 @@ class PixelTask(Task):
         finally:
             model.train(was)
         return torch.cat(out)
+
+    def check_sample_count(self, n: int) -> None:
+        """Refuse ``n`` images that cannot fit in memory, in one line, before any work: each
+        keeps its ids twice (the batches, then their concatenation) and its label."""
+        check_sample_count(n, 16 * self.config.num_pixels + 16, "images")
 
     @property
     def null_label(self) -> int:

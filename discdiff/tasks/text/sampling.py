@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import x0_denoiser
+from discdiff.tasks.probes import check_sampling_size
 from discdiff.tasks.text.evaluation import parse_infill
 
 __all__ = ["TextSampling"]
@@ -51,6 +52,12 @@ class TextSampling:
             raise ValueError(f"length={length!r}: expected an int >= 1")
         if L > W and infill is not None:
             raise ValueError(f"an infill template must fit in one window of {W} tokens")
+        mc = getattr(model, "config", None)
+        check_sampling_size(
+            n, min(L, W), self.process.num_states, getattr(mc, "d_model", 0),
+            getattr(mc, "num_heads", 0), output_bytes=n * L * 9,  # int64 ids, a byte of text
+            device=next(model.parameters()).device,
+        )  # fmt: skip
         eod = self._eod_id() if stop_at_eod else None
         if stop_at_eod and eod is None:
             raise ValueError("this tokenizer has no end-of-document token to stop at")
