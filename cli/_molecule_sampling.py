@@ -55,7 +55,8 @@ def conditioning(
 
 def sampler_settings(sampler_opt: list[str] | None, temperature: float) -> dict:
     """--sampler-opt settings with --temperature among them (given once, one line if twice)."""
-    options = sampler_options(sampler_opt)
+    flags = ("steps", "valence_guard", "motif_guard", "guidance")
+    options = sampler_options(sampler_opt, taken=flags, grid_power="--time-power")
     if temperature != 1.0:
         if "temperature" in options:
             raise ValueError("give the temperature once: --temperature or --sampler-opt")

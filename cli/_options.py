@@ -267,19 +267,28 @@ SamplerOpt = Annotated[
 ]
 
 
-def sampler_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``--sampler-opt NAME=VALUE`` pairs as keyword settings (JSON values where they parse)."""
+def sampler_options(
+    pairs: list[str] | None, taken: tuple[str, ...] = ("steps",), **renamed: str
+) -> dict[str, Any]:
+    """``--sampler-opt NAME=VALUE`` pairs as keyword settings (JSON values where they parse).
+    ``taken``: settings the command passes from flags of their own (``steps`` -> --steps;
+    ``renamed``: setting -> a flag of another name): naming one here is one line, not a clash
+    of two values."""
     import json
 
     out: dict[str, Any] = {}
     for pair in pairs or []:
         name, eq, value = pair.partition("=")
-        if not eq or not name.strip():
+        key = name.strip().replace("-", "_")
+        if not eq or not key:
             raise ValueError(f"--sampler-opt {pair!r}: expected NAME=VALUE")
+        if key in taken or key in renamed:
+            flag = renamed.get(key) or "--" + key.replace("_", "-")
+            raise ValueError(f"--sampler-opt {pair!r}: use {flag} instead")
         try:
-            out[name.strip().replace("-", "_")] = json.loads(value)
+            out[key] = json.loads(value)
         except ValueError:
-            out[name.strip().replace("-", "_")] = value
+            out[key] = value
     return out
 
 
@@ -343,12 +352,31 @@ def import_plugins(paths: list[str] | None) -> None:
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[path.stem] = module
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            try:
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+            except (Exception, SystemExit) as err:
+                del sys.modules[path.stem]
+                raise ValueError(_import_failure(item, err)) from err
         else:
             try:
                 importlib.import_module(item)
             except ImportError as err:
                 raise ValueError(f"--import {item!r}: {err}") from err
+            except (Exception, SystemExit) as err:
+                raise ValueError(_import_failure(item, err)) from err
+
+
+def _import_failure(item: str, err: BaseException) -> str:
+    """One line for an ``--import`` whose code failed: where (its last frame in the user's
+    file) and what."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    mine = [f for f in frames if "discdiff" not in f.filename.replace("\\", "/").split("/")]
+    where = f" at {mine[-1].filename}:{mine[-1].lineno}" if mine else ""
+    if isinstance(err, SystemExit):
+        return f"--import {item!r} called sys.exit({err.code!r}) while being imported{where}"
+    return f"--import {item!r} failed{where}: {type(err).__name__}: {err}"
 
 
 def with_options(

@@ -18,6 +18,7 @@ __all__ = [
     "check_new_run",
     "check_output",
     "output_suffix",
+    "distinct_outputs",
     "train_flags",
 ]
 
@@ -351,6 +352,31 @@ def check_output(
         raise ValueError(f"{flag} {str(path)!r}: expected one of {', '.join(suffixes)}")
     refuse_owned(path, flag, own)
     return check_writable(path, flag)
+
+
+def distinct_outputs(outputs: Mapping[str, Path | None]) -> None:
+    """Refuse two outputs of one command (flag -> path) on standard output, or on one regular
+    file: the second would interleave with the first, or replace it."""
+    import os
+
+    from discdiff.files import STDOUT, is_stream
+
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if str(path) == STDOUT or os.path.realpath(path) == os.path.realpath("/dev/stdout"):
+            key, what = "stdout", "standard output"
+        elif is_stream(path):
+            continue  # /dev/null twice is harmless
+        else:
+            key, what = os.path.realpath(path), "file"
+        if key in seen:
+            raise ValueError(
+                f"{flag} {str(path)!r} and {seen[key]} name the same {what}: give each output "
+                "its own"
+            )
+        seen[key] = flag
 
 
 def output_suffix(path: Path, suffixes: tuple[str, ...]) -> str:

@@ -56,6 +56,7 @@ from discdiff.cli._spine import (
     TrainFlags,
     check_new_run,
     check_output,
+    distinct_outputs,
     resolve_train_config,
     task_train_defaults,
     train_command,
@@ -155,6 +156,7 @@ def sample(
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
     ms.positive(grid_size, "--grid-size")
+    distinct_outputs({"--out": out, "--grid": grid, "--json": json_out})
     mo.check_outputs(out, grid, conformers, hydrogens)
     set_threads(threads)
     dev = _device(device)
@@ -409,6 +411,7 @@ def evaluate(
     ms.positive(num, "-n")
     ms.positive(steps, "--steps")
     ms.positive(batch_size, "--batch-size")
+    distinct_outputs({"--out": out, "--json": json_out})
     if out is not None:
         mo.check_outputs(out, None, False, False)
     set_threads(threads)

@@ -221,7 +221,7 @@ def sample(
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     s = task.make_sampler(
         sampler, steps=steps, guidance=guidance, temperature=temperature,
-        **sampler_options(sampler_opt),
+        **sampler_options(sampler_opt, taken=("steps", "guidance", "temperature")),
     )  # fmt: skip
     ids = task.sample(model, n, s, labels=labels, generator=generator, progress=progress)
     c = task.config

@@ -213,7 +213,10 @@ def sample(
     task, model = runs.from_pretrained(run_dir, device=device)
     model = compiled(model, compile, cuda_graphs)
     s = task.make_sampler(
-        sampler, steps=steps, temperature=temperature, **sampler_options(sampler_opt)
+        sampler,
+        steps=steps,
+        temperature=temperature,
+        **sampler_options(sampler_opt, taken=("steps", "temperature")),
     )
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     lines = task.format_samples(task.sample(model, n, s, generator=gen))

@@ -376,7 +376,11 @@ def sample(
     for value, flag in ((n, "-n"), (batch_size, "--batch-size")):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    options = sampler_options(sampler_opt)
+    options = sampler_options(sampler_opt, taken=("steps", "temperature", "top_p"))
+    given = {"proportion": proportion, "argmax": argmax or None, "starts": starts,
+             "early_stop": early_stop}  # fmt: skip
+    for name in sorted(set(options) & {k for k, v in given.items() if v is not None}):
+        raise ValueError(f"give {name} once: --{name.replace('_', '-')} or --sampler-opt")
     if proportion is not None:
         try:
             parts = [float(p) for p in proportion.split(",")]

@@ -109,3 +109,53 @@ def test_a_size_the_default_denoiser_lacks_is_one_line(text_run, tmp_path, capsy
     one_line_error(capsys, ["task", "train", "text", "--config", f'{{"corpus": "{corpus}"}}',
                             "--sizes", '{"bogus": 1}', "--out", str(tmp_path / "r")],
                    "denoiser 'transformer' has no size 'bogus'")  # fmt: skip
+
+
+def test_two_outputs_on_standard_output_are_refused(tmp_path, capsys):
+    """`molecules sample --out - --grid -` interleaved a PNG with the SMILES on stdout (exit 0)."""
+    base = ["molecules", "sample", "-n", "2", "--steps", "2", "--no-novelty", "--out", "-"]
+    one_line_error(capsys, [*base, "--grid", "-"], "--grid '-' and --out name the same standard")
+    one_line_error(capsys, [*base, "--json", "-"], "--json '-' and --out name the same standard")
+
+
+@pytest.mark.parametrize(
+    "code,needle",
+    [
+        ("x = 1\nraise RuntimeError('boom')\n", "failed at {path}:2: RuntimeError: boom"),
+        ("import sys\nsys.exit(0)\n", "called sys.exit(0) while being imported at {path}:2"),
+    ],
+)
+def test_an_import_that_fails_is_one_line_naming_its_file_and_line(
+    text_run, tmp_path, capsys, code, needle
+):
+    """A plug-in file that raised was a traceback (exit 1); one that called sys.exit(0) made
+    the command exit 0 having done nothing."""
+    plugin = tmp_path / "bad_plugin.py"
+    plugin.write_text(code)
+    one_line_error(capsys, ["text", "sample", str(text_run), "-n", "1", "--steps", "2",
+                            "--import", str(plugin)], needle.format(path=plugin))  # fmt: skip
+
+
+def test_a_sampler_option_that_a_flag_sets_is_one_line(text_run, pixel_run, tmp_path, capsys):
+    """`--sampler-opt steps=5` beside the command's own --steps was a TypeError traceback
+    (make_sampler got two values); an option given by flag and by --sampler-opt was dropped."""
+    run = str(text_run)
+    one_line_error(capsys, ["text", "sample", run, "--sampler-opt", "steps=5"], "use --steps")
+    one_line_error(capsys, ["task", "sample", run, "--sampler-opt", "temperature=2"],
+                   "use --temperature")  # fmt: skip
+    one_line_error(capsys, ["pixels", "sample", str(pixel_run), "--sampler-opt", "guidance=3",
+                            "--out", str(tmp_path / "g.png")], "use --guidance")  # fmt: skip
+    one_line_error(capsys, ["molecules", "sample", "-n", "2", "--sampler-opt", "grid_power=2",
+                            "--out", str(tmp_path / "m.smi")], "use --time-power")  # fmt: skip
+    one_line_error(capsys, ["text", "sample", run, "--sampler", "sundae", "--proportion", "0.9",
+                            "--sampler-opt", "proportion=0.5"], "give proportion once")  # fmt: skip
+
+
+def test_work_of_days_is_refused_up_front(text_run, capsys):
+    """`text sample --length 10^8` and `text eval --samples 10^8` ran for minutes with no end
+    in sight (and no bar off a terminal): the denoiser calls are counted first."""
+    run = str(text_run)
+    one_line_error(capsys, ["text", "sample", run, "--length", "100000000", "--steps", "2"],
+                   "24,999,998 denoiser calls", "shorter length")  # fmt: skip
+    one_line_error(capsys, ["text", "eval", run, "--samples", "100000000"],
+                   "denoiser calls", "fewer samples")  # fmt: skip

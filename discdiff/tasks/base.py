@@ -43,6 +43,7 @@ from discdiff.processes import Process
 from discdiff.registry import Registry
 from discdiff.samplers import Sampler
 from discdiff.tasks.probes import (  # noqa: F401  (re-exported: they were defined here)
+    check_denoiser_calls,
     check_model_size,
     check_parameter_bytes,
     continuous_schedules,
@@ -410,6 +411,14 @@ class Task(ABC):
             generator = torch.Generator(device=device).manual_seed(0)
         if fn is None:
             fn = lambda b: self.nll(model, b, generator)  # noqa: E731
+        count = self.num_examples(split)
+        if count is not None and limit is not None:
+            count = min(count, limit)
+        calls = None if count is None else -(-count // batch_size) * samples
+        check_denoiser_calls(
+            calls or samples, f"scoring {split!r} {samples:,} times",
+            "ask for fewer samples (--samples) or fewer examples",
+        )  # fmt: skip
         was = model.training
         model.eval()
         nats, seen = [], []
@@ -417,10 +426,6 @@ class Task(ABC):
         if progress:
             from tqdm.auto import tqdm
 
-            count = self.num_examples(split)
-            if count is not None and limit is not None:
-                count = min(count, limit)
-            calls = None if count is None else -(-count // batch_size) * samples
             bar = tqdm(total=calls, desc=f"eval {split}", unit="call", disable=None)
         try:
             for batch in self.batches(split, batch_size, limit):

@@ -20,6 +20,8 @@ __all__ = [
     "check_parameter_bytes",
     "check_sampling_size",
     "check_sample_count",
+    "check_denoiser_calls",
+    "MAX_DENOISER_CALLS",
 ]
 
 
@@ -134,6 +136,22 @@ def device_memory(device: torch.device | str | None = None) -> int | None:
     if dev.type == "cuda":
         return int(torch.cuda.mem_get_info(dev)[0])
     return available_memory()
+
+
+#: the most denoiser calls one sampling or scoring request may ask for: 10^7 calls is hours of
+#: a small model on a CPU and days of a large one on a GPU; more is a typo, not a plan
+MAX_DENOISER_CALLS = 10**7
+
+
+def check_denoiser_calls(calls: int, what: str, fix: str) -> None:
+    """Refuse, up front and in one line, a request of more than :data:`MAX_DENOISER_CALLS`
+    denoiser calls (it would run for days with no end in sight); ``fix`` says what to ask
+    for instead."""
+    if calls > MAX_DENOISER_CALLS:
+        raise ValueError(
+            f"{what} takes about {calls:,} denoiser calls, more than {MAX_DENOISER_CALLS:,} "
+            f"(days of work): {fix}"
+        )
 
 
 def check_sample_count(n: int, per_sample: int, what: str = "samples") -> None:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from discdiff.samplers import Sampler
 from discdiff.tasks.base import x0_denoiser
-from discdiff.tasks.probes import check_sampling_size
+from discdiff.tasks.probes import check_denoiser_calls, check_sampling_size
 from discdiff.tasks.text.evaluation import parse_infill
 
 __all__ = ["TextSampling"]
@@ -52,6 +52,12 @@ class TextSampling:
             raise ValueError(f"length={length!r}: expected an int >= 1")
         if L > W and infill is not None:
             raise ValueError(f"an infill template must fit in one window of {W} tokens")
+        steps = getattr(sampler, "steps", None)
+        if isinstance(steps, int) and L > W:  # one window of ``steps`` calls per block
+            b = W // 2 if block is None else max(1, int(block))
+            windows = 1 + -(-(L - W) // b)
+            check_denoiser_calls(windows * steps, f"a sample of {L:,} tokens in windows of {W}",
+                                 "ask for a shorter length, fewer steps or larger blocks")  # fmt: skip
         mc = getattr(model, "config", None)
         check_sampling_size(
             n, min(L, W), self.process.num_states, getattr(mc, "d_model", 0),
