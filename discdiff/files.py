@@ -5,6 +5,7 @@ failure (disk full, permission, kill) leaves no file that looks finished."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -64,12 +65,61 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+#: errors of a write that failed for want of room or of a working disk (not a bug of ours)
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+
+
+def write_failure(path: str | os.PathLike[str], err: BaseException) -> OSError | None:
+    """An OSError naming ``path`` for a write that failed on a full, read-only or failing disk
+    (an OSError, or a safetensors error wrapping one), else None (not a disk's failure)."""
+    if isinstance(err, OSError) and getattr(err, "write_failure", None):
+        why = err.write_failure  # named already by an inner write (a temporary): the outer name
+    elif isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        why = err.strerror or str(err)
+    elif not isinstance(err, OSError) and "os error" in str(err):  # safetensors' own errors
+        why = str(err).rsplit(": ", 1)[-1].split(" (os error")[0] or str(err)
+    else:
+        return None
+    named = OSError(f"cannot write {str(path)!r}: {why}")
+    named.errno = getattr(err, "errno", None) or errno.EIO
+    named.write_failure = why  # type: ignore[attr-defined]
+    return named
+
+
+@contextlib.contextmanager
+def named_write(path: str | os.PathLike[str]) -> Iterator[None]:
+    """A block that writes ``path``: a disk's failure inside it becomes one OSError naming it
+    (``[Errno 28] No space left on device`` named no file)."""
+    try:
+        yield
+    except Exception as err:
+        named = write_failure(path, err)
+        if named is None:
+            raise
+        raise named from err
+
+
+def save_tensors(
+    tensors: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    name: str | os.PathLike[str] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """safetensors' ``save_file`` with a disk's failure named (:func:`named_write`; ``name``:
+    the file to name when ``path`` is its temporary)."""
+    from safetensors.torch import save_file
+
+    with named_write(path if name is None else name):
+        save_file(tensors, str(path), metadata=metadata)
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "wb") as handle:
+        with named_write(path), open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -99,12 +149,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{final.suffix}")
     try:
-        yield tmp
-        if tmp.exists():
-            _fsync_file(tmp)
-            usual_permissions(tmp)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+        with named_write(final):
+            yield tmp
+            if tmp.exists():
+                _fsync_file(tmp)
+                usual_permissions(tmp)
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

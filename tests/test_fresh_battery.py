@@ -159,3 +159,41 @@ def test_work_of_days_is_refused_up_front(text_run, capsys):
                    "24,999,998 denoiser calls", "shorter length")  # fmt: skip
     one_line_error(capsys, ["text", "eval", run, "--samples", "100000000"],
                    "denoiser calls", "fewer samples")  # fmt: skip
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(
+    text_run, pixel_run, tmp_path, capsys, monkeypatch
+):
+    """On a full disk (a 64 KB tmpfs by hand) the outputs said '[Errno 28] No space left on
+    device' or safetensors' 'Error while serializing: I/O error ...', naming no file: each now
+    names the file it could not write, and leaves neither it nor its temporary."""
+    import errno
+    import os
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_safetensors(*args, **kwargs):
+        raise RuntimeError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    run = str(text_run)
+    out = tmp_path / "out"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        one_line_error(capsys, ["text", "sample", run, "-n", "2", "--steps", "2", "--out",
+                                str(out / "s.txt")],
+                       f"cannot write {str(out / 's.txt')!r}: No space left on device")  # fmt: skip
+        one_line_error(capsys, ["molecules", "sample", "-n", "2", "--steps", "2", "--no-novelty",
+                                "--no-progress", "--out", str(out / "m.sdf")],
+                       f"cannot write {str(out / 'm.sdf')!r}: No space left on device")  # fmt: skip
+        one_line_error(capsys, ["pixels", "sample", str(pixel_run), "-n", "2", "--steps", "2",
+                                "--no-progress", "--out", str(out / "g.png")],
+                       f"cannot write {str(out / 'g.png')!r}: No space left on device")  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr("safetensors.torch.save_file", full_safetensors)
+        one_line_error(capsys, ["task", "export", run, "--out", str(out / "w.safetensors")],
+                       f"cannot write {str(out / 'w.safetensors')!r}: No space left on device")  # fmt: skip
+    assert list(out.iterdir()) == []

@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from discdiff.catalogue import model_cards, model_path
-from discdiff.files import sha256_file, sha256_tree, usual_permissions
+from discdiff.files import save_tensors, sha256_file, sha256_tree, usual_permissions
 from discdiff.tasks.base import TASK_FILE, TASK_TYPE, TASKS, Task, read_task_file
 from discdiff.training import (
     TrainConfig,
@@ -241,7 +241,7 @@ def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tup
         new_files.mkdir()
         task.save_files(new_files)
         has_files = any(new_files.iterdir())
-        save_file({k: v.contiguous() for k, v in module_tensors(model).items()}, str(tmp))
+        save_tensors({k: v.contiguous() for k, v in module_tensors(model).items()}, tmp, name=path)
         usual_permissions(tmp)
         manifest = {
             "weights_sha256": sha256_file(tmp),

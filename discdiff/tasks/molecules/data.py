@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from discdiff.chem.graph import GraphVocab, to_dense_fields
-from discdiff.files import usual_permissions
+from discdiff.files import save_tensors, usual_permissions
 from discdiff.tasks.molecules.encoding import encode_smiles, encode_with_reasons
 
 __all__ = [
@@ -85,7 +85,7 @@ class GraphDataset(torch.utils.data.Dataset):
             k: (v.float() if k == "props" else v.to(torch.uint8)).contiguous()
             for k, v in self.fields.items()
         }
-        save_file(out, str(path))
+        save_tensors(out, path)
         usual_permissions(path)
 
     @classmethod
