@@ -44,6 +44,8 @@ def conditioning(
     out = {"target": goals or None, "guidance": guidance, "num_atoms": atoms or None}
     if atoms < 0:
         raise ValueError(f"--num-atoms must be >= 0, got {atoms}")
+    if scaffold is not None and not scaffold.strip():
+        raise ValueError("--scaffold '': give the scaffold's SMILES (or leave the flag out)")
     graph = task.scaffold_graph(scaffold) if scaffold else None
     grow = graph is not None and not bare
     task.node_counts(1, None, 0 if graph is None else int(graph[0].shape[0]) + grow, atoms or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -289,6 +290,8 @@ def sampler_options(
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise ValueError(f"--sampler-opt {pair!r}: not a finite number")
     return out
 
 

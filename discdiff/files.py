@@ -170,6 +170,12 @@ def check_writable(path: str | os.PathLike[str], flag: str = "output") -> Path:
         if str(path) != STDOUT and not os.access(path, os.W_OK):
             raise ValueError(f"{flag} {str(out)!r}: no permission to write it")
         return out
+    if out.is_symlink():
+        try:
+            os.path.realpath(out, strict=True)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ValueError(f"{flag} {str(out)!r} is a loop of symbolic links") from None
     out = _regular_target(out)
     if out.is_dir():
         raise ValueError(f"{flag} {str(out)!r} is a folder, not a file")

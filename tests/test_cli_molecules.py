@@ -139,7 +139,7 @@ def test_sample_unique_and_novel(tmp_path, capsys) -> None:
         (["missing_model.safetensors"], "does not exist"),
         (["qm9", "--checkpoint", "qm9"], "give the model once"),
         (["--grid", "grid.jpg"], "expected a .png"),
-        (["--time-power", "0"], "grid_power must be > 0"),
+        (["--time-power", "0"], "grid_power must be a finite number > 0"),
         (["--target", "qed=0.7"], "the model is conditioned on none"),
         (["--guidance", "2"], "--guidance needs --target"),
         (["--scaffold", "CS"], "--scaffold 'CS'"),

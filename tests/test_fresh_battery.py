@@ -197,3 +197,32 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(
         one_line_error(capsys, ["task", "export", run, "--out", str(out / "w.safetensors")],
                        f"cannot write {str(out / 'w.safetensors')!r}: No space left on device")  # fmt: skip
     assert list(out.iterdir()) == []
+
+
+def test_third_pass_cases_are_one_line(text_run, tmp_path, capsys, monkeypatch):
+    """The third pass: 10^5 graph layers took minutes to count on the meta device (now
+    extrapolated from one and two layers); a NaN temperature through --sampler-opt sampled
+    garbage (exit 0); --scaffold '' was dropped without a word; an --out that is a loop of
+    symbolic links was replaced by a regular file."""
+    import time
+
+    from discdiff.tasks import probes
+
+    monkeypatch.setattr(probes, "available_memory", lambda: 4 * 2**30)
+    smiles = tmp_path / "m.smi"
+    smiles.write_text("\n".join(["CCO", "CCN", "CC(=O)O", "C1CC1", "CCOC", "OCCO"] * 5) + "\n")
+    start = time.perf_counter()
+    one_line_error(capsys, ["molecules", "train", "--data", str(smiles), "--out",
+                            str(tmp_path / "r"), "--layers", "100000", "--steps", "1"],
+                   "the denoiser config asks for")  # fmt: skip
+    assert time.perf_counter() - start < 30
+    out = ["--out", str(tmp_path / "m.smi"), "-n", "2", "--steps", "2", "--no-novelty"]
+    one_line_error(capsys, ["molecules", "sample", *out, "--sampler-opt", "temperature=NaN"],
+                   "not a finite number")  # fmt: skip
+    one_line_error(capsys, ["molecules", "sample", *out, "--scaffold", ""], "--scaffold ''")
+    loop = tmp_path / "loop1"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    one_line_error(capsys, ["text", "sample", str(text_run), "-n", "1", "--steps", "2", "--out",
+                            str(loop)], "loop of symbolic links")  # fmt: skip
+    assert loop.is_symlink()

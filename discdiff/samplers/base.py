@@ -359,9 +359,10 @@ class Sampler(ABC):
         if (
             not isinstance(temperature, (int, float))
             or isinstance(temperature, bool)
+            or not math.isfinite(temperature)
             or temperature < 0
         ):
-            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
         if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:

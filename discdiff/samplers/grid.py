@@ -7,6 +7,7 @@ first-hitting and planned samplers jump to the time of their next event).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +36,8 @@ def check_grid_power(value: Any) -> float:
     """A time-grid power (see :func:`time_grid`): a number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"grid_power must be a number, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"grid_power must be > 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"grid_power must be a finite number > 0, got {value}")
     return float(value)
 
 

@@ -47,6 +47,7 @@ from discdiff.tasks.probes import (  # noqa: F401  (re-exported: they were defin
     check_model_size,
     check_parameter_bytes,
     continuous_schedules,
+    count_parameters_of,
     process_problem,
     usable_processes,
 )
@@ -266,9 +267,13 @@ class Task(ABC):
                 config_for_task(self.default_denoiser, {}, sizes, check_only=True)
         else:
             build = functools.partial(self.build_other_denoiser, denoiser)
-        with torch.device("meta"):
-            probe = build(**sizes)
-        check_parameter_bytes(sum(p.numel() for p in probe.parameters()))
+        layers = sizes.get("num_layers")
+        check_parameter_bytes(
+            count_parameters_of(
+                lambda n: build(**sizes) if n is None else build(**{**sizes, "num_layers": n}),
+                layers,
+            )
+        )
         model = build(**sizes)
         self.check_model(model)
         return model

@@ -19,6 +19,7 @@ __all__ = [
     "check_model_size",
     "check_parameter_bytes",
     "check_sampling_size",
+    "count_parameters_of",
     "check_sample_count",
     "check_denoiser_calls",
     "MAX_DENOISER_CALLS",
@@ -108,13 +109,35 @@ def available_memory() -> int | None:
     return None
 
 
+def count_parameters_of(build: Any, layers: Any = None) -> int:
+    """Parameters of the module ``build(num_layers)`` makes, counted on the meta device
+    (nothing allocated). With ``layers`` above 8 the count is extrapolated from one and two
+    layers first (parameters grow linearly with depth), and refused there if it cannot fit:
+    building 10^5 layers, even on the meta device, took minutes."""
+
+    def count(n: Any) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in build(n).parameters())
+
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers > 8:
+        one, two = count(1), count(2)
+        check_parameter_bytes(one + (layers - 1) * (two - one))
+    return count(layers)
+
+
 def check_model_size(denoiser_config: Any, limit: int | None = None) -> int:
     """Parameters of a denoiser config, counted on the meta device (nothing allocated);
     ValueError if its float32 weights alone would not fit in ``limit`` bytes (default: the
     memory available), so a config with ``d_model = 2**20`` fails at once, not after minutes."""
-    with torch.device("meta"):
-        probe = denoiser_from_config(denoiser_config)
-    n = sum(p.numel() for p in probe.parameters())
+    inner = denoiser_config.get("config") if isinstance(denoiser_config, dict) else None
+    layers = inner.get("num_layers") if isinstance(inner, dict) else None
+
+    def build(n: Any) -> Any:
+        if n is None:
+            return denoiser_from_config(denoiser_config)
+        return denoiser_from_config({**denoiser_config, "config": {**inner, "num_layers": n}})
+
+    n = count_parameters_of(build, layers)
     check_parameter_bytes(n, limit)
     return n
 
