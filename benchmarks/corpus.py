@@ -102,7 +102,8 @@ def main() -> None:
                     "--tokenizer",
                     kind,
                 ]
-                p_s, p_rss, _ = measured([*prep, "--vocab-size", "1024", "--no-progress"])
+                size = ["--vocab-size", "1024"] if kind == "bpe" else []
+                p_s, p_rss, _ = measured([*prep, *size, "--no-progress"])
                 train = [*CLI, "text", "train", str(data), "--out", str(folder / f"r{mb}_{kind}")]
                 train += [
                     "--steps",

@@ -254,6 +254,9 @@ def check_run_folder(out: Path) -> None:
         raise ValueError("--out: name a folder for the run (not the current directory)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file, not a folder for the run")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
     kind = folder_kind(out)
     if kind is not None and kind != "run dir":
         raise ValueError(f"--out {str(out)!r} is a {kind}; name another folder for the run")

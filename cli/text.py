@@ -52,6 +52,15 @@ app = typer.Typer(
 )
 
 
+def _vocab_needs_bpe(tokenizer: str, given: bool) -> None:
+    """--vocab-size sizes a BPE vocabulary; a character tokenizer's is the corpus's alphabet."""
+    if given and tokenizer != "bpe":
+        raise ValueError(
+            f"--vocab-size sizes a BPE vocabulary; --tokenizer {tokenizer} takes the corpus's "
+            "own symbols (add --tokenizer bpe)"
+        )
+
+
 def _not_a_run(corpus: str) -> None:
     """A run dir named as CORPUS is one line saying so (it read as a folder without text)."""
     if folder_kind(Path(corpus)) == "run dir":
@@ -71,7 +80,9 @@ def prepare(
     ],
     out: Annotated[Path, typer.Option("--out", help="The data dir to write (token files).")],
     tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="BPE vocabulary size (>= 256; default 1024).")
+    ] = None,
     progress: Progress = True,
     threads: Threads = 0,
 ) -> None:
@@ -81,6 +92,8 @@ def prepare(
     from discdiff.tasks.text.data import prepare_corpus
 
     _not_a_run(corpus)
+    _vocab_needs_bpe(tokenizer, vocab_size is not None)
+    vocab_size = 1024 if vocab_size is None else vocab_size
     if str(out) in ("", "."):
         raise ValueError("--out: name a folder for the prepared data (not the current directory)")
     if folder_kind(out) == "run dir":
@@ -209,6 +222,7 @@ def train(
         model = task.build_model(model_entry)
         typer.echo(f"resuming {out} ({task.config.process}, {task.config.corpus})")
     else:
+        _vocab_needs_bpe(tokenizer, "vocab_size" in flags.explicit)
         if autoregressive and flags.denoiser is not None:
             raise ValueError(
                 "--autoregressive trains the causal transformer yardstick; --denoiser does not "

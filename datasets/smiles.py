@@ -23,10 +23,13 @@ _DELIMITERS = (",", "\t", ";")
 
 
 def _read_text(path: Path) -> str:
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8-sig") as f:
-            return f.read()
-    return path.read_text(encoding="utf-8-sig")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8-sig") as f:
+                return f.read()
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot decode {str(path)!r} as utf-8: {err.reason}") from None
 
 
 def read_smiles_file(path: str | os.PathLike[str], column: str | None = None) -> list[str]:

@@ -226,3 +226,19 @@ def test_third_pass_cases_are_one_line(text_run, tmp_path, capsys, monkeypatch):
     one_line_error(capsys, ["text", "sample", str(text_run), "-n", "1", "--steps", "2", "--out",
                             str(loop)], "loop of symbolic links")  # fmt: skip
     assert loop.is_symlink()
+
+
+def test_fourth_pass_cases_are_one_line(tmp_path, capsys):
+    """The fourth pass: a run's --out under a file said '[Errno 20] Not a directory'; a
+    --vocab-size beside the character tokenizer was dropped without a word; a SMILES file
+    that is not UTF-8 was a codec's message naming no file."""
+    afile = tiny_corpus(tmp_path)
+    one_line_error(capsys, ["text", "train", str(afile), "--out", str(afile / "sub")],
+                   f"{str(afile)!r} is a file, not a folder")  # fmt: skip
+    for argv in (["text", "prepare", str(afile), "--out", str(tmp_path / "d")],
+                 ["text", "train", str(afile), "--out", str(tmp_path / "r")]):  # fmt: skip
+        one_line_error(capsys, [*argv, "--vocab-size", "300"], "--vocab-size sizes a BPE")
+    binary = tmp_path / "bin.smi"
+    binary.write_bytes(bytes(range(128, 256)) * 8)
+    one_line_error(capsys, ["molecules", "train", "--data", str(binary), "--out",
+                            str(tmp_path / "m")], f"cannot decode {str(binary)!r} as utf-8")  # fmt: skip
