@@ -302,6 +302,15 @@ def sampler_help(extra: str = "") -> str:
     return f"A registered sampler: {' | '.join(sampler_names())}.{extra}"
 
 
+DocSep = Annotated[
+    str | None,
+    typer.Option(
+        "--doc-sep",
+        help="Where a text file's documents end: 'blank' (blank lines) or a literal string "
+        "(e.g. '<|endoftext|>'); default: a file is one document (a single file's only "
+        "end-of-document mark then lands in the test split).",
+    ),
+]
 ObjectiveOpt = Annotated[
     str | None,
     typer.Option(

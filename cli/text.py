@@ -20,6 +20,7 @@ from discdiff.cli._options import (
     Compile,
     CudaGraphs,
     Device,
+    DocSep,
     GradCheckpointing,
     ModelArg,
     ObjectiveOpt,
@@ -83,6 +84,7 @@ def prepare(
     vocab_size: Annotated[
         int | None, typer.Option(help="BPE vocabulary size (>= 256; default 1024).")
     ] = None,
+    doc_sep: DocSep = None,
     progress: Progress = True,
     threads: Threads = 0,
 ) -> None:
@@ -100,14 +102,24 @@ def prepare(
         raise ValueError(f"--out {str(out)!r} is a run dir; name another folder for the data")
     check_output(out / "meta.json", None, "--out", own="prepared data dir")
     meta = prepare_corpus(
-        corpus, out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress
-    )
+        corpus, out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress,
+        doc_sep=doc_sep,
+    )  # fmt: skip
     sp = meta["splits"]
     typer.echo(
         f"prepared {corpus} -> {out}: {meta['tokenizer']} tokenizer, {meta['vocab_size']} ids "
         f"({meta['dtype']}); tokens train {sp['train']['tokens']:,} / val {sp['val']['tokens']:,}"
         f" / test {sp['test']['tokens']:,}"
     )
+    docs = sum(sp[k].get("documents", 0) for k in sp)
+    typer.echo(f"documents: train {sp['train'].get('documents', 0):,} / val "
+               f"{sp['val'].get('documents', 0):,} / test {sp['test'].get('documents', 0):,}")  # fmt: skip
+    if docs <= 1 and doc_sep is None:
+        typer.echo(
+            "note: the corpus is one document, so its end-of-document mark is in the test "
+            "split only; --doc-sep blank (or a separator string) cuts a file into documents",
+            err=True,
+        )
 
 
 def same_corpus(given: str, saved: str) -> str:
@@ -145,6 +157,7 @@ def train(
     ] = "loglinear",
     tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
+    doc_sep: DocSep = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per training chunk.")] = 256,
     time_conditioning: Annotated[
         bool | None,
@@ -206,6 +219,7 @@ def train(
                 "seq_len": (seq_len, c.seq_len),
                 "tokenizer": (tokenizer, c.tokenizer),
                 "vocab_size": (vocab_size, c.vocab_size),
+                "doc_sep": (doc_sep, c.doc_sep),
                 "time_conditioning": (time_conditioning, c.time_conditioning),
                 "self_conditioning": (self_conditioning, c.self_conditioning),
                 "autoregressive": (autoregressive, bool(m.get("causal", False))),
@@ -244,12 +258,14 @@ def train(
             vocab_size=vocab_size,
             time_conditioning=time_conditioning,
             self_conditioning=self_conditioning,
+            doc_sep=doc_sep,
         )
         from discdiff.tasks.text.data import prepared_cache
 
         data_dir, made = prepared_cache(
-            corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress
-        )
+            corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress,
+            doc_sep=doc_sep,
+        )  # fmt: skip
         if made:
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
         task = TextTask.create(config)  # from the prepared files (the run names the corpus)

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,6 +46,8 @@ __all__ = [
     "prepared_cache",
     "TokenFiles",
     "iter_documents",
+    "doc_separator",
+    "BLANK_LINES",
 ]
 
 EOD = "\x1e"
@@ -126,8 +129,56 @@ def _read_blocks(path: Path, block: int) -> Iterator[str]:
             yield chunk
 
 
-def iter_documents(spec: str, block: int = _BLOCK) -> Iterator[tuple[str, bool]]:
-    """(piece, document ends here) pairs of a file / folder / JSON-lines source, in order."""
+#: ``doc_sep="blank"``: documents of a text file end at one or more blank lines
+BLANK_LINES = "blank"
+
+
+def doc_separator(doc_sep: str | None) -> re.Pattern[str] | None:
+    """The pattern that ends a document inside a text file: None (a file is one document),
+    ``"blank"`` (one or more blank lines) or a literal string (``"\\n---\\n"``...)."""
+    if doc_sep is None:
+        return None
+    if not isinstance(doc_sep, str) or not doc_sep:
+        raise ValueError(f"doc_sep={doc_sep!r}: expected 'blank' or a non-empty string")
+    if doc_sep == BLANK_LINES:
+        return re.compile(r"\n(?:[ \t\r]*\n)+")
+    return re.compile(re.escape(doc_sep))
+
+
+def _split_documents(
+    chunks: Iterator[str], sep: re.Pattern[str], block: int
+) -> Iterator[tuple[str, bool]]:
+    """(piece, document ends) of a text cut at ``sep`` (dropped; empty documents skipped). A
+    document longer than a few blocks is passed on in pieces cut before a line that starts
+    with a visible character, so that no separator straddles two pieces."""
+    carry = ""  # after a piece is passed on, it starts with a visible character: not empty
+    for chunk in chunks:
+        buf, start = carry + chunk, 0
+        for m in sep.finditer(buf):
+            if m.end() == len(buf):
+                break  # a separator at the end may go on in the next block
+            if buf[start : m.start()].strip():
+                yield buf[start : m.start()], True
+            start = m.end()
+        carry = buf[start:]
+        if len(carry) > 4 * block:  # keep a tail that a separator could start in, whole
+            tail = len(carry) - len(sep.pattern)
+            lines = (m.start() + 1 for m in re.finditer(r"\n(?=\S)", carry))
+            cut = max((p for p in lines if p <= tail), default=0)
+            if cut:
+                yield carry[:cut], False
+                carry = carry[cut:]
+    for doc in sep.split(carry):
+        if doc.strip():
+            yield doc, True
+
+
+def iter_documents(
+    spec: str, block: int = _BLOCK, doc_sep: str | None = None
+) -> Iterator[tuple[str, bool]]:
+    """(piece, document ends here) pairs of a file / folder / JSON-lines source, in order. A
+    text file is one document, or several ended by ``doc_sep`` (:func:`doc_separator`)."""
+    sep = doc_separator(doc_sep)
     for path in _files(spec):
         if path.suffix == ".jsonl":
             with open(path, encoding="utf-8") as fh:
@@ -143,6 +194,9 @@ def iter_documents(spec: str, block: int = _BLOCK) -> Iterator[tuple[str, bool]]
                     if not isinstance(text, str):
                         raise ValueError(f"{path}:{i}: 'text' must be a string")
                     yield text, True
+            continue
+        if sep is not None:
+            yield from _split_documents(_read_blocks(path, block), sep, block)
             continue
         carry = ""  # blocks end at a line end, so no word is cut in two (BPE merges stay whole)
         for chunk in _read_blocks(path, block):
@@ -176,10 +230,14 @@ def _builtin_name(spec: str) -> bool:
 
 
 # ---- the streams of one split ------------------------------------------------------------------
-def _split_pieces(spec: str, block: int) -> Callable[[], Iterator[tuple[str, str, bool]]]:
+def _split_pieces(
+    spec: str, block: int, doc_sep: str | None = None
+) -> Callable[[], Iterator[tuple[str, str, bool]]]:
     """A re-startable stream of (split, piece, document ends) over the whole source."""
     splits = _builtin(spec)
     if splits is not None:
+        if doc_sep is not None:
+            raise ValueError(f"doc_sep: the built-in corpus {spec!r} keeps its own documents")
 
         def builtin() -> Iterator[tuple[str, str, bool]]:
             for s in SPLITS:
@@ -188,7 +246,7 @@ def _split_pieces(spec: str, block: int) -> Callable[[], Iterator[tuple[str, str
                     yield s, text[i : i + block], i + block >= len(text)
 
         return builtin
-    total = sum(len(p) for p, _ in iter_documents(spec, block))
+    total = sum(len(p) for p, _ in iter_documents(spec, block, doc_sep))
     if total == 0:
         raise ValueError(f"corpus {spec!r} is empty (0 characters)")
     a = round(total * _FRACTIONS[0])
@@ -197,7 +255,7 @@ def _split_pieces(spec: str, block: int) -> Callable[[], Iterator[tuple[str, str
 
     def cut() -> Iterator[tuple[str, str, bool]]:
         pos = 0
-        for piece, ends in iter_documents(spec, block):
+        for piece, ends in iter_documents(spec, block, doc_sep):
             start, stop = pos, pos + len(piece)
             for lo, hi, name in cuts:
                 x, y = max(lo, start), min(hi, stop)
@@ -231,6 +289,7 @@ def prepare_corpus(
     block: int = _BLOCK,
     progress: bool = False,
     bpe_sample: int = 64 << 20,
+    doc_sep: str | None = None,
 ) -> dict[str, Any]:
     """Prepare ``spec`` into ``out`` (see the module docstring); returns the meta dict.
 
@@ -238,13 +297,18 @@ def prepare_corpus(
     trained on the first ``bpe_sample`` characters of the training split with the ``tokenizers``
     library, ``vocab_size`` ids: merges learnt on 64M characters barely change with more, and
     the tokenizer's memory and time stay bounded).
+    doc_sep: where a text file's documents end (:func:`doc_separator`; None: a file is one
+    document, so a single file has its only end-of-document mark in the test split).
     A finished ``out`` of the same source and settings is reused as it is.
     """
     if tokenizer not in ("char", "bpe"):
         raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
     dest = Path(out)
     source = _source_hash(spec)
+    doc_separator(doc_sep)  # checked before any work
     settings = {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
+    if doc_sep is not None:  # absent otherwise: data prepared before the option stay reused
+        settings["doc_sep"] = doc_sep
     if _intact(dest, clear=True):
         return _reuse(dest, source, settings)
     if dest.exists() and any(dest.iterdir()):
@@ -254,8 +318,9 @@ def prepare_corpus(
         if is_prepared(dest):  # another process finished it while this one waited
             return _reuse(dest, source, settings)
         return _prepare_locked(
-            spec, dest, source, settings, tokenizer, vocab_size, block, progress, bpe_sample
-        )
+            spec, dest, source, settings, tokenizer, vocab_size, block, progress, bpe_sample,
+            doc_sep,
+        )  # fmt: skip
 
 
 def _intact(dest: Path, clear: bool = False) -> bool:
@@ -315,6 +380,7 @@ def _prepare_locked(
     block: int,
     progress: bool,
     bpe_sample: int,
+    doc_sep: str | None = None,
 ) -> dict[str, Any]:
     from discdiff.tokenizers import BPETokenizer, CharTokenizer
 
@@ -325,7 +391,7 @@ def _prepare_locked(
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        stream = _split_pieces(spec, block)
+        stream = _split_pieces(spec, block, doc_sep)
         if tokenizer == "char":
             chars: set[str] = set()
             for _, piece, _ in stream():
@@ -467,7 +533,12 @@ def _bar(progress: bool, spec: str) -> Any:
 
 
 def prepared_cache(
-    spec: str, *, tokenizer: str = "char", vocab_size: int = 1024, progress: bool = False
+    spec: str,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int = 1024,
+    progress: bool = False,
+    doc_sep: str | None = None,
 ) -> tuple[Path, bool]:
     """The prepared data dir of a raw corpus in the cache (``$DISCDIFF_CACHE/prepared``),
     made on the first call and reused after: (path, made now).
@@ -484,6 +555,8 @@ def prepared_cache(
     key = hashlib.sha256(
         f"{FORMAT}|{tokenizer}|{vocab_size if tokenizer == 'bpe' else ''}|".encode()
     )
+    if doc_sep is not None:
+        key.update(f"doc_sep={doc_sep!r}|".encode())
     if _builtin_name(spec):
         key.update(spec.encode())
     else:
@@ -494,7 +567,9 @@ def prepared_cache(
     if _intact(dest, clear=True):  # a damaged cache entry is made again
         return dest, False
     _prune(dest.parent)
-    prepare_corpus(spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+    prepare_corpus(
+        spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress, doc_sep=doc_sep
+    )
     return dest, True
 
 

@@ -317,3 +317,26 @@ def test_bits_per_character_counts_are_exact_for_multibyte_bpe(tmp_path):
         assert counted == files.chars(split)
         total += counted
     assert total == len(text)
+
+
+@pytest.mark.parametrize("sep", ["blank", "\n<doc>\n"])
+@pytest.mark.parametrize("block", [7, 64, 1 << 16])
+def test_a_single_file_is_cut_into_documents_at_doc_sep(tmp_path, sep, block):
+    """A single file was one document (its only end-of-document mark in the test split):
+    --doc-sep cuts it at blank lines or at a string, in any block size the reader uses (no
+    separator is lost across two blocks), and the documents come back exactly, one end-of-
+    document mark each, in every split."""
+    rng = random.Random(1)
+    docs = [text(rng.randint(1, 6), seed=i) for i in range(60)]
+    joiner = "\n\n\n" if sep == "blank" else sep
+    path = tmp_path / "one.txt"
+    path.write_text(joiner.join(docs) + "\n")
+    out = tmp_path / "d"
+    meta = tf.prepare_corpus(str(path), out, doc_sep=sep, block=block)
+    assert [meta["splits"][s]["documents"] for s in ("train", "val", "test")] != [0, 0, 1]
+    assert sum(meta["splits"][s]["documents"] for s in ("train", "val", "test")) == len(docs)
+    pieces = decode_all(out).split(tf.EOD)
+    assert pieces[-1] == "" and pieces[:-1] == [*docs[:-1], docs[-1] + "\n"]  # the file's end
+    assert meta["settings"]["doc_sep"] == sep
+    with pytest.raises(ValueError, match="doc_sep"):
+        tf.prepare_corpus(str(path), tmp_path / "e", doc_sep="")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from discdiff.checks import reads_are_free
+from discdiff.datasets.token_files import doc_separator
 from discdiff.objectives import OBJECTIVES, objective
 from discdiff.tasks.base import TaskConfig, process_problem, usable_processes
 from discdiff.tasks.probes import check_continuous_schedule
@@ -44,6 +45,8 @@ class TextTaskConfig(TaskConfig):
     self_conditioning: the denoiser also sees its previous x_0 estimate (trained with it
     half the time; :class:`discdiff.nn.SelfConditioned`), in training, evaluation and sampling.
     t_min: lower end of the time integral of the ELBO.
+    doc_sep: where a text file's documents end ("blank": blank lines; a literal string; None:
+    a file is one document, so a single file's end-of-document mark lands in the test split).
     """
 
     corpus: str = "shakespeare-text8"
@@ -57,9 +60,11 @@ class TextTaskConfig(TaskConfig):
     time_conditioning: bool | None = None
     self_conditioning: bool = False
     t_min: float = 1e-3
+    doc_sep: str | None = None
 
     def __post_init__(self) -> None:
         check_continuous_schedule(self.schedule)
+        doc_separator(self.doc_sep)
         if process_problem(self.process, continuous_elbo=True) is not None:
             raise ValueError(
                 f"process={self.process!r} is not one of "

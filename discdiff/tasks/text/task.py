@@ -488,8 +488,9 @@ def _prepared(config: TextTaskConfig, progress: bool) -> Any:
     from discdiff.datasets.token_files import TokenFiles, prepared_cache
 
     path, _ = prepared_cache(
-        config.corpus, tokenizer=config.tokenizer, vocab_size=config.vocab_size, progress=progress
-    )
+        config.corpus, tokenizer=config.tokenizer, vocab_size=config.vocab_size,
+        progress=progress, doc_sep=config.doc_sep,
+    )  # fmt: skip
     return TokenFiles(path)
 
 
