@@ -1,0 +1,153 @@
+"""A Hugging Face masked language model as an absorbing-process denoiser.
+
+Any ``AutoModelForMaskedLM`` (BERT, RoBERTa, ModernBERT, ...) predicts the token at each
+``[MASK]`` from the rest: the x_0 prediction an absorbing (masked) diffusion asks of its
+denoiser, as DiffusionBERT showed. :class:`HFMaskedLM` makes one the library's denoiser over
+the model's vocabulary of V tokens: the absorbing process's mask state (id V, one past the
+classes) is fed to the network as the model's own mask token, the logits are (B, L, V), and the
+mask token itself is never predicted. The model is not told t (MDLM: an absorbing denoiser
+needs no time input).
+
+It needs the optional ``transformers`` package (``pip install 'discdiff[hf]'``), imported only
+when a model is built. A checkpoint keeps the model's own config (``hf_config``) beside our
+weights, so a run or an export rebuilds it offline; :meth:`HFMaskedLM.from_pretrained` loads
+published weights by repository id or from a local folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["HFMaskedLMConfig", "HFMaskedLM"]
+
+#: the logit given to the mask token (never an x_0 class); finite, so losses stay exact
+_NEVER = -1e4
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "a Hugging Face denoiser needs the optional package: pip install 'discdiff[hf]'"
+        ) from None
+    return transformers
+
+
+@dataclasses.dataclass(frozen=True)
+class HFMaskedLMConfig:
+    """hf_config: the model's ``config.to_dict()`` (its ``model_type`` names the architecture);
+    mask_token_id: the id the model reads as ``[MASK]``."""
+
+    hf_config: dict[str, Any]
+    mask_token_id: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
+            raise ValueError("hf_config must be a transformers config dict with a model_type")
+        vocab = self.hf_config.get("vocab_size")
+        if not isinstance(vocab, int) or vocab < 2:
+            raise ValueError(f"hf_config's vocab_size must be an int >= 2, got {vocab!r}")
+        m = self.mask_token_id
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < vocab:
+            raise ValueError(f"mask_token_id must be an id in [0, {vocab}), got {m!r}")
+
+    @property
+    def num_classes(self) -> int:
+        """V, the model's vocabulary: the classes of x_0."""
+        return int(self.hf_config["vocab_size"])
+
+    @property
+    def num_states(self) -> int:
+        """V + 1: the absorbing process's mask state is id V."""
+        return self.num_classes + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hf_config": dict(self.hf_config), "mask_token_id": self.mask_token_id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HFMaskedLMConfig:
+        return cls(hf_config=dict(d["hf_config"]), mask_token_id=int(d["mask_token_id"]))
+
+
+class HFMaskedLM(nn.Module):
+    """(B, L) ids in [0, V] (V: the absorbing mask) -> (B, L, V) logits over x_0."""
+
+    config_class = HFMaskedLMConfig
+    #: the output does not depend on t (the caching samplers may reuse it)
+    time_conditioned = False
+
+    def __init__(self, config: HFMaskedLMConfig, model: nn.Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, HFMaskedLMConfig):
+            raise TypeError(f"config must be a HFMaskedLMConfig, got {type(config).__name__}")
+        self.config = config
+        if model is None:
+            tf = _transformers()
+            hf = dict(config.hf_config)
+            kind = hf.pop("model_type")
+            model = tf.AutoModelForMaskedLM.from_config(tf.AutoConfig.for_model(kind, **hf))
+        self.model = model
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str, *, mask_token_id: int | None = None, **kwargs: Any
+    ) -> HFMaskedLM:
+        """A published masked LM (a repository id, or a local folder of ``save_pretrained``)
+        as a denoiser; ``mask_token_id`` defaults to its tokenizer's (or config's) mask token.
+        ``kwargs`` go to ``AutoModelForMaskedLM.from_pretrained``."""
+        tf = _transformers()
+        model = tf.AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+        if mask_token_id is None:
+            mask_token_id = getattr(model.config, "mask_token_id", None)
+        if mask_token_id is None:
+            try:
+                tok = tf.AutoTokenizer.from_pretrained(name_or_path)
+            except (OSError, ValueError):
+                tok = None
+            # a folder without tokenizer files can still yield a default tokenizer: only one of
+            # the model's own vocabulary size is believed
+            if tok is not None and len(tok) == model.config.vocab_size:
+                mask_token_id = tok.mask_token_id
+        if mask_token_id is None:
+            raise ValueError(f"{name_or_path!r} names no mask token: pass mask_token_id=")
+        config = HFMaskedLMConfig(model.config.to_dict(), int(mask_token_id))
+        return cls(config, model)
+
+    @classmethod
+    def conformance_example(
+        cls, generator: torch.Generator
+    ) -> tuple[HFMaskedLMConfig, Tensor, Tensor, None]:
+        """A two-layer BERT of 12 tokens at random, x_t (3, 8) with masks among the ids."""
+        _transformers()
+        hf = {"model_type": "bert", "vocab_size": 12, "hidden_size": 16, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 24, "max_position_embeddings": 16,
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # fmt: skip
+        x_t = torch.randint(0, 13, (3, 8), generator=generator)
+        return HFMaskedLMConfig(hf, mask_token_id=3), x_t, torch.rand(3, generator=generator), None
+
+    def forward(self, x_t: Tensor, t: Tensor | float | None = None, cond: Any = None) -> Tensor:
+        """x_t (B, L) -> logits (B, L, V) float32; ``cond["padding_mask"]`` (B, L) True where a
+        token is real (as the library's transformer reads it), if given."""
+        V = self.config.num_classes
+        ids = torch.where(x_t >= V, torch.full_like(x_t, self.config.mask_token_id), x_t)
+        attention = None
+        if isinstance(cond, dict) and cond.get("padding_mask") is not None:
+            attention = cond["padding_mask"].long()
+        logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+        never = torch.zeros(V, dtype=torch.bool, device=logits.device)
+        never[self.config.mask_token_id] = True
+        return logits.masked_fill(never, _NEVER)
+
+
+def _register() -> None:
+    from discdiff.nn import register_denoiser
+
+    register_denoiser("hf-masked-lm", HFMaskedLM, HFMaskedLMConfig)
+
+
+_register()
