@@ -410,6 +410,9 @@ def test_a_denoiser_that_cannot_serve_the_task_is_one_line(tmp_path, capsys):
     refused([*base, "--denoiser", "tiny", "--heads", "2"], "has no size 'num_heads'")
     refused([*base, "--denoiser", "tiny-graph"], "needs atom_num_states")
     refused([*base, "--denoiser", "nope"], "unknown denoiser 'nope'")
+    refused(["task", "train", "text", "--config", json.dumps({"corpus": str(corpus)}), "--out",
+             str(run), "--sizes", '{"num_states": 3}', "--import", str(plugin)],
+            "num_states: the text task sets these itself")  # fmt: skip
     refused([*base, "--denoiser", "tiny", "--autoregressive"], "--denoiser does not apply")
     refused([*base, "--denoiser", "tiny", "--self-conditioning"], "no self_conditioning field")
     assert main([*base, "--denoiser", "tiny"]) == 0

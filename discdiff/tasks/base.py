@@ -261,6 +261,12 @@ class Task(ABC):
         ``denoiser`` configured from :meth:`denoiser_fields` and ``sizes``. Its parameters are
         counted on the meta device first, so sizes that cannot fit in memory fail at once with
         one line (not with an allocator error)."""
+        clash = sorted(set(sizes) & set(self.denoiser_fields()))
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)}: the {self.name or 'task'} task sets these itself (its "
+                "data and process fix them); give widths and depths only"
+            )
         if denoiser is None or denoiser == self.default_denoiser:
             build = self.build_denoiser
             if self.default_denoiser:  # a size its config lacks is one line, not a TypeError
