@@ -358,3 +358,22 @@ def test_a_scaffolds_atoms_keep_their_hybridisation(shipped) -> None:
         assert kinds[0] == Chem.HybridizationType.SP3, Chem.MolToSmiles(mol)  # the methyl C
         assert b[0].max() <= 1 and b[3, 4:].max() <= 1  # new bonds to C and N: single
     assert n >= 100
+
+
+def test_bredts_rule_can_be_undone_by_a_later_bond_so_it_is_rejections_not_the_guards():
+    """The ring rules read RDKit's smallest rings; one more bond can hide the bicycle that
+    made a molecule flagged. That is why the bond-by-bond motif guard does not hold them
+    (refusing the bond where the rule first fires would refuse molecules the rule accepts)
+    and rejection applies them to finished molecules."""
+    from rdkit import Chem
+
+    from discdiff.chem.filters import bredt_violation
+
+    before = Chem.MolFromSmiles("C1CC2=CCC1C2")  # bicyclo[2.2.1]hept-1-ene
+    after = Chem.RWMol(before)
+    after.AddBond(4, 6, Chem.BondType.SINGLE)
+    after = after.GetMol()
+    Chem.SanitizeMol(after)
+    assert bredt_violation(before)
+    assert not bredt_violation(after)
+    assert Chem.MolToSmiles(after) == "C1=C2CCC3C1C23"
