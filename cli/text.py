@@ -184,6 +184,14 @@ def train(
             "time; used in eval and by every sampler).",
         ),
     ] = False,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Block diffusion (BD3-LM): denoise blocks of this many tokens, each given the "
+            "clean blocks before it; sampled block by block with a key/value cache (needs a "
+            "model not told t). 0: an ordinary model.",
+        ),
+    ] = 0,
     layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 6,
     d_model: Annotated[int, typer.Option(help="Model width.")] = 384,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 6,
@@ -222,6 +230,7 @@ def train(
                 "doc_sep": (doc_sep, c.doc_sep),
                 "time_conditioning": (time_conditioning, c.time_conditioning),
                 "self_conditioning": (self_conditioning, c.self_conditioning),
+                "block_size": (block_size, c.block_size),
                 "autoregressive": (autoregressive, bool(m.get("causal", False))),
                 "denoiser": (flags.denoiser, (model_entry.get("denoiser") or {}).get("type")),
                 "layers": (layers, m.get("num_layers")),
@@ -242,6 +251,10 @@ def train(
                 "--autoregressive trains the causal transformer yardstick; --denoiser does not "
                 "apply to it"
             )
+        if autoregressive and block_size:
+            raise ValueError(
+                "--autoregressive trains the causal yardstick; --block-size does not apply to it"
+            )
         if autoregressive and objective not in (None, "elbo"):
             raise ValueError(
                 f"--autoregressive trains the AR yardstick on its exact NLL; --objective "
@@ -259,6 +272,7 @@ def train(
             time_conditioning=time_conditioning,
             self_conditioning=self_conditioning,
             doc_sep=doc_sep,
+            block_size=block_size,
         )
         from discdiff.tasks.text.data import prepared_cache
 
@@ -327,7 +341,12 @@ def sample(
     batch_size: Annotated[
         int, typer.Option(help="Samples drawn at once (memory grows with it).")
     ] = 64,
-    steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 256,
+    steps: Annotated[
+        int,
+        typer.Option(
+            help="Sampler steps (first-hitting: one per token; a block-diffusion model: per block)."
+        ),
+    ] = 256,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     length: Annotated[
         int | None,

@@ -66,6 +66,7 @@ from discdiff.samplers import (
     TweedieSampler,
     make_sampler,
     register_sampler,
+    sample_block_diffusion,
     sample_blocks,
 )
 from discdiff.schedules import (
@@ -202,6 +203,7 @@ __all__ = [
     "SundaeSampler",
     "ReMDMSampler",
     "PlannedSampler",
+    "sample_block_diffusion",
     "sample_blocks",
     "DFMEulerSampler",
     "TauLeapingSampler",

@@ -103,11 +103,14 @@ def _angles(pos: Tensor, dim: int, base: float) -> Tensor:
     return pos.double()[:, None] * inv_freq[None, :]  # (L, dim/2)
 
 
-def rotary_tables_1d(length: int, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """cos, sin tables (length, head_dim) for rotary positions 0..length-1 (one section)."""
+def rotary_tables_1d(
+    length: int, head_dim: int, base: float = 10000.0, start: int = 0
+) -> tuple[Tensor, Tensor]:
+    """cos, sin tables (length, head_dim) for rotary positions start..start+length-1 (one
+    section)."""
     if head_dim % 2:
         raise ValueError(f"rotary positions need an even head dimension, got {head_dim}")
-    ang = _angles(torch.arange(length), head_dim, base)  # (L, hd/2)
+    ang = _angles(torch.arange(start, start + length), head_dim, base)  # (L, hd/2)
     ang = torch.cat([ang, ang], dim=-1)  # (L, hd): "rotate half" layout
     return ang.cos().float(), ang.sin().float()
 

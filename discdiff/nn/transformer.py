@@ -24,6 +24,17 @@ masked so position i sees only positions <= i, and the logits at position i are 
 distribution over the NEXT token x[i + 1] given x[<= i]; the logits at the last position
 predict a token past the end and are unused. ``t`` is ignored (may be None). To score a
 sequence, feed [BOS, x_0, ..., x_{L-2}] and read the logits against [x_0, ..., x_{L-1}].
+
+Block diffusion (``block_size=S``, BD3-LM, Arriola et al. 2025): the sequence is cut into
+blocks of S positions, each denoised given the clean blocks before it, so the model is
+autoregressive over blocks and a diffusion model within one. In training and scoring the
+clean ids come in ``cond["x0"]`` and the network runs once over [x_t ; x_0] (2L tokens, the
+same rotary positions for both halves) under one mask: a noisy position sees its own noisy
+block and the clean blocks before it, a clean position the clean blocks up to its own; the
+logits are the noisy half's. In sampling, :meth:`TransformerDenoiser.extend_cache` runs each
+finished block once and keeps its keys and values, and ``cond["kv"]`` (that cache) lets the
+next block's steps run on its S positions alone (:func:`discdiff.samplers.sample_block_diffusion`).
+A block model is never told t: the cached keys serve every step.
 """
 
 from __future__ import annotations
@@ -65,6 +76,8 @@ class TransformerConfig:
     self_conditioning: the model also takes its previous x_0 estimate, ``cond["self_cond"]``
     (B, L, num_classes) probabilities (zeros: none), added to the token embeddings through a
     zero-initialised linear map (Chen et al. 2022); see :class:`discdiff.nn.SelfConditioned`.
+    block_size: S > 0 makes a block-diffusion model (see the module docstring); it needs
+    time_conditioning off, no grid, no causal mask and no self-conditioning.
     grad_checkpointing: in training, keep only each block's input and recompute its
     activations in the backward pass (``torch.utils.checkpoint``): activation memory falls
     from about num_layers blocks' worth to one, for about a third more compute. Same
@@ -89,6 +102,7 @@ class TransformerConfig:
     patch: int = 1
     grad_checkpointing: bool = False
     self_conditioning: bool = False
+    block_size: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -140,6 +154,23 @@ class TransformerConfig:
                 raise ValueError("patch > 1 needs a grid (an image) and a non-causal model")
             if self.grid[0] % self.patch or self.grid[1] % self.patch:
                 raise ValueError(f"patch {self.patch} does not divide the grid {self.grid}")
+
+        b = self.block_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+            raise ValueError(f"block_size must be an int >= 0, got {b!r}")
+        if b:
+            if b > self.max_len:
+                raise ValueError(f"block_size {b} exceeds max_len {self.max_len}")
+            if self.causal or self.grid is not None or self.self_conditioning:
+                raise ValueError(
+                    "block_size > 0 (block diffusion) needs a sequence model without causal, "
+                    "grid or self_conditioning"
+                )
+            if self.time_conditioning:
+                raise ValueError(
+                    "block_size > 0 (block diffusion) needs time_conditioning=False: the keys of "
+                    "finished blocks are cached and serve every step"
+                )
 
     @property
     def head_dim(self) -> int:
@@ -198,14 +229,27 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        past: tuple[Tensor, Tensor] | None = None,
+        kept: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
-        """x (B, L, D); cos, sin (L, hd); mask (B, 1, L, L) bool True = attend, or None."""
+        """x (B, L, D); cos, sin (L, hd); mask (B, 1, L, L) bool True = attend, or None.
+        ``past``: keys and values (B, H, T, hd) before x's, attended to as well (a cache);
+        ``kept``: a list that receives x's own keys and values."""
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim)  # (B, L, 3, H, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd) each
         q = apply_rotary(q, cos, sin, self.sections)
         k = apply_rotary(k, cos, sin, self.sections)
+        if kept is not None:
+            kept.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, H, T + L, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -234,11 +278,19 @@ class Block(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cfg.cond_dim, 6 * d))
 
     def forward(
-        self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, is_causal: bool
+        self,
+        x: Tensor,
+        c: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        past: tuple[Tensor, Tensor] | None = None,
+        kept: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
-        """x (B, L, D), c (B, cond_dim) -> (B, L, D)."""
+        """x (B, L, D), c (B, cond_dim) -> (B, L, D); ``past`` and ``kept`` as in Attention."""
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).chunk(6, dim=-1)  # (B, D) each
-        h = self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin, mask, is_causal)
+        h = self.attn(modulate(self.norm1(x), sh1, sc1), cos, sin, mask, is_causal, past, kept)
         x = x + g1[:, None, :] * self.drop(h)
         h = self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x + g2[:, None, :] * self.drop(h)  # (B, L, D)
@@ -353,35 +405,26 @@ class TransformerDenoiser(nn.Module):
         if cond is not None:
             if not isinstance(cond, dict):
                 raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
-            unknown = set(cond) - {"padding_mask", "label", "self_cond"}
+            unknown = set(cond) - {"padding_mask", "label", "self_cond", "x0", "kv"}
             if unknown:
                 raise ValueError(
-                    f"unknown cond keys {sorted(unknown)}; expected padding_mask, label, self_cond"
+                    f"unknown cond keys {sorted(unknown)}; expected padding_mask, label, "
+                    f"self_cond, x0, kv"
                 )
             padding_mask = padding_mask if padding_mask is not None else cond.get("padding_mask")
             label = label if label is not None else cond.get("label")
         self_cond = cond.get("self_cond") if cond is not None else None
         if self_cond is not None and self.self_cond is None:
             raise ValueError("got cond['self_cond'] but the model has self_conditioning = False")
-
-        # conditioning vector c (B, cond_dim): time (if time-conditioned) + label
-        c = torch.zeros(B, cfg.cond_dim, device=x_t.device)
-        if self.time is not None:
-            if t is None:
-                raise ValueError("t is required unless the model is causal or time-free")
-            if not isinstance(t, Tensor):
-                t = torch.full((B,), float(t), device=x_t.device)
-            elif t.dim() == 0:
-                t = t.expand(B)
-            if t.shape != (B,):
-                raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
-            c = c + self.time(t)
-        if self.label is not None:
-            if label is not None and label.shape != (B,):
-                raise ValueError(f"label must have shape ({B},), got {tuple(label.shape)}")
-            c = c + self.label(label, B, x_t.device)
-        elif label is not None:
-            raise ValueError("got a label but the model has num_labels = 0")
+        x0 = cond.get("x0") if cond is not None else None
+        kv = cond.get("kv") if cond is not None else None
+        c = self._conditioning(B, t, label, x_t.device)  # (B, cond_dim)
+        if cfg.block_size:
+            return self._block_forward(x_t, x0, kv, c, padding_mask)
+        if x0 is not None or kv is not None:
+            raise ValueError(
+                "cond['x0'] and cond['kv'] are for block-diffusion models (block_size > 0)"
+            )
 
         # attention mask (B, 1, L, L) True = attend; every query may attend to itself so that
         # fully padded rows stay finite (this changes nothing for real queries).
@@ -410,16 +453,168 @@ class TransformerDenoiser(nn.Module):
             h = h + self.self_cond(self_cond.to(h.dtype))
         Lt = h.shape[1]
         cos, sin = self.rope_cos[:Lt], self.rope_sin[:Lt]  # (Lt, hd)
-        recompute = cfg.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for blk in self.blocks:
-            if recompute:
-                h = checkpoint(blk, h, c, cos, sin, mask, cfg.causal, use_reentrant=False)
-            else:
-                h = blk(h, c, cos, sin, mask, cfg.causal)
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)  # (B, D) each
-        h = modulate(self.norm_out(h), shift, scale)  # (B, Lt, D)
-        out = self.head(h).float()  # (B, Lt, p*p*K)
+        out = self._logits(self._trunk(h, c, cos, sin, mask, cfg.causal), c)  # (B, Lt, p*p*K)
         return self._from_patches(out) if cfg.patch > 1 else out  # (B, L, K)
+
+    def _conditioning(self, B: int, t: Any, label: Tensor | None, device: torch.device) -> Tensor:
+        """The conditioning vector c (B, cond_dim): time (if time-conditioned) + label."""
+        c = torch.zeros(B, self.config.cond_dim, device=device)
+        if self.time is not None:
+            if t is None:
+                raise ValueError("t is required unless the model is causal or time-free")
+            if not isinstance(t, Tensor):
+                t = torch.full((B,), float(t), device=device)
+            elif t.dim() == 0:
+                t = t.expand(B)
+            if t.shape != (B,):
+                raise ValueError(f"t must have shape ({B},), got {tuple(t.shape)}")
+            c = c + self.time(t)
+        if self.label is not None:
+            if label is not None and label.shape != (B,):
+                raise ValueError(f"label must have shape ({B},), got {tuple(label.shape)}")
+            c = c + self.label(label, B, device)
+        elif label is not None:
+            raise ValueError("got a label but the model has num_labels = 0")
+        return c
+
+    def _trunk(
+        self,
+        h: Tensor,
+        c: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        past: dict[str, Any] | None = None,
+        kept: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:
+        """The blocks over h (B, L, D); ``past`` a cache (:meth:`empty_cache`), ``kept`` a
+        list that receives every layer's keys and values of h."""
+        recompute = self.config.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for i, blk in enumerate(self.blocks):
+            if recompute and past is None and kept is None:
+                h = checkpoint(blk, h, c, cos, sin, mask, is_causal, use_reentrant=False)
+            else:
+                layer = None if past is None else (past["k"][:, i], past["v"][:, i])
+                h = blk(h, c, cos, sin, mask, is_causal, layer, kept)
+        return h
+
+    def _logits(self, h: Tensor, c: Tensor) -> Tensor:
+        """Final adaLN norm and head: (B, L, D) -> float32 (B, L, p*p*K)."""
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)  # (B, D) each
+        return self.head(modulate(self.norm_out(h), shift, scale)).float()
+
+    # -- block diffusion ----------------------------------------------------------------------
+    def _block_forward(
+        self,
+        x_t: Tensor,
+        x0: Tensor | None,
+        kv: dict[str, Any] | None,
+        c: Tensor,
+        padding_mask: Tensor | None,
+    ) -> Tensor:
+        """Logits (B, L, K) of a block model: over [x_t ; x0] under the block mask, or of x_t
+        as the block after a cache's positions."""
+        B, L = x_t.shape
+        if kv is not None:
+            if x0 is not None or padding_mask is not None:
+                raise ValueError("cond['kv'] (a cache) takes no x0 and no padding_mask")
+            _check_cache(kv, self, B)
+            cos, sin = self._rope(int(kv["start"]), L)
+            return self._logits(self._trunk(self.embed(x_t), c, cos, sin, None, False, kv), c)
+        if x0 is None:
+            raise ValueError(
+                "a block-diffusion model needs the clean ids cond['x0'] (training, scoring) or a "
+                "cache cond['kv'] (sampling block by block: discdiff.samplers.sample_block_diffusion)"
+            )
+        if not isinstance(x0, Tensor) or x0.shape != x_t.shape:
+            raise ValueError(
+                f"cond['x0'] must be the clean ids of x_t's shape {tuple(x_t.shape)}, got "
+                f"{tuple(getattr(x0, 'shape', ()))}"
+            )
+        h = self.embed(torch.cat([x_t, x0.to(x_t.dtype)], 1))  # (B, 2L, D)
+        cos = self.rope_cos[:L].repeat(2, 1)  # (2L, hd): both halves at positions 0..L-1
+        sin = self.rope_sin[:L].repeat(2, 1)
+        mask = self._block_mask(L, x_t.device)  # (2L, 2L)
+        if padding_mask is not None:
+            if padding_mask.shape != (B, L) or padding_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"padding_mask must be a ({B}, {L}) bool tensor, got "
+                    f"{tuple(padding_mask.shape)} {padding_mask.dtype}"
+                )
+            keys = padding_mask.repeat(1, 2)[:, None, None, :]  # (B, 1, 1, 2L)
+            eye = torch.eye(2 * L, dtype=torch.bool, device=x_t.device)
+            mask = mask & keys | eye  # (B, 1, 2L, 2L)
+        h = self._trunk(h, c, cos, sin, mask, False)
+        return self._logits(h[:, :L], c)  # the noisy half
+
+    def _block_mask(self, L: int, device: torch.device) -> Tensor:
+        """(2L, 2L) bool, True = attend: noisy block b sees itself and clean blocks < b, clean
+        block b the clean blocks <= b (kept per length and device)."""
+        key = (L, str(device))
+        masks = self.__dict__.setdefault("_block_masks", {})
+        if key not in masks:
+            blk = torch.arange(L, device=device) // self.config.block_size
+            same = blk[:, None] == blk[None, :]
+            before = blk[None, :] < blk[:, None]
+            upto = same | before
+            top = torch.cat([same, before], 1)  # noisy queries
+            bottom = torch.cat([torch.zeros_like(same), upto], 1)  # clean queries
+            masks[key] = torch.cat([top, bottom], 0)
+        return masks[key]
+
+    def _rope(self, start: int, n: int) -> tuple[Tensor, Tensor]:
+        """cos, sin (n, hd) for positions start..start+n-1 (past max_len: computed)."""
+        if start + n <= self.rope_cos.shape[0]:
+            return self.rope_cos[start : start + n], self.rope_sin[start : start + n]
+        cos, sin = rotary_tables_1d(n, self.config.head_dim, self.config.rope_base, start=start)
+        return cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+
+    def empty_cache(self, batch: int, device: torch.device | str | None = None) -> dict[str, Any]:
+        """A block model's key/value cache holding nothing: ``{"k", "v"}`` (B, layers, H, 0, hd)
+        and ``start``, the position of the next block (0)."""
+        if not self.config.block_size:
+            raise ValueError("a key/value cache is for block-diffusion models (block_size > 0)")
+        cfg = self.config
+        p = next(self.parameters())
+        shape = (batch, cfg.num_layers, cfg.num_heads, 0, cfg.head_dim)
+        device = p.device if device is None else torch.device(device)
+        z = torch.zeros(shape, dtype=p.dtype, device=device)
+        return {"k": z, "v": z.clone(), "start": 0}
+
+    @torch.no_grad()
+    def extend_cache(
+        self, ids: Tensor, cache: dict[str, Any], *, label: Tensor | None = None
+    ) -> dict[str, Any]:
+        """The cache with the finished block ``ids`` (B, n) added: its keys and values at every
+        layer, given the cache's blocks (one pass over n positions)."""
+        B, n = ids.shape
+        _check_cache(cache, self, B)
+        c = self._conditioning(B, None, label, ids.device)
+        cos, sin = self._rope(int(cache["start"]), n)
+        kept: list[tuple[Tensor, Tensor]] = []
+        self._trunk(self.embed(ids), c, cos, sin, None, False, cache, kept)
+        k = torch.cat([cache["k"], torch.stack([k for k, _ in kept], 1)], 3)
+        v = torch.cat([cache["v"], torch.stack([v for _, v in kept], 1)], 3)
+        return {"k": k, "v": v, "start": int(cache["start"]) + n}
+
+    @torch.no_grad()
+    def context_cache(
+        self, ids: Tensor, start: int = 0, *, label: Tensor | None = None
+    ) -> dict[str, Any]:
+        """A fresh cache of the clean ids (B, T) at positions start..start+T-1, whole blocks
+        from their first position (one pass under the clean blocks' mask): the context of a
+        sequence past max_len, whose cache cannot simply drop its oldest keys (the keys of the
+        later blocks have seen them)."""
+        B, T = ids.shape
+        c = self._conditioning(B, None, label, ids.device)
+        cos, sin = self._rope(int(start), T)
+        mask = self._block_mask(T, ids.device)[T:, T:]  # (T, T) clean block b sees blocks <= b
+        kept: list[tuple[Tensor, Tensor]] = []
+        self._trunk(self.embed(ids), c, cos, sin, mask, False, None, kept)
+        k = torch.stack([k for k, _ in kept], 1)
+        v = torch.stack([v for _, v in kept], 1)
+        return {"k": k, "v": v, "start": int(start) + T}
 
     def _to_patches(self, x: Tensor) -> Tensor:
         """Row-major pixels (B, H*W) -> (B, Lp, p*p), patches and in-patch pixels row-major."""
@@ -463,3 +658,18 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> fl
     if not config.causal:
         per_seq += 256 * config.cond_dim + config.cond_dim**2  # time MLP
     return 2.0 * (dense + attn + per_seq / Lt) / pp
+
+
+def _check_cache(kv: Any, model: TransformerDenoiser, batch: int) -> None:
+    """ValueError unless ``kv`` is a cache of ``model`` (:meth:`~TransformerDenoiser.empty_cache`)
+    for ``batch`` rows."""
+    cfg = model.config
+    if not isinstance(kv, dict) or not {"k", "v", "start"} <= set(kv):
+        raise ValueError("cond['kv'] must be a cache from empty_cache / extend_cache")
+    want = (batch, cfg.num_layers, cfg.num_heads)
+    for name in ("k", "v"):
+        got = tuple(kv[name].shape)
+        if got[:3] != want or got[4:] != (cfg.head_dim,):
+            raise ValueError(
+                f"cond['kv']['{name}'] has shape {got}; expected {want} + (T, {cfg.head_dim})"
+            )

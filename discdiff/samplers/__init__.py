@@ -17,6 +17,8 @@
 
 - :func:`sample_blocks`: semi-autoregressive generation past the model's context (MDLM's
   semi-AR), with an end-of-sequence token for variable-length output.
+- :func:`sample_block_diffusion`: block diffusion (BD3-LM) block by block with a key/value
+  cache of the finished blocks.
 
 Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`` /
 ``Sampler.from_config()`` round-trip a sampler's settings through JSON.
@@ -24,7 +26,7 @@ Each is registered by name (:data:`SAMPLERS`, :func:`make_sampler`); ``config()`
 
 from discdiff.samplers.ancestral import AncestralSampler
 from discdiff.samplers.base import ProcessMismatch, Sampler, SampleResult, time_grid
-from discdiff.samplers.blocks import sample_blocks
+from discdiff.samplers.blocks import sample_block_diffusion, sample_blocks
 from discdiff.samplers.caching import CachingSampler, FirstHittingSampler
 from discdiff.samplers.confidence import ConfidenceSampler
 from discdiff.samplers.dfm import DFMEulerSampler
@@ -56,6 +58,7 @@ __all__ = [
     "TweedieSampler",
     "ScoresAsX0",
     "sample_blocks",
+    "sample_block_diffusion",
     "SAMPLERS",
     "register_sampler",
     "make_sampler",

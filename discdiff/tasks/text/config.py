@@ -47,6 +47,11 @@ class TextTaskConfig(TaskConfig):
     t_min: lower end of the time integral of the ELBO.
     doc_sep: where a text file's documents end ("blank": blank lines; a literal string; None:
     a file is one document, so a single file's end-of-document mark lands in the test split).
+    block_size: S > 0 trains a block-diffusion model (BD3-LM): each chunk is cut into blocks of
+    S tokens, each denoised given the clean blocks before it (the same ELBO, summed over
+    blocks: a bound on the block-autoregressive model's likelihood), and sampled block by
+    block with a cache of the finished blocks' keys (:func:`discdiff.samplers.sample_block_diffusion`).
+    It needs a time-free denoiser and no self-conditioning. 0: an ordinary model.
     """
 
     corpus: str = "shakespeare-text8"
@@ -61,6 +66,7 @@ class TextTaskConfig(TaskConfig):
     self_conditioning: bool = False
     t_min: float = 1e-3
     doc_sep: str | None = None
+    block_size: int = 0
 
     def __post_init__(self) -> None:
         check_continuous_schedule(self.schedule)
@@ -90,6 +96,16 @@ class TextTaskConfig(TaskConfig):
             )
         if not isinstance(self.t_min, int | float) or not 0.0 <= self.t_min < 1.0:
             raise ValueError(f"t_min={self.t_min!r}: expected a number in [0, 1)")
+        b = self.block_size
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= self.seq_len:
+            raise ValueError(f"block_size={b!r}: expected an int in [0, seq_len={self.seq_len}]")
+        if b and self.time_conditioned:
+            raise ValueError(
+                "block_size > 0 (block diffusion) needs a denoiser that is not told t (the "
+                "finished blocks' keys are cached across steps): use --no-time-conditioning"
+            )
+        if b and self.self_conditioning:
+            raise ValueError("block_size > 0 (block diffusion) does not take self-conditioning")
 
     @property
     def time_conditioned(self) -> bool:
@@ -118,6 +134,15 @@ class TextDenoiser(nn.Module):
         if not self.time_conditioned:
             t = torch.zeros_like(t)
         return self.model(x_t, t, cond)
+
+
+def _text_cond(
+    ids: Tensor, mask: Tensor, full: bool | None, block: bool
+) -> dict[str, Tensor] | None:
+    """cond of a training or scoring batch: the padding mask where needed
+    (:func:`_padding_cond`) and, for a block-diffusion model, the clean ids ``x0``."""
+    cond = _padding_cond(mask, full)
+    return cond if not block else {**(cond or {}), "x0": ids}
 
 
 def _padding_cond(mask: Tensor, full: bool | None = None) -> dict[str, Tensor] | None:

@@ -52,8 +52,22 @@ class TextSampling:
             raise ValueError(f"length={length!r}: expected an int >= 1")
         if L > W and infill is not None:
             raise ValueError(f"an infill template must fit in one window of {W} tokens")
+        S = getattr(getattr(model, "config", None), "block_size", 0)
+        if S and block is not None:
+            raise ValueError(
+                f"block={block}: the new tokens per window of an ordinary model; a "
+                f"block-diffusion model draws its own blocks of {S}"
+            )
+        if S and infill is not None:
+            raise ValueError(
+                "a block-diffusion model reads left to right, block by block: an infill "
+                "template needs an ordinary model (a prefix works)"
+            )
         steps = getattr(sampler, "steps", None)
-        if isinstance(steps, int) and L > W:  # one window of ``steps`` calls per block
+        if S and isinstance(steps, int):  # ``steps`` calls per block, and one to cache it
+            check_denoiser_calls(-(-L // S) * (steps + 1), f"a sample of {L:,} tokens in blocks of {S}",
+                                 "ask for a shorter length or fewer steps")  # fmt: skip
+        elif isinstance(steps, int) and L > W:  # one window of ``steps`` calls per block
             b = W // 2 if block is None else max(1, int(block))
             windows = 1 + -(-(L - W) // b)
             check_denoiser_calls(windows * steps, f"a sample of {L:,} tokens in windows of {W}",
@@ -93,7 +107,15 @@ class TextSampling:
                     "use output='x0' (the default)"
                 )
             den = x0_denoiser(den, self.objective, self.process)  # every sampler reads x_0
-            if L > W or eod is not None:
+            if S:
+                from discdiff.samplers.blocks import sample_block_diffusion
+
+                res = sample_block_diffusion(
+                    sampler, model, self.process, n, L, fixed=fixed, eos_id=eod,
+                    wrap=lambda m: x0_denoiser(self.denoiser(m), self.objective, self.process),
+                    generator=generator, progress=progress,
+                )  # fmt: skip
+            elif L > W or eod is not None:
                 from discdiff.samplers.blocks import sample_blocks
 
                 res = sample_blocks(

@@ -69,7 +69,7 @@ from discdiff.tasks.text.config import (
     TOKENIZERS,
     TextDenoiser,
     TextTaskConfig,
-    _padding_cond,
+    _text_cond,
     collate_text,
     text_processes,
 )
@@ -311,7 +311,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             "num_classes": self.process.num_classes,
             "max_len": self.config.seq_len,
             "self_conditioning": self.config.self_conditioning,
-        }
+        } | ({"block_size": b, "time_conditioning": False} if (b := self.config.block_size) else {})
 
     def model_config(self, **options: Any) -> TransformerConfig:
         """The diffusion denoiser's TransformerConfig; ``options`` set its sizes
@@ -327,6 +327,11 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             raise ValueError(
                 f"--self-conditioning: denoiser {name!r} has no self_conditioning field; "
                 f"it would train without its previous estimate"
+            )
+        if self.config.block_size and getattr(cfg, "block_size", 0) != self.config.block_size:
+            raise ValueError(
+                f"--block-size: denoiser {name!r} has no block_size field; only a block-diffusion "
+                f"transformer trains over blocks"
             )
         return model
 
@@ -370,7 +375,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         terms, or the SUNDAE loss)."""
         ids, mask = batch["ids"], batch["mask"]  # (B, L), (B, L)
         return self.objective.loss(
-            self.process, self.denoiser(model), ids, mask, cond=_padding_cond(mask, batch.get("full")),
+            self.process, self.denoiser(model), ids, mask, cond=self._cond(model, batch),
             generator=generator, boundary=boundary, config=self.config,
         )  # fmt: skip
 
@@ -396,9 +401,15 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         otherwise (for SUNDAE: a bound, though not the objective it was trained on)."""
         ids, mask = batch["ids"], batch["mask"]
         return self.objective.evaluate(
-            self.process, self.denoiser(model), ids, mask, cond=_padding_cond(mask, batch.get("full")),
+            self.process, self.denoiser(model), ids, mask, cond=self._cond(model, batch),
             generator=generator, config=self.config,
         )  # fmt: skip
+
+    @staticmethod
+    def _cond(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor] | None:
+        """The denoiser's cond for a batch (padding; a block model's clean ids)."""
+        block = bool(getattr(getattr(model, "config", None), "block_size", 0))
+        return _text_cond(batch["ids"], batch["mask"], batch.get("full"), block)
 
     def evaluate(
         self,
