@@ -251,3 +251,13 @@ def test_block_options_that_cannot_work_are_refused_in_one_line(
     code = main(["text", "train", str(corpus), "--out", str(tmp_path / "r"), *TINY, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err, err
+
+
+def test_a_block_models_training_flops_count_both_halves():
+    from discdiff.nn import flops_per_token
+
+    cfg = TransformerConfig(num_states=29, num_classes=28, max_len=64, time_conditioning=False)
+    bd3 = dataclass_replace(cfg, block_size=16)
+    twice = dataclass_replace(cfg, max_len=128)
+    assert flops_per_token(bd3, 64) == 2 * flops_per_token(twice, 128)
+    assert flops_per_token(bd3, 64) > 2 * flops_per_token(cfg, 64)  # attention over 2L keys

@@ -638,6 +638,8 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> fl
     usual convention) + the per-sequence adaLN and time MLP spread over the L tokens.
     With patches the network runs on L / p^2 tokens and the figure is divided by p^2.
     Embedding look-ups cost nothing. Training (forward + backward) is about 3x this.
+    A block-diffusion model's training forward runs 2L tokens (x_t and x_0) for L ids: twice
+    the figure at length 2L (its mask counted in full, as a causal one is).
     """
     if not isinstance(config, TransformerConfig):
         raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
@@ -648,6 +650,10 @@ def flops_per_token(config: TransformerConfig, seq_len: int | None = None) -> fl
     if L % pp:
         raise ValueError(
             f"seq_len {L} is not a whole number of {config.patch}x{config.patch} patches"
+        )
+    if config.block_size:
+        return 2.0 * flops_per_token(
+            dataclasses.replace(config, block_size=0, max_len=2 * L), 2 * L
         )
     Lt = L // pp  # tokens the network runs on
     d, n, m = config.d_model, config.num_layers, config.mlp_dim
