@@ -56,9 +56,10 @@ app = typer.Typer(
 def _vocab_needs_bpe(tokenizer: str, given: bool) -> None:
     """--vocab-size sizes a BPE vocabulary; a character tokenizer's is the corpus's alphabet."""
     if given and tokenizer != "bpe":
+        own = "the corpus's own symbols" if tokenizer == "char" else "its file's vocabulary"
         raise ValueError(
-            f"--vocab-size sizes a BPE vocabulary; --tokenizer {tokenizer} takes the corpus's "
-            "own symbols (add --tokenizer bpe)"
+            f"--vocab-size sizes a BPE vocabulary we train; --tokenizer {tokenizer} takes {own} "
+            "(add --tokenizer bpe)"
         )
 
 
@@ -80,7 +81,13 @@ def prepare(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The data dir to write (token files).")],
-    tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="char | bpe | a published tokenizer.json (GPT-2's from the Hugging Face hub, or a "
+            "folder holding one): scores per token of its vocabulary."
+        ),
+    ] = "char",
     vocab_size: Annotated[
         int | None, typer.Option(help="BPE vocabulary size (>= 256; default 1024).")
     ] = None,
@@ -155,7 +162,13 @@ def train(
             "(kappa-poly:2 is the path kappa = tau^2), recorded in the run."
         ),
     ] = "loglinear",
-    tokenizer: Annotated[str, typer.Option(help="char | bpe")] = "char",
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="char | bpe | a published tokenizer.json (GPT-2's from the Hugging Face hub, or a "
+            "folder holding one): scores per token of its vocabulary."
+        ),
+    ] = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
     doc_sep: DocSep = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per training chunk.")] = 256,
@@ -225,7 +238,10 @@ def train(
                 "objective": (objective, c.objective),
                 "unroll_steps": (unroll_steps, c.unroll_steps),
                 "seq_len": (seq_len, c.seq_len),
-                "tokenizer": (tokenizer, c.tokenizer),
+                "tokenizer": (
+                    tokenizer if tokenizer in ("char", "bpe") else "pretrained",
+                    c.tokenizer,
+                ),
                 "vocab_size": (vocab_size, c.vocab_size),
                 "doc_sep": (doc_sep, c.doc_sep),
                 "time_conditioning": (time_conditioning, c.time_conditioning),

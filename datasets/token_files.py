@@ -44,6 +44,7 @@ __all__ = [
     "is_prepared",
     "prepare_corpus",
     "prepared_cache",
+    "tokenizer_settings",
     "TokenFiles",
     "iter_documents",
     "doc_separator",
@@ -284,7 +285,7 @@ def prepare_corpus(
     spec: str,
     out: str | os.PathLike[str],
     *,
-    tokenizer: str = "char",
+    tokenizer: Any = "char",
     vocab_size: int = 1024,
     block: int = _BLOCK,
     progress: bool = False,
@@ -293,20 +294,19 @@ def prepare_corpus(
 ) -> dict[str, Any]:
     """Prepare ``spec`` into ``out`` (see the module docstring); returns the meta dict.
 
-    tokenizer: "char" (the characters of the whole corpus, plus EOD) or "bpe" (byte-level,
+    tokenizer: "char" (the characters of the whole corpus, plus EOD), "bpe" (byte-level,
     trained on the first ``bpe_sample`` characters of the training split with the ``tokenizers``
     library, ``vocab_size`` ids: merges learnt on 64M characters barely change with more, and
-    the tokenizer's memory and time stay bounded).
+    the tokenizer's memory and time stay bounded) or the path of a published ``tokenizer.json``
+    (:class:`~discdiff.tokenizers.PretrainedTokenizer`: GPT-2's, a masked LM's).
     doc_sep: where a text file's documents end (:func:`doc_separator`; None: a file is one
     document, so a single file has its only end-of-document mark in the test split).
     A finished ``out`` of the same source and settings is reused as it is.
     """
-    if tokenizer not in ("char", "bpe"):
-        raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
+    settings = tokenizer_settings(tokenizer, vocab_size)  # checked before any work
     dest = Path(out)
     source = _source_hash(spec)
-    doc_separator(doc_sep)  # checked before any work
-    settings = {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
+    doc_separator(doc_sep)
     if doc_sep is not None:  # absent otherwise: data prepared before the option stay reused
         settings["doc_sep"] = doc_sep
     if _intact(dest, clear=True):
@@ -398,9 +398,11 @@ def _prepare_locked(
                 chars.update(piece)
             chars.discard(EOD)
             tok: Any = CharTokenizer(sorted(chars) + [EOD])
-        else:
+        elif tokenizer == "bpe":
             train_text = (q for s, p, _ in stream() if s == "train" for q in _pieces(p))
             tok = BPETokenizer.train(_with_eod(_capped(train_text, bpe_sample)), vocab_size)
+        else:
+            tok = _pretrained(tokenizer)
         eod_ids = tok.encode(EOD)
         if len(eod_ids) != 1:
             raise ValueError(f"the tokenizer splits the end-of-document mark into {eod_ids}")
@@ -532,10 +534,34 @@ def _bar(progress: bool, spec: str) -> Any:
     )
 
 
+def tokenizer_settings(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
+    """The tokenizer part of a prepared corpus's settings: ``char``, ``bpe`` (with its
+    vocabulary size) or a published tokenizer (a ``tokenizer.json``'s path, or a
+    :class:`~discdiff.tokenizers.PretrainedTokenizer`: a run's own), named by the sha256 of its
+    canonical form, so another vocabulary is another corpus; ValueError for anything else."""
+    if isinstance(tokenizer, str) and tokenizer in ("char", "bpe"):
+        return {"tokenizer": tokenizer, "vocab_size": vocab_size if tokenizer == "bpe" else None}
+    tok = _pretrained(tokenizer)
+    canonical = f"{tok._tok.to_str()}|{tok.end_id}".encode()
+    digest = hashlib.sha256(canonical).hexdigest()
+    return {"tokenizer": "pretrained", "vocab_size": None, "tokenizer_sha256": digest}
+
+
+def _pretrained(tokenizer: Any) -> Any:
+    """A PretrainedTokenizer as it is, or read from the path it names."""
+    from discdiff.tokenizers import PretrainedTokenizer
+
+    if isinstance(tokenizer, PretrainedTokenizer):
+        return tokenizer
+    if not isinstance(tokenizer, str):
+        raise TypeError(f"tokenizer must be a str or a PretrainedTokenizer, got {tokenizer!r}")
+    return PretrainedTokenizer.from_file(tokenizer)
+
+
 def prepared_cache(
     spec: str,
     *,
-    tokenizer: str = "char",
+    tokenizer: Any = "char",
     vocab_size: int = 1024,
     progress: bool = False,
     doc_sep: str | None = None,
@@ -550,10 +576,11 @@ def prepared_cache(
 
     if is_prepared(spec):
         return Path(spec), False
-    if tokenizer not in ("char", "bpe"):
-        raise ValueError(f"tokenizer={tokenizer!r} is not one of 'char', 'bpe'")
+    settings = tokenizer_settings(tokenizer, vocab_size)
     key = hashlib.sha256(
-        f"{FORMAT}|{tokenizer}|{vocab_size if tokenizer == 'bpe' else ''}|".encode()
+        f"{FORMAT}|{settings['tokenizer']}|{vocab_size if tokenizer == 'bpe' else ''}|".encode()
+        if settings["tokenizer"] != "pretrained"
+        else f"{FORMAT}|pretrained:{settings['tokenizer_sha256']}|".encode()
     )
     if doc_sep is not None:
         key.update(f"doc_sep={doc_sep!r}|".encode())

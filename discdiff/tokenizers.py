@@ -2,7 +2,9 @@
 
 Two tokenizers share one small interface (``Tokenizer``): ``CharTokenizer`` (one id per
 character of a fixed alphabet) and ``BPETokenizer`` (byte-level BPE from the ``tokenizers``
-library, lossless on any string). ``save(dir)`` writes ``tokenizer_config.json`` (the kind
+library, lossless on any string), and ``PretrainedTokenizer``: a published tokenizer read from
+its ``tokenizer.json`` (GPT-2's byte-level BPE, a masked LM's WordPiece), so that scores are
+per token of a vocabulary others use. ``save(dir)`` writes ``tokenizer_config.json`` (the kind
 and our settings; BPE adds the library's own ``tokenizer.json``) and ``load_tokenizer(dir)``
 reads either back. Ids run over [0, vocab_size): that is the K of the text field; the
 diffusion process adds its own mask state on top, so no tokenizer reserves one.
@@ -28,7 +30,9 @@ __all__ = [
     "Tokenizer",
     "CharTokenizer",
     "BPETokenizer",
+    "PretrainedTokenizer",
     "load_tokenizer",
+    "pretrained_file",
     "chunk_ids",
 ]
 
@@ -318,9 +322,102 @@ class BPETokenizer(Tokenizer):
         return f"BPETokenizer(vocab_size={self.vocab_size}, pad={self.pad})"
 
 
+#: the special tokens that end a text in published vocabularies, in the order they are looked for
+END_OF_TEXT = ("<|endoftext|>", "</s>", "<eos>", "[SEP]")
+
+
+class PretrainedTokenizer(BPETokenizer):
+    """A published tokenizer from its ``tokenizer.json`` (the ``tokenizers`` library's format:
+    GPT-2's ``tokenizer.json`` from the Hugging Face hub, any ``PreTrainedTokenizerFast``'s).
+
+    Its end-of-text special token (the first of :data:`END_OF_TEXT` it has) stands for the
+    end-of-document mark (U+001E): ``encode`` gives that id for the mark and ``decode`` gives
+    the mark back, so prepared corpora end their documents with the vocabulary's own token.
+    Without one, the mark is encoded as the tokenizer encodes it (it must be one id to
+    prepare a corpus). Special tokens are never added around a text.
+    """
+
+    kind = "pretrained"
+
+    def __init__(self, tokenizer: Any, pad: bool = False, end_id: int | None = None):
+        super().__init__(tokenizer, pad=pad)
+        self.end_id = end_id
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], pad: bool = False) -> PretrainedTokenizer:
+        """Read ``path``: a ``tokenizer.json``, or a folder holding one."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        file = pretrained_file(str(path))
+        try:
+            tok = HFTokenizer.from_file(str(file))
+        except Exception as err:  # the library's parse errors are its own exception type
+            raise ValueError(f"cannot read {str(file)!r} as a tokenizers file: {err}") from None
+        specials = {a.content for a in tok.get_added_tokens_decoder().values() if a.special}
+        end = next((s for s in END_OF_TEXT if s in specials), None)
+        return cls(tok, pad=pad, end_id=None if end is None else tok.token_to_id(end))
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self.end_id is None or _EOD not in text:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        out: list[int] = []
+        for i, part in enumerate(text.split(_EOD)):
+            if i:
+                out.append(self.end_id)
+            if part:
+                out.extend(self._tok.encode(part, add_special_tokens=False).ids)
+        return out
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        ids = _as_id_list(ids)
+        if self.end_id is None or self.end_id not in ids:
+            return super().decode(ids)
+        parts, run = [], []
+        for i in ids:
+            if i == self.end_id:
+                parts.append(super().decode(run))
+                run = []
+            else:
+                run.append(i)
+        parts.append(super().decode(run))
+        return _EOD.join(parts)
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "end_id": self.end_id}
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], directory: Path) -> PretrainedTokenizer:
+        base = BPETokenizer._from_config(config, directory)
+        return cls(base._tok, pad=base.pad, end_id=config.get("end_id"))
+
+    def __repr__(self) -> str:
+        return f"PretrainedTokenizer(vocab_size={self.vocab_size}, end_id={self.end_id})"
+
+
+#: the end-of-document mark of prepared corpora (:data:`discdiff.datasets.token_files.EOD`)
+_EOD = "\x1e"
+
+
+def pretrained_file(spec: str) -> Path:
+    """The ``tokenizer.json`` a ``--tokenizer`` value names (the file, or a folder holding
+    one); ValueError naming the value when it is neither char, bpe nor such a file."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / _BPE_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"tokenizer={spec!r}: expected 'char', 'bpe' or a tokenizer.json file (or a folder "
+            f"holding one) in the tokenizers library's format"
+        )
+    return path
+
+
 _KINDS: dict[str, type[Tokenizer]] = {
     CharTokenizer.kind: CharTokenizer,
     BPETokenizer.kind: BPETokenizer,
+    PretrainedTokenizer.kind: PretrainedTokenizer,
 }
 
 

@@ -16,7 +16,9 @@ from discdiff.tasks.probes import check_continuous_schedule
 
 __all__ = ["OBJECTIVES", "TOKENIZERS", "TextTaskConfig", "TextDenoiser", "text_processes"]
 
-TOKENIZERS = ("char", "bpe")
+#: the tokenizer kinds; ``tokenizer`` may also name a published ``tokenizer.json`` (its run
+#: records "pretrained" and keeps the file)
+TOKENIZERS = ("char", "bpe", "pretrained")
 
 
 def text_processes() -> list[str]:
@@ -38,7 +40,8 @@ class TextTaskConfig(TaskConfig):
     flow matching's generalized KL on the mixture path the process and schedule define, e.g.
     schedule "kappa-poly" / "kappa-cosine"; on a mask path it equals the ELBO's integral
     without its boundary terms; the held-out figure is the full ELBO).
-    seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only).
+    seq_len: tokens per chunk. tokenizer: "char" | "bpe" (``vocab_size`` for BPE only) | the
+    path of a published ``tokenizer.json`` (GPT-2's; recorded as "pretrained").
     time_conditioning: tell the denoiser t (None: off for an absorbing ELBO and for SUNDAE,
     whose network is told no noise level, as in the paper; on for a uniform ELBO and for
     score entropy, whose scores depend on t).
@@ -78,9 +81,9 @@ class TextTaskConfig(TaskConfig):
                 "a continuous-time ELBO)"
             )
         if self.tokenizer not in TOKENIZERS:
-            raise ValueError(
-                f"tokenizer={self.tokenizer!r} is not one of {', '.join(map(repr, TOKENIZERS))}"
-            )
+            from discdiff.tokenizers import pretrained_file
+
+            pretrained_file(self.tokenizer)  # a tokenizer.json, or one line naming the value
         problem = objective(self.objective).problem(self.process)  # a registered objective
         for name, low in (("unroll_steps", 1), ("seq_len", 1), ("vocab_size", 256)):
             value = getattr(self, name)

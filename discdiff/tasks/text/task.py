@@ -264,7 +264,7 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         """The corpus's prepared token files (:class:`TokenFiles`), prepared into the cache
         if need be; their tokenizer must be this task's (else the corpus changed)."""
         if self._files is None:
-            files = _prepared(self.config, False)
+            files = _prepared(self.config, False, self.tokenizer)
             if not _same_tokenizer(files.tokenizer(), self.tokenizer):
                 raise ValueError(
                     f"the corpus {self.config.corpus!r} now gives another tokenizer than the "
@@ -495,11 +495,14 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         return self.chunks(split).batches(batch_size, limit)
 
 
-def _prepared(config: TextTaskConfig, progress: bool) -> Any:
+def _prepared(config: TextTaskConfig, progress: bool, tokenizer: Tokenizer | None = None) -> Any:
+    """The prepared files of the config's corpus; a run on a published vocabulary prepares with
+    its own ``tokenizer`` (its config says only "pretrained")."""
     from discdiff.datasets.token_files import TokenFiles, prepared_cache
 
+    tok: Any = tokenizer if config.tokenizer == "pretrained" else config.tokenizer
     path, _ = prepared_cache(
-        config.corpus, tokenizer=config.tokenizer, vocab_size=config.vocab_size,
+        config.corpus, tokenizer=tok, vocab_size=config.vocab_size,
         progress=progress, doc_sep=config.doc_sep,
     )  # fmt: skip
     return TokenFiles(path)
