@@ -70,3 +70,113 @@ def test_a_model_without_a_mask_token_is_one_line(bert_folder):
         HFMaskedLM.from_pretrained(str(bert_folder))
     with pytest.raises(ValueError, match="mask_token_id must be an id"):
         HFMaskedLM.from_pretrained(str(bert_folder), mask_token_id=V)
+
+
+CONFIG_CODE = """
+from transformers import PretrainedConfig
+
+
+class TinyDiffConfig(PretrainedConfig):
+    model_type = "tinydiff"
+
+    def __init__(self, vocab_size=13, hidden=16, time_conditioning=True, **kwargs):
+        self.vocab_size = vocab_size
+        self.hidden = hidden
+        self.time_conditioning = time_conditioning
+        super().__init__(**kwargs)
+"""
+
+MODEL_CODE = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from .configuration_tinydiff import TinyDiffConfig
+
+
+class TinyDiff(PreTrainedModel):
+    """MDLM's published shape: forward(input_ids, timesteps), the mask the last id."""
+
+    config_class = TinyDiffConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.time = nn.Linear(1, config.hidden)
+        self.mix = nn.Linear(config.hidden, config.hidden)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(0.0, 0.5)
+
+    def forward(self, input_ids, timesteps=None, return_dict=True):
+        h = self.embed(input_ids)
+        h = h + h.mean(1, keepdim=True)
+        if self.config.time_conditioning:
+            h = h + self.time(timesteps[:, None].float())[:, None]
+        return MaskedLMOutput(logits=self.head(torch.tanh(self.mix(h))))
+'''
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["timed", "time-free"])
+def custom_folder(request, tmp_path_factory):
+    """A checkpoint with its own code (as MDLM publishes: trust_remote_code), saved offline."""
+    import importlib
+    import sys
+
+    src = tmp_path_factory.mktemp("src")
+    pkg = src / f"tinydiff_{'timed' if request.param else 'free'}"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "configuration_tinydiff.py").write_text(CONFIG_CODE)
+    (pkg / "modeling_tinydiff.py").write_text(MODEL_CODE)
+    sys.path.insert(0, str(src))
+    try:
+        mod = importlib.import_module(f"{pkg.name}.modeling_tinydiff")
+        conf = importlib.import_module(f"{pkg.name}.configuration_tinydiff")
+        conf.TinyDiffConfig.register_for_auto_class()
+        mod.TinyDiff.register_for_auto_class("AutoModelForMaskedLM")
+        torch.manual_seed(0)
+        model = mod.TinyDiff(conf.TinyDiffConfig(time_conditioning=request.param)).eval()
+        folder = tmp_path_factory.mktemp("tinydiff")
+        model.save_pretrained(folder)
+    finally:
+        sys.path.remove(str(src))
+    return folder, request.param
+
+
+def test_a_diffusion_checkpoint_with_its_own_code_and_an_appended_mask(custom_folder):
+    """MDLM-style: the model takes ``timesteps`` and its mask is the last of V ids, so x_0 has
+    V - 1 classes (GPT-2's vocabulary for MDLM); it samples, scores, predicts what its own
+    forward predicts, says whether it is told t, and a run's record rebuilds it from its
+    source."""
+    folder, timed = custom_folder
+    model = HFMaskedLM.from_pretrained(str(folder), mask_appended=True, trust_remote_code=True)
+    model.eval()
+    K = 12  # 13 ids, the last the mask
+    assert model.config.num_classes == K and model.config.mask_token_id == K
+    assert model.time_conditioned is timed
+    process = Absorbing(K, LogLinear())
+    res = FirstHittingSampler().sample(model, process, (3, 10),
+                                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert int(res.samples.max()) < K
+    x0 = torch.randint(0, K, (3, 10), generator=torch.Generator().manual_seed(1))
+    nats = continuous_elbo(process, model, x0, generator=torch.Generator().manual_seed(2))
+    assert bool(torch.isfinite(nats).all())
+    x_t = x0.clone()
+    x_t[:, 2] = K
+    t = torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad():
+        ours = model(x_t, t)
+        theirs = model.model(input_ids=x_t, timesteps=t).logits[..., :K]
+    torch.testing.assert_close(ours, theirs)
+    rebuilt = denoiser_from_config(denoiser_config(model)).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x_t, t), ours)
+    with pytest.raises(ValueError, match="mask_appended"):
+        HFMaskedLM.from_pretrained(str(folder), mask_appended=True, mask_token_id=3,
+                                   trust_remote_code=True)  # fmt: skip

@@ -8,6 +8,13 @@ classes) is fed to the network as the model's own mask token, the logits are (B,
 mask token itself is never predicted. The model is not told t (MDLM: an absorbing denoiser
 needs no time input).
 
+Diffusion checkpoints published the same way (MDLM's ``kuleshov-group/mdlm-owt``: custom code,
+``trust_remote_code=True``) differ in two ways, both read here: their forward takes
+``timesteps`` (given t, (B,)), and their mask is a token appended to a text vocabulary
+(``mask_appended=True``: the last of the V ids, so x_0 ranges over V - 1 classes, GPT-2's 50,257
+for MDLM's 50,258). A custom-code model is rebuilt from its ``source`` (the repository id or
+folder it was loaded from, recorded), since transformers cannot make it from a config alone.
+
 It needs the optional ``transformers`` package (``pip install 'discdiff[hf]'``), imported only
 when a model is built. A checkpoint keeps the model's own config (``hf_config``) beside our
 weights, so a run or an export rebuilds it offline; :meth:`HFMaskedLM.from_pretrained` loads
@@ -17,6 +24,7 @@ published weights by repository id or from a local folder.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import torch
@@ -41,10 +49,15 @@ def _transformers() -> Any:
 @dataclasses.dataclass(frozen=True)
 class HFMaskedLMConfig:
     """hf_config: the model's ``config.to_dict()`` (its ``model_type`` names the architecture);
-    mask_token_id: the id the model reads as ``[MASK]``."""
+    mask_token_id: the id the model reads as ``[MASK]``; mask_appended: the mask is the last id,
+    appended to the text vocabulary (MDLM), so it is no x_0 class at all; source and
+    trust_remote_code: where a custom-code model is rebuilt from."""
 
     hf_config: dict[str, Any]
     mask_token_id: int
+    mask_appended: bool = False
+    source: str | None = None
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
@@ -55,11 +68,15 @@ class HFMaskedLMConfig:
         m = self.mask_token_id
         if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < vocab:
             raise ValueError(f"mask_token_id must be an id in [0, {vocab}), got {m!r}")
+        if self.mask_appended and m != vocab - 1:
+            raise ValueError(
+                f"mask_appended: the mask must be the last id ({vocab - 1}), got mask_token_id {m}"
+            )
 
     @property
     def num_classes(self) -> int:
-        """V, the model's vocabulary: the classes of x_0."""
-        return int(self.hf_config["vocab_size"])
+        """The classes of x_0: the model's vocabulary V, or V - 1 with the mask appended."""
+        return int(self.hf_config["vocab_size"]) - int(self.mask_appended)
 
     @property
     def num_states(self) -> int:
@@ -67,19 +84,29 @@ class HFMaskedLMConfig:
         return self.num_classes + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hf_config": dict(self.hf_config), "mask_token_id": self.mask_token_id}
+        return {
+            "hf_config": dict(self.hf_config),
+            "mask_token_id": self.mask_token_id,
+            "mask_appended": self.mask_appended,
+            "source": self.source,
+            "trust_remote_code": self.trust_remote_code,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HFMaskedLMConfig:
-        return cls(hf_config=dict(d["hf_config"]), mask_token_id=int(d["mask_token_id"]))
+        return cls(
+            hf_config=dict(d["hf_config"]),
+            mask_token_id=int(d["mask_token_id"]),
+            mask_appended=bool(d.get("mask_appended", False)),
+            source=d.get("source"),
+            trust_remote_code=bool(d.get("trust_remote_code", False)),
+        )
 
 
 class HFMaskedLM(nn.Module):
     """(B, L) ids in [0, V] (V: the absorbing mask) -> (B, L, V) logits over x_0."""
 
     config_class = HFMaskedLMConfig
-    #: the output does not depend on t (the caching samplers may reuse it)
-    time_conditioned = False
 
     def __init__(self, config: HFMaskedLMConfig, model: nn.Module | None = None) -> None:
         super().__init__()
@@ -87,21 +114,37 @@ class HFMaskedLM(nn.Module):
             raise TypeError(f"config must be a HFMaskedLMConfig, got {type(config).__name__}")
         self.config = config
         if model is None:
-            tf = _transformers()
-            hf = dict(config.hf_config)
-            kind = hf.pop("model_type")
-            model = tf.AutoModelForMaskedLM.from_config(tf.AutoConfig.for_model(kind, **hf))
+            model = _rebuild(config)
         self.model = model
+        params = inspect.signature(model.forward).parameters
+        self._timesteps = "timesteps" in params
+        self._attention = "attention_mask" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+        #: whether the output depends on t (the caching samplers reuse outputs only if not): a
+        #: model told ``timesteps`` is, unless its config says ``time_conditioning: false``
+        self.time_conditioned = (
+            self._timesteps and config.hf_config.get("time_conditioning") is not False
+        )
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, *, mask_token_id: int | None = None, **kwargs: Any
+        cls,
+        name_or_path: str,
+        *,
+        mask_token_id: int | None = None,
+        mask_appended: bool = False,
+        **kwargs: Any,
     ) -> HFMaskedLM:
         """A published masked LM (a repository id, or a local folder of ``save_pretrained``)
-        as a denoiser; ``mask_token_id`` defaults to its tokenizer's (or config's) mask token.
-        ``kwargs`` go to ``AutoModelForMaskedLM.from_pretrained``."""
+        as a denoiser; ``mask_token_id`` defaults to its tokenizer's (or config's) mask token,
+        or with ``mask_appended`` (a diffusion checkpoint such as MDLM's) to the last id.
+        ``kwargs`` go to ``AutoModelForMaskedLM.from_pretrained`` (``trust_remote_code=True``
+        for a checkpoint with its own code)."""
         tf = _transformers()
         model = tf.AutoModelForMaskedLM.from_pretrained(name_or_path, **kwargs)
+        if mask_appended and mask_token_id is None:
+            mask_token_id = model.config.vocab_size - 1
         if mask_token_id is None:
             mask_token_id = getattr(model.config, "mask_token_id", None)
         if mask_token_id is None:
@@ -115,7 +158,13 @@ class HFMaskedLM(nn.Module):
                 mask_token_id = tok.mask_token_id
         if mask_token_id is None:
             raise ValueError(f"{name_or_path!r} names no mask token: pass mask_token_id=")
-        config = HFMaskedLMConfig(model.config.to_dict(), int(mask_token_id))
+        import os
+
+        source = os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+        config = HFMaskedLMConfig(
+            model.config.to_dict(), int(mask_token_id), bool(mask_appended), str(source),
+            bool(kwargs.get("trust_remote_code", False)),
+        )  # fmt: skip
         return cls(config, model)
 
     @classmethod
@@ -135,13 +184,45 @@ class HFMaskedLM(nn.Module):
         token is real (as the library's transformer reads it), if given."""
         V = self.config.num_classes
         ids = torch.where(x_t >= V, torch.full_like(x_t, self.config.mask_token_id), x_t)
-        attention = None
+        kwargs: dict[str, Any] = {"input_ids": ids}
         if isinstance(cond, dict) and cond.get("padding_mask") is not None:
-            attention = cond["padding_mask"].long()
-        logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+            if not self._attention:
+                raise ValueError("this model's forward takes no attention_mask: pad nothing")
+            kwargs["attention_mask"] = cond["padding_mask"].long()
+        if self._timesteps:
+            B = x_t.shape[0]
+            if t is None:
+                t = torch.zeros(B, device=x_t.device)
+            elif not isinstance(t, Tensor) or t.dim() == 0:
+                t = torch.full((B,), float(t), device=x_t.device)
+            kwargs["timesteps"] = t
+        out = self.model(**kwargs)
+        logits = (out if isinstance(out, Tensor) else out.logits).float()
+        if self.config.mask_appended:
+            return logits[..., :V]  # the mask, the last id, is no class
         never = torch.zeros(V, dtype=torch.bool, device=logits.device)
         never[self.config.mask_token_id] = True
         return logits.masked_fill(never, _NEVER)
+
+
+def _rebuild(config: HFMaskedLMConfig) -> nn.Module:
+    """The model of ``config`` with fresh weights: from its config where transformers knows the
+    architecture, else (custom code) from its recorded source."""
+    tf = _transformers()
+    hf = dict(config.hf_config)
+    kind = hf.pop("model_type")
+    try:
+        made = tf.AutoConfig.for_model(kind, **hf)
+    except ValueError:
+        if config.source is None:
+            raise ValueError(
+                f"transformers does not know model_type {kind!r} and the config records no "
+                "source to load its code from"
+            ) from None
+        return tf.AutoModelForMaskedLM.from_pretrained(
+            config.source, trust_remote_code=config.trust_remote_code
+        )
+    return tf.AutoModelForMaskedLM.from_config(made)
 
 
 def _register() -> None:
