@@ -180,3 +180,54 @@ def test_a_diffusion_checkpoint_with_its_own_code_and_an_appended_mask(custom_fo
     with pytest.raises(ValueError, match="mask_appended"):
         HFMaskedLM.from_pretrained(str(folder), mask_appended=True, mask_token_id=3,
                                    trust_remote_code=True)  # fmt: skip
+
+
+def test_a_published_masked_lm_fine_tunes_from_the_command_line(tmp_path, capsys):
+    """DiffusionBERT-style: a text task on the model's own tokenizer trains the published
+    weights (not a fresh model) as its absorbing denoiser, and the run samples and scores."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertForMaskedLM
+
+    from discdiff.cli.main import main
+    from discdiff.tasks.text import TextTask, TextTaskConfig
+
+    words = "the king and queen of england went to war with france in spring".split()
+    vocab = ["[PAD]", "[UNK]", "[SEP]", "[MASK]", *sorted(set(words))]
+    folder = tmp_path / "bert"
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["[PAD]", "[UNK]", "[SEP]", "[MASK]"])
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=32,
+                                      max_position_embeddings=32))  # fmt: skip
+    bert.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    corpus = tmp_path / "c.txt"
+    rng = __import__("random").Random(0)
+    corpus.write_text(
+        "\n\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(80))
+    )
+    config = {"corpus": str(corpus), "tokenizer": str(folder), "seq_len": 16}
+    sizes = {"pretrained": str(folder), "mask_token_id": 3}
+    task = TextTask.create(TextTaskConfig(**config))
+    model = task.new_model("hf-masked-lm", **sizes)
+    for name, p in bert.state_dict().items():  # the published weights, not a fresh model
+        torch.testing.assert_close(model.model.state_dict()[name], p)
+    assert model.config.load_weights is False  # a saved run rebuilds from its config
+    with pytest.raises(ValueError, match="prepare the corpus with the model's tokenizer"):
+        TextTask.create(TextTaskConfig(corpus=str(corpus), seq_len=16)).new_model(
+            "hf-masked-lm", **sizes
+        )
+    run = tmp_path / "run"
+    args = ["task", "train", "text", "--out", str(run), "--config", json.dumps(config),
+            "--denoiser", "hf-masked-lm", "--sizes", json.dumps(sizes), "--steps", "2",
+            "--batch-size", "4", "--eval-every", "0", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["text", "sample", str(run), "-n", "2", "--steps", "4", "--stop-at-eod"]) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+    assert main(["text", "eval", str(run), "--no-progress"]) == 0
+    assert "bits/char" in capsys.readouterr().out

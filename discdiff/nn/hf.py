@@ -15,6 +15,12 @@ Diffusion checkpoints published the same way (MDLM's ``kuleshov-group/mdlm-owt``
 for MDLM's 50,258). A custom-code model is rebuilt from its ``source`` (the repository id or
 folder it was loaded from, recorded), since transformers cannot make it from a config alone.
 
+A task trains one from its published weights through :meth:`HFMaskedLMConfig.for_task`
+(``pretrained``: the repository id or folder), e.g. DiffusionBERT-style fine-tuning from the
+command line: ``discdiff task train text --config '{"corpus": C, "tokenizer": "bert/"}'
+--denoiser hf-masked-lm --sizes '{"pretrained": "bert/"}'``; the task's tokenizer must be the
+model's (``--tokenizer`` with its ``tokenizer.json``).
+
 It needs the optional ``transformers`` package (``pip install 'discdiff[hf]'``), imported only
 when a model is built. A checkpoint keeps the model's own config (``hf_config``) beside our
 weights, so a run or an export rebuilds it offline; :meth:`HFMaskedLM.from_pretrained` loads
@@ -58,6 +64,9 @@ class HFMaskedLMConfig:
     mask_appended: bool = False
     source: str | None = None
     trust_remote_code: bool = False
+    #: build the model with the source's published weights (a fresh run from ``for_task``);
+    #: the model's own config records False, so a saved run rebuilds from the config
+    load_weights: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
@@ -68,6 +77,8 @@ class HFMaskedLMConfig:
         m = self.mask_token_id
         if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < vocab:
             raise ValueError(f"mask_token_id must be an id in [0, {vocab}), got {m!r}")
+        if self.load_weights and not self.source:
+            raise ValueError("load_weights needs a source (a repository id or folder)")
         if self.mask_appended and m != vocab - 1:
             raise ValueError(
                 f"mask_appended: the mask must be the last id ({vocab - 1}), got mask_token_id {m}"
@@ -83,6 +94,42 @@ class HFMaskedLMConfig:
         """V + 1: the absorbing process's mask state is id V."""
         return self.num_classes + 1
 
+    @classmethod
+    def for_task(
+        cls,
+        fields: dict[str, Any],
+        *,
+        pretrained: str,
+        mask_token_id: int | None = None,
+        mask_appended: bool = False,
+        trust_remote_code: bool = False,
+    ) -> HFMaskedLMConfig:
+        """The config of published model ``pretrained`` (repository id or folder) for a task
+        whose ``fields`` (num_classes, max_len) it must fit: its weights are loaded when the
+        model is built. ValueError when its classes are not the task's tokens or its positions
+        are fewer than the task's length."""
+        tf = _transformers()
+        hf = tf.AutoConfig.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
+        vocab = int(hf.vocab_size)
+        if mask_appended and mask_token_id is None:
+            mask_token_id = vocab - 1
+        if mask_token_id is None:
+            mask_token_id = _mask_id(tf, pretrained, hf)
+        config = cls(hf.to_dict(), int(mask_token_id), bool(mask_appended), _source(pretrained),
+                     bool(trust_remote_code), load_weights=True)  # fmt: skip
+        K = fields.get("num_classes")
+        if K is not None and K != config.num_classes:
+            raise ValueError(
+                f"{pretrained!r} predicts {config.num_classes} classes; the task's tokenizer has "
+                f"{K} tokens: prepare the corpus with the model's tokenizer (--tokenizer its "
+                "tokenizer.json)"
+            )
+        positions = getattr(hf, "max_position_embeddings", None)
+        L = fields.get("max_len")
+        if isinstance(positions, int) and L is not None and L > positions:
+            raise ValueError(f"{pretrained!r} reads at most {positions} positions; seq_len is {L}")
+        return config
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "hf_config": dict(self.hf_config),
@@ -90,6 +137,7 @@ class HFMaskedLMConfig:
             "mask_appended": self.mask_appended,
             "source": self.source,
             "trust_remote_code": self.trust_remote_code,
+            "load_weights": self.load_weights,
         }
 
     @classmethod
@@ -100,6 +148,7 @@ class HFMaskedLMConfig:
             mask_appended=bool(d.get("mask_appended", False)),
             source=d.get("source"),
             trust_remote_code=bool(d.get("trust_remote_code", False)),
+            load_weights=bool(d.get("load_weights", False)),
         )
 
 
@@ -112,9 +161,16 @@ class HFMaskedLM(nn.Module):
         super().__init__()
         if not isinstance(config, HFMaskedLMConfig):
             raise TypeError(f"config must be a HFMaskedLMConfig, got {type(config).__name__}")
-        self.config = config
-        if model is None:
+        building_shape_only = torch.get_default_device().type == "meta"  # a size count
+        if model is None and config.load_weights and not building_shape_only:
+            tf = _transformers()
+            model = tf.AutoModelForMaskedLM.from_pretrained(
+                config.source, trust_remote_code=config.trust_remote_code
+            )
+        elif model is None:
             model = _rebuild(config)
+        config = dataclasses.replace(config, load_weights=False)  # the weights are the model's now
+        self.config = config
         self.model = model
         params = inspect.signature(model.forward).parameters
         self._timesteps = "timesteps" in params
@@ -146,23 +202,9 @@ class HFMaskedLM(nn.Module):
         if mask_appended and mask_token_id is None:
             mask_token_id = model.config.vocab_size - 1
         if mask_token_id is None:
-            mask_token_id = getattr(model.config, "mask_token_id", None)
-        if mask_token_id is None:
-            try:
-                tok = tf.AutoTokenizer.from_pretrained(name_or_path)
-            except (OSError, ValueError):
-                tok = None
-            # a folder without tokenizer files can still yield a default tokenizer: only one of
-            # the model's own vocabulary size is believed
-            if tok is not None and len(tok) == model.config.vocab_size:
-                mask_token_id = tok.mask_token_id
-        if mask_token_id is None:
-            raise ValueError(f"{name_or_path!r} names no mask token: pass mask_token_id=")
-        import os
-
-        source = os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+            mask_token_id = _mask_id(tf, name_or_path, model.config)
         config = HFMaskedLMConfig(
-            model.config.to_dict(), int(mask_token_id), bool(mask_appended), str(source),
+            model.config.to_dict(), int(mask_token_id), bool(mask_appended), _source(name_or_path),
             bool(kwargs.get("trust_remote_code", False)),
         )  # fmt: skip
         return cls(config, model)
@@ -203,6 +245,31 @@ class HFMaskedLM(nn.Module):
         never = torch.zeros(V, dtype=torch.bool, device=logits.device)
         never[self.config.mask_token_id] = True
         return logits.masked_fill(never, _NEVER)
+
+
+def _mask_id(tf: Any, name_or_path: str, hf_config: Any) -> int:
+    """The mask token id of a published model: its config's, else its tokenizer's (one of the
+    model's own vocabulary size only); ValueError when neither names one."""
+    mask = getattr(hf_config, "mask_token_id", None)
+    if mask is None:
+        try:
+            tok = tf.AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError):
+            tok = None
+        # a folder without tokenizer files can still yield a default tokenizer: only one of the
+        # model's own vocabulary size is believed
+        if tok is not None and len(tok) == hf_config.vocab_size:
+            mask = tok.mask_token_id
+    if mask is None:
+        raise ValueError(f"{name_or_path!r} names no mask token: pass mask_token_id=")
+    return int(mask)
+
+
+def _source(name_or_path: str) -> str:
+    """A folder as its absolute path (a run rebuilds from it wherever it runs), else the id."""
+    import os
+
+    return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else str(name_or_path)
 
 
 def _rebuild(config: HFMaskedLMConfig) -> nn.Module:
