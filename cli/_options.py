@@ -311,6 +311,14 @@ DocSep = Annotated[
         "end-of-document mark then lands in the test split).",
     ),
 ]
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help="'folders': CORPUS is a folder with one subfolder of *.txt per class (its name the "
+        "label); each class is split 90/5/5 on its own and the model is told the class.",
+    ),
+]
 ObjectiveOpt = Annotated[
     str | None,
     typer.Option(

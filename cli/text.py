@@ -22,6 +22,7 @@ from discdiff.cli._options import (
     Device,
     DocSep,
     GradCheckpointing,
+    LabelsOpt,
     ModelArg,
     ObjectiveOpt,
     Progress,
@@ -92,6 +93,7 @@ def prepare(
         int | None, typer.Option(help="BPE vocabulary size (>= 256; default 1024).")
     ] = None,
     doc_sep: DocSep = None,
+    labels: LabelsOpt = None,
     progress: Progress = True,
     threads: Threads = 0,
 ) -> None:
@@ -110,7 +112,7 @@ def prepare(
     check_output(out / "meta.json", None, "--out", own="prepared data dir")
     meta = prepare_corpus(
         corpus, out, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress,
-        doc_sep=doc_sep,
+        doc_sep=doc_sep, labels=labels,
     )  # fmt: skip
     sp = meta["splits"]
     typer.echo(
@@ -171,6 +173,11 @@ def train(
     ] = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
     doc_sep: DocSep = None,
+    labels: LabelsOpt = None,
+    label_dropout: Annotated[
+        float,
+        typer.Option(help="With --labels: probability of training with the null label (CFG)."),
+    ] = 0.1,
     seq_len: Annotated[int, typer.Option(help="Tokens per training chunk.")] = 256,
     time_conditioning: Annotated[
         bool | None,
@@ -244,6 +251,8 @@ def train(
                 ),
                 "vocab_size": (vocab_size, c.vocab_size),
                 "doc_sep": (doc_sep, c.doc_sep),
+                "labels": (labels, c.labels),
+                "label_dropout": (label_dropout, c.label_dropout),
                 "time_conditioning": (time_conditioning, c.time_conditioning),
                 "self_conditioning": (self_conditioning, c.self_conditioning),
                 "block_size": (block_size, c.block_size),
@@ -289,12 +298,14 @@ def train(
             self_conditioning=self_conditioning,
             doc_sep=doc_sep,
             block_size=block_size,
+            labels=labels,
+            label_dropout=label_dropout,
         )
         from discdiff.tasks.text.data import prepared_cache
 
         data_dir, made = prepared_cache(
             corpus, tokenizer=tokenizer, vocab_size=vocab_size, progress=flags.progress,
-            doc_sep=doc_sep,
+            doc_sep=doc_sep, labels=labels,
         )  # fmt: skip
         if made:
             typer.echo(f"prepared {corpus} into {data_dir} (reused by the next run)")
@@ -389,6 +400,16 @@ def sample(
     ] = None,
     temperature: Temperature = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,
+    label: Annotated[
+        str | None,
+        typer.Option(help="The class to draw (a name or id) of a model trained with --labels."),
+    ] = None,
+    guidance: Annotated[
+        float,
+        typer.Option(
+            help="Classifier-free guidance scale with --label (1 = off, 0 = unconditional)."
+        ),
+    ] = 1.0,
     proportion: Annotated[
         str | None,
         typer.Option(
@@ -441,7 +462,7 @@ def sample(
     for value, flag in ((n, "-n"), (batch_size, "--batch-size")):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    options = sampler_options(sampler_opt, taken=("steps", "temperature", "top_p"))
+    options = sampler_options(sampler_opt, taken=("steps", "temperature", "top_p", "guidance"))
     given = {"proportion": proportion, "argmax": argmax or None, "starts": starts,
              "early_stop": early_stop}  # fmt: skip
     for name in sorted(set(options) & {k for k, v in given.items() if v is not None}):
@@ -458,7 +479,10 @@ def sample(
         if value is not None:
             options[name] = value
     task, model = runs.from_pretrained(run_dir, device=device, use_ema=ema, expect="text")
-    s = task.make_sampler(sampler, steps=steps, temperature=temperature, top_p=top_p, **options)
+    s = task.make_sampler(sampler, steps=steps, temperature=temperature, top_p=top_p,
+                          guidance=guidance, **options)  # fmt: skip
+    if label is not None:
+        task.label_id(label)  # one line naming the classes, before any sampling
     model = compiled(model, compile, cuda_graphs)
     judge_run = None
     if judge is not None:
@@ -502,7 +526,7 @@ def sample(
         else:
             texts_b, ids_b, calls_b = task.sample(
                 model, m, s, length=length, prefix=prefix, infill=infill, generator=gen,
-                block=block, stop_at_eod=stop_at_eod,
+                block=block, stop_at_eod=stop_at_eod, label=label,
                 progress=progress and bar is None and sys.stderr.isatty(),  # a terminal only
             )  # fmt: skip
         texts += texts_b

@@ -17,6 +17,11 @@ Preparing reads the source a few times as a stream (count, tokenizer training, e
 blocks of ``block`` characters; the files are written into ``DATA_DIR.tmp-*`` and renamed into
 place only when complete, so an interrupted prepare never leaves a folder that looks finished
 (the next one removes the leftovers and starts again).
+
+Labelled corpora (``labels="folders"``): a folder with one subfolder of text per class (the
+subfolder's name is the label). Each class is cut 90/5/5 on its own, so every split holds every
+class, and written class after class: meta.json's ``labels`` names the classes and gives each
+split's token range per class, so that a reader knows a token's label without a label per token.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ __all__ = [
     "iter_documents",
     "doc_separator",
     "BLANK_LINES",
+    "LABELS",
+    "label_folders",
 ]
 
 EOD = "\x1e"
@@ -231,22 +238,63 @@ def _builtin_name(spec: str) -> bool:
 
 
 # ---- the streams of one split ------------------------------------------------------------------
+#: the ways a corpus can carry labels: None (none) or "folders" (one subfolder per class)
+LABELS = ("folders",)
+
+
+def label_folders(spec: str) -> list[Path]:
+    """The class folders of a labelled corpus (its subfolders holding text, sorted by name);
+    ValueError when ``spec`` is not a folder of at least two."""
+    root = Path(spec).expanduser()
+    if _builtin_name(spec) or not root.is_dir():
+        raise ValueError(
+            f"labels='folders' needs a folder of class subfolders; {spec!r} is not one"
+        )
+    classes = sorted((p for p in root.iterdir() if p.is_dir() and any(p.rglob("*.txt"))),
+                     key=lambda p: p.name)  # fmt: skip
+    if len(classes) < 2:
+        raise ValueError(
+            f"labels='folders': {spec!r} has {len(classes)} subfolder(s) of *.txt files; a "
+            "labelled corpus has one per class, two at least"
+        )
+    return classes
+
+
 def _split_pieces(
-    spec: str, block: int, doc_sep: str | None = None
-) -> Callable[[], Iterator[tuple[str, str, bool]]]:
-    """A re-startable stream of (split, piece, document ends) over the whole source."""
+    spec: str, block: int, doc_sep: str | None = None, labels: str | None = None
+) -> Callable[[], Iterator[tuple[str, str, bool, int]]]:
+    """A re-startable stream of (split, piece, document ends, class) over the whole source
+    (class 0 without labels; with labels each class cut into the splits on its own)."""
+    if labels is not None:
+        if labels not in LABELS:
+            raise ValueError(f"labels={labels!r}: expected None or one of {LABELS}")
+        streams = [_cut(str(p), block, doc_sep) for p in label_folders(spec)]
+
+        def by_class() -> Iterator[tuple[str, str, bool, int]]:
+            for c, stream in enumerate(streams):
+                for split, piece, ends, _ in stream():
+                    yield split, piece, ends, c
+
+        return by_class
     splits = _builtin(spec)
     if splits is not None:
         if doc_sep is not None:
             raise ValueError(f"doc_sep: the built-in corpus {spec!r} keeps its own documents")
 
-        def builtin() -> Iterator[tuple[str, str, bool]]:
+        def builtin() -> Iterator[tuple[str, str, bool, int]]:
             for s in SPLITS:
                 text = splits[s]
                 for i in range(0, len(text), block):
-                    yield s, text[i : i + block], i + block >= len(text)
+                    yield s, text[i : i + block], i + block >= len(text), 0
 
         return builtin
+    return _cut(spec, block, doc_sep)
+
+
+def _cut(
+    spec: str, block: int, doc_sep: str | None
+) -> Callable[[], Iterator[tuple[str, str, bool, int]]]:
+    """The stream of a file / folder source cut 90/5/5 by character position."""
     total = sum(len(p) for p, _ in iter_documents(spec, block, doc_sep))
     if total == 0:
         raise ValueError(f"corpus {spec!r} is empty (0 characters)")
@@ -254,17 +302,28 @@ def _split_pieces(
     b = round(total * (_FRACTIONS[0] + _FRACTIONS[1]))
     cuts = ((0, a, "train"), (a, b, "val"), (b, total, "test"))
 
-    def cut() -> Iterator[tuple[str, str, bool]]:
+    def cut() -> Iterator[tuple[str, str, bool, int]]:
         pos = 0
         for piece, ends in iter_documents(spec, block, doc_sep):
             start, stop = pos, pos + len(piece)
             for lo, hi, name in cuts:
                 x, y = max(lo, start), min(hi, stop)
                 if x < y:
-                    yield name, piece[x - start : y - start], ends and y == stop
+                    yield name, piece[x - start : y - start], ends and y == stop, 0
             pos = stop
 
     return cut
+
+
+def _spans(ranges: dict[int, list[int]], classes: int) -> list[list[int]]:
+    """[start, end) tokens of each class in a split, in class order; a class with no text there
+    an empty span where it would be (the ends stay sorted, for a reader's binary search)."""
+    out, last = [], 0
+    for c in range(classes):
+        span = ranges.get(c, [last, last])
+        out.append(span)
+        last = span[1]
+    return out
 
 
 def _dtype(vocab: int) -> np.dtype:
@@ -291,6 +350,7 @@ def prepare_corpus(
     progress: bool = False,
     bpe_sample: int = 64 << 20,
     doc_sep: str | None = None,
+    labels: str | None = None,
 ) -> dict[str, Any]:
     """Prepare ``spec`` into ``out`` (see the module docstring); returns the meta dict.
 
@@ -301,6 +361,7 @@ def prepare_corpus(
     (:class:`~discdiff.tokenizers.PretrainedTokenizer`: GPT-2's, a masked LM's).
     doc_sep: where a text file's documents end (:func:`doc_separator`; None: a file is one
     document, so a single file has its only end-of-document mark in the test split).
+    labels: "folders" for a labelled corpus (one subfolder per class; see the module docstring).
     A finished ``out`` of the same source and settings is reused as it is.
     """
     settings = tokenizer_settings(tokenizer, vocab_size)  # checked before any work
@@ -309,6 +370,11 @@ def prepare_corpus(
     doc_separator(doc_sep)
     if doc_sep is not None:  # absent otherwise: data prepared before the option stay reused
         settings["doc_sep"] = doc_sep
+    if labels is not None:
+        if labels not in LABELS:
+            raise ValueError(f"labels={labels!r}: expected None or one of {LABELS}")
+        label_folders(spec)  # checked before any work
+        settings["labels"] = labels
     if _intact(dest, clear=True):
         return _reuse(dest, source, settings)
     if dest.exists() and any(dest.iterdir()):
@@ -319,7 +385,7 @@ def prepare_corpus(
             return _reuse(dest, source, settings)
         return _prepare_locked(
             spec, dest, source, settings, tokenizer, vocab_size, block, progress, bpe_sample,
-            doc_sep,
+            doc_sep, labels,
         )  # fmt: skip
 
 
@@ -381,6 +447,7 @@ def _prepare_locked(
     progress: bool,
     bpe_sample: int,
     doc_sep: str | None = None,
+    labels: str | None = None,
 ) -> dict[str, Any]:
     from discdiff.tokenizers import BPETokenizer, CharTokenizer
 
@@ -391,15 +458,15 @@ def _prepare_locked(
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        stream = _split_pieces(spec, block, doc_sep)
+        stream = _split_pieces(spec, block, doc_sep, labels)
         if tokenizer == "char":
             chars: set[str] = set()
-            for _, piece, _ in stream():
+            for _, piece, _, _ in stream():
                 chars.update(piece)
             chars.discard(EOD)
             tok: Any = CharTokenizer(sorted(chars) + [EOD])
         elif tokenizer == "bpe":
-            train_text = (q for s, p, _ in stream() if s == "train" for q in _pieces(p))
+            train_text = (q for s, p, _, _ in stream() if s == "train" for q in _pieces(p))
             tok = BPETokenizer.train(_with_eod(_capped(train_text, bpe_sample)), vocab_size)
         else:
             tok = _pretrained(tokenizer)
@@ -410,11 +477,12 @@ def _prepare_locked(
         dtype = _dtype(tok.vocab_size)
         tok.save(tmp / "tokenizer")
         stats = {s: _SplitStats() for s in SPLITS}
+        ranges: dict[str, dict[int, list[int]]] = {s: {} for s in SPLITS}  # class -> tokens
         hashes = {s: hashlib.sha256() for s in SPLITS}
         handles = {s: open(tmp / f"{s}.bin", "wb") for s in SPLITS}
         bar = _bar(progress, spec)
         try:
-            for split, piece, ends in stream():
+            for split, piece, ends, c in stream():
                 if EOD in piece:
                     raise ValueError(
                         f"corpus {spec!r} holds U+001E, the end-of-document mark the token "
@@ -422,11 +490,13 @@ def _prepare_locked(
                     )
                 ids = _encode(tok, piece)
                 st = stats[split]
+                span = ranges[split].setdefault(c, [st.tokens, st.tokens])
                 st.chars += len(piece)
                 if ends:
                     ids = np.append(ids, eod)
                     st.documents += 1
                 st.tokens += int(ids.size)
+                span[1] = st.tokens
                 data = ids.astype(dtype, copy=False).tobytes()
                 handles[split].write(data)
                 hashes[split].update(data)
@@ -454,6 +524,15 @@ def _prepare_locked(
             "sha256": {s: hashes[s].hexdigest() for s in SPLITS},
             "tokenizer_sha256": sha256_tree(tmp / "tokenizer"),
         }
+        if labels is not None:
+            names = [p.name for p in label_folders(spec)]
+            for c, name in enumerate(names):
+                if c not in ranges["train"]:
+                    raise ValueError(f"class {name!r} of {spec!r} is too small: no training text")
+            meta["labels"] = {
+                "names": names,
+                "ranges": {s: _spans(ranges[s], len(names)) for s in SPLITS},
+            }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         if dest.exists():
             dest.rmdir()  # empty (checked above)
@@ -565,6 +644,7 @@ def prepared_cache(
     vocab_size: int = 1024,
     progress: bool = False,
     doc_sep: str | None = None,
+    labels: str | None = None,
 ) -> tuple[Path, bool]:
     """The prepared data dir of a raw corpus in the cache (``$DISCDIFF_CACHE/prepared``),
     made on the first call and reused after: (path, made now).
@@ -584,6 +664,8 @@ def prepared_cache(
     )
     if doc_sep is not None:
         key.update(f"doc_sep={doc_sep!r}|".encode())
+    if labels is not None:
+        key.update(f"labels={labels!r}|".encode())
     if _builtin_name(spec):
         key.update(spec.encode())
     else:
@@ -595,8 +677,9 @@ def prepared_cache(
         return dest, False
     _prune(dest.parent)
     prepare_corpus(
-        spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress, doc_sep=doc_sep
-    )
+        spec, dest, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress,
+        doc_sep=doc_sep, labels=labels,
+    )  # fmt: skip
     return dest, True
 
 

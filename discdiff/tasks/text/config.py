@@ -55,6 +55,10 @@ class TextTaskConfig(TaskConfig):
     blocks: a bound on the block-autoregressive model's likelihood), and sampled block by
     block with a cache of the finished blocks' keys (:func:`discdiff.samplers.sample_block_diffusion`).
     It needs a time-free denoiser and no self-conditioning. 0: an ordinary model.
+    labels: "folders" for a labelled corpus (one subfolder of text per class): the denoiser is
+    told each window's class (``label_names``, read from the prepared data), trained with the
+    null label instead with probability ``label_dropout`` (classifier-free guidance), scored
+    given the class, and sampled for a class with ``--label`` (and ``--guidance``).
     """
 
     corpus: str = "shakespeare-text8"
@@ -70,6 +74,9 @@ class TextTaskConfig(TaskConfig):
     t_min: float = 1e-3
     doc_sep: str | None = None
     block_size: int = 0
+    labels: str | None = None
+    label_names: tuple[str, ...] | None = None
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         check_continuous_schedule(self.schedule)
@@ -109,6 +116,16 @@ class TextTaskConfig(TaskConfig):
             )
         if b and self.self_conditioning:
             raise ValueError("block_size > 0 (block diffusion) does not take self-conditioning")
+        if self.labels is not None and self.labels != "folders":
+            raise ValueError(f"labels={self.labels!r}: expected None or 'folders'")
+        if self.label_names is not None:
+            names = tuple(self.label_names)
+            if len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"label_names={self.label_names!r}: expected two names or more")
+            object.__setattr__(self, "label_names", names)
+        d = self.label_dropout
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d < 1.0:
+            raise ValueError(f"label_dropout={d!r}: expected a number in [0, 1)")
 
     @property
     def time_conditioned(self) -> bool:
@@ -140,12 +157,17 @@ class TextDenoiser(nn.Module):
 
 
 def _text_cond(
-    ids: Tensor, mask: Tensor, full: bool | None, block: bool
+    ids: Tensor, mask: Tensor, full: bool | None, block: bool, label: Tensor | None = None
 ) -> dict[str, Tensor] | None:
     """cond of a training or scoring batch: the padding mask where needed
-    (:func:`_padding_cond`) and, for a block-diffusion model, the clean ids ``x0``."""
+    (:func:`_padding_cond`), for a block-diffusion model the clean ids ``x0``, and the
+    windows' ``label`` (B,) of a labelled corpus."""
     cond = _padding_cond(mask, full)
-    return cond if not block else {**(cond or {}), "x0": ids}
+    if block:
+        cond = {**(cond or {}), "x0": ids}
+    if label is not None:
+        cond = {**(cond or {}), "label": label}
+    return cond
 
 
 def _padding_cond(mask: Tensor, full: bool | None = None) -> dict[str, Tensor] | None:

@@ -152,7 +152,9 @@ class PreparedWindows(Dataset):
     The last partial window is padded (mask False) unless ``drop_partial``; with
     ``random_windows`` (training) a window may start at any token. ``chars`` of a
     window: its tokens' character lengths (EOD counts none); the split's exact total is in
-    meta.json.
+    meta.json. A labelled corpus's window has the ``label`` (a long) of the class its first
+    token belongs to, and its tokens past that class's range are masked like padding, so a
+    window never mixes two classes.
     """
 
     def __init__(
@@ -178,6 +180,12 @@ class PreparedWindows(Dataset):
             self.count = max(n - seq_len + 1, 0)
         self.total_chars = files.chars(split)
         self._char_len = _char_lengths(files)
+        labels = files.meta.get("labels")
+        #: (C,) start and end token of each class in this split (a labelled corpus), else None
+        self.class_ends = None
+        if labels is not None:
+            spans = np.asarray(labels["ranges"][split], dtype=np.int64).reshape(-1, 2)
+            self.class_starts, self.class_ends = spans[:, 0], spans[:, 1]
 
     def __len__(self) -> int:
         return self.count
@@ -187,12 +195,21 @@ class PreparedWindows(Dataset):
             raise IndexError(i)
         L = self.seq_len
         start = i if self.random else i * L
-        chunk = np.asarray(self.data[start : start + L], dtype=np.int64)
+        stop = start + L
+        label = None
+        if self.class_ends is not None:  # the class of the first token; cut at its end
+            label = int(np.searchsorted(self.class_ends, start, side="right"))
+            label = min(label, len(self.class_ends) - 1)
+            stop = min(stop, int(self.class_ends[label]))
+        chunk = np.asarray(self.data[start:stop], dtype=np.int64)
         ids = torch.zeros(L, dtype=torch.long)
         ids[: chunk.size] = torch.from_numpy(chunk)
         mask = torch.arange(L) < chunk.size
         chars = torch.tensor(int(self._char_len[chunk].sum()), dtype=torch.long)
-        return {"ids": ids, "mask": mask, "chars": chars}
+        item = {"ids": ids, "mask": mask, "chars": chars}
+        if label is not None:
+            item["label"] = torch.tensor(label, dtype=torch.long)
+        return item
 
     def rows(self, start: int, stop: int | None = None) -> dict[str, Tensor]:
         """Windows ``start:stop`` (slice rules, negative from the end) as one batch:

@@ -32,6 +32,7 @@ class TextSampling:
         progress: bool = False,
         block: int | None = None,
         stop_at_eod: bool = False,
+        label: int | str | None = None,
         **conditioning: Any,
     ) -> tuple[list[str], Tensor, int]:
         """Draw ``n`` texts of ``length`` tokens (default seq_len).
@@ -40,12 +41,19 @@ class TextSampling:
         blanks (see :func:`parse_infill`); at most one of the two. A ``length`` past seq_len
         is generated semi-autoregressively (:func:`~discdiff.samplers.sample_blocks`, ``block``
         new tokens per window, default seq_len // 2). ``stop_at_eod``: each text ends at its
-        first end-of-document token (variable length). Returns (texts, ids (n, L), calls).
+        first end-of-document token (variable length). ``label``: the class (name or id) of a
+        model trained on a labelled corpus (none: the null label, unconditional; the sampler's
+        guidance scale applies classifier-free guidance). Returns (texts, ids (n, L), calls).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r}: expected an int >= 1")
         if conditioning:
-            raise ValueError(f"text samples take no conditioning {sorted(conditioning)}")
+            raise ValueError(f"text samples take a label only, not {sorted(conditioning)}")
+        y = None
+        if label is not None or self.num_labels:
+            y = self.label_id(label) if label is not None else self.num_labels  # null: none
+        if y is None and getattr(sampler, "guidance", 1.0) != 1.0:
+            raise ValueError("guidance needs a model trained on a labelled corpus")
         W = self.config.seq_len
         L = W if length is None else length
         if isinstance(L, bool) or not isinstance(L, int) or L < 1:
@@ -107,11 +115,14 @@ class TextSampling:
                     "use output='x0' (the default)"
                 )
             den = x0_denoiser(den, self.objective, self.process)  # every sampler reads x_0
+            device = next(model.parameters()).device
+            labels = None if y is None else torch.full((n,), y, dtype=torch.long, device=device)
+            cond = None if labels is None else {"label": labels}
             if S:
                 from discdiff.samplers.blocks import sample_block_diffusion
 
                 res = sample_block_diffusion(
-                    sampler, model, self.process, n, L, fixed=fixed, eos_id=eod,
+                    sampler, model, self.process, n, L, fixed=fixed, eos_id=eod, label=labels,
                     wrap=lambda m: x0_denoiser(self.denoiser(m), self.objective, self.process),
                     generator=generator, progress=progress,
                 )  # fmt: skip
@@ -120,11 +131,11 @@ class TextSampling:
 
                 res = sample_blocks(
                     sampler, den, self.process, n, L, W, block, fixed=fixed, eos_id=eod,
-                    generator=generator, progress=progress,
+                    cond=cond, generator=generator, progress=progress,
                 )  # fmt: skip
             else:
                 res = sampler.sample(
-                    den, self.process, (n, L), fixed=fixed, generator=generator,
+                    den, self.process, (n, L), cond=cond, fixed=fixed, generator=generator,
                     progress=progress,
                 )  # fmt: skip
         finally:

@@ -184,6 +184,14 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             if tok_kind == "bpe"
             else config.vocab_size,
         )
+        labelled = files.meta.get("labels")
+        if config.labels is not None and labelled is None:
+            raise ValueError(f"{config.corpus!r}: its prepared data hold no labels")
+        if labelled is not None:  # a labelled data dir trains with its labels
+            config = dataclasses.replace(
+                config, labels=files.meta["settings"].get("labels", "folders"),
+                label_names=tuple(labelled["names"]),
+            )  # fmt: skip
         task = cls(config, files.tokenizer())
         task._files = files
         return task
@@ -303,15 +311,46 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         return batch["chars"]
 
     # -- model ----------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        """Classes of a labelled corpus (0: none)."""
+        return len(self.config.label_names or ())
+
+    @property
+    def null_label(self) -> int | None:
+        """The label id meaning "no label" (classifier-free guidance), or None: no labels."""
+        return self.num_labels or None
+
+    def label_id(self, label: int | str) -> int:
+        """A class's id from its name (or id); ValueError naming the classes otherwise."""
+        names = self.config.label_names or ()
+        if not names:
+            raise ValueError("this text model has no labels (train on a labelled corpus)")
+        if isinstance(label, str) and label in names:
+            return names.index(label)
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+            return label
+        if isinstance(label, str) and label.isdigit() and int(label) < len(names):
+            return int(label)
+        raise ValueError(f"label {label!r} is not one of {', '.join(names)}")
+
     def denoiser_fields(self) -> dict[str, Any]:
-        """Input ids (K, or K + 1 with a mask), output classes K, the longest sequence and
-        whether the model takes its previous estimate."""
-        return {
-            "num_states": self.process.num_states,
-            "num_classes": self.process.num_classes,
-            "max_len": self.config.seq_len,
-            "self_conditioning": self.config.self_conditioning,
-        } | ({"block_size": b, "time_conditioning": False} if (b := self.config.block_size) else {})
+        """Input ids (K, or K + 1 with a mask), output classes K, the longest sequence,
+        whether the model takes its previous estimate (and a block size, a label count)."""
+        return (
+            {
+                "num_states": self.process.num_states,
+                "num_classes": self.process.num_classes,
+                "max_len": self.config.seq_len,
+                "self_conditioning": self.config.self_conditioning,
+            }
+            | (
+                {"block_size": b, "time_conditioning": False}
+                if (b := self.config.block_size)
+                else {}
+            )
+            | ({"num_labels": k} if (k := self.num_labels) else {})
+        )
 
     def model_config(self, **options: Any) -> TransformerConfig:
         """The diffusion denoiser's TransformerConfig; ``options`` set its sizes
@@ -375,7 +414,8 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
         terms, or the SUNDAE loss)."""
         ids, mask = batch["ids"], batch["mask"]  # (B, L), (B, L)
         return self.objective.loss(
-            self.process, self.denoiser(model), ids, mask, cond=self._cond(model, batch),
+            self.process, self.denoiser(model), ids, mask,
+            cond=self._cond(model, batch, None if boundary else generator),
             generator=generator, boundary=boundary, config=self.config,
         )  # fmt: skip
 
@@ -405,11 +445,18 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
             generator=generator, config=self.config,
         )  # fmt: skip
 
-    @staticmethod
-    def _cond(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        """The denoiser's cond for a batch (padding; a block model's clean ids)."""
+    def _cond(
+        self, model: nn.Module, batch: dict[str, Tensor], dropout: torch.Generator | None = None
+    ) -> dict[str, Tensor] | None:
+        """The denoiser's cond for a batch (padding; a block model's clean ids; the labels,
+        each replaced by the null label with probability ``label_dropout`` when a ``dropout``
+        generator is given: training)."""
         block = bool(getattr(getattr(model, "config", None), "block_size", 0))
-        return _text_cond(batch["ids"], batch["mask"], batch.get("full"), block)
+        label = batch.get("label") if self.num_labels else None
+        if label is not None and dropout is not None and self.config.label_dropout > 0:
+            u = torch.rand(label.shape, generator=dropout, device=dropout.device).to(label.device)
+            label = torch.where(u < self.config.label_dropout, self.num_labels, label)
+        return _text_cond(batch["ids"], batch["mask"], batch.get("full"), block, label)
 
     def evaluate(
         self,
@@ -503,7 +550,7 @@ def _prepared(config: TextTaskConfig, progress: bool, tokenizer: Tokenizer | Non
     tok: Any = tokenizer if config.tokenizer == "pretrained" else config.tokenizer
     path, _ = prepared_cache(
         config.corpus, tokenizer=tok, vocab_size=config.vocab_size,
-        progress=progress, doc_sep=config.doc_sep,
+        progress=progress, doc_sep=config.doc_sep, labels=config.labels,
     )  # fmt: skip
     return TokenFiles(path)
 
