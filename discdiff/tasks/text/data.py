@@ -233,12 +233,23 @@ def _char_lengths(files: Any) -> np.ndarray:
     """Characters each token id stands for, (V,) int64 (EOD: 0), cached per data dir.
 
     Byte-level BPE: the token's bytes that start a UTF-8 character (not 10xxxxxx), so a
-    character cut across two tokens counts once and window counts add up to the split's."""
+    character cut across two tokens counts once and window counts add up to the split's. A
+    published vocabulary that is not byte-level (WordPiece: its pre-tokenizer drops the
+    spaces) is estimated: a piece's characters, plus one for the space or line end before a
+    word's first piece (``##`` marks the others); special tokens count none."""
     key = str(files.path)
     if key not in _CHAR_LENGTHS:
         tok = files.tokenizer()
         if isinstance(tok, CharTokenizer):
             lengths = np.ones(tok.vocab_size, dtype=np.int64)
+        elif type(tok._tok.decoder).__name__ != "ByteLevel":
+            lengths = np.zeros(tok.vocab_size, dtype=np.int64)
+            specials = set(tok._tok.get_added_tokens_decoder())
+            for i in range(tok._tok.get_vocab_size()):
+                piece = tok._tok.id_to_token(i) or ""
+                if i not in specials:
+                    cont = piece.startswith("##")
+                    lengths[i] = len(piece) - 2 * cont + (not cont)
         else:
             decode = _byte_decoder()
             lengths = np.zeros(tok.vocab_size, dtype=np.int64)
