@@ -28,7 +28,6 @@ from discdiff.cli._options import (
     Progress,
     SamplerOpt,
     Seed,
-    Temperature,
     Threads,
     UseEma,
     compiled,
@@ -398,7 +397,13 @@ def sample(
             'char tokenizer), e.g. "The [MASK:20] of the"; the given text is kept exactly.'
         ),
     ] = None,
-    temperature: Temperature = 1.0,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Temperature of the x0 prediction (0 = argmax; default 1.0, sundae 0.6: SUNDAE "
+            "samples cold)."
+        ),
+    ] = None,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,
     label: Annotated[
         str | None,
@@ -429,7 +434,7 @@ def sample(
         bool | None,
         typer.Option(
             "--early-stop/--no-early-stop",
-            help="sundae: stop a sample once a step leaves it unchanged (default on).",
+            help="sundae: stop a sample once steps leave it unchanged (default: on for --argmax, off when sampling: measured, it saved no call at temperature 0.6).",
         ),
     ] = None,
     sampler_opt: SamplerOpt = None,
@@ -518,7 +523,8 @@ def sample(
         m = min(batch_size, n - start)
         if getattr(mc, "causal", False):
             ids_b = task.sample_ar(
-                model, m, total_len, temperature=temperature, top_p=top_p,
+                model, m, total_len, temperature=1.0 if temperature is None else temperature,
+                top_p=top_p,
                 prefix=task.tokenizer.encode(prefix) if prefix else None, generator=gen,
             )  # fmt: skip
             texts_b, calls_b = [task.tokenizer.decode(row) for row in ids_b], ids_b.shape[1]

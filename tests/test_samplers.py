@@ -621,7 +621,8 @@ def test_sundae_early_stop_is_an_unchanged_update_and_fires_when_sampling(joint)
 
     proc = Uniform(V, LogLinear())
     oracle = ExactOracle(joint, proc)
-    sampler = SundaeSampler(200, proportion=0.3, temperature=0.8)
+    sampler = SundaeSampler(200, proportion=0.3, temperature=0.8, early_stop=True)
+    assert not SundaeSampler(200).early_stop and SundaeSampler(200, argmax=True).early_stop
     assert sampler._patience == math.ceil(3 / 0.3) == 10
     res = sampler.sample(oracle, proc, (32, L), generator=gen(21), return_trajectory=True)
     assert res.num_calls < 200
@@ -635,11 +636,11 @@ def test_sundae_early_stop_is_an_unchanged_update_and_fires_when_sampling(joint)
         assert all(still[first:]), row
         # no earlier stop: before ``first`` no k unchanged steps in a row
         assert all(not all(still[j : j + k]) for j in range(runs[0])), row
-    one = SundaeSampler(200, proportion=0.3, temperature=0.8, patience=1)
+    one = SundaeSampler(200, proportion=0.3, temperature=0.8, patience=1, early_stop=True)
     quick = one.sample(oracle, proc, (32, L), generator=gen(21))
     assert quick.num_calls < res.num_calls  # the old rule stopped much sooner
     with pytest.raises(ValueError, match="would be ignored"):
-        SundaeSampler(10, argmax=True, proportion=0.5)
+        SundaeSampler(10, argmax=True, top_p=0.5)
     with pytest.raises(ValueError, match="temperature"):
         SundaeSampler(10, argmax=True, temperature=0.5)
     assert SundaeSampler(10, argmax=True)._patience == 1
@@ -661,6 +662,77 @@ def test_sundae_argmax_with_starts_returns_the_best_scored_chain(joint):
     assert torch.equal(again.samples, best.samples)  # deterministic given the starts
     with pytest.raises(ValueError, match="argmax"):
         SundaeSampler(5, starts=2)
+
+
+def test_sundae_argmax_with_a_proportion_updates_the_surest_changes_first():
+    """Argmax decoding updating by confidence: each step changes at most ceil(rho L) positions,
+    the most confident of those whose argmax differs from the current token; deterministic;
+    without a proportion every position is replaced (the paper's)."""
+    import math
+
+    proc = Uniform(V, LogLinear())
+    torch.manual_seed(0)
+    table = torch.randn(L, V, V)  # position i's logits depend on its left neighbour
+
+    def den(x_t, t, cond=None):
+        left = torch.cat([x_t[:, -1:], x_t[:, :-1]], 1)  # (B, L)
+        return table[torch.arange(L), left]  # (B, L, V)
+
+    rho = 0.25
+    sampler = SundaeSampler(12, argmax=True, proportion=rho)
+    res = sampler.sample(den, proc, (6, L), generator=gen(5), return_trajectory=True)
+    traj = torch.stack(res.trajectory)  # (steps + 1, B, L)
+    k = math.ceil(rho * L)
+    for j in range(len(traj) - 1):
+        x, nxt = traj[j], traj[j + 1]
+        logits = den(x, None)
+        conf, arg = logits.log_softmax(-1).max(-1)  # (B, L): the surest by probability
+        changes = arg != x
+        for b in range(6):
+            moved = (nxt[b] != x[b]).nonzero().flatten().tolist()
+            assert len(moved) == min(k, int(changes[b].sum()))
+            if moved:  # the surest of the changes, to their argmax
+                assert torch.equal(nxt[b, moved], arg[b, moved])
+                others = changes[b].clone()
+                others[moved] = False
+                if others.any():
+                    assert conf[b, moved].min() >= conf[b, others].max()
+    again = sampler.sample(den, proc, (6, L), generator=gen(5))
+    assert torch.equal(again.samples, res.samples)
+    full = SundaeSampler(12, argmax=True).sample(den, proc, (6, L), generator=gen(5),
+                                                 return_trajectory=True)  # fmt: skip
+    first = torch.stack(full.trajectory)[:2]
+    assert torch.equal(first[1], den(first[0], None).argmax(-1))  # every position at once
+    assert SundaeSampler(5, argmax=True).config()["proportion"] is None
+
+
+def test_sundae_starts_are_ranked_by_the_scorer_given():
+    """With a scorer the chains of ``starts`` are ranked by it (the text task passes the
+    model's ELBO), not by the model's own score, which can prefer a degenerate fixed point."""
+    proc = Uniform(V, LogLinear())
+    torch.manual_seed(1)
+    table = torch.randn(L, V, V)
+
+    def den(x_t, t, cond=None):
+        left = torch.cat([x_t[:, -1:], x_t[:, :-1]], 1)
+        return table[torch.arange(L), left]
+
+    seen = []
+
+    def fewest_zeros(x, cond):
+        seen.append(x.shape)
+        return -(x == 0).sum(1).float()
+
+    B, n = 3, 5
+    best = SundaeSampler(20, argmax=True, starts=n, scorer=fewest_zeros)
+    got = best.sample(den, proc, (B, L), generator=gen(7))
+    chains = SundaeSampler(20, argmax=True).sample(den, proc, (B * n, L), generator=gen(7))
+    x = chains.samples.reshape(B, n, L)
+    want = x[torch.arange(B), fewest_zeros(chains.samples, None).reshape(B, n).argmax(1)]
+    assert torch.equal(got.samples, want) and seen[0] == (B * n, L)
+    assert "scorer" not in best.config()
+    with pytest.raises(TypeError, match="callable"):
+        SundaeSampler(5, argmax=True, starts=2, scorer=3)
 
 
 def test_sampling_loops_skip_value_reading_checks_after_the_boundary():

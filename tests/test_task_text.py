@@ -383,3 +383,31 @@ def test_generative_perplexity_and_unigram_entropy_exactly(corpus):
         task.generative_perplexity(new_model(task), ids)
     samples = task.sample_ar(judge, 2, 12, prefix=task.tokenizer.encode("the"))
     assert samples.shape == (2, 12) and task.tokenizer.decode(samples[0]).startswith("the")
+
+
+def test_sundae_starts_are_ranked_by_the_models_elbo_in_the_text_task(corpus):
+    """The task ranks SUNDAE's argmax chains by its ELBO scorer (a likelihood bound), not by
+    the model's own score; the caller's sampler keeps no scorer."""
+    from discdiff.losses import continuous_elbo
+    from discdiff.samplers import SundaeSampler
+
+    task = new_task(corpus, process="uniform", objective="sundae")
+    torch.manual_seed(0)
+    model = new_model(task).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    B, n = 2, 4
+    sampler = SundaeSampler(6, argmax=True, starts=n)
+    _, ids, _ = task.sample(model, B, sampler, generator=torch.Generator().manual_seed(3))
+    assert sampler.scorer is None
+    _, chains, _ = task.sample(model, B * n, SundaeSampler(6, argmax=True),
+                               generator=torch.Generator().manual_seed(3))  # fmt: skip
+    score = task.elbo_scorer(model)(chains, None).reshape(B, n)
+    assert torch.equal(ids, chains.reshape(B, n, -1)[torch.arange(B), score.argmax(1)])
+    g = torch.Generator().manual_seed(0)
+    den = task.denoiser(model)
+    mask = torch.ones_like(chains, dtype=torch.bool)
+    with torch.no_grad():
+        want = -sum(continuous_elbo(task.process, den, chains, mask, generator=g,
+                                    t_min=task.config.t_min) for _ in range(4)) / 4  # fmt: skip
+    torch.testing.assert_close(task.elbo_scorer(model)(chains, None), want)

@@ -105,6 +105,11 @@ class TextSampling:
             else:
                 values, given = parse_infill(infill, self.tokenizer, first)
             fixed = (values.expand(n, first).clone(), given.expand(n, first).clone())
+        if getattr(sampler, "starts", 1) > 1 and getattr(sampler, "scorer", False) is None:
+            import copy
+
+            sampler = copy.copy(sampler)  # the caller's keeps its settings
+            sampler.scorer = self.elbo_scorer(model)
         was = model.training
         model.eval()
         try:
@@ -149,6 +154,35 @@ class TextSampling:
                 row = row[: int((row == eod).nonzero()[0])]
             texts.append(self.tokenizer.decode(row))
         return texts, ids_out, res.num_calls
+
+    def elbo_scorer(self, model: nn.Module, draws: int = 4) -> Any:
+        """(ids (B, L), cond) -> (B,) minus the model's negative ELBO (the mean of ``draws``
+        Monte-Carlo draws, boundary terms on, a fixed seed): how SUNDAE's argmax chains are
+        ranked here, a likelihood bound that a degenerate fixed point cannot game as the
+        model's own sum_i log p(x_i | x) can."""
+        from discdiff.losses import continuous_elbo
+
+        den = x0_denoiser(self.denoiser(model), self.objective, self.process)
+
+        def score(ids: Tensor, cond: Any) -> Tensor:
+            g = torch.Generator(device=ids.device).manual_seed(0)
+            mask = torch.ones_like(ids, dtype=torch.bool)
+            with torch.no_grad():
+                nats = sum(
+                    continuous_elbo(
+                        self.process,
+                        den,
+                        ids,
+                        mask,
+                        cond=cond,
+                        generator=g,
+                        t_min=self.config.t_min,
+                    )  # fmt: skip
+                    for _ in range(draws)
+                )
+            return -nats / draws
+
+        return score
 
     def _eod_id(self) -> int | None:
         """The end-of-document token id (prepared corpora end each document with it)."""
