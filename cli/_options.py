@@ -27,6 +27,14 @@ Temperature = Annotated[
     float,
     typer.Option(help="Temperature of the x0 prediction (0 = argmax: the most likely class)."),
 ]
+SamplerTemperature = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature",
+        help="Temperature of the x0 prediction (0 = argmax; default: the sampler's own, 1.0, "
+        "sundae 0.6: SUNDAE samples cold).",
+    ),
+]
 ModelArg = Annotated[
     Path,
     typer.Argument(

@@ -23,8 +23,8 @@ from discdiff.cli._options import (
     ModelArg,
     RawWeights,
     SamplerOpt,
+    SamplerTemperature,
     Seed,
-    Temperature,
     Threads,
     UseEma,
     compiled,
@@ -189,7 +189,7 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--num", help="Number of samples.")] = 8,
     sampler: Annotated[str, typer.Option(help=sampler_help())] = "ancestral",
     steps: Annotated[int, typer.Option(help="Sampler steps (first-hitting: one per token).")] = 64,
-    temperature: Temperature = 1.0,
+    temperature: SamplerTemperature = None,
     sampler_opt: SamplerOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write samples here (.txt lines), not stdout.")

@@ -27,6 +27,7 @@ from discdiff.cli._options import (
     ObjectiveOpt,
     Progress,
     SamplerOpt,
+    SamplerTemperature,
     Seed,
     Threads,
     UseEma,
@@ -397,13 +398,7 @@ def sample(
             'char tokenizer), e.g. "The [MASK:20] of the"; the given text is kept exactly.'
         ),
     ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(
-            help="Temperature of the x0 prediction (0 = argmax; default 1.0, sundae 0.6: SUNDAE "
-            "samples cold)."
-        ),
-    ] = None,
+    temperature: SamplerTemperature = None,
     top_p: Annotated[float, typer.Option(help="Nucleus filtering of the x0 prediction.")] = 1.0,
     label: Annotated[
         str | None,
