@@ -319,6 +319,14 @@ DocSep = Annotated[
         "end-of-document mark then lands in the test split).",
     ),
 ]
+TokenizerOpt = Annotated[
+    str,
+    typer.Option(
+        "--tokenizer",
+        help="char | bpe | a published tokenizer.json (GPT-2's from the Hugging Face hub, or a "
+        "folder holding one): scores per token of its vocabulary.",
+    ),
+]
 LabelsOpt = Annotated[
     str | None,
     typer.Option(

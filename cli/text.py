@@ -30,6 +30,7 @@ from discdiff.cli._options import (
     SamplerTemperature,
     Seed,
     Threads,
+    TokenizerOpt,
     UseEma,
     compiled,
     sampler_help,
@@ -82,13 +83,7 @@ def prepare(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The data dir to write (token files).")],
-    tokenizer: Annotated[
-        str,
-        typer.Option(
-            help="char | bpe | a published tokenizer.json (GPT-2's from the Hugging Face hub, or a "
-            "folder holding one): scores per token of its vocabulary."
-        ),
-    ] = "char",
+    tokenizer: TokenizerOpt = "char",
     vocab_size: Annotated[
         int | None, typer.Option(help="BPE vocabulary size (>= 256; default 1024).")
     ] = None,
@@ -164,13 +159,7 @@ def train(
             "(kappa-poly:2 is the path kappa = tau^2), recorded in the run."
         ),
     ] = "loglinear",
-    tokenizer: Annotated[
-        str,
-        typer.Option(
-            help="char | bpe | a published tokenizer.json (GPT-2's from the Hugging Face hub, or a "
-            "folder holding one): scores per token of its vocabulary."
-        ),
-    ] = "char",
+    tokenizer: TokenizerOpt = "char",
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size (>= 256).")] = 1024,
     doc_sep: DocSep = None,
     labels: LabelsOpt = None,

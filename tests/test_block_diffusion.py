@@ -185,28 +185,16 @@ def test_with_blocks_of_one_the_bound_is_the_exact_autoregressive_likelihood():
     assert abs(mean - exact) < 4 * se + 1e-3 * exact, (mean, exact, se)
 
 
-WORDS = "the king and queen of england went to war with france in spring".split()
-TINY = ["--seq-len", "24", "--layers", "1", "--d-model", "32", "--heads", "2", "--cond-dim", "16"]
-FAST = ["--batch-size", "8", "--eval-every", "2", "--eval-batches", "1", "--no-progress"]
+from tests.test_cli_text import FAST, TINY  # noqa: E402
 
 
-@pytest.fixture()
-def corpus(tmp_path):
-    import random
-
-    rng = random.Random(0)
-    path = tmp_path / "tiny.txt"
-    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(120)))
-    return path
-
-
-def test_the_cli_trains_resumes_samples_and_scores_a_block_model(corpus, tmp_path, capsys):
+def test_the_cli_trains_resumes_samples_and_scores_a_block_model(tiny_text, tmp_path, capsys):
     import json
 
     from discdiff.cli.main import main
 
     run = tmp_path / "bd3"
-    train = ["text", "train", str(corpus), "--out", str(run), *TINY, *FAST]
+    train = ["text", "train", str(tiny_text), "--out", str(run), *TINY, *FAST]
     assert main([*train, "--steps", "2", "--block-size", "8"]) == 0
     assert json.loads((run / "task.json").read_text())["block_size"] == 8
     assert main([*train, "--steps", "3", "--resume", "--block-size", "4"]) == 2
@@ -244,11 +232,11 @@ def test_the_cli_trains_resumes_samples_and_scores_a_block_model(corpus, tmp_pat
     ],
 )
 def test_block_options_that_cannot_work_are_refused_in_one_line(
-    corpus, tmp_path, capsys, extra, message
+    tiny_text, tmp_path, capsys, extra, message
 ):
     from discdiff.cli.main import main
 
-    code = main(["text", "train", str(corpus), "--out", str(tmp_path / "r"), *TINY, *extra])
+    code = main(["text", "train", str(tiny_text), "--out", str(tmp_path / "r"), *TINY, *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err, err
 

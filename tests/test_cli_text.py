@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from typer.testing import CliRunner
@@ -16,11 +15,8 @@ FAST = ["--batch-size", "8", "--eval-every", "2", "--eval-batches", "1", "--no-p
 
 
 @pytest.fixture()
-def corpus(tmp_path):
-    rng = random.Random(0)
-    path = tmp_path / "tiny.txt"
-    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(120)))
-    return path
+def corpus(tiny_text):
+    return tiny_text
 
 
 def steps_in(run):

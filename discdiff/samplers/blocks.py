@@ -99,14 +99,7 @@ def sample_blocks(
         made += new
     if bar is not None:
         bar.close()
-    ids = torch.cat(out, 1)
-    if made < length:  # every row ended: pad with EOS
-        pad = torch.full((batch, length - made), int(eos_id), dtype=ids.dtype, device=ids.device)
-        ids = torch.cat([ids, pad], 1)
-    if eos_id is not None:
-        after = (ids == eos_id).long().cumsum(1) > 0
-        ids = torch.where(after, torch.full_like(ids, eos_id), ids)
-    return SampleResult(samples=ids, num_calls=calls, rows_evaluated=rows)
+    return _joined(out, made, length, eos_id, calls, rows)
 
 
 def sample_block_diffusion(
@@ -193,9 +186,18 @@ def sample_block_diffusion(
         model.train(was)
         if bar is not None:
             bar.close()
+    return _joined(out, made, length, eos_id, calls, rows)
+
+
+def _joined(
+    out: list[Tensor], made: int, length: int, eos_id: int | None, calls: int, rows: int
+) -> SampleResult:
+    """The pieces as (batch, length) ids: padded with EOS where every row ended early, and
+    everything after a row's first EOS set to EOS."""
     ids = torch.cat(out, 1)
     if made < length:  # every row ended: pad with EOS
-        pad = torch.full((batch, length - made), int(eos_id), dtype=ids.dtype, device=ids.device)
+        pad = torch.full((ids.shape[0], length - made), int(eos_id), dtype=ids.dtype,
+                         device=ids.device)  # fmt: skip
         ids = torch.cat([ids, pad], 1)
     if eos_id is not None:
         after = (ids == eos_id).long().cumsum(1) > 0
