@@ -418,7 +418,7 @@ def sample(
         bool | None,
         typer.Option(
             "--early-stop/--no-early-stop",
-            help="sundae: stop a sample once steps leave it unchanged (default: on for --argmax, off when sampling: measured, it saved no call at temperature 0.6).",
+            help="sundae: stop a sample once steps leave it unchanged; a stopped sample is not evaluated again (default: on for --argmax; off when sampling: at temperature 0.6 it saved 9% of the work at 100 steps for +-0.03 bits/char, 49% at 300 for 0.13).",
         ),
     ] = None,
     sampler_opt: SamplerOpt = None,

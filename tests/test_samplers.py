@@ -626,6 +626,7 @@ def test_sundae_early_stop_is_an_unchanged_update_and_fires_when_sampling(joint)
     assert sampler._patience == math.ceil(3 / 0.3) == 10
     res = sampler.sample(oracle, proc, (32, L), generator=gen(21), return_trajectory=True)
     assert res.num_calls < 200
+    assert res.rows_evaluated < res.num_calls * 32  # stopped rows are not evaluated
     traj = torch.stack(res.trajectory)  # (steps + 1, B, L)
     k = sampler._patience
     for row in range(32):
