@@ -23,6 +23,7 @@ from rdkit import Chem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import molecule_metrics as mm  # noqa: E402  (benchmarks/molecule_metrics.py, run as a script)
+from count_molecules import ring_kinds  # noqa: E402  (the independent counter's ring kinds)
 
 from discdiff.chem.graph import graph_to_mol  # noqa: E402
 from discdiff.chem.metrics import largest_fragment  # noqa: E402
@@ -31,23 +32,6 @@ from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 from discdiff.datasets.smiles import read_smiles_file  # noqa: E402
 from discdiff.tasks.molecules import SAMPLE_STEPS  # noqa: E402
 from discdiff.tasks.runs import from_pretrained  # noqa: E402
-
-
-def ring_kinds(mol: Chem.Mol) -> set[str]:
-    """The kinds of ring of a sanitised molecule: ``aromatic6``, ``ring6 + 2 C=C``, ..."""
-    kinds = set()
-    for ring in mol.GetRingInfo().BondRings():
-        bonds = [mol.GetBondWithIdx(b) for b in ring]
-        if all(b.GetIsAromatic() for b in bonds):
-            kinds.add(f"aromatic{len(ring)}")
-        else:
-            double = sum(b.GetBondType() == Chem.BondType.DOUBLE for b in bonds)
-            kinds.add(
-                f"ring{len(ring)} + {double} C=C" if double else f"ring{len(ring)}, saturated"
-            )
-    if any(k.startswith("aromatic") for k in kinds):
-        kinds.add("any aromatic ring")
-    return kinds
 
 
 def profile(mols: list[Chem.Mol]) -> tuple[dict[str, float], int]:
