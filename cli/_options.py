@@ -50,6 +50,14 @@ UseEma = Annotated[
     bool | None,
     typer.Option("--ema/--no-ema", help="Use EMA weights (default: if saved).", show_default=False),
 ]
+StorageDtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="float32 | bfloat16 | float16: the stored weights' type (half the bytes, each weight "
+        "rounded; loading casts back).",
+    ),
+]
 
 
 def _cpu_times() -> tuple[float, float] | None:

@@ -45,6 +45,7 @@ from discdiff.cli._options import (
     RawWeights,
     SamplerOpt,
     Seed,
+    StorageDtype,
     Temperature,
     Threads,
     UseEma,
@@ -448,11 +449,12 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Weights file (*_model.safetensors).")],
     ema: UseEma = None,
     raw: RawWeights = False,
+    dtype: StorageDtype = "float32",
 ) -> None:
     """Write a run's latest weights (EMA by default) as safetensors + config JSON beside."""
     from discdiff.tasks import runs
 
     check_output(out, (".safetensors",), "--out", streams=False)
     task, model = runs.from_pretrained(run_dir, use_ema=False if raw else ema, expect="molecules")
-    weights, cfg = runs.export(task, model, out)
+    weights, cfg = runs.export(task, model, out, dtype=dtype)
     typer.echo(f"wrote {weights} and {cfg}")

@@ -25,6 +25,7 @@ from discdiff.cli._options import (
     SamplerOpt,
     SamplerTemperature,
     Seed,
+    StorageDtype,
     Threads,
     UseEma,
     compiled,
@@ -238,6 +239,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Weights file (NAME.safetensors).")],
     ema: UseEma = None,
     raw: RawWeights = False,
+    dtype: StorageDtype = "float32",
 ) -> None:
     """Write a run's weights (EMA by default) and its model entry: one file pair any task's
     `from_pretrained` reads."""
@@ -245,5 +247,5 @@ def export(
 
     check_output(out, (".safetensors",), "--out", streams=False)
     task, model = runs.from_pretrained(run_dir, use_ema=False if raw else ema)
-    weights, cfg = runs.export(task, model, out)
+    weights, cfg = runs.export(task, model, out, dtype=dtype)
     typer.echo(f"wrote {weights} and {cfg}")

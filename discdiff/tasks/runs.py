@@ -227,12 +227,28 @@ def _files_dir(weights: Path) -> Path:
     return weights.with_name(weights.name.removesuffix(".safetensors") + "_files")
 
 
-def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tuple[Path, Path]:
+#: storage types an export may use (``dtype=``): half the bytes, rounded weights
+STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def export(
+    task: Task, model: nn.Module, weights: str | os.PathLike[str], dtype: str = "float32"
+) -> tuple[Path, Path]:
     """Write ``model``'s weights (safetensors) and its model entry beside them (see the module
-    docstring); the task's files, if it has any, go into ``<stem>_files/``."""
+    docstring); the task's files, if it has any, go into ``<stem>_files/``.
+
+    ``dtype``: the floating weights' storage type ("float32", "bfloat16" or "float16": half the
+    bytes, each weight rounded to it); the entry records it and loading casts back to the
+    model's own type. Weights that overflow float16 are refused (bfloat16 has float32's range).
+    """
     path = Path(weights)
     if path.suffix != ".safetensors":
         raise ValueError(f"exported weights must be a .safetensors file, got {str(path)!r}")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(STORAGE_DTYPES)}")
+    tensors = {k: v.detach().contiguous() for k, v in module_tensors(model).items()}
+    if dtype != "float32":
+        tensors = {k: _stored(k, v, STORAGE_DTYPES[dtype]) for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     files, tag = _files_dir(path), uuid.uuid4().hex[:8]
     new_files = files.with_name(f".{files.name}.tmp-{tag}")
@@ -241,12 +257,14 @@ def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tup
         new_files.mkdir()
         task.save_files(new_files)
         has_files = any(new_files.iterdir())
-        save_tensors({k: v.contiguous() for k, v in module_tensors(model).items()}, tmp, name=path)
+        save_tensors(tensors, tmp, name=path)
         usual_permissions(tmp)
         manifest = {
             "weights_sha256": sha256_file(tmp),
             "files_sha256": sha256_tree(new_files) if has_files else None,
         }
+        if dtype != "float32":
+            manifest["dtype"] = dtype
         # the files, then the weights, then the entry naming both by hash: a reader that
         # finds the entry of another moment refuses the mix (:func:`_check_export`)
         if files.exists():
@@ -266,6 +284,34 @@ def export(task: Task, model: nn.Module, weights: str | os.PathLike[str]) -> tup
 
 #: the model entry's record of the exported files it belongs with
 EXPORT_KEY = "export"
+
+
+def _stored(name: str, value: Tensor, dtype: torch.dtype) -> Tensor:
+    """A float32 weight as ``dtype`` for storage; one that overflows it is refused."""
+    if not torch.is_floating_point(value) or value.dtype != torch.float32:
+        return value
+    out = value.to(dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"weight {name!r} overflows {str(dtype).removeprefix('torch.')} (largest "
+            f"{value.abs().max().item():.3g}): export as bfloat16 or float32"
+        )
+    return out
+
+
+def _as_model_types(entry: dict[str, Any], model: nn.Module, tensors: dict[str, Tensor]) -> dict:
+    """Weights an export stored in a narrower type (its record says which), cast back to the
+    model's; anything else is passed through for :func:`load_weights` to check as it is."""
+    record = entry.get(EXPORT_KEY)
+    stored = STORAGE_DTYPES.get(record.get("dtype", "")) if isinstance(record, dict) else None
+    if stored is None:
+        return tensors
+    live = module_tensors(model)
+    return {
+        k: v.to(live[k].dtype) if k in live and v.dtype == stored and
+        torch.is_floating_point(live[k]) else v
+        for k, v in tensors.items()
+    }  # fmt: skip
 
 
 def _check_export(entry: dict[str, Any], weights: Path, cfg: Path) -> None:
@@ -344,7 +390,7 @@ def from_pretrained(
         raise FileNotFoundError(f"checkpoint config {str(cfg)!r} does not exist")
     entry = _with_type(_read_entry(cfg), task_type)
     _check_export(entry, p, cfg)
-    entry.pop(EXPORT_KEY, None)
+    record = {EXPORT_KEY: entry.pop(EXPORT_KEY, None)}
     files = _files_dir(p)
     task = _entry_task(entry, files if files.is_dir() else None, str(cfg))
     expect_task(task, expect, p)
@@ -353,7 +399,7 @@ def from_pretrained(
         tensors = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"cannot read checkpoint weights {str(p)!r}: {err}") from err
-    load_weights(model, tensors)
+    load_weights(model, _as_model_types(record, model, tensors))
     return task, model.to(device).eval()
 
 
