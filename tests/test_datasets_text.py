@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discdiff.datasets.shakespeare import load_shakespeare, shakespeare_works
+from discdiff.datasets.shakespeare import load_milton, load_shakespeare, shakespeare_works
 from discdiff.datasets.text8 import (
     TEXT8_ALPHABET,
     TEXT8_SIZES,
@@ -94,6 +94,25 @@ def test_shakespeare_real_package_splits_and_alphabets():
     t8_parts = [load_shakespeare("text8", s) for s in SPLITS]
     assert "".join(t8_parts) == t8 and len(t8_parts[0]) == round(0.9 * len(t8))
     assert t8_parts[2].endswith("exeunt")  # the sorted order ends with The Winter's Tale
+
+
+def test_milton_is_out_of_domain_in_shakespeares_alphabet():
+    """Three of Milton's works from the same package: LF line ends, no end-of-file byte, and
+    every character one a raw Shakespeare model knows (so it is scored as it is)."""
+    from discdiff.tasks.text.data import load_corpus
+
+    raw = load_milton("raw", "all")
+    assert len(raw) == 660_204
+    assert raw.startswith("\nPARADISE LOST") and "PARADISE REGAINED" in raw
+    assert "AREOPAGITICA" in raw and raw.endswith("wisest men.\n")
+    assert "\r" not in raw and "\x1a" not in raw
+    assert set(raw) <= set(load_shakespeare("raw", "all"))
+    assert "".join(load_milton("raw", s) for s in SPLITS) == raw
+    assert load_milton("text8", "all") == text8_normalize(raw)
+    assert load_corpus("milton", "all") == raw
+    assert load_corpus("milton-text8", "test") == load_milton("text8", "test")
+    with pytest.raises(ValueError, match="style='ascii'"):
+        load_milton("ascii")
 
 
 def test_shakespeare_bad_arguments():

