@@ -21,6 +21,11 @@ ring sizes, bootstrap SEs for the distances). A figure where the two differ by m
 standard errors is marked ``!``: the library repairs some failed samples before counting
 uniqueness and novelty, the counter does not, so small gaps there are expected.
 
+``--card FILE`` writes those two rows as a model card's metrics (the independent count's value,
+standard error and sample count: what ``discdiff/assets/catalogue.json`` holds), and ``--check-card
+NAME`` compares them with the shipped model NAME's card: a figure reproduces when the two lie
+within three combined standard errors (sqrt(se_card^2 + se_now^2)).
+
 The issue's targets are checked for rows named ``... raw`` and ``... default`` (``--model``
 names them so): QM9 (raw: strict validity >= 99%; default: aromatic 14-19%, atom / bond TV <=
 0.0023 / 0.0035, uniqueness >= 97%, novelty against all of QM9 >= 35%) and MOSES (default: 100%
@@ -67,6 +72,24 @@ PAIRS = [
     ("sa_w1", "sa_w1", "SA W1", False),
     ("mw_w1", "mw_w1", "MW W1", False),
 ]
+#: what a model card keeps of a raw / default row (counter key, card label)
+CARD = {
+    "raw": [("valid", "validity, strict"), ("connected", "validity, connected")],
+    "default": [
+        ("valid", "validity"),
+        ("connected", "validity, connected"),
+        ("unique", "uniqueness"),
+        ("novel_vs_train", "novelty vs train"),
+        ("novel_vs_all", "novelty vs all splits"),
+        ("aromatic", "aromatic share"),
+        ("atom_tv", "atom TV vs test"),
+        ("bond_tv", "bond TV vs test"),
+        ("ring_tv", "ring-size TV vs test"),
+        ("qed_w1", "QED W1 vs test"),
+        ("sa_w1", "SA W1 vs test"),
+        ("mw_w1", "MW W1 vs test"),
+    ],
+}
 
 
 class Data:
@@ -214,6 +237,36 @@ def report(rows: dict[str, dict], data: Data) -> str:
     return "\n".join(out)
 
 
+def card_rows(rows: dict[str, dict]) -> list[dict]:
+    """The card metrics of the rows named ``... raw`` / ``... default``: value, SE, n, unit."""
+    out = []
+    for name, row in rows.items():
+        kind = name.rsplit(" ", 1)[-1]
+        ind = row["independent"]
+        for key, label in CARD.get(kind, []):
+            value, se = ind[key]
+            share = key in ("valid", "connected", "unique", "aromatic") or key.startswith("novel")
+            n = ind["samples"] if key in ("valid", "connected") else ind["valid_molecules"]
+            out.append({"metric": f"{label} ({kind})", "value": round(value, 6),
+                        "se": round(se, 6), "n": n} | ({"unit": "%"} if share else {}))  # fmt: skip
+    return out
+
+
+def check_card(rows: list[dict], card: list[dict]) -> list[tuple[str, bool, str]]:
+    """(metric, reproduces, detail) for each of ``rows`` the card also has."""
+    known = {r["metric"]: r for r in card}
+    out = []
+    for r in rows:
+        c = known.get(r["metric"])
+        if c is None or c.get("se") is None:
+            continue
+        tol = 3 * math.hypot(c["se"], r["se"])
+        ok = abs(r["value"] - c["value"]) <= max(tol, 1e-12)
+        out.append((r["metric"], ok, f"card {c['value']:.4f} +- {c['se']:.4f}, now "
+                                     f"{r['value']:.4f} +- {r['se']:.4f}"))  # fmt: skip
+    return out
+
+
 def sample_model(model: str, n: int, out: Path, seed: int, threads: int) -> dict[str, Path]:
     """``M raw`` and ``M default`` sample files from the ``molecules sample`` command."""
     exe = Path(sys.executable).parent / "discdiff"
@@ -241,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=50)
     p.add_argument("--out", type=Path, default=Path("runs/molecule_harness"))
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--card", type=Path, default=None, help="write the raw/default card metrics")
+    p.add_argument("--check-card", default=None, help="compare with this shipped model's card")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     entries: dict[str, Path] = {}
@@ -277,6 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps({"data": args.data, "reference": data.reference_row,
                                          "rows": rows}, indent=1, default=str))  # fmt: skip
+    card = card_rows(rows)
+    if args.card is not None:
+        args.card.write_text(json.dumps(card, indent=1))
+    if args.check_card is not None:
+        from discdiff.catalogue import model_card
+
+        checks = check_card(card, model_card(args.check_card).metrics)
+        print(f"\ncard {args.check_card}: {sum(ok for _, ok, _ in checks)} of {len(checks)} "
+              "figures reproduce (within 3 combined SE)")  # fmt: skip
+        for metric, ok, detail in checks:
+            print(f"  [{'x' if ok else ' '}] {metric}: {detail}")
+        if not all(ok for _, ok, _ in checks):
+            return 1
     return 0
 
 

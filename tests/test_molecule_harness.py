@@ -149,3 +149,22 @@ def test_harness_main_writes_its_table_and_json(harness, small, tmp_path, monkey
 def test_ring_kinds_of_the_counter(cm) -> None:
     assert cm.ring_kinds(Chem.MolFromSmiles("C1=CCC=CC1")) == {"ring6 + 2 C=C"}
     assert cm.ring_kinds(Chem.MolFromSmiles("c1ccoc1")) == {"aromatic5", "any aromatic ring"}
+
+
+def test_card_rows_and_their_check(harness, small) -> None:
+    data, samples = small
+    row = harness.score(samples, data, bootstrap=20, fcd=False)
+    rows = harness.card_rows({"m raw": row, "m default": row, "DiGress qm9": row})
+    names = [r["metric"] for r in rows]
+    assert names[:2] == ["validity, strict (raw)", "validity, connected (raw)"]
+    assert len(rows) == 2 + 12 and "MW W1 vs test (default)" in names
+    valid = rows[0]
+    assert valid["value"] == pytest.approx(142 / 150, abs=1e-6) and valid["n"] == 150
+    assert valid["unit"] == "%" and valid["se"] > 0
+    assert "unit" not in rows[-1]
+    # a card of the same figures reproduces; one three SEs away does not
+    assert all(ok for _, ok, _ in harness.check_card(rows, rows))
+    moved = [dict(r, value=r["value"] + 5 * r["se"]) for r in rows]
+    checks = harness.check_card(rows, moved)
+    assert len(checks) == len(rows) and not any(ok for _, ok, _ in checks)
+    assert harness.check_card(rows, [{"metric": names[0], "value": 0.5}]) == []  # no SE: no check
