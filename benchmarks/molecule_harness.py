@@ -238,7 +238,8 @@ def report(rows: dict[str, dict], data: Data) -> str:
 
 
 def card_rows(rows: dict[str, dict]) -> list[dict]:
-    """The card metrics of the rows named ``... raw`` / ``... default``: value, SE, n, unit."""
+    """The card metrics of the rows named ``... raw`` / ``... default``: value, SE, n (the
+    samples drawn; a share's own denominator may be the valid or unique ones), unit."""
     out = []
     for name, row in rows.items():
         kind = name.rsplit(" ", 1)[-1]
@@ -246,9 +247,9 @@ def card_rows(rows: dict[str, dict]) -> list[dict]:
         for key, label in CARD.get(kind, []):
             value, se = ind[key]
             share = key in ("valid", "connected", "unique", "aromatic") or key.startswith("novel")
-            n = ind["samples"] if key in ("valid", "connected") else ind["valid_molecules"]
             out.append({"metric": f"{label} ({kind})", "value": round(value, 6),
-                        "se": round(se, 6), "n": n} | ({"unit": "%"} if share else {}))  # fmt: skip
+                        "se": round(se, 6), "n": ind["samples"]} | ({"unit": "%"} if share else {})
+                       )  # fmt: skip
     return out
 
 
