@@ -168,3 +168,28 @@ def test_card_rows_and_their_check(harness, small) -> None:
     checks = harness.check_card(rows, moved)
     assert len(checks) == len(rows) and not any(ok for _, ok, _ in checks)
     assert harness.check_card(rows, [{"metric": names[0], "value": 0.5}]) == []  # no SE: no check
+
+
+def test_moses_splits_are_compared_as_written_and_its_targets(harness) -> None:
+    """MOSES's strings are RDKit-canonical: both paths compare them raw (as MOSES does), so a
+    non-canonical spelling in a split does not count as known."""
+    train = ["c1ccccc1", "CCOC(=O)c1ccccc1", "Cc1ccc(N)cc1"]
+    test = ["c1ccc2ccccc2c1", "OC1CCCCC1"]
+    ref = ["c1ccccc1", "c1ccc2ccccc2c1", "OC1CCCCC1", "Cc1ccc(N)cc1"]
+    data = harness.Data("moses", {"train": train, "test": test, "test_scaffolds": ["C1CCNCC1"]},
+                        ref)  # fmt: skip
+    assert data.splits["train"] == set(train) and data.lib_train == set(train)
+    samples = ["c1ccccc1", "C1CCCCC1O", "Nc1ccc(C)cc1", "CC"]
+    row = harness.score(samples, data, bootstrap=5, fcd=False)
+    lib, ind = row["library"], row["independent"]
+    for lib_key, ind_key, label, _ in harness.PAIRS:
+        assert lib[lib_key] == pytest.approx(ind[ind_key][0], abs=1e-9), label
+    # benzene is known; cyclohexanol is new to train, known to test; the toluidine is in train
+    assert ind["novel_vs_train"][0] == pytest.approx(2 / 4)
+    assert ind["novel_vs_all"][0] == pytest.approx(1 / 4)
+    checks = dict(harness.targets("m default", row, data))
+    assert checks["100% valid"] and checks["100% connected"]
+    assert not checks["novelty >= 90%"]
+    assert data.reference_row["ring_sizes"] == pytest.approx({"6": 1.0})
+    ring_check = next(k for k in checks if k.startswith("ring sizes"))
+    assert checks[ring_check] and "(6)" in ring_check  # only 6-rings on both sides
