@@ -96,3 +96,79 @@ def test_models_commands(capsys):
     assert main(["models", "show", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no shipped model 'nope'" in err
+
+
+def test_package_data_carries_every_shipped_file():
+    """The wheel's package-data globs cover each card's weights, entry and task files."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(cat.__file__).resolve().parent
+    globs = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["discdiff"]
+    for card in cat.model_cards().values():
+        files = [card.path, card.path.with_name(card.file.replace("_model.safetensors",
+                                                                  "_config.json"))]  # fmt: skip
+        folder = card.path.with_name(card.file.replace("_model.safetensors", "_model_files"))
+        files += [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        for f in files:
+            rel = f.relative_to(root).as_posix()
+            assert any(fnmatch.fnmatch(rel, g) and rel.count("/") == g.count("/") for g in globs), (
+                rel
+            )
+    assert any(g.count("/") == 2 for g in globs)  # assets/NAME_files/FILE
+
+
+def test_catalogue_entry_ships_an_export_with_its_card(tmp_path, monkeypatch, fresh_checks, capsys):
+    """benchmarks/catalogue_entry.py: the export and its entry copied, the card written from
+    the loaded model and the harness's rows, and read back by the catalogue."""
+    import importlib.util
+    from pathlib import Path
+
+    from discdiff.tasks import runs
+    from discdiff.tasks.molecules import MoleculeTask
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "catalogue_entry.py"
+    spec = importlib.util.spec_from_file_location("catalogue_entry", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(cat.CATALOGUE, assets / "catalogue.json")
+    for f in ("qm9_model.safetensors", "qm9_config.json"):
+        shutil.copy(cat.ASSETS / f, assets / f)
+    task, sizes = MoleculeTask.example(tmp_path / "mol")
+    model = task.new_model(**sizes)
+    weights = tmp_path / "out" / "x_model.safetensors"
+    runs.export(task, model, weights, dtype="bfloat16")
+    rows = [{"metric": "validity (default)", "value": 1.0, "se": 0.0, "n": 100, "unit": "%"}]
+    (tmp_path / "card.json").write_text(json.dumps(rows))
+    base = ["tiny-mol", str(weights), "--card", str(tmp_path / "card.json"), "--title", "t",
+            "--data", "d", "--recipe", "r", "--training", "1 s", "--assets", str(assets),
+            "--commit", "abc1234"]  # fmt: skip
+    assert mod.main(base) == 0
+    doc = json.loads((assets / "catalogue.json").read_text())
+    assert [m["name"] for m in doc["models"]] == [*cat.model_cards(), "tiny-mol"]
+    monkeypatch.setattr(cat, "ASSETS", assets)
+    monkeypatch.setattr(cat, "CATALOGUE", assets / "catalogue.json")
+    cat.model_cards.cache_clear()
+    try:
+        card = cat.model_card("tiny-mol")
+        assert card.task == "molecules" and card.commit == "abc1234"
+        assert card.parameters == count_parameters(model) and card.metrics == rows
+        assert cat.model_path("tiny-mol") == assets / "tiny_mol_model.safetensors"
+        assert isinstance(dd.from_pretrained("tiny-mol")[0], MoleculeTask)
+        capsys.readouterr()
+        assert mod.main(base) == 2  # the name is taken
+        assert "--replace" in capsys.readouterr().err
+        assert mod.main([*base, "--replace"]) == 0
+        (tmp_path / "card.json").write_text(json.dumps([{"metric": "m", "value": 1.0, "n": 1}]))
+        assert mod.main([*base, "--replace"]) == 2
+        assert "without a standard error" in capsys.readouterr().err
+        monkeypatch.setattr(cat, "MAX_BYTES", 100)
+        assert mod.main([*base, "--replace"]) == 2
+        assert "over the catalogue's" in capsys.readouterr().err
+    finally:
+        cat.model_cards.cache_clear()
