@@ -336,13 +336,15 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
 
     def denoiser_fields(self) -> dict[str, Any]:
         """Input ids (K, or K + 1 with a mask), output classes K, the longest sequence,
-        whether the model takes its previous estimate (and a block size, a label count)."""
+        whether the model takes its previous estimate and is told t (and a block size, a
+        label count)."""
         return (
             {
                 "num_states": self.process.num_states,
                 "num_classes": self.process.num_classes,
                 "max_len": self.config.seq_len,
                 "self_conditioning": self.config.self_conditioning,
+                "time_conditioning": self.config.time_conditioned,
             }
             | (
                 {"block_size": b, "time_conditioning": False}
@@ -354,7 +356,8 @@ class TextTask(AutoregressiveYardstick, TextSampling, Task):
 
     def model_config(self, **options: Any) -> TransformerConfig:
         """The diffusion denoiser's TransformerConfig; ``options`` set its sizes
-        (num_layers, d_model, num_heads, mlp_ratio, dropout, cond_dim, ...)."""
+        (num_layers, d_model, num_heads, mlp_ratio, dropout, cond_dim, ...). A model the task
+        does not tell t (an absorbing ELBO's default) has no time embedding to carry."""
         return TransformerConfig(**(self.denoiser_fields() | options))
 
     def build_other_denoiser(self, name: str, **sizes: Any) -> nn.Module:
