@@ -40,6 +40,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -270,7 +271,9 @@ def check_card(rows: list[dict], card: list[dict]) -> list[tuple[str, bool, str]
 
 def sample_model(model: str, n: int, out: Path, seed: int, threads: int) -> dict[str, Path]:
     """``M raw`` and ``M default`` sample files from the ``molecules sample`` command."""
-    exe = Path(sys.executable).parent / "discdiff"
+    exe = Path(sys.executable).parent / "discdiff"  # this environment's command, else PATH's
+    if not exe.is_file():
+        exe = Path(shutil.which("discdiff") or "discdiff")
     files = {}
     for kind, flags in (("raw", ["--model-alone"]), ("default", [])):
         path = out / f"{Path(model).name}_{kind}.smi"
