@@ -115,10 +115,7 @@ def _builtin(spec: str) -> dict[str, str] | None:
 def _files(spec: str) -> list[Path]:
     root = Path(spec).expanduser()
     if not root.exists():
-        raise FileNotFoundError(
-            f"corpus {spec!r} is neither a known name ({', '.join(BUILTIN_NAMES)}[:PATH]) nor "
-            "an existing file or folder"
-        )
+        raise corpus_not_found(spec)
     if root.is_file():
         return [root]
     if not root.is_dir():  # /dev/null, a FIFO, a device
@@ -241,6 +238,14 @@ def _source_hash(spec: str) -> str:
 
 
 BUILTIN_NAMES = ("shakespeare", "shakespeare-text8", "milton", "milton-text8", "text8")
+
+
+def corpus_not_found(spec: str) -> FileNotFoundError:
+    """The error for a corpus that is neither a built-in name nor a file or folder."""
+    return FileNotFoundError(
+        f"corpus {spec!r} is neither a known name ({', '.join(BUILTIN_NAMES)}[:PATH]) nor an "
+        "existing file or folder"
+    )
 
 
 def _builtin_name(spec: str) -> bool:

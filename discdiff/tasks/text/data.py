@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from discdiff.datasets.text_files import load_text_files
 from discdiff.datasets.token_files import (
-    BUILTIN_NAMES,
     builtin_text,
+    corpus_not_found,
     prepare_corpus,
     prepared_cache,
 )
@@ -63,10 +63,7 @@ def load_corpus(spec: str, split: str = "train") -> str:
     if text is not None:
         return text
     if not Path(spec).expanduser().exists():
-        raise FileNotFoundError(
-            f"corpus {spec!r} is neither a known name ({', '.join(BUILTIN_NAMES)}[:PATH]) nor "
-            "an existing file or folder"
-        )
+        raise corpus_not_found(spec)
     return load_text_files(spec, split)
 
 
