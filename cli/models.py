@@ -28,9 +28,11 @@ def list_() -> None:
     """One line per shipped model: name, task, parameters, size on disk, title."""
     from discdiff.catalogue import model_cards
 
-    for card in model_cards().values():
+    cards = model_cards().values()
+    width = max((len(c.name) for c in cards), default=0)
+    for card in cards:
         typer.echo(
-            f"{card.name:<10} {card.task:<10} {card.parameters / 1e6:6.2f} M parameters "
+            f"{card.name:<{width}} {card.task:<10} {card.parameters / 1e6:6.2f} M parameters "
             f"{card.bytes / 2**20:6.1f} MiB  {card.title}"
         )
 

@@ -118,7 +118,7 @@ def test_package_data_carries_every_shipped_file():
             assert any(fnmatch.fnmatch(rel, g) and rel.count("/") == g.count("/") for g in globs), (
                 rel
             )
-    assert any(g.count("/") == 2 for g in globs)  # assets/NAME_files/FILE
+    assert any(g.count("/") == 3 for g in globs)  # assets/NAME_files/tokenizer/FILE
 
 
 def test_catalogue_entry_ships_an_export_with_its_card(tmp_path, monkeypatch, fresh_checks, capsys):
@@ -172,3 +172,15 @@ def test_catalogue_entry_ships_an_export_with_its_card(tmp_path, monkeypatch, fr
         assert "over the catalogue's" in capsys.readouterr().err
     finally:
         cat.model_cards.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, c in cat.model_cards().items() if c.task == "text"] or ["(no text model)"]
+)
+def test_a_shipped_text_model_samples_and_scores_by_name(name, capsys):
+    """`text sample NAME` and the card's tokenizer: a shipped text model works by name alone."""
+    if name == "(no text model)":
+        pytest.fail("the catalogue ships no text model; issue 31 ships one (shakespeare-char)")
+    capsys.readouterr()
+    assert main(["text", "sample", name, "-n", "1", "--steps", "4", "--length", "24"]) == 0
+    assert len(capsys.readouterr().out.strip()) > 0
