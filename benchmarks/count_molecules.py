@@ -240,19 +240,27 @@ def count(
     return out
 
 
-def data_sets(data: str) -> tuple[dict[str, set[str]], list[str]]:
-    """(split name -> canonical set, the reference SMILES) of ``data`` ("qm9" or "moses")."""
+def raw_data(data: str) -> tuple[dict[str, list[str]], list[str]]:
+    """(split name -> its SMILES as written, the reference SMILES) of ``data`` ("qm9" or
+    "moses"): QM9's test split, or 10,000 MOSES test molecules (seed 0)."""
     if data == "qm9":
         from discdiff.datasets.qm9 import load_qm9  # the data only, not the library's metrics
 
-        splits = {s: canonical_all(load_qm9(s)) for s in ("train", "val", "test")}
-        return splits, load_qm9("test")
+        return {s: load_qm9(s) for s in ("train", "val", "test")}, load_qm9("test")
     if data == "moses":
         from discdiff.datasets.moses import load_moses
 
-        splits = {s: set(load_moses(s)) for s in ("train", "test", "test_scaffolds")}
-        return splits, random.Random(0).sample(load_moses("test"), 10_000)
+        splits = {s: load_moses(s) for s in ("train", "test", "test_scaffolds")}
+        return splits, random.Random(0).sample(splits["test"], 10_000)
     raise ValueError(f"unknown data set {data!r}; expected 'qm9' or 'moses'")
+
+
+def split_sets(data: str, splits: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Each split as a set to look samples up in: canonicalised here (QM9), or as written
+    (MOSES: its strings are RDKit-canonical, and MOSES's own novelty compares them so)."""
+    if data == "moses":
+        return {k: set(v) for k, v in splits.items()}
+    return {k: canonical_all(v) for k, v in splits.items()}
 
 
 def reference_profile(smiles: Iterable[str]) -> Profile:
@@ -285,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="skip novelty and distances")
     args = p.parse_args(argv)
     samples = read_samples(args.samples)
-    splits, ref = (None, None) if args.no_reference else data_sets(args.data)
-    out = count(samples, splits, reference_profile(ref) if ref else None, args.bootstrap)
+    splits, ref = (None, None) if args.no_reference else raw_data(args.data)
+    sets = split_sets(args.data, splits) if splits else None
+    out = count(samples, sets, reference_profile(ref) if ref else None, args.bootstrap)
     print(summary(out))
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1))

@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -52,12 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import count_molecules as cm  # noqa: E402  (the independent counter, beside this file)
 
 from discdiff.chem.metrics import canonical_set, molecule_metrics, reference_stats  # noqa: E402
-from discdiff.datasets.moses import load_moses  # noqa: E402
-from discdiff.datasets.qm9 import load_qm9  # noqa: E402
 
 ANCHORS = Path(os.environ.get("DIGRESS_ANCHORS", "/work/shared/anchors/digress"))
 DIGRESS = {"qm9": "final_smiles_qm9_noH.txt", "moses": "generated_smiles_moses.txt"}
-SPLITS = {"qm9": ("train", "val", "test"), "moses": ("train", "test", "test_scaffolds")}
 #: (library key, counter key, label, a share): the figures both paths give
 PAIRS = [
     ("validity", "valid", "valid (strict)", True),
@@ -106,19 +102,13 @@ class Data:
                               if k != "train")
         )  # fmt: skip
         self.lib_reference = reference_stats(reference, profile=True)
-        self.splits = {k: set(v) if raw else cm.canonical_all(v) for k, v in splits.items()}
+        self.splits = cm.split_sets(name, splits)
         self.reference = cm.reference_profile(reference)
         self.reference_row = cm.reference_row(self.reference, reference)
 
     @classmethod
     def load(cls, name: str) -> Data:
-        if name == "qm9":
-            return cls(name, {s: load_qm9(s) for s in SPLITS[name]}, load_qm9("test"))
-        if name == "moses":
-            test = load_moses("test")
-            ref = random.Random(0).sample(test, 10_000)
-            return cls(name, {s: load_moses(s) for s in SPLITS[name]}, ref)
-        raise ValueError(f"unknown data set {name!r}; expected qm9 or moses")
+        return cls(name, *cm.raw_data(name))
 
 
 def has_fcd() -> bool:
